@@ -1,0 +1,26 @@
+//! Text encoders: the narrow backend trait and the built-in hashed n-gram encoder.
+//!
+//! Like text-embeddings-inference's backends, the rest of the system only sees
+//! [`Encoder`]: a width, a batch embedding call and a fingerprint. Concrete encoders
+//! (the built-in [`HashedEncoder`], later transformer encoders) live behind it.
+
+mod hashed;
+
+pub use hashed::{HashedEncoder, HashedEncoderConfig};
+
+use crate::Result;
+use candle_core::Tensor;
+
+/// A text encoder backend.
+pub trait Encoder: Send {
+    /// Width of the embeddings.
+    fn dim(&self) -> usize;
+
+    /// Embeds `texts` into a `(texts.len(), dim)` f32 tensor. A text's vector must not
+    /// depend on its batch neighbours.
+    fn encode(&self, texts: &[&str]) -> Result<Tensor>;
+
+    /// Identity of weights + settings as 16 hex digits: equal fingerprints ⇒ equal
+    /// vectors. Persisted cache keys use it.
+    fn fingerprint(&self) -> &str;
+}

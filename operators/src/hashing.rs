@@ -1,0 +1,288 @@
+//! Stable, platform-independent 64-bit hashing and a tiny seeded RNG.
+//!
+//! # Stability contract
+//!
+//! The values of [`hash64`], [`hash64_seeded`], [`text_hash`] and [`Hasher64`] are
+//! **persisted**: they key embedding caches on disk, name feature buckets of trained
+//! encoders and make up model fingerprints. They must therefore never change, on any
+//! platform, compiler or crate version. The functions only use wrapping integer arithmetic
+//! on explicitly little-endian inputs (no `std::hash`, whose `DefaultHasher` is randomly
+//! keyed and explicitly unstable), and the tests pin known output values so that an
+//! accidental edit fails. If a different hash is ever needed, add a new function and
+//! version the things that use it; do not edit these.
+//!
+//! The construction is FNV-1a 64 over the bytes, followed by the splitmix64 finaliser
+//! (`mix64`). FNV-1a alone has weak avalanche in its high and low bits for short inputs,
+//! which matters when hashes are reduced modulo a bucket count; the finaliser fixes that.
+//!
+//! [`SplitMix64`] is the matching tiny deterministic generator used for seeded weight
+//! initialisation (candle's CPU RNG cannot be seeded).
+
+/// The FNV-1a 64 offset basis.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// The FNV-1a 64 prime.
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// The golden-ratio increment of splitmix64.
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The splitmix64 finaliser (a bijection on `u64` with full avalanche).
+#[inline]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Raw FNV-1a 64 state update.
+#[inline]
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// Stable 64-bit hash of `bytes`: FNV-1a 64 followed by the splitmix64 finaliser.
+///
+/// Persisted in caches: never change this function.
+#[inline]
+pub fn hash64(bytes: &[u8]) -> u64 {
+    mix64(fnv1a(FNV_OFFSET, bytes))
+}
+
+/// Stable 64-bit hash of `bytes` under `seed`.
+///
+/// Defined as `hash64(seed.to_le_bytes() ++ bytes)`, so different seeds give independent
+/// hash functions. Persisted in caches: never change this function.
+#[inline]
+pub fn hash64_seeded(seed: u64, bytes: &[u8]) -> u64 {
+    mix64(fnv1a(fnv1a(FNV_OFFSET, &seed.to_le_bytes()), bytes))
+}
+
+/// Stable content hash of a text (its UTF-8 bytes; no normalisation of any kind).
+///
+/// Persisted in caches: never change this function.
+#[inline]
+pub fn text_hash(text: &str) -> u64 {
+    hash64(text.as_bytes())
+}
+
+/// Streaming form of [`hash64`], for fingerprints built from several pieces.
+///
+/// `Hasher64::new()` fed with `a` then `b` finishes to `hash64(a ++ b)`: the pieces are
+/// simply concatenated, so callers that hash variable-length pieces should add lengths or
+/// separators themselves (see [`Hasher64::update_framed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hasher64 {
+    state: u64,
+}
+
+impl Default for Hasher64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hasher64 {
+    /// A hasher with nothing fed yet.
+    pub fn new() -> Self {
+        Self { state: FNV_OFFSET }
+    }
+
+    /// Feeds `bytes`.
+    #[inline]
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.state = fnv1a(self.state, bytes);
+    }
+
+    /// Feeds a `u64` as its 8 little-endian bytes.
+    #[inline]
+    pub fn update_u64(&mut self, value: u64) {
+        self.update(&value.to_le_bytes());
+    }
+
+    /// Feeds the length of `bytes` (as a little-endian `u64`) and then `bytes`, so that the
+    /// boundaries between variable-length pieces are part of the hash.
+    #[inline]
+    pub fn update_framed(&mut self, bytes: &[u8]) {
+        self.update_u64(bytes.len() as u64);
+        self.update(bytes);
+    }
+
+    /// The hash of everything fed so far (the hasher can keep being fed afterwards).
+    #[inline]
+    pub fn finish(&self) -> u64 {
+        mix64(self.state)
+    }
+}
+
+/// A tiny deterministic RNG (splitmix64), for seeded weight initialisation.
+///
+/// The stream of a seed is fixed forever (pinned by tests). [`SplitMix64::normal`] uses the
+/// platform's `ln`/`sin`/`cos`, which may differ in the last bit between platforms; values
+/// are computed in `f64` and rounded to `f32`, which hides almost all such differences, and
+/// anything persisted from weights (fingerprints) hashes the weights themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitMix64 {
+    state: u64,
+    /// The second value of the last Box–Muller pair, not yet returned.
+    spare: Option<f32>,
+}
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: seed,
+            spare: None,
+        }
+    }
+
+    /// The next 64 uniformly random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.state)
+    }
+
+    /// Uniform in `[0, 1)`, with 24 random bits (every value is exactly representable).
+    #[inline]
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+
+    /// Uniform in `[0, 1)`, with 53 random bits.
+    #[inline]
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in `[low, high)`.
+    #[inline]
+    pub fn uniform(&mut self, low: f32, high: f32) -> f32 {
+        let x = low + (high - low) * self.next_f32();
+        // Rounding can land exactly on `high`; keep the interval half-open.
+        if x < high {
+            x
+        } else {
+            low
+        }
+    }
+
+    /// A standard normal sample (Box–Muller; both values of each pair are used).
+    #[inline]
+    pub fn normal(&mut self) -> f32 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        // u1 in (0, 1] so that ln(u1) is finite.
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
+        self.spare = Some((r * s) as f32);
+        (r * c) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_published_vectors() {
+        // From the FNV reference test suite (FNV-1a 64).
+        assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(fnv1a(FNV_OFFSET, b"foobar"), 0x85944171f73967e8);
+    }
+
+    #[test]
+    fn hash_values_are_pinned() {
+        // These values are persisted in caches: if this test fails, the hash changed.
+        assert_eq!(hash64(b""), PINNED[0]);
+        assert_eq!(hash64(b"a"), PINNED[1]);
+        assert_eq!(hash64(b"hello world"), PINNED[2]);
+        assert_eq!(text_hash("Grüße, 世界"), PINNED[3]);
+        assert_eq!(hash64_seeded(0, b"a"), PINNED[4]);
+        assert_eq!(hash64_seeded(42, b"hello world"), PINNED[5]);
+        assert_eq!(mix64(0), 0);
+        assert_eq!(mix64(1), PINNED[6]);
+    }
+
+    const PINNED: [u64; 7] = [
+        0xf52a15e9a9b5e89b,
+        0x02c0bdbf481420f8,
+        0x05cb585112be1151,
+        0x32746c8a51656ae0,
+        0x0d38d3c8a628cc82,
+        0xd78238e0477c0a97,
+        0x5692161d100b05e5,
+    ];
+
+    #[test]
+    fn streaming_equals_one_shot() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for split in [0, 1, 17, 500, 999, 1000] {
+            let mut h = Hasher64::new();
+            h.update(&data[..split]);
+            h.update(&data[split..]);
+            assert_eq!(h.finish(), hash64(&data), "split at {split}");
+        }
+        let mut h = Hasher64::new();
+        h.update_u64(42);
+        h.update(b"hello world");
+        assert_eq!(h.finish(), hash64_seeded(42, b"hello world"));
+        // Framing separates ("ab", "c") from ("a", "bc").
+        let framed = |a: &[u8], b: &[u8]| {
+            let mut h = Hasher64::new();
+            h.update_framed(a);
+            h.update_framed(b);
+            h.finish()
+        };
+        assert_ne!(framed(b"ab", b"c"), framed(b"a", b"bc"));
+        assert_ne!(hash64_seeded(1, b"x"), hash64_seeded(2, b"x"));
+    }
+
+    #[test]
+    fn splitmix_stream_is_pinned() {
+        // The reference splitmix64 stream for seed 0.
+        let mut r = SplitMix64::new(0);
+        assert_eq!(r.next_u64(), 0xe220a8397b1dcdaf);
+        assert_eq!(r.next_u64(), 0x6e789e6aa1b965f4);
+        let mut r = SplitMix64::new(7);
+        assert_eq!(r.next_f32(), 0.3898297);
+        // Box–Muller goes through libm: pinned to a tolerance, not to the bit.
+        assert!((r.normal() - 0.14938676).abs() < 1e-6);
+        assert!((r.normal() - -0.10744872).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rng_distributions() {
+        let mut r = SplitMix64::new(123);
+        let n = 200_000;
+        let (mut s1, mut s2, mut u_min, mut u_max) = (0f64, 0f64, 1f32, 0f32);
+        for _ in 0..n {
+            let u = r.next_f32();
+            assert!((0.0..1.0).contains(&u));
+            u_min = u_min.min(u);
+            u_max = u_max.max(u);
+            let z = r.normal() as f64;
+            assert!(z.is_finite());
+            s1 += z;
+            s2 += z * z;
+        }
+        let mean = s1 / n as f64;
+        let var = s2 / n as f64 - mean * mean;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.02, "variance {var}");
+        assert!(u_min < 1e-3 && u_max > 0.999);
+        for _ in 0..10_000 {
+            let x = r.uniform(-0.5, 0.25);
+            assert!((-0.5..0.25).contains(&x));
+        }
+        // Seeds give different streams.
+        assert_ne!(SplitMix64::new(1).next_u64(), SplitMix64::new(2).next_u64());
+    }
+}

@@ -1,0 +1,13 @@
+//! The compute behind freshen's operators.
+//!
+//! This crate holds the numerical work (encoders, hashing, and later the corrector,
+//! sampler, losses, optimisers and metrics) on candle tensors. It knows nothing of
+//! YAML, graphs or timely: the framework crate calls it from inside its operators,
+//! which keeps the maths testable on its own and swappable behind narrow traits.
+
+pub mod encoder;
+pub mod error;
+pub mod hashing;
+
+pub use encoder::{Encoder, HashedEncoder, HashedEncoderConfig};
+pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! Dataset builders (`freshen data ...`): real retrieval sets made from local files.
+
+pub mod wordnet;

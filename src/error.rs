@@ -1,0 +1,156 @@
+//! One error enum for the whole framework.
+//!
+//! Every error a user can cause prints as a single line that says where it is:
+//! a pipeline file with `line:column` and the node id, or a data file with the row.
+//! Errors found before anything runs (`freshen check`) exit with code 2; failures
+//! while running exit with code 1.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where in a pipeline file something was written: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    /// 1-based line number.
+    pub line: usize,
+    /// 1-based column number.
+    pub col: usize,
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// The error type of freshen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A problem in a pipeline file (syntax, types, graph, schema), found before running.
+    ///
+    /// Displays as `FILE:LINE:COL: node ID: what is wrong (what was expected)`.
+    #[error("{}", spec_line(.file, .span, .node.as_deref(), .message))]
+    Spec {
+        /// The pipeline file, or `--set` for a command-line override.
+        file: PathBuf,
+        /// Where in the file; `None` when the problem has no single place.
+        span: Option<Span>,
+        /// The node the problem belongs to, when it belongs to one.
+        node: Option<String>,
+        /// What is wrong, with what was expected in parentheses.
+        message: String,
+    },
+    /// A problem in an input data file (missing column, null text, duplicate id, ...).
+    ///
+    /// Displays as `FILE: row N: node ID: what is wrong`.
+    #[error("{}", data_line(.file, *.row, .node.as_deref(), .message))]
+    Data {
+        /// The data file.
+        file: PathBuf,
+        /// The 1-based row (for JSONL/TSV: the line number), when the problem has one.
+        row: Option<usize>,
+        /// The node that reads the file.
+        node: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// An I/O failure on a named path.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or folder being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure inside an operator while the dataflow runs.
+    #[error("node {node}: {message}")]
+    Operator {
+        /// The node id.
+        node: String,
+        /// What failed.
+        message: String,
+    },
+    /// A failure of the compute crate (model, tensors).
+    #[error(transparent)]
+    Compute(#[from] freshen_operators::Error),
+    /// Anything else, with enough context to act on.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Results of freshen.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The process exit code for this error: 2 for problems found by validation, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Spec { .. } | Error::Data { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A data error in `file` at 1-based `row`.
+    pub fn data(file: impl AsRef<Path>, row: Option<usize>, message: impl Into<String>) -> Self {
+        Error::Data {
+            file: file.as_ref().to_path_buf(),
+            row,
+            node: None,
+            message: message.into(),
+        }
+    }
+
+    /// Attaches a node id to a spec or data error that has none yet.
+    pub fn with_node(mut self, id: &str) -> Self {
+        match &mut self {
+            Error::Spec { node, .. } | Error::Data { node, .. } if node.is_none() => {
+                *node = Some(id.to_string());
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
+fn spec_line(file: &Path, span: &Option<Span>, node: Option<&str>, message: &str) -> String {
+    let mut s = file.display().to_string();
+    if let Some(span) = span {
+        s.push_str(&format!(":{span}"));
+    }
+    if let Some(node) = node {
+        s.push_str(&format!(": node {node}"));
+    }
+    format!("{s}: {message}")
+}
+
+fn data_line(file: &Path, row: Option<usize>, node: Option<&str>, message: &str) -> String {
+    let mut s = file.display().to_string();
+    if let Some(row) = row {
+        s.push_str(&format!(": row {row}"));
+    }
+    if let Some(node) = node {
+        s.push_str(&format!(": node {node}"));
+    }
+    format!("{s}: {message}")
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Other(format!("arrow: {e}"))
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Error::Other(format!("parquet: {e}"))
+    }
+}

@@ -1,0 +1,76 @@
+//! Drawing the graph: Mermaid (renders on GitHub and in most Markdown viewers) and DOT.
+
+use super::Graph;
+
+fn label(g: &Graph, i: usize) -> String {
+    let n = &g.nodes()[i];
+    format!("{}\\n({})", n.id, n.op.type_name())
+}
+
+fn edge_label(g: &Graph, producer: usize) -> String {
+    g.schemas[producer]
+        .as_ref()
+        .map(|s| {
+            s.fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// The graph as a Mermaid flowchart; edges are labelled with the columns they carry.
+pub fn to_mermaid(g: &Graph) -> String {
+    let mut s = String::from("flowchart LR\n");
+    for &i in &g.order {
+        let n = &g.nodes()[i];
+        s.push_str(&format!(
+            "    {}[\"{}<br/>({})\"]\n",
+            mermaid_id(&n.id),
+            n.id,
+            n.op.type_name()
+        ));
+    }
+    for &i in &g.order {
+        for p in g.producers(i) {
+            s.push_str(&format!(
+                "    {} -->|{}| {}\n",
+                mermaid_id(&g.nodes()[p].id),
+                edge_label(g, p),
+                mermaid_id(&g.nodes()[i].id)
+            ));
+        }
+    }
+    s
+}
+
+fn mermaid_id(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The graph in Graphviz DOT; edges are labelled with the columns they carry.
+pub fn to_dot(g: &Graph) -> String {
+    let mut s = String::from("digraph pipeline {\n    rankdir=LR;\n    node [shape=box];\n");
+    for &i in &g.order {
+        s.push_str(&format!(
+            "    \"{}\" [label=\"{}\"];\n",
+            g.nodes()[i].id,
+            label(g, i)
+        ));
+    }
+    for &i in &g.order {
+        for p in g.producers(i) {
+            s.push_str(&format!(
+                "    \"{}\" -> \"{}\" [label=\"{}\"];\n",
+                g.nodes()[p].id,
+                g.nodes()[i].id,
+                edge_label(g, p)
+            ));
+        }
+    }
+    s.push_str("}\n");
+    s
+}

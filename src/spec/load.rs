@@ -1,0 +1,362 @@
+//! Reading a pipeline file: YAML → `${VAR}` interpolation → `--set` overrides → typed structs.
+//!
+//! Every failure becomes one [`Error::Spec`] line that points at the text the user wrote
+//! (or at the `--set` that changed it), with the node id when the problem is in a node.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::position::PositionIndex;
+use super::types::{NodeSpec, OperatorSpec, Pipeline};
+use crate::error::{Error, Result, Span};
+
+/// A parsed pipeline with what is needed to point errors back at its text.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// The pipeline file as given.
+    pub file: PathBuf,
+    /// The typed pipeline, after interpolation and overrides.
+    pub pipeline: Pipeline,
+    positions: PositionIndex,
+    /// `(path, "--set expr")` for every overridden path.
+    overrides: Vec<(String, String)>,
+}
+
+impl LoadedSpec {
+    /// Reads `file`, interpolates `${VAR}`, applies `--set path=value` overrides and
+    /// deserialises the pipeline, checking every key, type and range on the way.
+    pub fn load(file: &Path, sets: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        Self::from_str(file, &text, sets)
+    }
+
+    /// As [`LoadedSpec::load`], from text already read (`file` names it in errors).
+    pub fn from_str(file: &Path, text: &str, sets: &[String]) -> Result<Self> {
+        let mut spec = LoadedSpec {
+            file: file.to_path_buf(),
+            pipeline: empty_pipeline(),
+            positions: PositionIndex::build(text),
+            overrides: Vec::new(),
+        };
+        let mut value: Value = serde_yaml::from_str(text).map_err(|e| spec.syntax_error(&e))?;
+        if !value.is_mapping() {
+            return Err(spec.error("", None, "the file is not a YAML mapping (expected keys such as `nodes`, `inputs`, `outputs`)"));
+        }
+        super::interpolate::interpolate(&mut value, &spec)?;
+        for set in sets {
+            let path = super::overrides::apply(&mut value, set).map_err(|m| Error::Spec {
+                file: PathBuf::from(format!("--set {set}")),
+                span: None,
+                node: None,
+                message: m,
+            })?;
+            spec.overrides.push((path, set.clone()));
+        }
+        spec.pipeline = spec.typed(value)?;
+        Ok(spec)
+    }
+
+    fn syntax_error(&self, e: &serde_yaml::Error) -> Error {
+        let span = e.location().map(|l| Span {
+            line: l.line(),
+            col: l.column(),
+        });
+        let mut message = e.to_string();
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        Error::Spec {
+            file: self.file.clone(),
+            span,
+            node: None,
+            message: format!("YAML syntax: {message}"),
+        }
+    }
+
+    /// An error about the value at `path` (dotted, items by index), in node `node`.
+    pub fn error(&self, path: &str, node: Option<&str>, message: impl Into<String>) -> Error {
+        self.error_with(path, node, message, false)
+    }
+
+    /// An error about the key at `path` (points at the key rather than its value).
+    pub fn key_error(&self, path: &str, node: Option<&str>, message: impl Into<String>) -> Error {
+        self.error_with(path, node, message, true)
+    }
+
+    fn error_with(
+        &self,
+        path: &str,
+        node: Option<&str>,
+        message: impl Into<String>,
+        key: bool,
+    ) -> Error {
+        if let Some((_, set)) = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|(p, _)| path == p || path.starts_with(&format!("{p}.")))
+        {
+            return Error::Spec {
+                file: PathBuf::from(format!("--set {set}")),
+                span: None,
+                node: node.map(str::to_string),
+                message: message.into(),
+            };
+        }
+        let span = if key {
+            self.positions.key(path)
+        } else {
+            self.positions.value(path)
+        };
+        Error::Spec {
+            file: self.file.clone(),
+            span,
+            node: node.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// Where the value at `path` was written, if it was written in the file.
+    pub fn span_of(&self, path: &str) -> Option<Span> {
+        self.positions.value(path)
+    }
+
+    /// The dotted path of node number `index`.
+    pub fn node_path(index: usize) -> String {
+        format!("nodes.{index}")
+    }
+
+    fn typed(&self, mut value: Value) -> Result<Pipeline> {
+        let nodes = match value.as_mapping_mut().and_then(|m| m.remove("nodes")) {
+            Some(Value::Sequence(items)) => items,
+            Some(_) => {
+                return Err(self.error(
+                    "nodes",
+                    None,
+                    "`nodes` must be a list (expected a list of nodes with `id` and `type`)",
+                ))
+            }
+            None => {
+                return Err(self.error(
+                    "",
+                    None,
+                    "missing key `nodes` (expected a list of nodes with `id` and `type`)",
+                ))
+            }
+        };
+        if let Some(m) = value.as_mapping_mut() {
+            m.insert(Value::from("nodes"), Value::Sequence(Vec::new()));
+        }
+        let mut pipeline: Pipeline = self.deserialize("", None, value)?;
+        for (i, node) in nodes.into_iter().enumerate() {
+            pipeline.nodes.push(self.node(i, node)?);
+        }
+        Ok(pipeline)
+    }
+
+    fn node(&self, index: usize, value: Value) -> Result<NodeSpec> {
+        let path = Self::node_path(index);
+        let Value::Mapping(mut map) = value else {
+            return Err(self.error(
+                &path,
+                None,
+                "a node must be a mapping (expected `id`, `type`, `inputs` and settings)",
+            ));
+        };
+        let id = match map.remove("id") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            Some(_) => {
+                return Err(self.error(
+                    &format!("{path}.id"),
+                    None,
+                    "`id` must be a non-empty string",
+                ))
+            }
+            None => {
+                return Err(self.error(
+                    &path,
+                    None,
+                    "missing key `id` (every node needs a unique id)",
+                ))
+            }
+        };
+        let node = Some(id.as_str());
+        let ty = match map.remove("type") {
+            Some(Value::String(s)) => s,
+            Some(_) => {
+                return Err(self.error(&format!("{path}.type"), node, "`type` must be a string"))
+            }
+            None => {
+                return Err(self.error(
+                    &path,
+                    node,
+                    format!(
+                        "missing key `type` (expected one of {})",
+                        OperatorSpec::TYPES.join(", ")
+                    ),
+                ))
+            }
+        };
+        let inputs = match map.remove("inputs") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Sequence(items)) => {
+                let mut v = Vec::new();
+                for (j, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => v.push(s),
+                        _ => {
+                            return Err(self.error(
+                                &format!("{path}.inputs.{j}"),
+                                node,
+                                "an input must be a node id (a string)",
+                            ))
+                        }
+                    }
+                }
+                v
+            }
+            Some(_) => {
+                return Err(self.error(
+                    &format!("{path}.inputs"),
+                    node,
+                    "`inputs` must be a list of node ids",
+                ))
+            }
+        };
+        let settings = Value::Mapping(map);
+        let op = match ty.as_str() {
+            "source" => OperatorSpec::Source(self.deserialize(&path, node, settings)?),
+            "encode" => OperatorSpec::Encode(self.deserialize(&path, node, settings)?),
+            "cache" => OperatorSpec::Cache(self.deserialize(&path, node, settings)?),
+            "sink" => OperatorSpec::Sink(self.deserialize(&path, node, settings)?),
+            other => {
+                return Err(self.error(
+                    &format!("{path}.type"),
+                    node,
+                    format!(
+                        "unknown operator type `{other}` (expected one of {})",
+                        OperatorSpec::TYPES.join(", ")
+                    ),
+                ))
+            }
+        };
+        let spec = NodeSpec { id, inputs, op };
+        if let Some((key, message)) = super::ranges::check(&spec.op).into_iter().next() {
+            return Err(self.error(&format!("{path}.{key}"), Some(&spec.id), message));
+        }
+        Ok(spec)
+    }
+
+    /// Deserialises `value` found at `base`, mapping serde's error to the place it names.
+    fn deserialize<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        node: Option<&str>,
+        value: Value,
+    ) -> Result<T> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let mut path = base.to_string();
+            for seg in e.path().iter() {
+                use serde_path_to_error::Segment;
+                let s = match seg {
+                    Segment::Seq { index } => index.to_string(),
+                    Segment::Map { key } => key.clone(),
+                    Segment::Enum { .. } | Segment::Unknown => continue,
+                };
+                path = if path.is_empty() {
+                    s
+                } else {
+                    format!("{path}.{s}")
+                };
+            }
+            let raw = e.inner().to_string();
+            if let Some(field) = quoted_after(&raw, "unknown field `") {
+                let key = if path.is_empty() || path == field {
+                    field
+                } else if path.ends_with(&format!(".{field}")) {
+                    path
+                } else {
+                    format!("{path}.{field}")
+                };
+                return self.key_error(&key, node, tidy(&raw));
+            }
+            self.error(&path, node, tidy(&raw))
+        })
+    }
+}
+
+fn empty_pipeline() -> Pipeline {
+    Pipeline {
+        version: 1,
+        name: None,
+        description: None,
+        seed: 0,
+        vars: Default::default(),
+        inputs: Default::default(),
+        nodes: Vec::new(),
+        outputs: Default::default(),
+    }
+}
+
+fn quoted_after(text: &str, prefix: &str) -> Option<String> {
+    let start = text.find(prefix)? + prefix.len();
+    let end = text[start..].find('`')?;
+    Some(text[start..start + end].to_string())
+}
+
+/// Turns serde's wording into ours: `key` rather than `field`, and what was expected in parentheses.
+fn tidy(raw: &str) -> String {
+    let mut s = raw
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key");
+    s = s.replace("unknown variant", "unknown value");
+    if let Some(i) = s.find(", there are no fields") {
+        s.truncate(i);
+        s.push_str(" (this takes no settings)");
+    } else if let Some(i) = s.find(", expected ") {
+        let expected = s[i + ", expected ".len()..].to_string();
+        s.truncate(i);
+        s.push_str(&format!(" (expected {expected})"));
+    }
+    s
+}
+
+/// The dotted path of `Mapping` key `k` under `base`.
+pub(crate) fn child(base: &str, k: &str) -> String {
+    if base.is_empty() {
+        k.to_string()
+    } else {
+        format!("{base}.{k}")
+    }
+}
+
+/// A mapping's string keys, for walking values.
+pub(crate) fn key_str(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidies_serde_messages() {
+        assert_eq!(
+            tidy("unknown field `batch_szie`, expected one of `dataset`, `table`"),
+            "unknown key `batch_szie` (expected one of `dataset`, `table`)"
+        );
+        assert_eq!(
+            tidy("invalid type: string \"x\", expected usize"),
+            "invalid type: string \"x\" (expected usize)"
+        );
+    }
+}

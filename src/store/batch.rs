@@ -1,0 +1,168 @@
+//! Arrow record batches as they travel between operators.
+//!
+//! Inside one process timely hands batches from thread to thread as objects; between
+//! processes it serialises them, and [`Batch`] then travels as Arrow IPC bytes, the
+//! format every Arrow implementation reads.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, ListArray, RecordBatch,
+    StringArray, UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::store::tables::{self, col};
+
+/// A record batch on a dataflow edge.
+#[derive(Debug, Clone)]
+pub struct Batch(pub RecordBatch);
+
+impl Serialize for Batch {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        {
+            let mut w = StreamWriter::try_new(&mut bytes, &self.0.schema())
+                .map_err(serde::ser::Error::custom)?;
+            w.write(&self.0).map_err(serde::ser::Error::custom)?;
+            w.finish().map_err(serde::ser::Error::custom)?;
+        }
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde_bytes_vec(d)?;
+        let mut r =
+            StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(de::Error::custom)?;
+        match r.next() {
+            Some(Ok(b)) => Ok(Batch(b)),
+            Some(Err(e)) => Err(de::Error::custom(e)),
+            None => Err(de::Error::custom("empty Arrow IPC stream")),
+        }
+    }
+}
+
+fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<u8>, D::Error> {
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("Arrow IPC bytes")
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> std::result::Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> std::result::Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_byte_buf(V)
+}
+
+/// A string column by name, or an error naming the column.
+pub fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| Error::Other(format!("batch lacks string column `{name}`")))
+}
+
+/// The `text_hash` column.
+pub fn hashes(batch: &RecordBatch) -> Result<&UInt64Array> {
+    batch
+        .column_by_name(col::TEXT_HASH)
+        .and_then(|c| c.as_primitive_opt())
+        .ok_or_else(|| Error::Other("batch lacks uint64 column `text_hash`".into()))
+}
+
+/// The embedding column's values, row-major, and its width.
+pub fn vectors(batch: &RecordBatch) -> Result<(&[f32], usize)> {
+    let list = batch
+        .column_by_name(col::EMBEDDING)
+        .and_then(|c| c.as_fixed_size_list_opt())
+        .ok_or_else(|| Error::Other("batch lacks fixed-size-list column `embedding`".into()))?;
+    let dim = list.value_length() as usize;
+    let values = list.values().as_primitive::<Float32Type>().values();
+    let start = list.offset() * dim;
+    Ok((&values[start..start + list.len() * dim], dim))
+}
+
+/// An embeddings batch (`id`, `text_hash`, `embedding`) from row-major vectors.
+pub fn embeddings_batch(
+    ids: Vec<String>,
+    hashes: Vec<u64>,
+    vectors: Vec<f32>,
+    dim: usize,
+) -> Result<RecordBatch> {
+    let schema = tables::embeddings_schema(dim);
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let list = FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        Arc::new(Float32Array::from(vectors)),
+        None,
+    )?;
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(ids)) as ArrayRef,
+            Arc::new(UInt64Array::from(hashes)),
+            Arc::new(list),
+        ],
+    )?)
+}
+
+/// The schema a batch takes when its fixed-size vectors are stored as plain lists.
+pub fn list_layout_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::FixedSizeList(item, _) => {
+                Field::new(f.name(), DataType::List(item.clone()), f.is_nullable())
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Rewrites fixed-size-list columns as plain lists (for readers that need them).
+pub fn to_list_layout(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = list_layout_schema(&batch.schema());
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.as_fixed_size_list_opt() {
+            Some(fsl) => {
+                let n = fsl.value_length() as usize;
+                let item = match fsl.data_type() {
+                    DataType::FixedSizeList(item, _) => item.clone(),
+                    _ => unreachable!("checked to be a fixed-size list"),
+                };
+                let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(n, fsl.len()));
+                let values = fsl.values().slice(fsl.offset() * n, fsl.len() * n);
+                Arc::new(ListArray::new(item, offsets, values, fsl.nulls().cloned())) as ArrayRef
+            }
+            None => c.clone(),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

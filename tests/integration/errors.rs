@@ -1,0 +1,267 @@
+//! One test per class of bad pipeline and bad data: each error is one line naming the
+//! file, line:column (or row) and node, exits with 2, and touches no output.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+struct Case {
+    _tmp: tempfile::TempDir,
+    yaml: PathBuf,
+    out: PathBuf,
+    data: PathBuf,
+}
+
+/// A valid pipeline over a valid dataset, with `edit` applied to the YAML text.
+fn case(edit: impl Fn(String) -> String) -> Case {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, work) = (tmp.path().join("data"), tmp.path().join("work"));
+    write_jsonl_dataset(&data, &corpus(5));
+    let yaml = tmp.path().join("p.yaml");
+    std::fs::write(&yaml, edit(pipeline(&data, &work))).unwrap();
+    Case {
+        out: work.join("out/emb.parquet"),
+        yaml,
+        data,
+        _tmp: tmp,
+    }
+}
+
+/// Runs `check` and `run`; both must fail with exit code 2 and exactly one stderr line
+/// that starts with `FILE:LINE:COL: node ID: ` and contains `message`.
+fn assert_error(c: &Case, place: &str, node: &str, message: &str) {
+    for cmd in ["check", "run"] {
+        let o = freshen(&[cmd, &c.yaml.display().to_string()]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {stderr}");
+        let line = stderr.trim_end();
+        assert_eq!(
+            line.lines().count(),
+            1,
+            "{cmd}: one line expected: {stderr}"
+        );
+        let prefix = format!("error: {}:{place}: node {node}: ", c.yaml.display());
+        assert!(
+            line.starts_with(&prefix),
+            "{cmd}: expected prefix `{prefix}` in `{line}`"
+        );
+        assert!(
+            line.contains(message),
+            "{cmd}: expected `{message}` in `{line}`"
+        );
+        assert!(!c.out.exists(), "{cmd}: no output may be written");
+    }
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_line() {
+    let c = case(|y| y.replace("    dataset: d\n", "    dataset: [d\n"));
+    let o = freshen(&["check", &c.yaml.display().to_string()]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr.starts_with(&format!("error: {}:10:", c.yaml.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("YAML syntax"), "{stderr}");
+}
+
+#[test]
+fn unknown_operator_type() {
+    let c = case(|y| y.replace("type: encode", "type: encoder"));
+    assert_error(
+        &c,
+        "11:11",
+        "enc",
+        "unknown operator type `encoder` (expected one of source, encode, cache, sink)",
+    );
+}
+
+#[test]
+fn unknown_key() {
+    let c = case(|y| {
+        y.replace(
+            "    inputs: [src]\n",
+            "    inputs: [src]\n    batch_szie: 4\n",
+        )
+    });
+    assert_error(&c, "13:5", "enc", "unknown key `batch_szie`");
+}
+
+#[test]
+fn wrong_value_type() {
+    let c = case(|y| y.replace("    dataset: d\n", "    dataset: d\n    batch_size: many\n"));
+    assert_error(
+        &c,
+        "10:17",
+        "src",
+        "invalid type: string \"many\" (expected usize)",
+    );
+}
+
+#[test]
+fn value_out_of_range() {
+    let c = case(|y| y.replace("    dataset: d\n", "    dataset: d\n    batch_size: 0\n"));
+    assert_error(
+        &c,
+        "10:17",
+        "src",
+        "`batch_size` is 0 (expected at least 1)",
+    );
+}
+
+#[test]
+fn missing_key() {
+    let c = case(|y| y.replace("    output: emb\n", ""));
+    assert_error(&c, "18:5", "out", "missing key `output`");
+}
+
+#[test]
+fn duplicate_id() {
+    let c = case(|y| y.replace("- id: store", "- id: enc"));
+    assert_error(
+        &c,
+        "14:9",
+        "enc",
+        "duplicate id `enc` (first defined at line 10",
+    );
+}
+
+#[test]
+fn input_that_names_no_node() {
+    let c = case(|y| y.replace("inputs: [store]", "inputs: [stor]"));
+    assert_error(
+        &c,
+        "20:14",
+        "out",
+        "input `stor` names no node (expected one of src, enc, store, out)",
+    );
+}
+
+#[test]
+fn cycle() {
+    let c = case(|y| y.replace("inputs: [src]", "inputs: [store]"));
+    assert_error(&c, "12:13", "enc", "cycle: enc -> store -> enc");
+}
+
+#[test]
+fn edge_whose_schema_does_not_fit() {
+    let c = case(|y| y.replace("inputs: [enc]", "inputs: [src]"));
+    assert_error(&c, "16:14", "store", "input `src` lacks column `text_hash`");
+}
+
+#[test]
+fn input_file_that_does_not_exist() {
+    let c = case(|y| y.replace("/data\n", "/nowhere\n"));
+    assert_error(&c, "5:11", "src", "nowhere");
+}
+
+#[test]
+fn input_file_without_required_columns() {
+    let c = case(|y| y);
+    std::fs::remove_file(c.data.join("corpus.jsonl")).unwrap();
+    let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![(
+        "id",
+        std::sync::Arc::new(arrow::array::StringArray::from(vec!["a"])) as arrow::array::ArrayRef,
+    )])
+    .unwrap();
+    freshen::store::parquet_io::write_parquet(
+        &c.data.join("corpus.parquet"),
+        batch.schema(),
+        &[batch],
+    )
+    .unwrap();
+    assert_error(&c, "5:11", "src", "missing column `text`");
+}
+
+/// Bad rows: `FILE: row N: node ID: message`, exit 2, an earlier output left as it was.
+fn assert_data_error(edit: impl Fn(&Path), file: &str, row: usize, message: &str) {
+    let c = case(|y| y);
+    let first = freshen(&["run", &c.yaml.display().to_string()]);
+    assert!(first.status.success(), "{:?}", text(&first));
+    let before = std::fs::read(&c.out).unwrap();
+    edit(&c.data);
+    for cmd in ["check", "run"] {
+        let o = freshen(&[cmd, &c.yaml.display().to_string()]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {stderr}");
+        let prefix = format!(
+            "error: {}: row {row}: node src: ",
+            c.data.join(file).display()
+        );
+        assert!(
+            stderr.starts_with(&prefix),
+            "{cmd}: expected prefix `{prefix}` in `{stderr}`"
+        );
+        assert!(
+            stderr.contains(message),
+            "{cmd}: expected `{message}` in `{stderr}`"
+        );
+        assert_eq!(
+            std::fs::read(&c.out).unwrap(),
+            before,
+            "{cmd}: the earlier output must be intact"
+        );
+    }
+}
+
+fn append(path: &Path, line: &str) {
+    let mut s = std::fs::read_to_string(path).unwrap();
+    s.push_str(line);
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn duplicate_corpus_id() {
+    assert_data_error(
+        |d| {
+            append(
+                &d.join("corpus.jsonl"),
+                "{\"_id\": \"d001\", \"text\": \"again\"}\n",
+            )
+        },
+        "corpus.jsonl",
+        6,
+        "duplicate id `d001`",
+    );
+}
+
+#[test]
+fn empty_text() {
+    assert_data_error(
+        |d| {
+            append(
+                &d.join("corpus.jsonl"),
+                "{\"_id\": \"d100\", \"text\": \"  \"}\n",
+            )
+        },
+        "corpus.jsonl",
+        6,
+        "empty text",
+    );
+}
+
+#[test]
+fn null_text() {
+    assert_data_error(
+        |d| {
+            append(
+                &d.join("corpus.jsonl"),
+                "{\"_id\": \"d100\", \"text\": null}\n",
+            )
+        },
+        "corpus.jsonl",
+        6,
+        "null text",
+    );
+}
+
+#[test]
+fn qrel_naming_an_unknown_id() {
+    assert_data_error(
+        |d| append(&d.join("qrels/test.tsv"), "qd001\tnope\t1\n"),
+        "qrels/test.tsv",
+        7,
+        "unknown corpus id `nope`",
+    );
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the `freshen` binary on real files, real timely workers and real
+//! readers. One test binary (link time adds up), one module per area.
+
+mod common;
+mod embed;
+mod errors;
