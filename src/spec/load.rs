@@ -44,7 +44,7 @@ impl LoadedSpec {
         if !value.is_mapping() {
             return Err(spec.error("", None, "the file is not a YAML mapping (expected keys such as `nodes`, `inputs`, `outputs`)"));
         }
-        super::interpolate::interpolate(&mut value, &spec)?;
+        // Overrides first, so `--set vars.x=...` reaches every `${x}`.
         for set in sets {
             let path = super::overrides::apply(&mut value, set).map_err(|m| Error::Spec {
                 file: PathBuf::from(format!("--set {set}")),
@@ -54,6 +54,7 @@ impl LoadedSpec {
             })?;
             spec.overrides.push((path, set.clone()));
         }
+        super::interpolate::interpolate(&mut value, &spec)?;
         spec.pipeline = spec.typed(value)?;
         Ok(spec)
     }

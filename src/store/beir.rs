@@ -455,7 +455,7 @@ type NumberedBatches = Box<dyn Iterator<Item = Result<Numbered>> + Send>;
 
 fn check_id(what: &str, id: Option<&str>) -> Result<(), String> {
     match id {
-        None => Ok(()),
+        None => Err(format!("null {what}")),
         Some(s) if s.trim().is_empty() => Err(format!("empty {what}")),
         Some(_) => Ok(()),
     }
@@ -548,10 +548,11 @@ fn value(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-/// String types that cast to Utf8 without loss.
+/// String types that cast to Utf8 without loss. `Null` is what pandas writes for a column
+/// of nothing but `None` (typically an unused title); it reads as all nulls.
 fn is_string(dt: &DataType) -> bool {
     match dt {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => true,
         DataType::Dictionary(_, values) => is_string(values),
         _ => false,
     }
@@ -721,7 +722,7 @@ impl Iterator for ParquetBatches {
         }
         let result = match self.reader.next()? {
             Ok(batch) => {
-                let first_row = self.rows_read;
+                let first_row = self.rows_read + 1;
                 self.rows_read += batch.num_rows();
                 self.normalise(&batch, first_row)
             }
@@ -1056,7 +1057,7 @@ impl Iterator for TsvBatches {
 mod tests {
     use super::*;
     use crate::store::parquet_io::write_parquet;
-    use arrow::array::{Float32Array, Int64Array, LargeStringArray, UInt8Array};
+    use arrow::array::{Float32Array, Int64Array, LargeStringArray, NullArray, UInt8Array};
     use tempfile::TempDir;
 
     // ----- helpers -------------------------------------------------------------------
@@ -1390,6 +1391,19 @@ mod tests {
         assert_eq!(
             collect(&ds, &qrels("dev"), 10).1,
             rows_of(&[&["q1", "d2", "200"]])
+        );
+
+        // A title column of type Null (pandas' all-`None` column) is all empty titles.
+        let batch = RecordBatch::try_from_iter_with_nullable(vec![
+            ("id", strs(&["d1", "d2"]), false),
+            ("title", Arc::new(NullArray::new(2)) as ArrayRef, true),
+            ("text", strs(&["a", "b"]), false),
+        ])
+        .unwrap();
+        write_parquet(&root.join("corpus.parquet"), batch.schema(), &[batch]).unwrap();
+        assert_eq!(
+            collect(&ds, &Table::Corpus, 10).1,
+            rows_of(&[&["d1", "", "a"], &["d2", "", "b"]])
         );
 
         // Without a title column every title is empty.

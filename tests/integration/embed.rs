@@ -28,8 +28,8 @@ fn embed_pipeline_on_the_shipped_sample_is_read_by_pyarrow_and_duckdb() {
 t = pq.read_table('{file}')
 c = pq.read_table('data/wordnet-sample/corpus.parquet')
 print(t.num_rows, c.num_rows, len(t.column('embedding')[0]))
-n, dim = duckdb.sql(\"select count(*), min(len(embedding)) from '{file}'\").fetchone()
-ids = duckdb.sql(\"select count(distinct id) from '{file}'\").fetchone()[0]
+n, dim = duckdb.sql(\"select count(*), min(len(embedding)) from '{file}'\").fetchall()[0]
+ids = duckdb.sql(\"select count(distinct id) from '{file}'\").fetchall()[0][0]
 print(n, dim, ids)"
         );
         let py = Command::new("python3")

@@ -1,6 +1,7 @@
 //! Integration tests: the `freshen` binary on real files, real timely workers and real
 //! readers. One test binary (link time adds up), one module per area.
 
+mod cli;
 mod common;
 mod embed;
 mod errors;

@@ -1,0 +1,66 @@
+//! The inspection commands (`schema`, `graph`) and a run across two processes.
+
+use std::process::Command;
+
+use crate::common::*;
+
+#[test]
+fn schema_is_json_schema_of_the_pipeline_format() {
+    let o = freshen(&["schema"]);
+    assert!(o.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(schema["title"], "Pipeline");
+    let text = schema.to_string();
+    for ty in ["source", "encode", "cache", "sink"] {
+        assert!(text.contains(&format!("\"{ty}\"")), "schema lacks operator `{ty}`");
+    }
+    assert!(text.contains("additionalProperties"), "unknown keys must be disallowed");
+}
+
+#[test]
+fn graph_prints_mermaid_and_dot_with_labelled_edges() {
+    let o = freshen(&["graph", "pipelines/embed.yaml"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.starts_with("flowchart LR\n"), "{stdout}");
+    assert!(stdout.contains("corpus -->|id, title, text| embed"), "{stdout}");
+    assert!(stdout.contains("digraph pipeline {"), "{stdout}");
+    assert!(stdout.contains("\"embed\" -> \"store\" [label=\"id, text_hash, embedding\"];"), "{stdout}");
+    let dot_only = freshen(&["graph", "pipelines/embed.yaml", "--format", "dot"]);
+    assert!(!text(&dot_only).0.contains("flowchart"));
+}
+
+#[test]
+fn two_processes_compute_what_one_worker_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_jsonl_dataset(&data, &corpus(120));
+    let run = |name: &str| {
+        let work = tmp.path().join(name);
+        let yaml = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(&yaml, pipeline(&data, &work)).unwrap();
+        (work, yaml.display().to_string())
+    };
+    let (one, one_yaml) = run("one");
+    let o = freshen(&["run", &one_yaml, "--set", "nodes.src.batch_size=10"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    let (two, two_yaml) = run("two");
+    let base = 20000 + (std::process::id() % 20000) as u16;
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1)).unwrap();
+    let h = hosts.display().to_string();
+    let spawn = |p: &str| {
+        Command::new(env!("CARGO_BIN_EXE_freshen"))
+            .args(["run", &two_yaml, "--set", "nodes.src.batch_size=10", "-n", "2", "-p", p, "-h", &h])
+            .current_dir(root())
+            .spawn()
+            .unwrap()
+    };
+    let (mut p0, mut p1) = (spawn("0"), spawn("1"));
+    assert!(p0.wait().unwrap().success());
+    assert!(p1.wait().unwrap().success());
+    let a = read_embeddings(&one.join("out/emb.parquet"));
+    assert_eq!(a.len(), 120);
+    assert_eq!(a, read_embeddings(&two.join("out/emb.parquet")));
+}
