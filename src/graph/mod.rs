@@ -242,19 +242,17 @@ fn check_references(spec: &LoadedSpec, i: usize, n: &NodeSpec) -> Result<()> {
                 ));
             }
         }
-        OperatorSpec::Sink(s) => {
-            if !p.outputs.contains_key(&s.output) {
-                let known: Vec<&str> = p.outputs.keys().map(String::as_str).collect();
-                return Err(spec.error(
-                    &format!("{path}.output"),
-                    Some(&n.id),
-                    format!(
-                        "output `{}` is not among the pipeline's outputs (expected one of: {})",
-                        s.output,
-                        known.join(", ")
-                    ),
-                ));
-            }
+        OperatorSpec::Sink(s) if !p.outputs.contains_key(&s.output) => {
+            let known: Vec<&str> = p.outputs.keys().map(String::as_str).collect();
+            return Err(spec.error(
+                &format!("{path}.output"),
+                Some(&n.id),
+                format!(
+                    "output `{}` is not among the pipeline's outputs (expected one of: {})",
+                    s.output,
+                    known.join(", ")
+                ),
+            ));
         }
         _ => {}
     }

@@ -26,18 +26,23 @@ use crate::store::batch::Batch;
 pub type Time = u64;
 /// A stream of Arrow batches.
 pub type BatchStream<'s> = Stream<'s, Time, Vec<Batch>>;
+/// The key of a stored embedding: `(id, text_hash)`.
+pub type Key = (String, u64);
 /// A corpus row inside the differential group: `((id, text_hash), text)`.
-pub type Row = ((String, u64), String);
+pub type Row = (Key, String);
+/// A stream of differential updates to keys.
+pub type KeyStream<'s> = Stream<'s, Time, Vec<(Key, Time, isize)>>;
+/// The input a worker feeds a source's batches into.
+pub type SourceInput = InputHandle<Time, CapacityContainerBuilder<Vec<Batch>>>;
+/// The input a worker feeds a store's keys into.
+pub type StoreInput = InputSession<Time, Key, isize>;
 
 /// The handles a worker drives after building its dataflow.
 pub struct Built {
     /// `(source node, input)`: the worker sends its share of the source's batches.
-    pub sources: Vec<(
-        usize,
-        InputHandle<Time, CapacityContainerBuilder<Vec<Batch>>>,
-    )>,
+    pub sources: Vec<(usize, SourceInput)>,
     /// `(cache node, input)`: the worker sends its share of the store's keys.
-    pub stores: Vec<(usize, InputSession<Time, (String, u64), isize>)>,
+    pub stores: Vec<(usize, StoreInput)>,
     /// Passes when every sink has finished.
     pub probe: ProbeHandle<Time>,
 }
@@ -47,13 +52,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, shared: &Arc<Shared>)
     let graph = &plan.graph;
     let leader = scope.index() == 0;
     let mut streams: HashMap<usize, BatchStream<'s>> = HashMap::new();
-    let mut cache_parts: HashMap<
-        usize,
-        (
-            BatchStream<'s>,
-            Stream<'s, Time, Vec<((String, u64), Time, isize)>>,
-        ),
-    > = HashMap::new();
+    let mut cache_parts: HashMap<usize, (BatchStream<'s>, KeyStream<'s>)> = HashMap::new();
     let mut built = Built {
         sources: Vec::new(),
         stores: Vec::new(),

@@ -17,7 +17,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
-use super::dataflow::{BatchStream, Row, Time};
+use super::dataflow::{BatchStream, KeyStream, Row, Time};
 use super::plan::SharedEncoder;
 use super::shared::Shared;
 use crate::error::{Error, Result};
@@ -26,6 +26,9 @@ use crate::store::batch::{self, Batch};
 use crate::store::cache::EmbeddingStore;
 use crate::store::parquet_io::AtomicParquetWriter;
 use crate::store::tables::col;
+
+/// A row to embed: `(id, text_hash, text)`.
+type KeyedText = (String, u64, String);
 
 /// Turns batches into differential updates of rows `((id, text_hash), text)`, where the
 /// text is the batch's `fields` joined by a space.
@@ -90,8 +93,7 @@ pub fn encode<'s>(
         Pipeline,
         "Encode",
         move |_, _| {
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(String, u64, String)>)> =
-                BTreeMap::new();
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<KeyedText>)> = BTreeMap::new();
             let bar = shared.bar(&node, 0);
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
@@ -168,7 +170,7 @@ pub fn encode_chunk(
 /// rows still current) and emits the full table downstream. All on the leader worker.
 pub fn cache<'s>(
     fresh: BatchStream<'s>,
-    reused: Stream<'s, Time, Vec<((String, u64), Time, isize)>>,
+    reused: KeyStream<'s>,
     store: EmbeddingStore,
     leader: bool,
     node: Rc<str>,

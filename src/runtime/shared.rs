@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::error::Error;
 use crate::store::parquet_io::PendingFile;
@@ -99,9 +99,12 @@ impl Shared {
             return ProgressBar::hidden();
         };
         let style = ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {human_pos}/{human_len} rows {per_sec} ETA {eta}",
+            "{prefix:>12} [{bar:30}] {human_pos}/{human_len} rows, {rate}, ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} rows/s", state.per_sec());
+        })
         .progress_chars("=> ");
         let bar = multi.add(ProgressBar::new(len).with_style(style));
         bar.set_prefix(label.to_string());

@@ -51,10 +51,8 @@ fn walk(
     spec: &LoadedSpec,
 ) -> Result<()> {
     match v {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = expand(s, lookup).map_err(|m| spec.error(path, None, m))?;
-            }
+        Value::String(s) if s.contains('$') => {
+            *s = expand(s, lookup).map_err(|m| spec.error(path, None, m))?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {

@@ -12,9 +12,15 @@ fn schema_is_json_schema_of_the_pipeline_format() {
     assert_eq!(schema["title"], "Pipeline");
     let text = schema.to_string();
     for ty in ["source", "encode", "cache", "sink"] {
-        assert!(text.contains(&format!("\"{ty}\"")), "schema lacks operator `{ty}`");
+        assert!(
+            text.contains(&format!("\"{ty}\"")),
+            "schema lacks operator `{ty}`"
+        );
     }
-    assert!(text.contains("additionalProperties"), "unknown keys must be disallowed");
+    assert!(
+        text.contains("additionalProperties"),
+        "unknown keys must be disallowed"
+    );
 }
 
 #[test]
@@ -23,9 +29,15 @@ fn graph_prints_mermaid_and_dot_with_labelled_edges() {
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     assert!(stdout.starts_with("flowchart LR\n"), "{stdout}");
-    assert!(stdout.contains("corpus -->|id, title, text| embed"), "{stdout}");
+    assert!(
+        stdout.contains("corpus -->|id, title, text| embed"),
+        "{stdout}"
+    );
     assert!(stdout.contains("digraph pipeline {"), "{stdout}");
-    assert!(stdout.contains("\"embed\" -> \"store\" [label=\"id, text_hash, embedding\"];"), "{stdout}");
+    assert!(
+        stdout.contains("\"embed\" -> \"store\" [label=\"id, text_hash, embedding\"];"),
+        "{stdout}"
+    );
     let dot_only = freshen(&["graph", "pipelines/embed.yaml", "--format", "dot"]);
     assert!(!text(&dot_only).0.contains("flowchart"));
 }
@@ -48,11 +60,26 @@ fn two_processes_compute_what_one_worker_computes() {
     let (two, two_yaml) = run("two");
     let base = 20000 + (std::process::id() % 20000) as u16;
     let hosts = tmp.path().join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1)).unwrap();
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1),
+    )
+    .unwrap();
     let h = hosts.display().to_string();
     let spawn = |p: &str| {
         Command::new(env!("CARGO_BIN_EXE_freshen"))
-            .args(["run", &two_yaml, "--set", "nodes.src.batch_size=10", "-n", "2", "-p", p, "-h", &h])
+            .args([
+                "run",
+                &two_yaml,
+                "--set",
+                "nodes.src.batch_size=10",
+                "-n",
+                "2",
+                "-p",
+                p,
+                "-h",
+                &h,
+            ])
             .current_dir(root())
             .spawn()
             .unwrap()
