@@ -112,6 +112,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }
             for (node, s) in &report.stats {
                 if caches.contains(node) {
+                    if args.processes > 1 {
+                        print!("process {}: ", args.process);
+                    }
                     println!(
                         "{node}: encoded {}, reused {}, dropped {}, replaced {}",
                         s.encoded, s.reused, s.dropped, s.replaced

@@ -102,9 +102,12 @@ impl Shared {
             "{prefix:>12} [{bar:30}] {human_pos}/{human_len} rows, {rate}, ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.0} rows/s", state.per_sec());
-        })
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ");
         let bar = multi.add(ProgressBar::new(len).with_style(style));
         bar.set_prefix(label.to_string());
