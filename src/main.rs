@@ -47,13 +47,18 @@ fn checked(file: &std::path::Path, sets: &[String]) -> Result<Graph> {
     Ok(graph)
 }
 
-/// Ids of the cache nodes: their counters are the ones a user asks about.
-fn graph_caches(graph: &Graph) -> Vec<String> {
-    graph
-        .nodes()
-        .iter()
-        .filter(|n| n.op.type_name() == "cache")
-        .map(|n| n.id.clone())
+/// Ids of the nodes whose counters a user asks about: caches, and encoders without one.
+fn counted_nodes(graph: &Graph) -> Vec<String> {
+    (0..graph.nodes().len())
+        .filter(|&i| match graph.nodes()[i].op.type_name() {
+            "cache" => true,
+            "encode" => !graph
+                .consumers(i)
+                .iter()
+                .any(|&c| graph.nodes()[c].op.type_name() == "cache"),
+            _ => false,
+        })
+        .map(|i| graph.nodes()[i].id.clone())
         .collect()
 }
 
@@ -96,7 +101,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 report: args.report,
                 progress: cli.log == LogFormat::Text && std::io::stderr().is_terminal(),
             };
-            let caches: Vec<String> = graph_caches(&graph);
+            let counted = counted_nodes(&graph);
             let report = runtime::run(graph, &opts)?;
             for (node, s) in report.stats.iter().filter(|_| cli.log == LogFormat::Json) {
                 tracing::info!(
@@ -111,7 +116,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 );
             }
             for (node, s) in &report.stats {
-                if caches.contains(node) {
+                if counted.contains(node) {
                     if args.processes > 1 {
                         print!("process {}: ", args.process);
                     }

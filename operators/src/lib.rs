@@ -5,9 +5,13 @@
 //! YAML, graphs or timely: the framework crate calls it from inside its operators,
 //! which keeps the maths testable on its own and swappable behind narrow traits.
 
+pub mod corrector;
 pub mod encoder;
 pub mod error;
 pub mod hashing;
+pub mod loss;
+pub mod metrics;
+pub mod search;
 
 pub use encoder::{Encoder, HashedEncoder, HashedEncoderConfig};
 pub use error::{Error, Result};

@@ -196,6 +196,7 @@ fn check_arity(spec: &LoadedSpec, i: usize, n: &NodeSpec) -> Result<()> {
     let want = match n.op {
         OperatorSpec::Source(_) => 0,
         OperatorSpec::Encode(_) | OperatorSpec::Cache(_) | OperatorSpec::Sink(_) => 1,
+        OperatorSpec::Eval(_) => 3,
     };
     if n.inputs.len() != want {
         let path = if n.inputs.is_empty() {

@@ -25,6 +25,10 @@ fn is_u64(t: &DataType) -> bool {
     matches!(t, DataType::UInt64)
 }
 
+fn is_int(t: &DataType) -> bool {
+    t.is_integer()
+}
+
 fn is_vector(t: &DataType) -> bool {
     matches!(t, DataType::FixedSizeList(f, _) if f.data_type() == &DataType::Float32)
 }
@@ -36,32 +40,44 @@ pub(super) fn output_schema(
     inputs: &[(String, Option<SchemaRef>)],
 ) -> Result<Option<SchemaRef>> {
     let node = &spec.pipeline.nodes[i];
-    let needs: Vec<Need> = match &node.op {
-        OperatorSpec::Source(_) | OperatorSpec::Sink(_) => Vec::new(),
-        OperatorSpec::Encode(e) => std::iter::once(col::ID.to_string())
-            .chain(e.fields.iter().cloned())
-            .map(|name| Need {
-                name,
-                ok: is_text,
-                what: "a string column",
-            })
-            .collect(),
-        OperatorSpec::Cache(_) => vec![
-            Need {
-                name: col::ID.into(),
-                ok: is_text,
-                what: "a string column",
-            },
+    let text = |name: &str| Need {
+        name: name.to_string(),
+        ok: is_text,
+        what: "a string column",
+    };
+    let vector = || Need {
+        name: col::EMBEDDING.into(),
+        ok: is_vector,
+        what: "a fixed-size list of float32, as `encode` writes",
+    };
+    // What each input (by position) must carry; the last entry applies to later inputs.
+    let needs: Vec<Vec<Need>> = match &node.op {
+        OperatorSpec::Source(_) | OperatorSpec::Sink(_) => vec![Vec::new()],
+        OperatorSpec::Encode(e) => vec![std::iter::once(col::ID)
+            .chain(e.fields.iter().map(String::as_str))
+            .map(text)
+            .collect()],
+        OperatorSpec::Cache(_) => vec![vec![
+            text(col::ID),
             Need {
                 name: col::TEXT_HASH.into(),
                 ok: is_u64,
                 what: "uint64, as `encode` writes",
             },
-            Need {
-                name: col::EMBEDDING.into(),
-                ok: is_vector,
-                what: "a fixed-size list of float32, as `encode` writes",
-            },
+            vector(),
+        ]],
+        OperatorSpec::Eval(_) => vec![
+            vec![text(col::ID), vector()],
+            vec![text(col::ID), vector()],
+            vec![
+                text(col::QUERY_ID),
+                text(col::CORPUS_ID),
+                Need {
+                    name: col::SCORE.into(),
+                    ok: is_int,
+                    what: "an integer relevance grade, as a qrels source writes",
+                },
+            ],
         ],
     };
     for (j, (id, schema)) in inputs.iter().enumerate() {
@@ -75,7 +91,7 @@ pub(super) fn output_schema(
                 ),
             ));
         };
-        for need in &needs {
+        for need in needs.get(j).or(needs.last()).into_iter().flatten() {
             match schema.field_with_name(&need.name) {
                 Ok(f) if (need.ok)(f.data_type()) => {}
                 Ok(f) => {
@@ -118,5 +134,6 @@ pub(super) fn output_schema(
         })),
         OperatorSpec::Cache(_) => inputs.first().and_then(|(_, s)| s.clone()),
         OperatorSpec::Sink(_) => None,
+        OperatorSpec::Eval(e) => Some(tables::metrics_schema(&e.recall_at)),
     })
 }

@@ -133,6 +133,16 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, shared: &Arc<Shared>)
                 );
                 streams.insert(i, out);
             }
+            NodePlan::Eval { spec } => {
+                let inputs: Vec<BatchStream<'s>> = graph
+                    .producers(i)
+                    .iter()
+                    .map(|p| streams[p].clone())
+                    .collect();
+                let out =
+                    super::eval::eval(&inputs, spec.clone(), leader, id.clone(), shared.clone());
+                streams.insert(i, out);
+            }
             NodePlan::Sink {
                 path,
                 layout,

@@ -6,6 +6,7 @@
 //! all workers finished without error: a failed run leaves earlier outputs untouched.
 
 mod dataflow;
+mod eval;
 mod ops;
 pub mod plan;
 mod shared;

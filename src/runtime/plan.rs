@@ -13,7 +13,7 @@ use freshen_operators::{Encoder, HashedEncoder, HashedEncoderConfig};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::spec::{ModelSpec, OperatorSpec, VectorLayout};
+use crate::spec::{EvalSpec, ModelSpec, OperatorSpec, VectorLayout};
 use crate::store::beir::{Dataset, Table};
 use crate::store::cache::EmbeddingStore;
 
@@ -49,6 +49,11 @@ pub enum NodePlan {
     Cache {
         /// The store for the producing encoder's fingerprint.
         store: EmbeddingStore,
+    },
+    /// Ranks targets for queries and scores the ranking.
+    Eval {
+        /// The settings.
+        spec: EvalSpec,
     },
     /// Writes rows to a Parquet output.
     Sink {
@@ -122,6 +127,7 @@ impl Plan {
                         store: EmbeddingStore::new(&c.path, encoder.fingerprint(), encoder.dim()),
                     }
                 }
+                OperatorSpec::Eval(e) => NodePlan::Eval { spec: e.clone() },
                 OperatorSpec::Sink(s) => {
                     let out = &graph.spec.pipeline.outputs[&s.output];
                     let producer = graph.producers(i)[0];

@@ -233,6 +233,7 @@ impl LoadedSpec {
             "encode" => OperatorSpec::Encode(self.deserialize(&path, node, settings)?),
             "cache" => OperatorSpec::Cache(self.deserialize(&path, node, settings)?),
             "sink" => OperatorSpec::Sink(self.deserialize(&path, node, settings)?),
+            "eval" => OperatorSpec::Eval(self.deserialize(&path, node, settings)?),
             other => {
                 return Err(self.error(
                     &format!("{path}.type"),

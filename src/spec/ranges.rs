@@ -45,6 +45,19 @@ pub(crate) fn check(op: &OperatorSpec) -> Vec<(String, String)> {
                 ));
             }
         }
+        OperatorSpec::Eval(e) => {
+            positive(&mut out, "depth", e.depth);
+            positive(&mut out, "batch_size", e.batch_size);
+            if e.recall_at.is_empty() || e.recall_at.contains(&0) {
+                out.push((
+                    "recall_at".into(),
+                    format!(
+                        "`recall_at` is {:?} (expected cut-offs of at least 1)",
+                        e.recall_at
+                    ),
+                ));
+            }
+        }
         OperatorSpec::Cache(_) | OperatorSpec::Sink(_) => {}
     }
     out

@@ -114,6 +114,8 @@ pub enum OperatorSpec {
     Cache(CacheSpec),
     /// Writes its input to a Parquet output.
     Sink(SinkSpec),
+    /// Ranks targets for queries by exact search and scores the ranking against qrels.
+    Eval(EvalSpec),
 }
 
 impl OperatorSpec {
@@ -124,11 +126,12 @@ impl OperatorSpec {
             OperatorSpec::Encode(_) => "encode",
             OperatorSpec::Cache(_) => "cache",
             OperatorSpec::Sink(_) => "sink",
+            OperatorSpec::Eval(_) => "eval",
         }
     }
 
     /// Every operator type, as written in YAML.
-    pub const TYPES: &'static [&'static str] = &["source", "encode", "cache", "sink"];
+    pub const TYPES: &'static [&'static str] = &["source", "encode", "cache", "sink", "eval"];
 }
 
 /// Settings of `source`.
@@ -258,4 +261,45 @@ fn default_cache_path() -> PathBuf {
 pub struct SinkSpec {
     /// Name of an entry of the pipeline's `outputs`.
     pub output: String,
+}
+
+/// Settings of `eval`. Its inputs are, in order: query embeddings, target embeddings, and
+/// the qrels of the split being evaluated.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Cut-offs of Recall@k (BEIR and DPR report 1, 5, 20, 100).
+    #[serde(default = "default_recall_at")]
+    pub recall_at: Vec<usize>,
+    /// Results ranked and written per query.
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Queries per search batch (memory: batch × chunk scores).
+    #[serde(default = "default_eval_batch")]
+    pub batch_size: usize,
+    /// Where to write the ranking as a TREC run file (`qid Q0 docid rank score tag`).
+    #[serde(default)]
+    pub trec: Option<PathBuf>,
+    /// Where to write the ranking as Parquet (`query_id`, `rank`, `corpus_id`, `score`).
+    #[serde(default)]
+    pub rankings: Option<PathBuf>,
+    /// The run tag of the TREC file (its last column).
+    #[serde(default = "default_tag")]
+    pub tag: String,
+}
+
+fn default_recall_at() -> Vec<usize> {
+    vec![1, 5, 20, 100]
+}
+
+fn default_depth() -> usize {
+    100
+}
+
+fn default_eval_batch() -> usize {
+    256
+}
+
+fn default_tag() -> String {
+    "freshen".to_string()
 }

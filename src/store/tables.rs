@@ -69,3 +69,27 @@ pub fn embedding_type(dim: usize) -> DataType {
         dim as i32,
     )
 }
+
+/// Evaluation metrics, one row per evaluation: `queries`, `recall_at_K` for each cut-off,
+/// `mrr_at_10`, `ndcg_at_10` (float64, fractions in [0, 1]).
+pub fn metrics_schema(recall_at: &[usize]) -> SchemaRef {
+    let mut fields = vec![Field::new("queries", DataType::UInt64, false)];
+    fields.extend(
+        recall_at
+            .iter()
+            .map(|k| Field::new(format!("recall_at_{k}"), DataType::Float64, false)),
+    );
+    fields.push(Field::new("mrr_at_10", DataType::Float64, false));
+    fields.push(Field::new("ndcg_at_10", DataType::Float64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// A ranking: `query_id`, `rank` (1-based), `corpus_id`, `score`.
+pub fn rankings_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::QUERY_ID, DataType::Utf8, false),
+        Field::new("rank", DataType::UInt32, false),
+        Field::new(col::CORPUS_ID, DataType::Utf8, false),
+        Field::new(col::SCORE, DataType::Float32, false),
+    ]))
+}

@@ -91,3 +91,46 @@ fn two_processes_compute_what_one_worker_computes() {
     assert_eq!(a.len(), 120);
     assert_eq!(a, read_embeddings(&two.join("out/emb.parquet")));
 }
+
+#[test]
+fn log_json_gives_structured_counters_and_env_vars_interpolate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_jsonl_dataset(&data, &corpus(7));
+    let work = tmp.path().join("work");
+    // The dataset path comes from the environment: `${FRESHEN_TEST_DATA}`.
+    let yaml = tmp.path().join("p.yaml");
+    let text_yaml =
+        pipeline(&data, &work).replace(&data.display().to_string(), "${FRESHEN_TEST_DATA}");
+    std::fs::write(&yaml, text_yaml).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_freshen"))
+        .args(["run", &yaml.display().to_string(), "--log", "json"])
+        .env("FRESHEN_TEST_DATA", &data)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let store = events
+        .iter()
+        .find(|e| e["node"] == "store")
+        .unwrap_or_else(|| panic!("no event for node store in {stderr}"));
+    assert_eq!(store["encoded"], 7);
+    assert_eq!(store["level"], "INFO");
+
+    // Without the variable the error names the string that uses it.
+    let o = freshen(&["check", &yaml.display().to_string()]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr.starts_with(&format!(
+            "error: {}:5:11: undefined variable `FRESHEN_TEST_DATA`",
+            yaml.display()
+        )),
+        "{stderr}"
+    );
+}

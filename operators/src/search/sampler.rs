@@ -1,0 +1,173 @@
+//! Hard-negative selection from the cache: a ranked candidate pool, then top-k or
+//! Gumbel-top-k sampling.
+
+use candle_core::Tensor;
+
+use super::top_k;
+use crate::hashing::SplitMix64;
+use crate::{Error, Result};
+
+/// How negatives are chosen from a query's filtered candidate pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The `k` best-scoring candidates (deterministic; the RNG is not used).
+    TopK,
+    /// `k` candidates drawn without replacement from softmax(β·score) over the filtered
+    /// pool, by Gumbel-top-k: each candidate gets the key `β·score + G` with
+    /// `G = −ln(−ln U)`, `U` uniform in (0, 1), and the `k` largest keys win. For `k = 1`
+    /// this is exactly a softmax sample; for `k > 1` it is successive sampling without
+    /// replacement (Kool et al., 2019). β = 0 samples uniformly, large β tends to
+    /// [`Strategy::TopK`].
+    Gumbel,
+}
+
+/// Chooses hard negatives for a batch of queries from a cache of target embeddings.
+///
+/// Per query: the candidate pool is the top `pool` cache rows by score with the query's
+/// positives excluded ([`top_k`]); its `skip_top` best are dropped (they are the most likely
+/// unlabelled positives); the margin filter removes candidates scoring too close to the
+/// positive; `k` negatives are then taken by `strategy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NegativeSampler {
+    /// Negatives per query. A query gets fewer when its filtered pool is smaller: a pool
+    /// well above `k + skip_top` leaves room for the margin filter.
+    pub k: usize,
+    /// How the `k` are chosen from the filtered pool.
+    pub strategy: Strategy,
+    /// Rank range: skip the `skip_top` best non-positive candidates.
+    pub skip_top: usize,
+    /// Candidates considered (the top `pool` non-positives, before skipping and the margin
+    /// filter); must be at least `k + skip_top`.
+    pub pool: usize,
+    /// **Absolute** margin below the positive: a candidate is kept only if
+    /// `score <= positive_score − margin`, i.e. dropped if `score > positive_score − margin`.
+    /// `Some(0.0)` drops candidates scoring above the positive (likely false negatives);
+    /// `Some(0.1)` also drops those within 0.1 below it; a negative margin tolerates
+    /// candidates up to `|margin|` above it. This is sentence-transformers'
+    /// `absolute_margin`, not its `relative_margin` (`score > pos · (1 − m)`), because a
+    /// relative margin flips meaning when the positive's inner product is negative, which
+    /// unnormalised scores allow. `None`: no filter.
+    pub margin: Option<f32>,
+    /// Inverse temperature β of [`Strategy::Gumbel`] (finite, ≥ 0; unused by TopK).
+    pub beta: f32,
+}
+
+impl NegativeSampler {
+    /// Checks the settings: `pool ≥ k + skip_top`, a finite margin, a finite β ≥ 0.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Setting(m));
+        match self.k.checked_add(self.skip_top) {
+            Some(need) if self.pool >= need => {}
+            _ => {
+                return bad(format!(
+                    "negative pool {} is smaller than k {} + skip_top {}",
+                    self.pool, self.k, self.skip_top
+                ))
+            }
+        }
+        if let Some(m) = self.margin {
+            if !m.is_finite() {
+                return bad(format!("negative margin must be finite, got {m}"));
+            }
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return bad(format!("beta must be finite and >= 0, got {}", self.beta));
+        }
+        Ok(())
+    }
+
+    /// For each query: candidates = top `pool` by score excluding `positives[i]`, then drop
+    /// the first `skip_top`, apply the margin filter against `positive_scores[i]`, then take
+    /// the top `k` ([`Strategy::TopK`], best first) or `k` without replacement by
+    /// Gumbel-top-k ([`Strategy::Gumbel`], in the order drawn, i.e. by decreasing perturbed
+    /// key). Returns indices with their unperturbed scores.
+    ///
+    /// `rng` is only drawn from by Gumbel, one uniform per filtered candidate, query after
+    /// query in pool order: a seed gives the same negatives for the same pools.
+    /// `positive_scores` may be empty when `margin` is `None`. `chunk` is [`top_k`]'s.
+    ///
+    /// # Errors
+    /// Invalid settings ([`NegativeSampler::validate`]), `positives` not one list per
+    /// query, `positive_scores` of the wrong length or not finite when a margin is set, or
+    /// [`top_k`]'s errors.
+    pub fn sample(
+        &self,
+        queries: &Tensor,
+        cache: &Tensor,
+        positives: &[Vec<u32>],
+        positive_scores: &[f32],
+        rng: &mut SplitMix64,
+        chunk: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        self.validate()?;
+        let (b, _) = queries.dims2()?;
+        if positives.len() != b {
+            return Err(Error::Setting(format!(
+                "{} positive lists for {b} queries",
+                positives.len()
+            )));
+        }
+        if let Some(margin) = self.margin {
+            if positive_scores.len() != b {
+                return Err(Error::Setting(format!(
+                    "{} positive scores for {b} queries (needed by the margin filter)",
+                    positive_scores.len()
+                )));
+            }
+            if let Some(s) = positive_scores.iter().find(|s| !s.is_finite()) {
+                return Err(Error::Setting(format!(
+                    "positive score {s} is not finite (margin {margin})"
+                )));
+            }
+        }
+        let pools = top_k(queries, cache, self.pool, positives, chunk)?;
+        let mut out = Vec::with_capacity(b);
+        for (i, pool) in pools.into_iter().enumerate() {
+            let mut cands: Vec<(u32, f32)> = pool.into_iter().skip(self.skip_top).collect();
+            if let Some(margin) = self.margin {
+                let limit = positive_scores[i] - margin;
+                cands.retain(|&(_, s)| s <= limit);
+            }
+            let chosen = match self.strategy {
+                Strategy::TopK => {
+                    cands.truncate(self.k);
+                    cands
+                }
+                Strategy::Gumbel => gumbel_top_k(cands, self.k, self.beta, rng),
+            };
+            out.push(chosen);
+        }
+        Ok(out)
+    }
+}
+
+/// `k` of `cands` without replacement, by the `k` largest keys `β·score + Gumbel(0, 1)`,
+/// in decreasing key order (ties, practically impossible, by pool order). Draws exactly one
+/// uniform per candidate, in order. Keys are computed in f64.
+fn gumbel_top_k(
+    cands: Vec<(u32, f32)>,
+    k: usize,
+    beta: f32,
+    rng: &mut SplitMix64,
+) -> Vec<(u32, f32)> {
+    let beta = f64::from(beta);
+    let mut keyed: Vec<(f64, (u32, f32))> = cands
+        .into_iter()
+        .map(|c| {
+            let key = beta * f64::from(c.1) + gumbel(rng);
+            // 0·(−∞) is NaN: rank such a candidate last rather than first.
+            (if key.is_nan() { f64::NEG_INFINITY } else { key }, c)
+        })
+        .collect();
+    // Stable sort: equal keys keep pool order.
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    keyed.into_iter().take(k).map(|(_, c)| c).collect()
+}
+
+/// A standard Gumbel sample `−ln(−ln U)`, with `U` uniform on the open interval (0, 1)
+/// (53 random bits, offset by half a step so that neither logarithm sees 0 or 1).
+#[inline]
+fn gumbel(rng: &mut SplitMix64) -> f64 {
+    let u = ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+    -(-u.ln()).ln()
+}
