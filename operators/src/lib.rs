@@ -1,7 +1,7 @@
 //! The compute behind freshen's operators.
 //!
-//! This crate holds the numerical work (encoders, hashing, and later the corrector,
-//! sampler, losses, optimisers and metrics) on candle tensors. It knows nothing of
+//! This crate holds the numerical work (encoders, hashing, the corrector, search and
+//! negative sampling, losses, optimisers and metrics) on candle tensors. It knows nothing of
 //! YAML, graphs or timely: the framework crate calls it from inside its operators,
 //! which keeps the maths testable on its own and swappable behind narrow traits.
 
@@ -12,6 +12,7 @@ pub mod hashing;
 pub mod loss;
 pub mod metrics;
 pub mod search;
+pub mod train;
 
 pub use encoder::{Encoder, HashedEncoder, HashedEncoderConfig};
 pub use error::{Error, Result};

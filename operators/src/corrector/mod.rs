@@ -45,6 +45,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hashing::{hash64_seeded, SplitMix64};
+use crate::train::{Recorded, Trainable};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -317,6 +318,32 @@ impl Corrector {
         self.forward_with(stale, &weights)
     }
 
+    /// [`Corrector::forward`] kept for [`Trainable::backward`].
+    pub fn forward_train(&self, stale: &Tensor) -> Result<Recorded> {
+        Ok(Recorded {
+            output: self.forward(stale)?,
+            rows: None,
+        })
+    }
+
+    /// Whether `h` is still exactly the identity (the output layer is all zeros), so that
+    /// applying it can be skipped.
+    pub fn is_identity(&self) -> Result<bool> {
+        let last = self.named.len() - 2;
+        for (_, v) in &self.named[last..] {
+            let nonzero = v
+                .as_tensor()
+                .abs()?
+                .max_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            if nonzero != 0.0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// `h` over a whole `(N, dim)` cache without gradient, `chunk` rows at a time, so the
     /// hidden activations never exceed `chunk × width` values. The result is a new
     /// detached `(N, dim)` tensor.
@@ -478,6 +505,12 @@ impl Corrector {
             var.set(&t)?;
         }
         Ok(())
+    }
+}
+
+impl Trainable for Corrector {
+    fn params(&self) -> Vec<(String, Var)> {
+        self.named.clone()
     }
 }
 

@@ -54,17 +54,7 @@ impl HashedEncoder {
             return None;
         }
         let (ids, owner, counts) = self.batch_features(texts);
-        let sums = with_cpu_f32(table, |data| {
-            let mut sums = vec![0f32; b * bag_dim];
-            for (&id, &text) in ids.iter().zip(&owner) {
-                let row = &data[id as usize * bag_dim..(id as usize + 1) * bag_dim];
-                let acc = &mut sums[text as usize * bag_dim..(text as usize + 1) * bag_dim];
-                for (a, &x) in acc.iter_mut().zip(row) {
-                    *a += x;
-                }
-            }
-            sums
-        })?;
+        let sums = bag_sums_cpu(table, &ids, &owner, b, bag_dim)?;
         let run = || {
             let sums = Tensor::from_vec(sums, (b, bag_dim), &self.device)?;
             let counts = Tensor::from_vec(counts, (b, 1), &self.device)?;
@@ -74,7 +64,7 @@ impl HashedEncoder {
     }
 
     /// Mean, projection in fixed-size row blocks, bias, normalisation.
-    fn head(
+    pub(super) fn head(
         &self,
         sums: &Tensor,
         counts: &Tensor,
@@ -128,4 +118,27 @@ impl HashedEncoder {
             None => self.embed(texts, table, weight, bias),
         }
     }
+}
+
+/// Per text, the sum of its features' table rows, read straight from a contiguous f32 CPU
+/// table with exactly the additions of candle's CPU `index_add` (a zeroed row, then each
+/// feature row in feature order). `None` when the table is elsewhere.
+pub(super) fn bag_sums_cpu(
+    table: &Tensor,
+    ids: &[u32],
+    owner: &[u32],
+    texts: usize,
+    bag_dim: usize,
+) -> Option<Vec<f32>> {
+    with_cpu_f32(table, |data| {
+        let mut sums = vec![0f32; texts * bag_dim];
+        for (&id, &text) in ids.iter().zip(owner) {
+            let row = &data[id as usize * bag_dim..(id as usize + 1) * bag_dim];
+            let acc = &mut sums[text as usize * bag_dim..(text as usize + 1) * bag_dim];
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += x;
+            }
+        }
+        sums
+    })
 }

@@ -85,6 +85,7 @@ mod embed;
 mod features;
 mod fingerprint;
 mod parallel;
+mod train;
 mod weights;
 
 #[cfg(test)]

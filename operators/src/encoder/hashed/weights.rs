@@ -92,7 +92,7 @@ impl HashedEncoder {
 
     /// The three variables, with their names in the [`VarMap`](candle_nn::VarMap) and in
     /// saved files.
-    fn named_vars(&self) -> [(&'static str, &Var); 3] {
+    pub(super) fn named_vars(&self) -> [(&'static str, &Var); 3] {
         [
             (TABLE, &self.table),
             (PROJ_WEIGHT, &self.weight),
