@@ -8,6 +8,7 @@
 
 mod ports;
 mod render;
+mod training;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,7 +18,18 @@ use crate::error::{Error, Result};
 use crate::spec::{InputFormat, LoadedSpec, NodeSpec, OperatorSpec, TableName};
 use crate::store::beir::{Dataset, Format, Table};
 
+pub use ports::{model_dim, MAIN, STATS, STEPS};
 pub use render::{to_dot, to_mermaid};
+pub use training::Training;
+
+/// One input of a node: the producing node and which of its output ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// Index of the producing node.
+    pub node: usize,
+    /// The producer's port ([`MAIN`] for its main output).
+    pub port: String,
+}
 
 /// A pipeline whose graph is known to be well formed.
 #[derive(Debug, Clone)]
@@ -26,10 +38,14 @@ pub struct Graph {
     pub spec: LoadedSpec,
     /// Node indices in an order where every node comes after its inputs.
     pub order: Vec<usize>,
-    /// The Arrow schema of each node's output (`None` for sinks).
-    pub schemas: Vec<Option<SchemaRef>>,
+    /// The output ports of each node with their Arrow schemas, main port first (none
+    /// for sinks).
+    pub ports: Vec<Vec<(String, SchemaRef)>>,
+    /// What training the graph does, if it has an `update` node.
+    pub training: Option<Training>,
     index: HashMap<String, usize>,
     consumers: Vec<Vec<usize>>,
+    edges: Vec<Vec<Edge>>,
 }
 
 impl Graph {
@@ -56,11 +72,15 @@ impl Graph {
             index.insert(n.id.clone(), i);
         }
         let mut consumers = vec![Vec::new(); nodes.len()];
+        let mut edges = vec![Vec::new(); nodes.len()];
         for (i, n) in nodes.iter().enumerate() {
             check_arity(&spec, i, n)?;
             for (j, input) in n.inputs.iter().enumerate() {
-                match index.get(input) {
-                    Some(&p) => consumers[p].push(i),
+                match resolve(&index, input) {
+                    Some(edge) => {
+                        consumers[edge.node].push(i);
+                        edges[i].push(edge);
+                    }
                     None => {
                         let known: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
                         return Err(spec.error(
@@ -77,24 +97,67 @@ impl Graph {
             check_references(&spec, i, n)?;
         }
         check_outputs(&spec)?;
-        let order = topological_order(&spec, &index)?;
+        let order = topological_order(&spec, &edges)?;
         let count = nodes.len();
         let mut graph = Graph {
             spec,
             order,
-            schemas: vec![None; count],
+            ports: vec![Vec::new(); count],
+            training: None,
             index,
             consumers,
+            edges,
         };
         for &i in &graph.order.clone() {
-            let inputs: Vec<(String, Option<SchemaRef>)> = graph.spec.pipeline.nodes[i]
-                .inputs
-                .iter()
-                .map(|id| (id.clone(), graph.schemas[graph.index[id]].clone()))
-                .collect();
-            graph.schemas[i] = ports::output_schema(&graph.spec, i, &inputs)?;
+            let mut inputs: Vec<(String, Option<SchemaRef>)> = Vec::new();
+            for (j, edge) in graph.edges[i].iter().enumerate() {
+                let name = graph.spec.pipeline.nodes[i].inputs[j].clone();
+                let schema = graph.schema(edge);
+                if schema.is_none() && !graph.ports[edge.node].is_empty() {
+                    let have: Vec<&str> = graph.ports[edge.node]
+                        .iter()
+                        .map(|(p, _)| p.as_str())
+                        .filter(|p| !p.is_empty())
+                        .collect();
+                    return Err(graph.spec.error(
+                        &format!("{}.inputs.{j}", LoadedSpec::node_path(i)),
+                        Some(&graph.spec.pipeline.nodes[i].id),
+                        format!(
+                            "`{}` has no port `{}` (expected one of: {})",
+                            graph.spec.pipeline.nodes[edge.node].id,
+                            edge.port,
+                            if have.is_empty() {
+                                "none".to_string()
+                            } else {
+                                have.join(", ")
+                            }
+                        ),
+                    ));
+                }
+                inputs.push((name, schema));
+            }
+            graph.ports[i] = ports::output_ports(&graph.spec, i, &inputs)?;
         }
+        graph.training = training::check(&graph)?;
         Ok(graph)
+    }
+
+    /// The schema an edge carries (`None` for a sink's missing output or an unknown port).
+    pub fn schema(&self, edge: &Edge) -> Option<SchemaRef> {
+        self.ports[edge.node]
+            .iter()
+            .find(|(p, _)| *p == edge.port)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// The main output schema of node `i` (`None` for sinks).
+    pub fn main_schema(&self, i: usize) -> Option<SchemaRef> {
+        self.ports[i].first().map(|(_, s)| s.clone())
+    }
+
+    /// The inputs of node `i`, in order.
+    pub fn inputs(&self, i: usize) -> &[Edge] {
+        &self.edges[i]
     }
 
     /// The nodes, in file order.
@@ -114,11 +177,7 @@ impl Graph {
 
     /// Indices of the nodes node `i` reads.
     pub fn producers(&self, i: usize) -> Vec<usize> {
-        self.nodes()[i]
-            .inputs
-            .iter()
-            .map(|id| self.index[id])
-            .collect()
+        self.edges[i].iter().map(|e| e.node).collect()
     }
 
     /// Opens the dataset a source node reads.
@@ -148,7 +207,9 @@ impl Graph {
             OperatorSpec::Source(s) => Some(match s.table {
                 TableName::Corpus => Table::Corpus,
                 TableName::Queries => Table::Queries,
-                TableName::Qrels => Table::Qrels(s.split.clone().unwrap_or_default()),
+                TableName::Qrels | TableName::Pairs => {
+                    Table::Qrels(s.split.clone().unwrap_or_default())
+                }
             }),
             _ => None,
         }
@@ -162,13 +223,19 @@ impl Graph {
             let OperatorSpec::Source(s) = &self.nodes()[i].op else {
                 continue;
             };
-            ds.check_columns(&table).map_err(|e| {
-                self.spec.error(
-                    &format!("inputs.{}.path", s.dataset),
-                    Some(&self.nodes()[i].id),
-                    e.to_string(),
-                )
-            })?;
+            let mut tables = vec![table];
+            if s.table == TableName::Pairs {
+                tables.push(Table::Queries);
+            }
+            for table in tables {
+                ds.check_columns(&table).map_err(|e| {
+                    self.spec.error(
+                        &format!("inputs.{}.path", s.dataset),
+                        Some(&self.nodes()[i].id),
+                        e.to_string(),
+                    )
+                })?;
+            }
         }
         Ok(())
     }
@@ -192,13 +259,38 @@ impl Graph {
     }
 }
 
+/// `id` or `id.port`: the node a written input names, with its port.
+fn resolve(index: &HashMap<String, usize>, input: &str) -> Option<Edge> {
+    if let Some(&node) = index.get(input) {
+        return Some(Edge {
+            node,
+            port: MAIN.to_string(),
+        });
+    }
+    let (id, port) = input.rsplit_once('.')?;
+    index.get(id).map(|&node| Edge {
+        node,
+        port: port.to_string(),
+    })
+}
+
 fn check_arity(spec: &LoadedSpec, i: usize, n: &NodeSpec) -> Result<()> {
-    let want = match n.op {
-        OperatorSpec::Source(_) => 0,
-        OperatorSpec::Encode(_) | OperatorSpec::Cache(_) | OperatorSpec::Sink(_) => 1,
-        OperatorSpec::Eval(_) => 3,
+    let allowed: &[usize] = match &n.op {
+        OperatorSpec::Source(_) => &[0],
+        OperatorSpec::Cache(_) | OperatorSpec::Sink(_) => &[1],
+        OperatorSpec::Encode(_) | OperatorSpec::Correct(_) => &[1, 2],
+        OperatorSpec::Sample(_) => &[3],
+        OperatorSpec::Loss(_) => &[3, 4],
+        OperatorSpec::Update(_) => &[2],
+        OperatorSpec::Eval(e) if e.models.is_some() => &[6],
+        OperatorSpec::Eval(_) => &[3],
     };
-    if n.inputs.len() != want {
+    if !allowed.contains(&n.inputs.len()) {
+        let want = allowed
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
         let path = if n.inputs.is_empty() {
             LoadedSpec::node_path(i)
         } else {
@@ -210,7 +302,7 @@ fn check_arity(spec: &LoadedSpec, i: usize, n: &NodeSpec) -> Result<()> {
             format!(
                 "`{}` takes {want} input{} (found {})",
                 n.op.type_name(),
-                if want == 1 { "" } else { "s" },
+                if allowed == [1] { "" } else { "s" },
                 n.inputs.len()
             ),
         ));
@@ -235,11 +327,23 @@ fn check_references(spec: &LoadedSpec, i: usize, n: &NodeSpec) -> Result<()> {
                     ),
                 ));
             }
-            if s.table == TableName::Qrels && s.split.is_none() {
+            if matches!(s.table, TableName::Qrels | TableName::Pairs) && s.split.is_none() {
                 return Err(spec.error(
                     &format!("{path}.table"),
                     Some(&n.id),
-                    "`table: qrels` needs a `split` (expected e.g. split: test)",
+                    format!(
+                        "`table: {}` needs a `split` (expected e.g. split: {})",
+                        if s.table == TableName::Pairs {
+                            "pairs"
+                        } else {
+                            "qrels"
+                        },
+                        if s.table == TableName::Pairs {
+                            "train"
+                        } else {
+                            "test"
+                        }
+                    ),
                 ));
             }
         }
@@ -288,9 +392,9 @@ fn check_outputs(spec: &LoadedSpec) -> Result<()> {
 }
 
 /// Kahn's algorithm; a cycle is reported at the first node on it, with the whole loop.
-fn topological_order(spec: &LoadedSpec, index: &HashMap<String, usize>) -> Result<Vec<usize>> {
+fn topological_order(spec: &LoadedSpec, edges: &[Vec<Edge>]) -> Result<Vec<usize>> {
     let nodes = &spec.pipeline.nodes;
-    let mut indegree: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
+    let mut indegree: Vec<usize> = edges.iter().map(Vec::len).collect();
     let mut ready: Vec<usize> = (0..nodes.len())
         .rev()
         .filter(|&i| indegree[i] == 0)
@@ -298,9 +402,9 @@ fn topological_order(spec: &LoadedSpec, index: &HashMap<String, usize>) -> Resul
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(i) = ready.pop() {
         order.push(i);
-        for (j, n) in nodes.iter().enumerate().rev() {
-            for input in &n.inputs {
-                if index[input] == i {
+        for (j, inputs) in edges.iter().enumerate().rev() {
+            for input in inputs {
+                if input.node == i {
                     indegree[j] -= 1;
                     if indegree[j] == 0 {
                         ready.push(j);
@@ -317,10 +421,9 @@ fn topological_order(spec: &LoadedSpec, index: &HashMap<String, usize>) -> Resul
     let mut path = vec![start];
     let mut cur = start;
     loop {
-        let next = nodes[cur]
-            .inputs
+        let next = edges[cur]
             .iter()
-            .map(|id| index[id])
+            .map(|e| e.node)
             .find(|&p| indegree[p] > 0)
             .unwrap_or(start);
         if let Some(pos) = path.iter().position(|&p| p == next) {

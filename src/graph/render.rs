@@ -7,9 +7,9 @@ fn label(g: &Graph, i: usize) -> String {
     format!("{}\\n({})", n.id, n.op.type_name())
 }
 
-fn edge_label(g: &Graph, producer: usize) -> String {
-    g.schemas[producer]
-        .as_ref()
+fn edge_label(g: &Graph, edge: &super::Edge) -> String {
+    let cols = g
+        .schema(edge)
         .map(|s| {
             s.fields()
                 .iter()
@@ -17,7 +17,20 @@ fn edge_label(g: &Graph, producer: usize) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if edge.port.is_empty() {
+        cols
+    } else {
+        format!("{}: {cols}", edge.port)
+    }
+}
+
+/// `(update node, gated node)` pairs: the feedback edges that carry "step t is done".
+fn feedback(g: &Graph) -> Vec<(usize, usize)> {
+    g.training
+        .iter()
+        .flat_map(|t| t.gated.iter().map(move |&n| (t.update, n)))
+        .collect()
 }
 
 /// The graph as a Mermaid flowchart; edges are labelled with the columns they carry.
@@ -33,14 +46,21 @@ pub fn to_mermaid(g: &Graph) -> String {
         ));
     }
     for &i in &g.order {
-        for p in g.producers(i) {
+        for e in g.inputs(i) {
             s.push_str(&format!(
                 "    {} -->|{}| {}\n",
-                mermaid_id(&g.nodes()[p].id),
-                edge_label(g, p),
+                mermaid_id(&g.nodes()[e.node].id),
+                edge_label(g, e),
                 mermaid_id(&g.nodes()[i].id)
             ));
         }
+    }
+    for (u, n) in feedback(g) {
+        s.push_str(&format!(
+            "    {} -.->|step t done| {}\n",
+            mermaid_id(&g.nodes()[u].id),
+            mermaid_id(&g.nodes()[n].id)
+        ));
     }
     s
 }
@@ -62,14 +82,21 @@ pub fn to_dot(g: &Graph) -> String {
         ));
     }
     for &i in &g.order {
-        for p in g.producers(i) {
+        for e in g.inputs(i) {
             s.push_str(&format!(
                 "    \"{}\" -> \"{}\" [label=\"{}\"];\n",
-                g.nodes()[p].id,
+                g.nodes()[e.node].id,
                 g.nodes()[i].id,
-                edge_label(g, p)
+                edge_label(g, e)
             ));
         }
+    }
+    for (u, n) in feedback(g) {
+        s.push_str(&format!(
+            "    \"{}\" -> \"{}\" [label=\"step t done\", style=dashed];\n",
+            g.nodes()[u].id,
+            g.nodes()[n].id
+        ));
     }
     s.push_str("}\n");
     s

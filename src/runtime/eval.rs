@@ -32,26 +32,7 @@ use crate::spec::EvalSpec;
 use crate::store::batch::{self, Batch};
 use crate::store::parquet_io::{AtomicParquetWriter, PendingFile};
 use crate::store::tables::{self, col};
-
-/// Embeddings gathered from batches: ids and row-major vectors.
-#[derive(Default)]
-struct Table {
-    ids: Vec<String>,
-    values: Vec<f32>,
-    dim: usize,
-}
-
-impl Table {
-    fn push(&mut self, b: &RecordBatch) -> Result<()> {
-        let ids = batch::strings(b, col::ID)?;
-        let (values, dim) = batch::vectors(b)?;
-        self.ids
-            .extend(ids.iter().map(|s| s.unwrap_or_default().to_string()));
-        self.values.extend_from_slice(values);
-        self.dim = dim;
-        Ok(())
-    }
-}
+use crate::store::vectors::Vectors;
 
 /// Builds the eval operator over `inputs` = [queries, targets, qrels].
 pub fn eval<'s>(
@@ -73,7 +54,7 @@ pub fn eval<'s>(
         "Eval",
         move |cap, _| {
             let mut cap = Some(cap);
-            let (mut queries, mut targets) = (Table::default(), Table::default());
+            let (mut queries, mut targets) = (Vectors::default(), Vectors::default());
             let mut judgements: Vec<(String, String, i32)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|_, data| {
@@ -112,7 +93,7 @@ pub fn eval<'s>(
     )
 }
 
-fn push_qrels(out: &mut Vec<(String, String, i32)>, b: &RecordBatch) -> Result<()> {
+pub(crate) fn push_qrels(out: &mut Vec<(String, String, i32)>, b: &RecordBatch) -> Result<()> {
     let q = batch::strings(b, col::QUERY_ID)?;
     let c = batch::strings(b, col::CORPUS_ID)?;
     let s = b
@@ -125,16 +106,30 @@ fn push_qrels(out: &mut Vec<(String, String, i32)>, b: &RecordBatch) -> Result<(
     Ok(())
 }
 
-/// Ranks every judged query and scores the ranking; writes the run files it was asked for.
-fn evaluate(
-    spec: &EvalSpec,
-    queries: &Table,
-    targets: &Table,
+/// A ranking of judged queries and its metrics.
+pub(crate) struct Ranked {
+    /// Per judged query: its id and the ranked target rows.
+    pub rankings: Vec<(String, Vec<u32>)>,
+    /// The scores of those rows.
+    pub scores: Vec<Vec<f32>>,
+    /// The metrics of the ranking.
+    pub metrics: MetricSet,
+}
+
+/// Ranks every query of `queries` that has a judgement against `targets` (exact search,
+/// `depth` deep, `batch` queries at a time) and scores the ranking.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rank_and_score(
+    queries: &Vectors,
+    targets: &[String],
+    cache: &Tensor,
     judgements: &[(String, String, i32)],
-    shared: &Shared,
-) -> Result<RecordBatch> {
+    depth: usize,
+    batch: usize,
+    recall_at: &[usize],
+    bar: &indicatif::ProgressBar,
+) -> Result<Ranked> {
     let index: HashMap<&str, u32> = targets
-        .ids
         .iter()
         .enumerate()
         .map(|(i, id)| (id.as_str(), i as u32))
@@ -148,32 +143,26 @@ fn evaluate(
     let judged: Vec<usize> = (0..queries.ids.len())
         .filter(|&i| qrels.get(&queries.ids[i]).is_some())
         .collect();
-    if targets.ids.is_empty() || judged.is_empty() {
+    if targets.is_empty() || judged.is_empty() {
         return Err(Error::Other(
             "nothing to evaluate: no targets, or no query with a judgement".into(),
         ));
     }
-    if queries.dim != targets.dim {
+    let dim = cache.dim(1).map_err(compute)?;
+    if queries.dim != dim {
         return Err(Error::Other(format!(
-            "queries have {} dimensions and targets {} (expected the same width)",
-            queries.dim, targets.dim
+            "queries have {} dimensions and targets {dim} (expected the same width)",
+            queries.dim
         )));
     }
-    let dim = targets.dim;
-    let cache = Tensor::from_slice(&targets.values, (targets.ids.len(), dim), &Device::Cpu)
-        .map_err(compute)?;
-    let bar = shared.bar("eval", judged.len() as u64);
+    bar.set_length(judged.len() as u64);
     let mut rankings: Vec<(String, Vec<u32>)> = Vec::with_capacity(judged.len());
     let mut scores: Vec<Vec<f32>> = Vec::with_capacity(judged.len());
-    for chunk in judged.chunks(spec.batch_size) {
-        let mut values = Vec::with_capacity(chunk.len() * dim);
-        for &i in chunk {
-            values.extend_from_slice(&queries.values[i * dim..(i + 1) * dim]);
-        }
-        let q = Tensor::from_vec(values, (chunk.len(), dim), &Device::Cpu).map_err(compute)?;
+    for chunk in judged.chunks(batch.max(1)) {
+        let q = queries.gather(chunk, &Device::Cpu)?;
         for (&i, hits) in chunk
             .iter()
-            .zip(top_k(&q, &cache, spec.depth, &[], DEFAULT_CHUNK)?)
+            .zip(top_k(&q, cache, depth, &[], DEFAULT_CHUNK)?)
         {
             let (docs, s): (Vec<u32>, Vec<f32>) = hits.into_iter().unzip();
             rankings.push((queries.ids[i].clone(), docs));
@@ -181,23 +170,59 @@ fn evaluate(
         }
         bar.inc(chunk.len() as u64);
     }
+    let metrics = evaluate_with(&rankings, &qrels, recall_at);
+    Ok(Ranked {
+        rankings,
+        scores,
+        metrics,
+    })
+}
+
+/// Ranks every judged query and scores the ranking; writes the run files it was asked for.
+fn evaluate(
+    spec: &EvalSpec,
+    queries: &Vectors,
+    targets: &Vectors,
+    judgements: &[(String, String, i32)],
+    shared: &Shared,
+) -> Result<RecordBatch> {
+    let cache = targets.tensor(&Device::Cpu)?;
+    let bar = shared.bar("eval", 0);
+    let ranked = rank_and_score(
+        queries,
+        &targets.ids,
+        &cache,
+        judgements,
+        spec.depth,
+        spec.batch_size,
+        &spec.recall_at,
+        &bar,
+    )?;
     bar.finish_and_clear();
+    write_runs(spec, &ranked, &targets.ids, shared)?;
+    metrics_batch(&ranked.metrics, &spec.recall_at)
+}
+
+/// Writes the TREC run and the Parquet ranking that `spec` asks for (committed with the run).
+pub(crate) fn write_runs(
+    spec: &EvalSpec,
+    ranked: &Ranked,
+    ids: &[String],
+    shared: &Shared,
+) -> Result<()> {
     if let Some(path) = &spec.trec {
         shared.add_pending(write_trec(
             path,
             &spec.tag,
-            &rankings,
-            &scores,
-            &targets.ids,
+            &ranked.rankings,
+            &ranked.scores,
+            ids,
         )?);
     }
     if let Some(path) = &spec.rankings {
-        shared.add_pending(write_rankings(path, &rankings, &scores, &targets.ids)?);
+        shared.add_pending(write_rankings(path, &ranked.rankings, &ranked.scores, ids)?);
     }
-    metrics_batch(
-        &evaluate_with(&rankings, &qrels, &spec.recall_at),
-        &spec.recall_at,
-    )
+    Ok(())
 }
 
 fn compute(e: candle_core::Error) -> Error {

@@ -10,6 +10,8 @@ mod eval;
 mod ops;
 pub mod plan;
 mod shared;
+mod stepwise;
+mod train;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -132,7 +134,7 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
     share_cores(opts.workers);
     let started = Instant::now();
     let communication = opts.communication()?;
-    let plan = Arc::new(Plan::new(graph)?);
+    let plan = Arc::new(Plan::new(graph, opts.workers)?);
     let shared = Arc::new(Shared::new(opts.progress));
     let config = timely::Config {
         communication,
@@ -181,19 +183,31 @@ fn finish_stats(plan: &Plan, stats: &mut BTreeMap<String, NodeStats>) {
 /// One worker: build the dataflow, feed its share of every source and store, run to the end.
 fn drive(worker: &mut timely::worker::Worker, plan: &Arc<Plan>, shared: &Arc<Shared>) {
     let (index, peers) = (worker.index(), worker.peers());
-    let mut built =
+    let built =
         worker.dataflow::<dataflow::Time, _, _>(|scope| dataflow::build(scope, plan, shared));
+    let mut built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            shared.fail(e);
+            return;
+        }
+    };
     for (node, mut input) in std::mem::take(&mut built.sources) {
         let NodePlan::Source {
             dataset,
             table,
             batch_size,
             rows,
+            pairs,
         } = &plan.nodes[node]
         else {
             continue;
         };
         let id = &plan.graph.nodes()[node].id;
+        if let Some(p) = pairs {
+            feed_pairs(worker, &mut input, p, id, shared);
+            continue;
+        }
         let bar = if index == 0 {
             shared.bar(id, *rows as u64)
         } else {
@@ -223,7 +237,7 @@ fn drive(worker: &mut timely::worker::Worker, plan: &Arc<Plan>, shared: &Arc<Sha
         bar.finish_and_clear();
     }
     for (node, mut input) in std::mem::take(&mut built.stores) {
-        let NodePlan::Cache { store } = &plan.nodes[node] else {
+        let NodePlan::Cache { store, .. } = &plan.nodes[node] else {
             continue;
         };
         let id = &plan.graph.nodes()[node].id;
@@ -249,6 +263,38 @@ fn drive(worker: &mut timely::worker::Worker, plan: &Arc<Plan>, shared: &Arc<Sha
     let probe = built.probe.clone();
     drop(built);
     while !probe.done() {
+        worker.step();
+    }
+}
+
+/// Sends this worker's share of each step's training pairs, batch `t` at time `t`.
+fn feed_pairs(
+    worker: &mut timely::worker::Worker,
+    input: &mut dataflow::SourceInput,
+    p: &plan::PairsPlan,
+    id: &str,
+    shared: &Arc<Shared>,
+) {
+    let (index, peers) = (worker.index(), worker.peers());
+    for step in 0..p.steps {
+        if shared.failed() {
+            break;
+        }
+        let rows = p.pairs.batch(step, p.batch_size, p.shuffle, p.seed);
+        let mine: Vec<_> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(r, _)| r % peers == index)
+            .map(|(_, row)| row)
+            .collect();
+        input.advance_to(step as dataflow::Time);
+        match crate::store::pairs::pairs_batch(&mine) {
+            Ok(b) => {
+                shared.count(id, |s| s.rows_out += b.num_rows());
+                input.send(crate::store::batch::Batch(b));
+            }
+            Err(e) => shared.fail(e.with_node(id)),
+        }
         worker.step();
     }
 }

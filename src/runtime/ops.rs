@@ -18,7 +18,6 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
 use super::dataflow::{BatchStream, KeyStream, Row, Time};
-use super::plan::SharedEncoder;
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::spec::VectorLayout;
@@ -26,6 +25,7 @@ use crate::store::batch::{self, Batch};
 use crate::store::cache::EmbeddingStore;
 use crate::store::parquet_io::AtomicParquetWriter;
 use crate::store::tables::col;
+use freshen_operators::Encoder;
 
 /// A row to embed: `(id, text_hash, text)`.
 type KeyedText = (String, u64, String);
@@ -81,11 +81,13 @@ pub fn joined_rows(batch: &RecordBatch, fields: &[String]) -> Result<Vec<Row>> {
 }
 
 /// Embeds the rows with positive multiplicity, `batch_size` texts per forward pass, and
-/// emits embedding batches (`id`, `text_hash`, `embedding`).
+/// emits embedding batches (`id`, `text_hash`, `embedding`). With `ledger`, the forwards
+/// are counted under that reason (the starting cache's are `initial`).
 pub fn encode<'s>(
     input: Stream<'s, Time, Vec<(Row, Time, isize)>>,
-    encoder: SharedEncoder,
+    encoder: Rc<dyn Encoder>,
     batch_size: usize,
+    ledger: Option<&'static str>,
     node: Rc<str>,
     shared: Arc<Shared>,
 ) -> BatchStream<'s> {
@@ -124,8 +126,13 @@ pub fn encode<'s>(
                             continue;
                         }
                         let n = chunk.len();
-                        match encode_chunk(&encoder, chunk) {
+                        let started = std::time::Instant::now();
+                        match encode_chunk(encoder.as_ref(), chunk) {
                             Ok(b) => {
+                                if let Some(reason) = ledger {
+                                    let secs = started.elapsed().as_secs_f64();
+                                    shared.forwards(reason, n as u64, secs);
+                                }
                                 shared.count(&node, |s| {
                                     s.encoded += n;
                                     s.rows_out += n;
@@ -153,7 +160,7 @@ pub fn encode<'s>(
 
 /// Encodes rows `(id, text_hash, text)` into one embeddings batch.
 pub fn encode_chunk(
-    encoder: &SharedEncoder,
+    encoder: &dyn Encoder,
     rows: Vec<(String, u64, String)>,
 ) -> Result<RecordBatch> {
     let texts: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();

@@ -34,6 +34,9 @@ pub struct Shared {
     error: Mutex<Option<Error>>,
     pending: Mutex<Vec<PendingFile>>,
     stats: Mutex<BTreeMap<String, NodeStats>>,
+    ledger: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+    summary: Mutex<Option<arrow::array::RecordBatch>>,
+    started: std::time::Instant,
     bars: Option<MultiProgress>,
 }
 
@@ -45,6 +48,9 @@ impl Shared {
             error: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
             stats: Mutex::new(BTreeMap::new()),
+            ledger: Mutex::new(BTreeMap::new()),
+            summary: Mutex::new(None),
+            started: std::time::Instant::now(),
             bars,
         }
     }
@@ -88,9 +94,56 @@ impl Shared {
         }
     }
 
+    /// Adds `n` target-encoder forward passes taking `seconds` to the ledger under
+    /// `reason` (`initial`, `refresh`, `touched`, `eval`).
+    pub fn forwards(&self, reason: &'static str, n: u64, seconds: f64) {
+        if let Ok(mut l) = self.ledger.lock() {
+            let e = l.entry(reason).or_default();
+            e.0 += n;
+            e.1 += seconds;
+        }
+    }
+
+    /// The ledger: forwards and seconds by reason.
+    pub fn ledger(&self) -> BTreeMap<&'static str, (u64, f64)> {
+        self.ledger.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Seconds since the run started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Keeps a training run's summary row for the command line to print.
+    pub fn set_summary(&self, b: arrow::array::RecordBatch) {
+        if let Ok(mut s) = self.summary.lock() {
+            *s = Some(b);
+        }
+    }
+
+    /// The training run's summary row, if there was one.
+    pub fn summary(&self) -> Option<arrow::array::RecordBatch> {
+        self.summary.lock().ok().and_then(|s| s.clone())
+    }
+
     /// A snapshot of every node's counters.
     pub fn stats(&self) -> BTreeMap<String, NodeStats> {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// A progress bar over training steps, with steps per second and an ETA.
+    pub fn steps_bar(&self, len: u64) -> ProgressBar {
+        let Some(multi) = &self.bars else {
+            return ProgressBar::hidden();
+        };
+        let style = ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] step {pos}/{len}, {per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let bar = multi.add(ProgressBar::new(len).with_style(style));
+        bar.set_prefix("train");
+        bar
     }
 
     /// A progress bar with a rate and an ETA (hidden when bars are off or stderr is no terminal).

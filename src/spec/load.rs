@@ -151,6 +151,12 @@ impl LoadedSpec {
             m.insert(Value::from("nodes"), Value::Sequence(Vec::new()));
         }
         let mut pipeline: Pipeline = self.deserialize("", None, value)?;
+        for (name, model) in &pipeline.models {
+            if let Some((key, message)) = super::ranges::model_ranges(model, "").into_iter().next()
+            {
+                return Err(self.error(&format!("models.{name}.{key}"), None, message));
+            }
+        }
         for (i, node) in nodes.into_iter().enumerate() {
             pipeline.nodes.push(self.node(i, node)?);
         }
@@ -234,6 +240,10 @@ impl LoadedSpec {
             "cache" => OperatorSpec::Cache(self.deserialize(&path, node, settings)?),
             "sink" => OperatorSpec::Sink(self.deserialize(&path, node, settings)?),
             "eval" => OperatorSpec::Eval(self.deserialize(&path, node, settings)?),
+            "correct" => OperatorSpec::Correct(self.deserialize(&path, node, settings)?),
+            "sample" => OperatorSpec::Sample(self.deserialize(&path, node, settings)?),
+            "loss" => OperatorSpec::Loss(self.deserialize(&path, node, settings)?),
+            "update" => OperatorSpec::Update(self.deserialize(&path, node, settings)?),
             other => {
                 return Err(self.error(
                     &format!("{path}.type"),
@@ -298,6 +308,7 @@ fn empty_pipeline() -> Pipeline {
         seed: 0,
         vars: Default::default(),
         inputs: Default::default(),
+        models: Default::default(),
         nodes: Vec::new(),
         outputs: Default::default(),
     }

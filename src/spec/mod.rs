@@ -8,6 +8,7 @@ mod load;
 mod overrides;
 pub mod position;
 mod ranges;
+mod training;
 pub mod types;
 
 pub use load::LoadedSpec;

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::training::*;
+
 /// A pipeline: named inputs, a graph of operator nodes, named outputs, a seed and variables.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +34,9 @@ pub struct Pipeline {
     /// Datasets the pipeline reads, by name.
     #[serde(default)]
     pub inputs: BTreeMap<String, InputSpec>,
+    /// Models shared by name between nodes (towers and correctors that `update` trains).
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSpec>,
     /// The operators, as a graph: each node names the nodes it reads from.
     pub nodes: Vec<NodeSpec>,
     /// Files the pipeline writes, by name (sinks refer to them).
@@ -116,6 +121,14 @@ pub enum OperatorSpec {
     Sink(SinkSpec),
     /// Ranks targets for queries by exact search and scores the ranking against qrels.
     Eval(EvalSpec),
+    /// Applies the corrector h to the stale cache.
+    Correct(CorrectSpec),
+    /// Picks hard negatives per query by exact search of the (corrected) cache.
+    Sample(SampleSpec),
+    /// The retriever's and the corrector's losses, as gradients of the embeddings.
+    Loss(LossSpec),
+    /// Applies the gradients: AdamW for the encoders and for the corrector.
+    Update(UpdateSpec),
 }
 
 impl OperatorSpec {
@@ -127,11 +140,17 @@ impl OperatorSpec {
             OperatorSpec::Cache(_) => "cache",
             OperatorSpec::Sink(_) => "sink",
             OperatorSpec::Eval(_) => "eval",
+            OperatorSpec::Correct(_) => "correct",
+            OperatorSpec::Sample(_) => "sample",
+            OperatorSpec::Loss(_) => "loss",
+            OperatorSpec::Update(_) => "update",
         }
     }
 
     /// Every operator type, as written in YAML.
-    pub const TYPES: &'static [&'static str] = &["source", "encode", "cache", "sink", "eval"];
+    pub const TYPES: &'static [&'static str] = &[
+        "source", "encode", "cache", "correct", "sample", "loss", "update", "eval", "sink",
+    ];
 }
 
 /// Settings of `source`.
@@ -146,9 +165,20 @@ pub struct SourceSpec {
     /// For `table: qrels`, the split (`train`, `dev`, `test`, ...).
     #[serde(default)]
     pub split: Option<String>,
-    /// Rows per Arrow batch.
+    /// Rows per Arrow batch; for `table: pairs`, queries per training step.
     #[serde(default = "default_source_batch")]
     pub batch_size: usize,
+    /// For `table: pairs`: training steps (batches), cycling through the pairs in epochs;
+    /// one epoch when absent.
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// For `table: pairs`: reshuffle the pairs every epoch (seeded).
+    #[serde(default = "default_shuffle")]
+    pub shuffle: bool,
+}
+
+fn default_shuffle() -> bool {
+    true
 }
 
 fn default_source_batch() -> usize {
@@ -166,15 +196,18 @@ pub enum TableName {
     Queries,
     /// `query_id`, `corpus_id`, `score` of one split.
     Qrels,
+    /// Training pairs of one split, one batch per step: `id` (query), `text`, `corpus_id`
+    /// (its positive) and `positives` (every relevant id, excluded from its negatives).
+    Pairs,
 }
 
 /// Settings of `encode`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncodeSpec {
-    /// The encoder.
+    /// The encoder: a name from `models:` (shared, trainable) or a model written here.
     #[serde(default)]
-    pub model: ModelSpec,
+    pub model: ModelRef,
     /// Columns whose text is embedded, joined by a space (empty values skipped).
     #[serde(default = "default_fields")]
     pub fields: Vec<String>,
@@ -183,7 +216,7 @@ pub struct EncodeSpec {
     pub batch_size: usize,
 }
 
-fn default_fields() -> Vec<String> {
+pub(crate) fn default_fields() -> Vec<String> {
     vec!["text".to_string()]
 }
 
@@ -197,6 +230,34 @@ fn default_encode_batch() -> usize {
 pub enum ModelSpec {
     /// Built in, no download: hashed word and character n-grams → embedding bag → linear.
     Hashed(HashedModelSpec),
+    /// A corrector network (only under `models:`, for `correct` nodes).
+    Corrector(CorrectorModelSpec),
+}
+
+impl ModelSpec {
+    /// The `kind` as written in YAML.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelSpec::Hashed(_) => "hashed",
+            ModelSpec::Corrector(_) => "corrector",
+        }
+    }
+
+    /// Whether `update` leaves this model as it is.
+    pub fn frozen(&self) -> bool {
+        match self {
+            ModelSpec::Hashed(h) => h.frozen,
+            ModelSpec::Corrector(c) => c.frozen,
+        }
+    }
+
+    /// The factor on the update node's learning rates for this model.
+    pub fn lr_scale(&self) -> f64 {
+        match self {
+            ModelSpec::Hashed(h) => h.lr_scale,
+            ModelSpec::Corrector(c) => c.lr_scale,
+        }
+    }
 }
 
 impl Default for ModelSpec {
@@ -225,6 +286,11 @@ pub struct HashedModelSpec {
     pub normalize: bool,
     /// Seed of the initial weights; the pipeline's seed when absent.
     pub seed: Option<u64>,
+    /// Under `models:`: never trained (e.g. `frozen: true` on the target tower trains the
+    /// query side only, so the cache never goes stale).
+    pub frozen: bool,
+    /// Under `models:`: multiplies the update node's learning rates for this model.
+    pub lr_scale: f64,
 }
 
 impl Default for HashedModelSpec {
@@ -238,6 +304,8 @@ impl Default for HashedModelSpec {
             lowercase: true,
             normalize: true,
             seed: None,
+            frozen: false,
+            lr_scale: 1.0,
         }
     }
 }
@@ -249,6 +317,10 @@ pub struct CacheSpec {
     /// Folder of the persistent store, shared between runs and pipelines.
     #[serde(default = "default_cache_path")]
     pub path: PathBuf,
+    /// When training: re-embed the whole corpus with the current target tower every this
+    /// many steps (the ANCE-style baseline; 1 is the oracle). Absent: never.
+    #[serde(default)]
+    pub refresh_every: Option<usize>,
 }
 
 fn default_cache_path() -> PathBuf {
@@ -263,8 +335,12 @@ pub struct SinkSpec {
     pub output: String,
 }
 
-/// Settings of `eval`. Its inputs are, in order: query embeddings, target embeddings, and
-/// the qrels of the split being evaluated.
+/// Settings of `eval`.
+///
+/// Standalone, its inputs are, in order: query embeddings, target embeddings, and the qrels
+/// of the split being evaluated. During training (with `models`), they are: the `update`
+/// node, the corpus, the queries, the dev qrels, the test qrels and the stale cache; it then
+/// evaluates on dev every `every` steps, keeps the best step, and reports test at it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSpec {
@@ -286,6 +362,40 @@ pub struct EvalSpec {
     /// The run tag of the TREC file (its last column).
     #[serde(default = "default_tag")]
     pub tag: String,
+    /// During training: the models evaluated, by name.
+    #[serde(default)]
+    pub models: Option<EvalModels>,
+    /// During training: evaluate on dev every this many steps (and after the last).
+    #[serde(default)]
+    pub every: Option<usize>,
+    /// During training: the dev metric that picks the best step (`mrr_at_10`,
+    /// `ndcg_at_10` or `recall_at_K`).
+    #[serde(default = "default_select_by")]
+    pub select_by: String,
+    /// During training: corpus columns the target tower embeds.
+    #[serde(default = "default_target_fields")]
+    pub fields: Vec<String>,
+    /// During training: query columns the query tower embeds.
+    #[serde(default = "super::types::default_fields")]
+    pub query_fields: Vec<String>,
+    /// During training: folder for the best step's weights (safetensors per model).
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// During training: where to write the corpus embedded by the best target tower.
+    #[serde(default)]
+    pub embeddings: Option<PathBuf>,
+    /// During training: at each dev evaluation, also compare the stale and corrected
+    /// caches with the fresh one (top-k overlap, softmax KL).
+    #[serde(default)]
+    pub diagnostics: bool,
+}
+
+fn default_select_by() -> String {
+    "mrr_at_10".to_string()
+}
+
+fn default_target_fields() -> Vec<String> {
+    vec!["title".to_string(), "text".to_string()]
 }
 
 fn default_recall_at() -> Vec<usize> {

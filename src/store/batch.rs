@@ -94,10 +94,26 @@ pub fn hashes(batch: &RecordBatch) -> Result<&UInt64Array> {
 
 /// The embedding column's values, row-major, and its width.
 pub fn vectors(batch: &RecordBatch) -> Result<(&[f32], usize)> {
+    vectors_of(batch, col::EMBEDDING)
+}
+
+/// A fixed-size-list column of float32 vectors from row-major values.
+pub fn vector_column(values: Vec<f32>, dim: usize) -> Result<ArrayRef> {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    Ok(Arc::new(FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    )?))
+}
+
+/// The row-major values and width of the fixed-size-list column `name`.
+pub fn vectors_of<'a>(batch: &'a RecordBatch, name: &str) -> Result<(&'a [f32], usize)> {
     let list = batch
-        .column_by_name(col::EMBEDDING)
+        .column_by_name(name)
         .and_then(|c| c.as_fixed_size_list_opt())
-        .ok_or_else(|| Error::Other("batch lacks fixed-size-list column `embedding`".into()))?;
+        .ok_or_else(|| Error::Other(format!("batch lacks fixed-size-list column `{name}`")))?;
     let dim = list.value_length() as usize;
     let values = list.values().as_primitive::<Float32Type>().values();
     let start = list.offset() * dim;
@@ -111,20 +127,12 @@ pub fn embeddings_batch(
     vectors: Vec<f32>,
     dim: usize,
 ) -> Result<RecordBatch> {
-    let schema = tables::embeddings_schema(dim);
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let list = FixedSizeListArray::try_new(
-        item,
-        dim as i32,
-        Arc::new(Float32Array::from(vectors)),
-        None,
-    )?;
     Ok(RecordBatch::try_new(
-        schema,
+        tables::embeddings_schema(dim),
         vec![
             Arc::new(StringArray::from(ids)) as ArrayRef,
             Arc::new(UInt64Array::from(hashes)),
-            Arc::new(list),
+            vector_column(vectors, dim)?,
         ],
     )?)
 }

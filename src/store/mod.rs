@@ -5,5 +5,7 @@
 pub mod batch;
 pub mod beir;
 pub mod cache;
+pub mod pairs;
 pub mod parquet_io;
 pub mod tables;
+pub mod vectors;

@@ -25,6 +25,22 @@ pub mod col {
     pub const TEXT_HASH: &str = "text_hash";
     /// The embedding vector.
     pub const EMBEDDING: &str = "embedding";
+    /// Every relevant corpus id of a training query.
+    pub const POSITIVES: &str = "positives";
+    /// The chosen negatives of a query.
+    pub const NEGATIVES: &str = "negatives";
+    /// The scores of the chosen negatives.
+    pub const SCORES: &str = "scores";
+    /// The score of a query's positive against the searched cache.
+    pub const POSITIVE_SCORE: &str = "positive_score";
+    /// The stale cache row a corrected row came from.
+    pub const STALE: &str = "stale";
+    /// The node that computed an embedding row.
+    pub const NODE: &str = "node";
+    /// The gradient of the loss with respect to an embedding row.
+    pub const GRAD: &str = "grad";
+    /// The training step.
+    pub const STEP: &str = "step";
 }
 
 /// Corpus: `id`, `title`, `text`, all UTF-8 (title may be empty, never null).
@@ -92,4 +108,178 @@ pub fn rankings_schema() -> SchemaRef {
         Field::new(col::CORPUS_ID, DataType::Utf8, false),
         Field::new(col::SCORE, DataType::Float32, false),
     ]))
+}
+
+/// The Arrow type of a list of strings (ids).
+pub fn id_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+/// The Arrow type of a list of float32 (scores).
+pub fn score_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float32, true)))
+}
+
+/// Training pairs: `id` (query), `text`, `corpus_id` (the positive trained on) and
+/// `positives` (every relevant corpus id of the query, never used as its negatives).
+pub fn pairs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::ID, DataType::Utf8, false),
+        Field::new(col::TEXT, DataType::Utf8, false),
+        Field::new(col::CORPUS_ID, DataType::Utf8, false),
+        Field::new(col::POSITIVES, id_list_type(), false),
+    ]))
+}
+
+/// Chosen negatives, one row per query: `id`, `corpus_id` (its positive),
+/// `positive_score`, `negatives` and their `scores` against the searched cache.
+pub fn negatives_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::ID, DataType::Utf8, false),
+        Field::new(col::CORPUS_ID, DataType::Utf8, false),
+        Field::new(col::POSITIVE_SCORE, DataType::Float32, false),
+        Field::new(col::NEGATIVES, id_list_type(), false),
+        Field::new(col::SCORES, score_list_type(), false),
+    ]))
+}
+
+/// Corrected embeddings of touched targets: `id`, `embedding` = h(B[y]) and `stale` = B[y].
+pub fn corrected_rows_schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::ID, DataType::Utf8, false),
+        Field::new(col::EMBEDDING, embedding_type(dim), false),
+        Field::new(col::STALE, embedding_type(dim), false),
+    ]))
+}
+
+/// Gradients of the loss with respect to embedding rows: `node` (the node that computed
+/// the row), `id`, `grad`.
+pub fn grads_schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::NODE, DataType::Utf8, false),
+        Field::new(col::ID, DataType::Utf8, false),
+        Field::new(col::GRAD, embedding_type(dim), false),
+    ]))
+}
+
+/// The loss of one step: `step`, `queries`, `candidates` (query-candidate pairs scored
+/// with fresh embeddings), `retriever_loss`, `corrector_loss` (null without a corrector),
+/// and the relative `staleness` of the cache and `corrected_staleness` of h(cache) on the
+/// touched targets (null without corrected rows).
+pub fn loss_stats_schema() -> SchemaRef {
+    let f = |name: &str, nullable| Field::new(name, DataType::Float64, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new(col::STEP, DataType::UInt64, false),
+        Field::new("queries", DataType::UInt64, false),
+        Field::new("candidates", DataType::UInt64, false),
+        f("retriever_loss", false),
+        f("corrector_loss", true),
+        f("staleness", true),
+        f("corrected_staleness", true),
+    ]))
+}
+
+/// One row per training step, as `update` writes it: the loss statistics plus the
+/// learning rates, gradient norms (before clipping), touched target forwards and seconds.
+pub fn step_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = loss_stats_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let f = |name: &str, nullable| Field::new(name, DataType::Float64, nullable);
+    fields.extend([
+        f("lr", false),
+        f("corrector_lr", false),
+        f("grad_norm", false),
+        f("corrector_grad_norm", true),
+        Field::new("touched_forwards", DataType::UInt64, false),
+        f("seconds", false),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// One row per training step, as a training `eval` writes it: [`step_schema`] plus, at the
+/// steps it evaluated on dev, `dev_recall_at_K`, `dev_mrr_at_10`, `dev_ndcg_at_10`, and
+/// with diagnostics the top-k overlap of the stale and corrected caches with the fresh one
+/// and the softmax KL(P‖P_stale), KL(P‖P_h) (null elsewhere).
+pub fn eval_steps_schema(recall_at: &[usize]) -> SchemaRef {
+    let mut fields: Vec<Field> = step_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let f = |name: String| Field::new(name, DataType::Float64, true);
+    fields.extend(recall_at.iter().map(|k| f(format!("dev_recall_at_{k}"))));
+    fields.extend(
+        [
+            "dev_mrr_at_10",
+            "dev_ndcg_at_10",
+            "overlap_stale",
+            "overlap_corrected",
+            "kl_stale",
+            "kl_corrected",
+        ]
+        .map(|n| f(n.to_string())),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// The ledger's reasons for a target-encoder forward pass.
+pub const LEDGER_REASONS: [&str; 4] = ["initial", "refresh", "touched", "eval"];
+
+/// The summary of a training run, one row: the steps and the best (dev-selected) step,
+/// test metrics at that step with the corpus re-embedded (`test_*`) and against the
+/// corrected cache with no re-embedding (`corrected_*`, null without a corrector), the
+/// best dev value, the ledger of target-encoder forwards and seconds by reason with totals
+/// with and without the touched targets, the wall seconds, and the settings as JSON.
+pub fn summary_schema(recall_at: &[usize]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("run", DataType::Utf8, false),
+        Field::new("steps", DataType::UInt64, false),
+        Field::new("best_step", DataType::UInt64, false),
+        Field::new("select_by", DataType::Utf8, false),
+        Field::new("best_dev", DataType::Float64, false),
+        Field::new("test_queries", DataType::UInt64, false),
+    ];
+    for prefix in ["test", "corrected"] {
+        let nullable = prefix == "corrected";
+        for k in recall_at {
+            fields.push(Field::new(
+                format!("{prefix}_recall_at_{k}"),
+                DataType::Float64,
+                nullable,
+            ));
+        }
+        fields.push(Field::new(
+            format!("{prefix}_mrr_at_10"),
+            DataType::Float64,
+            nullable,
+        ));
+        fields.push(Field::new(
+            format!("{prefix}_ndcg_at_10"),
+            DataType::Float64,
+            nullable,
+        ));
+    }
+    for reason in LEDGER_REASONS {
+        fields.push(Field::new(
+            format!("forwards_{reason}"),
+            DataType::UInt64,
+            false,
+        ));
+        fields.push(Field::new(
+            format!("seconds_{reason}"),
+            DataType::Float64,
+            false,
+        ));
+    }
+    fields.extend([
+        Field::new("candidates", DataType::UInt64, false),
+        Field::new("forwards_total", DataType::UInt64, false),
+        Field::new("forwards_without_touched", DataType::UInt64, false),
+        Field::new("seconds", DataType::Float64, false),
+        Field::new("settings", DataType::Utf8, false),
+    ]);
+    Arc::new(Schema::new(fields))
 }

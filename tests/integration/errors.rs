@@ -73,7 +73,7 @@ fn unknown_operator_type() {
         &c,
         "11:11",
         "enc",
-        "unknown operator type `encoder` (expected one of source, encode, cache, sink, eval)",
+        "unknown operator type `encoder` (expected one of source, encode, cache, correct, sample, loss, update, eval, sink)",
     );
 }
 

@@ -326,6 +326,15 @@ impl Corrector {
         })
     }
 
+    /// An independent copy with the same weights (another worker's replica).
+    pub fn replica(&self) -> Result<Self> {
+        let copy = Self::with_dtype(self.cfg.clone(), &self.device, self.dtype)?;
+        for ((_, mine), (_, theirs)) in copy.named.iter().zip(&self.named) {
+            mine.set(theirs.as_tensor())?;
+        }
+        Ok(copy)
+    }
+
     /// Whether `h` is still exactly the identity (the output layer is all zeros), so that
     /// applying it can be skipped.
     pub fn is_identity(&self) -> Result<bool> {

@@ -93,6 +93,22 @@ pub trait Trainable {
     }
 }
 
+/// A text encoder that trains: what `encode` nodes of a training pipeline run.
+pub trait TrainableEncoder: crate::Encoder + Trainable {
+    /// Differentiable forward of `texts`: the same vectors as `encode`, kept for
+    /// [`Trainable::backward`].
+    fn forward_train(&self, texts: &[&str]) -> Result<Recorded>;
+
+    /// An independent copy with the same weights (another worker's replica).
+    fn replica(&self) -> Result<Box<dyn TrainableEncoder>>;
+
+    /// Writes the weights as safetensors (atomically).
+    fn save(&self, path: &std::path::Path) -> Result<()>;
+
+    /// Recomputes the fingerprint after the weights changed.
+    fn refresh_fingerprint(&mut self) -> Result<()>;
+}
+
 /// The vector-Jacobian product of [`Trainable::backward`] for any recorded forward.
 pub fn backward_recorded(
     params: &[(String, Var)],

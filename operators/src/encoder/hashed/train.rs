@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor, Var};
 
 use super::embed::bag_sums_cpu;
 use super::{HashedEncoder, TABLE};
-use crate::train::{Recorded, RowLeaf, Trainable};
+use crate::train::{Recorded, RowLeaf, Trainable, TrainableEncoder};
 use crate::Result;
 
 impl HashedEncoder {
@@ -69,5 +69,50 @@ impl Trainable for HashedEncoder {
 
     fn sparse_params(&self) -> Vec<String> {
         vec![TABLE.to_string()]
+    }
+}
+
+impl TrainableEncoder for HashedEncoder {
+    fn forward_train(&self, texts: &[&str]) -> Result<Recorded> {
+        HashedEncoder::forward_train(self, texts)
+    }
+
+    fn replica(&self) -> Result<Box<dyn TrainableEncoder>> {
+        Ok(Box::new(self.deep_copy()?))
+    }
+
+    fn save(&self, path: &std::path::Path) -> Result<()> {
+        HashedEncoder::save(self, path)
+    }
+
+    fn refresh_fingerprint(&mut self) -> Result<()> {
+        HashedEncoder::refresh_fingerprint(self)
+    }
+}
+
+impl HashedEncoder {
+    /// An independent copy: the same settings, weights and fingerprint, in new storage.
+    pub fn deep_copy(&self) -> Result<Self> {
+        let copy = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().copy()?)?) };
+        let (table, weight, bias) = (copy(&self.table)?, copy(&self.weight)?, copy(&self.bias)?);
+        let varmap = candle_nn::VarMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| crate::Error::Setting("VarMap lock poisoned".into()))?;
+            data.insert(TABLE.to_string(), table.clone());
+            data.insert(super::PROJ_WEIGHT.to_string(), weight.clone());
+            data.insert(super::PROJ_BIAS.to_string(), bias.clone());
+        }
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            device: self.device.clone(),
+            varmap,
+            table,
+            weight,
+            bias,
+            fingerprint: self.fingerprint.clone(),
+        })
     }
 }

@@ -1,0 +1,165 @@
+//! The shape shared by the training operators: gather a step's batches from every input,
+//! act once every input has finished that step.
+//!
+//! A training step is a timestamp. An operator built by [`stepwise`] stashes what arrives
+//! per time and calls its logic for time `t` only when *every* input's frontier has passed
+//! `t`: then nothing more can arrive for `t`, whether from upstream or, through the
+//! feedback edge, from the previous step's `update`. That one rule is what orders a
+//! training step: a node that uses a model lists the feedback as an input, so at step
+//! `t + 1` it runs only after `update` has applied step `t`.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Scope;
+
+use super::dataflow::{BatchStream, Time};
+use super::shared::Shared;
+use crate::error::{Error, Result};
+use crate::store::batch::Batch;
+
+/// How an input's batches reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Each worker keeps its own.
+    Local,
+    /// Everything goes to worker 0.
+    Leader,
+}
+
+/// What the logic of a step hands out: `(output port, batch)`.
+pub type Emitted = Vec<(usize, Batch)>;
+
+/// Builds a stepwise operator over `inputs`, with `outputs` output ports.
+///
+/// `logic(t, batches)` gets, per input, the batches of time `t`, and returns batches to emit
+/// at `t`. `finish`, if given, runs once after every input is exhausted and emits on port 0
+/// (at the last time seen): the operator holds port 0 open for it, so port 0 must not lead
+/// back into a feedback loop. Errors are recorded in `shared` under `node`, and the
+/// operator then stops acting.
+#[allow(clippy::type_complexity)]
+pub fn stepwise<'s>(
+    scope: Scope<'s, Time>,
+    name: &str,
+    inputs: Vec<(BatchStream<'s>, Route)>,
+    outputs: usize,
+    mut logic: impl FnMut(Time, Vec<Vec<Batch>>) -> Result<Emitted> + 'static,
+    finish: Option<Box<dyn FnMut(Time) -> Result<Emitted>>>,
+    node: Rc<str>,
+    shared: Arc<Shared>,
+) -> Vec<BatchStream<'s>> {
+    let mut builder = OperatorBuilder::new(name.to_string(), scope);
+    let count = inputs.len();
+    let mut handles = Vec::with_capacity(count);
+    for (stream, route) in inputs {
+        handles.push(match route {
+            Route::Local => Box::new(builder.new_input(stream, Pipeline)) as Box<dyn InputPort>,
+            Route::Leader => Box::new(builder.new_input(stream, Exchange::new(|_: &Batch| 0u64)))
+                as Box<dyn InputPort>,
+        });
+    }
+    let mut ports = Vec::with_capacity(outputs);
+    let mut streams = Vec::with_capacity(outputs);
+    for _ in 0..outputs {
+        let (port, stream) = builder.new_output::<Vec<Batch>>();
+        ports.push(port);
+        streams.push(stream);
+    }
+    builder.build(move |initial| {
+        let mut held: Option<Capability<Time>> = match finish {
+            Some(_) => initial.into_iter().next(),
+            None => None,
+        };
+        let mut finish = finish;
+        let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<Vec<Batch>>)> = BTreeMap::new();
+        let mut last: Time = 0;
+        move |frontiers| {
+            for (j, input) in handles.iter_mut().enumerate() {
+                input.drain(&mut |time, make_cap, batches| {
+                    let entry = pending.entry(time).or_insert_with(|| {
+                        let caps = (0..outputs).map(make_cap).collect();
+                        (caps, vec![Vec::new(); count])
+                    });
+                    entry.1[j].extend(batches);
+                });
+            }
+            let mut outs: Vec<_> = ports.iter_mut().map(|p| p.activate()).collect();
+            while let Some((&t, _)) = pending.first_key_value() {
+                if frontiers.iter().any(|f| f.less_equal(&t)) {
+                    break;
+                }
+                let (caps, batches) = pending.remove(&t).expect("first key exists");
+                last = last.max(t);
+                if let Some(h) = held.as_mut() {
+                    if *h.time() < t {
+                        h.downgrade(&t);
+                    }
+                }
+                if shared.failed() {
+                    continue;
+                }
+                match logic(t, batches) {
+                    Ok(emitted) => {
+                        for (port, b) in emitted {
+                            outs[port].give(&caps[port], &mut vec![b]);
+                        }
+                    }
+                    Err(e) => shared.fail(operator_error(e, &node)),
+                }
+            }
+            let done = pending.is_empty() && frontiers.iter().all(|f| f.is_empty());
+            if done {
+                if let (Some(cap), Some(f)) = (held.take(), finish.as_mut()) {
+                    if !shared.failed() {
+                        match f(last) {
+                            Ok(emitted) => {
+                                for (_, b) in emitted {
+                                    outs[0].give(&cap, &mut vec![b]);
+                                }
+                            }
+                            Err(e) => shared.fail(operator_error(e, &node)),
+                        }
+                    }
+                }
+            }
+        }
+    });
+    streams
+}
+
+/// An error of a training operator, attached to its node.
+pub fn operator_error(e: Error, node: &str) -> Error {
+    match e {
+        Error::Spec { .. } | Error::Data { .. } => e.with_node(node),
+        Error::Operator { .. } => e,
+        other => Error::Operator {
+            node: node.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// An input of a stepwise operator, whatever its pact: hands over each message's time, a
+/// way to mint capabilities for the outputs at that time, and the batches.
+trait InputPort {
+    fn drain(&mut self, f: &mut dyn FnMut(Time, &dyn Fn(usize) -> Capability<Time>, Vec<Batch>));
+}
+
+impl<P> InputPort for timely::dataflow::operators::generic::InputHandleCore<Time, Vec<Batch>, P>
+where
+    P: timely::communication::Pull<timely::dataflow::channels::Message<Time, Vec<Batch>>>,
+{
+    fn drain(&mut self, f: &mut dyn FnMut(Time, &dyn Fn(usize) -> Capability<Time>, Vec<Batch>)) {
+        self.for_each(|cap, data| {
+            let Some(&time) = cap.least() else {
+                return;
+            };
+            let make = |port: usize| cap.delayed(&time, port);
+            f(time, &make, std::mem::take(data));
+        });
+    }
+}
