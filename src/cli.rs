@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `graph`, `schema` and `data`.
+//! The command line: `run`, `check`, `graph`, `schema`, `data` and `compare`.
 //!
 //! Every flag has an environment fallback (`FRESHEN_*`), the way services configure
 //! tools in CI. Timely's process options (`-w`, `-n`, `-p`, `-h`) pass straight through,
@@ -44,6 +44,23 @@ pub enum Command {
     /// Build datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Compare finished training runs: one table (seeds of an arm averaged), as Parquet.
+    Compare(CompareArgs),
+}
+
+/// `freshen compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Output folders of training runs (each holds a summary.parquet). Folders named
+    /// `<arm>-seed<N>` or `<arm>-s<N>` are averaged into one arm.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the table as Parquet.
+    #[arg(long, default_value = "out/compare.parquet")]
+    pub out: PathBuf,
+    /// Also draw test Recall@20 against target-encoder forwards as a PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// A pipeline file and its overrides.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod graph;
+pub mod report;
 pub mod runtime;
 pub mod spec;
 pub mod store;

@@ -7,6 +7,7 @@ use clap::Parser;
 use freshen::cli::{Cli, Command, DataCommand, GraphFormat, LogFormat};
 use freshen::data::wordnet::{self, WordnetOptions};
 use freshen::graph::{self, Graph};
+use freshen::report;
 use freshen::runtime::{self, RunOptions};
 use freshen::spec::{self, LoadedSpec};
 use freshen::Result;
@@ -60,6 +61,13 @@ fn counted_nodes(graph: &Graph) -> Vec<String> {
         })
         .map(|i| graph.nodes()[i].id.clone())
         .collect()
+}
+
+/// A run's name for its result table: the pipeline file's stem.
+fn graph_name(file: &std::path::Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn dispatch(cli: &Cli) -> Result<()> {
@@ -129,7 +137,21 @@ fn dispatch(cli: &Cli) -> Result<()> {
             for out in &report.outputs {
                 println!("wrote {}", out.display());
             }
+            if let Some(summary) = &report.summary {
+                let name = graph_name(&args.spec.file);
+                let s = report::RunSummary::from_batch(&name, summary)?;
+                print!("{}", report::result_table(&s));
+            }
             println!("done in {:.1}s", report.seconds);
+            Ok(())
+        }
+        Command::Compare(args) => {
+            let table = report::compare(&args.runs, &args.out, args.plot.as_deref())?;
+            print!("{table}");
+            println!("wrote {}", args.out.display());
+            if let Some(p) = &args.plot {
+                println!("wrote {}", p.display());
+            }
             Ok(())
         }
         Command::Data(DataCommand::Wordnet(args)) => {

@@ -181,6 +181,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, shared: &Arc<Shared>)
                                             fb()?,
                                             node,
                                             *every,
+                                            plan.steps(),
                                             state_of()?,
                                             shared.clone(),
                                         );
@@ -238,6 +239,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, shared: &Arc<Shared>)
                         spec.clone(),
                         trained(&spec.model),
                         refreshing,
+                        plan.steps(),
                         state_of()?,
                         id.clone(),
                         shared.clone(),

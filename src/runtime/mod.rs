@@ -66,6 +66,8 @@ pub struct RunReport {
     pub outputs: Vec<PathBuf>,
     /// Wall-clock seconds, from preparing the models to the last output.
     pub seconds: f64,
+    /// A training run's summary row.
+    pub summary: Option<arrow::array::RecordBatch>,
 }
 
 impl RunOptions {
@@ -163,6 +165,7 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
         stats,
         outputs,
         seconds,
+        summary: shared.summary(),
     })
 }
 

@@ -131,10 +131,11 @@ pub fn pairs_schema() -> SchemaRef {
     ]))
 }
 
-/// Chosen negatives, one row per query: `id`, `corpus_id` (its positive),
-/// `positive_score`, `negatives` and their `scores` against the searched cache.
+/// Chosen negatives, one row per query and step: `step`, `id`, `corpus_id` (its
+/// positive), `positive_score`, `negatives` and their `scores` against the searched cache.
 pub fn negatives_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new(col::STEP, DataType::UInt64, false),
         Field::new(col::ID, DataType::Utf8, false),
         Field::new(col::CORPUS_ID, DataType::Utf8, false),
         Field::new(col::POSITIVE_SCORE, DataType::Float32, false),

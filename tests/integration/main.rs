@@ -6,3 +6,4 @@ mod common;
 mod embed;
 mod errors;
 mod eval;
+mod train;

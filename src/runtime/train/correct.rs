@@ -62,7 +62,8 @@ fn cache_batches(cache: &Vectors, values: &[f32]) -> Result<Vec<(usize, Batch)>>
 /// The corrected cache for `sample`. Inputs: the cache (broadcast: every worker searches
 /// all of it), the feedback. `trained`: whether `update` trains the corrector (if not, h
 /// stays the identity and B passes through); `refreshing`: whether the cache refreshes (the
-/// corrector is then not applied: a refreshed cache is fresh).
+/// corrector is then not applied: a refreshed cache is fresh); `steps`: the run's steps
+/// (nothing is searched after the last).
 #[allow(clippy::too_many_arguments)]
 pub fn correct_cache<'s>(
     scope: Scope<'s, Time>,
@@ -71,6 +72,7 @@ pub fn correct_cache<'s>(
     spec: CorrectSpec,
     trained: bool,
     refreshing: bool,
+    steps: usize,
     state: Rc<TrainState>,
     node: Rc<str>,
     shared: Arc<Shared>,
@@ -84,7 +86,8 @@ pub fn correct_cache<'s>(
             return cache_batches(&stale, &stale.values);
         }
         let t = t as usize;
-        let due = trained
+        let due = t < steps
+            && trained
             && !refreshing
             && t >= spec.warmup
             && (t - spec.warmup).is_multiple_of(spec.apply_every.max(1));

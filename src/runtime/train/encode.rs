@@ -207,13 +207,16 @@ pub fn encode_touched<'s>(
 }
 
 /// A refreshing cache's re-embedding: every `every` steps, the whole corpus (this
-/// worker's share) with the current target tower. Inputs: the corpus rows, the feedback.
+/// worker's share) with the current target tower, up to the last of `steps`. Inputs: the
+/// corpus rows, the feedback.
+#[allow(clippy::too_many_arguments)]
 pub fn refresh<'s>(
     scope: Scope<'s, Time>,
     corpus: BatchStream<'s>,
     feedback: BatchStream<'s>,
     spec: EncodeNode,
     every: usize,
+    steps: usize,
     state: Rc<TrainState>,
     shared: Arc<Shared>,
 ) -> BatchStream<'s> {
@@ -228,7 +231,8 @@ pub fn refresh<'s>(
         for b in rows_of(&inputs[0]) {
             rows.extend(joined_rows(b, &spec.fields)?);
         }
-        if t == 0 || !(t as usize).is_multiple_of(every.max(1)) || rows.is_empty() {
+        let t_ = t as usize;
+        if t == 0 || t_ >= steps || !t_.is_multiple_of(every.max(1)) || rows.is_empty() {
             return Ok(Vec::new());
         }
         let started = Instant::now();

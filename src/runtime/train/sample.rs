@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, Float32Builder, ListBuilder, RecordBatch};
-use arrow::array::{StringArray, StringBuilder};
+use arrow::array::{StringArray, StringBuilder, UInt64Array};
 use candle_core::{Device, Tensor};
 use freshen_operators::hashing::{hash64_seeded, SplitMix64};
 use freshen_operators::search::{NegativeSampler, Strategy};
@@ -163,7 +163,8 @@ pub fn sample<'s>(
         let out = RecordBatch::try_new(
             tables::negatives_schema(),
             vec![
-                Arc::new(StringArray::from(q.ids.clone())) as ArrayRef,
+                Arc::new(UInt64Array::from(vec![t; q.len()])) as ArrayRef,
+                Arc::new(StringArray::from(q.ids.clone())),
                 Arc::new(StringArray::from_iter_values(
                     rows.iter().map(|r| r.0.as_str()),
                 )),

@@ -1,0 +1,351 @@
+//! Training end to end: the quickstart pipeline on a tiny dataset, its ledger checked
+//! against the negatives it chose, determinism on one worker, the baselines' switches and
+//! `freshen compare`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, UInt64Type};
+
+use crate::common::*;
+
+/// A dataset of `n` synthetic entries (query `q{i}` → document `d{i}`), queries split
+/// 60/20/20 into train, dev and test.
+fn dataset(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let docs = corpus(n);
+    let (mut c, mut q) = (String::new(), String::new());
+    let mut splits = [String::new(), String::new(), String::new()];
+    for s in &mut splits {
+        s.push_str("query-id\tcorpus-id\tscore\n");
+    }
+    for (i, (id, text)) in docs.iter().enumerate() {
+        c.push_str(&serde_json::json!({"_id": id, "title": "", "text": text}).to_string());
+        c.push('\n');
+        let query = format!("which {} is {}", text.split(' ').next().unwrap(), i % 13);
+        q.push_str(&serde_json::json!({"_id": format!("q{id}"), "text": query}).to_string());
+        q.push('\n');
+        let split = match i % 5 {
+            0..=2 => 0,
+            3 => 1,
+            _ => 2,
+        };
+        splits[split].push_str(&format!("q{id}\t{id}\t1\n"));
+    }
+    std::fs::write(dir.join("corpus.jsonl"), c).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), q).unwrap();
+    for (name, s) in ["train", "dev", "test"].iter().zip(&splits) {
+        std::fs::write(dir.join(format!("qrels/{name}.tsv")), s).unwrap();
+    }
+}
+
+/// The quickstart pipeline with a small model and a few steps, plus a sink of the chosen
+/// negatives, writing under `work`.
+fn pipeline(work: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("pipelines/quickstart.yaml")).unwrap();
+    let text = text
+        .replace("kind: hashed, dim: 128", "kind: hashed, dim: 16, buckets: 4096, bag_dim: 32")
+        .replace("width: 512", "width: 32")
+        .replace(
+            "outputs:\n",
+            "  - id: write_negatives\n    type: sink\n    inputs: [negatives]\n    output: negatives\n\noutputs:\n  negatives:\n    path: ${out}/negatives.parquet\n",
+        );
+    let path = work.join("train.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the tiny training pipeline; returns the output folder.
+fn train(work: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let data = work.join("data");
+    if !data.exists() {
+        dataset(&data, 120);
+    }
+    let yaml = pipeline(work);
+    let out = work.join(name);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        yaml.display().to_string(),
+        "--set".into(),
+        format!("vars.data={}", data.display()),
+        "--set".into(),
+        format!("vars.out={}", out.display()),
+        "--set".into(),
+        format!("nodes.cache.path={}", work.join("cache").display()),
+    ];
+    for (k, v) in [
+        ("nodes.pairs.batch_size", "8"),
+        ("nodes.pairs.steps", "6"),
+        ("nodes.negatives.k", "3"),
+        ("nodes.evaluate.every", "3"),
+        ("nodes.corrected.apply_every", "2"),
+    ] {
+        args.push("--set".into());
+        args.push(format!("{k}={v}"));
+    }
+    for e in extra {
+        args.push("--set".into());
+        args.push(e.to_string());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = freshen(&refs);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{name}: {stdout}{stderr}");
+    assert!(
+        stdout.contains("test (%)"),
+        "{name}: no result table in {stdout}"
+    );
+    out
+}
+
+fn column_u64(path: &Path, name: &str) -> Vec<u64> {
+    let mut v = Vec::new();
+    for b in freshen::store::parquet_io::read_all(path).unwrap() {
+        let c = b.column_by_name(name).unwrap().as_primitive::<UInt64Type>();
+        v.extend(c.iter().map(|x| x.unwrap()));
+    }
+    v
+}
+
+fn summary(out: &Path, name: &str) -> f64 {
+    let b = &freshen::store::parquet_io::read_all(&out.join("summary.parquet")).unwrap()[0];
+    let c = b.column_by_name(name).unwrap();
+    match c.data_type() {
+        arrow::datatypes::DataType::UInt64 => c.as_primitive::<UInt64Type>().value(0) as f64,
+        _ => c.as_primitive::<Float64Type>().value(0),
+    }
+}
+
+/// The distinct targets (positive and negatives) of each step's queries.
+fn touched_per_step(out: &Path) -> Vec<usize> {
+    let mut seen: std::collections::BTreeMap<u64, HashSet<String>> = Default::default();
+    for b in freshen::store::parquet_io::read_all(&out.join("negatives.parquet")).unwrap() {
+        let step = b
+            .column_by_name("step")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let pos = freshen::store::batch::strings(&b, "corpus_id").unwrap();
+        let negs = freshen::store::pairs::string_lists(&b, "negatives").unwrap();
+        for (r, n) in negs.into_iter().enumerate() {
+            let set = seen.entry(step.value(r)).or_default();
+            set.insert(pos.value(r).to_string());
+            set.extend(n);
+        }
+    }
+    seen.values().map(HashSet::len).collect()
+}
+
+#[test]
+fn quickstart_on_a_tiny_slice_keeps_an_exact_ledger() {
+    let work = tempfile::tempdir().unwrap();
+    let out = train(
+        work.path(),
+        "corrector",
+        &["nodes.negatives.in_batch=false"],
+    );
+    let (n, steps, b, k) = (120.0, 6, 8u64, 3u64);
+    // Each query is scored against its positive and k negatives: b·(k+1) per step.
+    let candidates = column_u64(&out.join("metrics.parquet"), "candidates");
+    assert_eq!(candidates, vec![b * (k + 1); steps]);
+    // Touched forwards are exactly the distinct targets the chosen negatives name.
+    let touched = column_u64(&out.join("metrics.parquet"), "touched_forwards");
+    let from_negatives = touched_per_step(&out);
+    assert_eq!(from_negatives.len(), steps, "one negatives batch per step");
+    let expected: Vec<u64> = from_negatives.iter().map(|&x| x as u64).collect();
+    assert_eq!(touched, expected);
+    assert!(expected.iter().all(|&t| t <= b * (k + 1)));
+    assert_eq!(
+        summary(&out, "forwards_touched"),
+        expected.iter().sum::<u64>() as f64
+    );
+    assert_eq!(
+        summary(&out, "candidates"),
+        (b * (k + 1) * steps as u64) as f64
+    );
+    // The cache was built once: the whole corpus, no refresh; eval re-embedded the corpus
+    // at steps 3 and 6 (dev) and once more for test.
+    assert_eq!(summary(&out, "forwards_initial"), n);
+    assert_eq!(summary(&out, "forwards_refresh"), 0.0);
+    assert_eq!(summary(&out, "forwards_eval"), 3.0 * n);
+    assert_eq!(
+        summary(&out, "forwards_total") - summary(&out, "forwards_without_touched"),
+        summary(&out, "forwards_touched")
+    );
+    for f in [
+        "run.trec",
+        "rankings.parquet",
+        "embeddings.parquet",
+        "checkpoint/f.safetensors",
+        "checkpoint/g.safetensors",
+        "checkpoint/h.safetensors",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+
+    // A second run with the same starting encoder and corpus encodes nothing for the
+    // cache; refreshing every 2 steps re-embeds the corpus at steps 2 and 4.
+    let again = train(
+        work.path(),
+        "refresh",
+        &[
+            "nodes.cache.refresh_every=2",
+            "nodes.negatives.in_batch=false",
+        ],
+    );
+    assert_eq!(summary(&again, "forwards_initial"), 0.0);
+    assert_eq!(summary(&again, "forwards_refresh"), 2.0 * n);
+    let touched: u64 = column_u64(&again.join("metrics.parquet"), "touched_forwards")
+        .iter()
+        .sum();
+    assert_eq!(
+        touched,
+        touched_per_step(&again).iter().sum::<usize>() as u64
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_metrics_on_one_worker() {
+    let work = tempfile::tempdir().unwrap();
+    // Each run builds its own cache, so their ledgers match too.
+    let cache = |n: &str| format!("nodes.cache.path={}", work.path().join(n).display());
+    let a = train(
+        work.path(),
+        "a",
+        &["nodes.negatives.strategy=gumbel", &cache("ca")],
+    );
+    let b = train(
+        work.path(),
+        "b",
+        &["nodes.negatives.strategy=gumbel", &cache("cb")],
+    );
+    let script = format!(
+        "import duckdb
+q = \"select * exclude (seconds) from '{{}}/metrics.parquet' order by step\"
+a = duckdb.sql(q.format('{a}')).fetchall()
+b = duckdb.sql(q.format('{b}')).fetchall()
+s = \"select * exclude (seconds, settings, seconds_initial, seconds_refresh, seconds_touched, seconds_eval) from '{{}}/summary.parquet'\"
+print(len(a), a == b, duckdb.sql(s.format('{a}')).fetchall() == duckdb.sql(s.format('{b}')).fetchall())",
+        a = a.display(),
+        b = b.display()
+    );
+    let py = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&py);
+    assert!(py.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "6 True True");
+    // Another seed trains differently.
+    let c = train(
+        work.path(),
+        "c",
+        &["seed=8", "nodes.negatives.strategy=gumbel"],
+    );
+    let loss = |o: &Path| std::fs::read(o.join("metrics.parquet")).unwrap();
+    assert_ne!(loss(&a), loss(&c));
+}
+
+#[test]
+fn baselines_switch_with_one_setting_and_compare_tabulates_them() {
+    let work = tempfile::tempdir().unwrap();
+    let stale = train(work.path(), "stale-s1", &["models.h.frozen=true"]);
+    let inbatch = train(work.path(), "inbatch-s1", &["nodes.negatives.k=0"]);
+    let query_side = train(work.path(), "query-side-s1", &["models.g.frozen=true"]);
+    // A frozen corrector is the identity: the corrected cache is the stale one.
+    let script = format!(
+        "import duckdb
+s = duckdb.sql(\"select max(abs(staleness - corrected_staleness)) from '{}/metrics.parquet'\").fetchall()[0][0]
+q = duckdb.sql(\"select max(staleness) from '{}/metrics.parquet'\").fetchall()[0][0]
+print(s == 0, q == 0)",
+        stale.display(),
+        query_side.display()
+    );
+    let py = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&py);
+    assert!(py.status.success(), "{stderr}");
+    // With the target tower frozen the cache never goes stale.
+    assert_eq!(stdout.trim(), "True True");
+    // In-batch only: each query's candidates are its positive and the batch's others.
+    let candidates = column_u64(&inbatch.join("metrics.parquet"), "candidates");
+    assert!(
+        candidates.iter().all(|&c| c <= 64 && c > 8),
+        "{candidates:?}"
+    );
+
+    let table = work.path().join("compare.parquet");
+    let plot = work.path().join("compare.png");
+    let o = freshen(&[
+        "compare",
+        &stale.display().to_string(),
+        &inbatch.display().to_string(),
+        &query_side.display().to_string(),
+        "--out",
+        &table.display().to_string(),
+        "--plot",
+        &plot.display().to_string(),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    for arm in ["| stale | 1 |", "| inbatch | 1 |", "| query-side | 1 |"] {
+        assert!(stdout.contains(arm), "{arm} missing from {stdout}");
+    }
+    let script = format!(
+        "import duckdb
+print(duckdb.sql(\"select count(*), min(runs) from '{}' where test_recall_at_20_mean >= 0\").fetchall()[0])",
+        table.display()
+    );
+    let py = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(text(&py).0.trim(), "(3, 1)");
+    let png = std::fs::read(&plot).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
+
+#[test]
+fn two_workers_train_with_all_reduced_gradients() {
+    let work = tempfile::tempdir().unwrap();
+    let out = train(work.path(), "two", &["nodes.negatives.in_batch=false"]);
+    let data = work.path().join("data");
+    let yaml = pipeline(work.path());
+    let out2 = work.path().join("two-workers");
+    let o = freshen(&[
+        "run",
+        &yaml.display().to_string(),
+        "-w",
+        "2",
+        "--set",
+        &format!("vars.data={}", data.display()),
+        "--set",
+        &format!("vars.out={}", out2.display()),
+        "--set",
+        &format!("nodes.cache.path={}", work.path().join("cache").display()),
+        "--set",
+        "nodes.pairs.batch_size=8",
+        "--set",
+        "nodes.pairs.steps=6",
+        "--set",
+        "nodes.negatives.k=3",
+        "--set",
+        "nodes.negatives.in_batch=false",
+        "--set",
+        "nodes.evaluate.every=3",
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    // Both workers' halves of each batch are counted in one row per step.
+    assert_eq!(
+        column_u64(&out2.join("metrics.parquet"), "candidates"),
+        column_u64(&out.join("metrics.parquet"), "candidates")
+    );
+    assert_eq!(
+        column_u64(&out2.join("metrics.parquet"), "step"),
+        (0..6).collect::<Vec<u64>>()
+    );
+}
