@@ -151,7 +151,7 @@ pub struct WordnetArgs {
     #[arg(long, default_value = crate::data::wordnet::DEFAULT_WORDNET_DIR, env = "FRESHEN_WORDNET_DIR")]
     pub wordnet_dir: PathBuf,
     /// Output folder (BEIR layout, Parquet).
-    #[arg(long, default_value = "data/wordnet")]
+    #[arg(long, default_value = "data/full/wordnet")]
     pub out: PathBuf,
     /// Keep only this many synsets (a seeded sample).
     #[arg(long)]

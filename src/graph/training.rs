@@ -135,14 +135,17 @@ fn check_models(spec: &LoadedSpec, i: usize, n: &crate::spec::NodeSpec) -> Resul
             ));
         };
         let ok = match want {
-            "corrector" => matches!(model, ModelSpec::Corrector(_)),
+            "a corrector" => matches!(model, ModelSpec::Corrector(_)),
             _ => !matches!(model, ModelSpec::Corrector(_)),
         };
         if !ok {
             return Err(spec.error(
                 &format!("{path}.{key}"),
                 Some(&n.id),
-                format!("model `{name}` is a {} (expected {want})", model.kind()),
+                format!(
+                    "model `{name}` is of kind `{}` (expected {want})",
+                    model.kind()
+                ),
             ));
         }
         Ok(())
@@ -159,13 +162,13 @@ fn check_models(spec: &LoadedSpec, i: usize, n: &crate::spec::NodeSpec) -> Resul
                 ModelRef::Inline(_) => {}
             }
         }
-        OperatorSpec::Correct(c) => lookup("model", &c.model, "corrector")?,
+        OperatorSpec::Correct(c) => lookup("model", &c.model, "a corrector")?,
         OperatorSpec::Eval(e) => {
             if let Some(m) = &e.models {
                 lookup("models.query", &m.query, "an encoder")?;
                 lookup("models.target", &m.target, "an encoder")?;
                 if let Some(h) = &m.corrector {
-                    lookup("models.corrector", h, "corrector")?;
+                    lookup("models.corrector", h, "a corrector")?;
                 }
             }
         }

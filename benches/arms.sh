@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The paper's claim, measured: train every arm of the benchmark with several seeds, then
+# print one table (mean ± std over seeds) and draw test Recall@20 against target forwards.
+#
+#   benches/arms.sh                                   # the shipped sample, 3 seeds
+#   DATA=data/full/wordnet OUT=out/bench/full EVERY=100 benches/arms.sh
+#
+# Settings (environment): DATA, OUT, SEEDS ("1 2 3"), ARMS (see arm_sets), STEPS (500),
+# EVERY (dev evaluation interval, 50), EXTRA (more --set flags for every run).
+# Finished runs (a summary.parquet in their folder) are skipped, so the script resumes.
+# Each run builds its own starting cache, so every arm pays (and counts) the same
+# initial forwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${DATA:-data/wordnet-sample}
+OUT=${OUT:-out/bench/sample}
+SEEDS=${SEEDS:-"1 2 3"}
+ARMS=${ARMS:-"inbatch stale refresh-50 refresh-100 refresh-250 corrector"}
+STEPS=${STEPS:-500}
+EVERY=${EVERY:-50}
+EXTRA=${EXTRA:-}
+BIN=${BIN:-target/release/freshen}
+[ -x "$BIN" ] || cargo build --release --quiet
+[ -x "$BIN" ] || BIN="${CARGO_TARGET_DIR:-target}/release/freshen"
+
+# The --set flags that turn the quickstart pipeline into each arm.
+arm_sets() {
+  case "$1" in
+    corrector) echo "" ;;
+    stale) echo "--set models.h.frozen=true" ;;
+    inbatch) echo "--set nodes.negatives.k=0" ;;
+    query-side) echo "--set models.g.frozen=true" ;;
+    oracle) echo "--set nodes.cache.refresh_every=1" ;;
+    refresh-*) echo "--set nodes.cache.refresh_every=${1#refresh-}" ;;
+    *) echo "unknown arm $1" >&2; exit 2 ;;
+  esac
+}
+
+dirs=()
+for arm in $ARMS; do
+  for seed in $SEEDS; do
+    dirs+=("$OUT/$arm-s$seed")
+  done
+done
+# Seed-major, so that a partial run already has every arm once.
+for seed in $SEEDS; do
+  for arm in $ARMS; do
+    dir="$OUT/$arm-s$seed"
+    if [ -f "$dir/summary.parquet" ]; then continue; fi
+    echo "== $arm, seed $seed" >&2
+    mkdir -p "$OUT"
+    # shellcheck disable=SC2046
+    "$BIN" run pipelines/quickstart.yaml \
+      --set seed="$seed" --set vars.data="$DATA" --set vars.out="$dir" \
+      --set nodes.cache.path="$dir/cache" --set nodes.pairs.steps="$STEPS" \
+      --set nodes.evaluate.every="$EVERY" \
+      $(arm_sets "$arm") $EXTRA > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
+    rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet"
+  done
+done
+"$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet" --plot "$OUT/recall20-vs-forwards.png"
