@@ -116,7 +116,7 @@ fn thousands(n: f64) -> String {
 /// The short result table a training run prints at its end.
 pub fn result_table(s: &RunSummary) -> String {
     let mut out = format!(
-        "{}: best step {} of {} by dev {} ({:.4})\n",
+        "{}: best after {} of {} steps by dev {} ({:.4})\n",
         s.label,
         s.get("best_step") as u64 + 1,
         s.get("steps") as u64,

@@ -31,6 +31,9 @@ pub enum Route {
     Leader,
 }
 
+/// A time not yet acted on: a capability per output port, and the batches per input.
+type Pending = (Vec<Capability<Time>>, Vec<Vec<Batch>>);
+
 /// What the logic of a step hands out: `(output port, batch)`.
 pub type Emitted = Vec<(usize, Batch)>;
 
@@ -41,7 +44,7 @@ pub type Emitted = Vec<(usize, Batch)>;
 /// (at the last time seen): the operator holds port 0 open for it, so port 0 must not lead
 /// back into a feedback loop. Errors are recorded in `shared` under `node`, and the
 /// operator then stops acting.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 pub fn stepwise<'s>(
     scope: Scope<'s, Time>,
     name: &str,
@@ -75,7 +78,7 @@ pub fn stepwise<'s>(
             None => None,
         };
         let mut finish = finish;
-        let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<Vec<Batch>>)> = BTreeMap::new();
+        let mut pending: BTreeMap<Time, Pending> = BTreeMap::new();
         let mut last: Time = 0;
         move |frontiers| {
             for (j, input) in handles.iter_mut().enumerate() {
@@ -146,14 +149,18 @@ pub fn operator_error(e: Error, node: &str) -> Error {
 /// An input of a stepwise operator, whatever its pact: hands over each message's time, a
 /// way to mint capabilities for the outputs at that time, and the batches.
 trait InputPort {
-    fn drain(&mut self, f: &mut dyn FnMut(Time, &dyn Fn(usize) -> Capability<Time>, Vec<Batch>));
+    fn drain(&mut self, f: Visit<'_>);
 }
+
+/// What [`InputPort::drain`] calls per message: its time, a capability maker for each
+/// output port at that time, and its batches.
+type Visit<'a> = &'a mut dyn FnMut(Time, &dyn Fn(usize) -> Capability<Time>, Vec<Batch>);
 
 impl<P> InputPort for timely::dataflow::operators::generic::InputHandleCore<Time, Vec<Batch>, P>
 where
     P: timely::communication::Pull<timely::dataflow::channels::Message<Time, Vec<Batch>>>,
 {
-    fn drain(&mut self, f: &mut dyn FnMut(Time, &dyn Fn(usize) -> Capability<Time>, Vec<Batch>)) {
+    fn drain(&mut self, f: Visit<'_>) {
         self.for_each(|cap, data| {
             let Some(&time) = cap.least() else {
                 return;

@@ -107,7 +107,9 @@ pub struct NodeSpec {
     pub op: OperatorSpec,
 }
 
-/// The operators, tagged by `type`.
+/// The operators, tagged by `type`. (Settings structs are read once per run, so their
+/// sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OperatorSpec {

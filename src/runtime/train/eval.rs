@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::UInt64Type;
 use candle_core::{Device, Tensor};
@@ -55,6 +55,12 @@ pub struct EvalPlan {
     pub settings: String,
 }
 
+/// Every model's weights, by model name.
+type Snapshots = Vec<(String, Vec<(String, Tensor)>)>;
+
+/// The best dev step so far: its step, its dev value and its weights.
+type Best = (Time, f64, Snapshots);
+
 /// The leader's state of a training eval.
 struct Evaluator {
     spec: EvalSpec,
@@ -66,7 +72,7 @@ struct Evaluator {
     dev: Vec<(String, String, i32)>,
     test: Vec<(String, String, i32)>,
     stale: Vectors,
-    best: Option<(Time, f64, Vec<(String, Vec<(String, Tensor)>)>)>,
+    best: Option<Best>,
     candidates: u64,
     last_step: Option<Time>,
 }
@@ -247,6 +253,13 @@ impl Evaluator {
             [None; 4]
         };
         let value = select(&ranked.metrics, &self.spec.select_by);
+        tracing::info!(
+            step = t + 1,
+            metric = self.spec.select_by.as_str(),
+            value,
+            best = self.best.as_ref().is_none_or(|b| value > b.1),
+            "dev evaluation"
+        );
         if self.best.as_ref().is_none_or(|b| value > b.1) {
             let mut snaps = Vec::new();
             for name in self.models() {
@@ -523,6 +536,3 @@ pub fn train_eval<'s>(
         shared,
     )
 }
-
-#[allow(dead_code)]
-fn _assert_array(_: &dyn Array) {}
