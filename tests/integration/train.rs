@@ -140,10 +140,14 @@ fn touched_per_step(out: &Path) -> Vec<usize> {
 #[test]
 fn quickstart_on_a_tiny_slice_keeps_an_exact_ledger() {
     let work = tempfile::tempdir().unwrap();
+    // Plain top-k (no margin guard), so that every query gets exactly k negatives.
     let out = train(
         work.path(),
         "corrector",
-        &["nodes.negatives.in_batch=false"],
+        &[
+            "nodes.negatives.in_batch=false",
+            "nodes.negatives.margin=null",
+        ],
     );
     let (n, steps, b, k) = (120.0, 6, 8u64, 3u64);
     // Each query is scored against its positive and k negatives: b·(k+1) per step.
@@ -192,6 +196,7 @@ fn quickstart_on_a_tiny_slice_keeps_an_exact_ledger() {
         &[
             "nodes.cache.refresh_every=2",
             "nodes.negatives.in_batch=false",
+            "nodes.negatives.margin=null",
         ],
     );
     assert_eq!(summary(&again, "forwards_initial"), 0.0);
@@ -252,6 +257,28 @@ fn baselines_switch_with_one_setting_and_compare_tabulates_them() {
     let work = tempfile::tempdir().unwrap();
     let stale = train(work.path(), "stale-s1", &["models.h.frozen=true"]);
     let inbatch = train(work.path(), "inbatch-s1", &["nodes.negatives.k=0"]);
+    // Tied towers: the query and target nodes name one model.
+    let tied = train(
+        work.path(),
+        "tied",
+        &[
+            "nodes.initial.model=f",
+            "nodes.targets.model=f",
+            "nodes.evaluate.models.target=f",
+            "nodes.evaluate.diagnostics=true",
+        ],
+    );
+    let script = format!(
+        "import duckdb
+r = duckdb.sql(\"select count(*), min(kl_stale), min(kl_corrected), min(overlap_stale) from '{}/metrics.parquet' where dev_recall_at_20 is not null\").fetchall()[0]
+print(r[0], all(x is not None and x >= 0 for x in r[1:]))",
+        tied.display()
+    );
+    let py = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(text(&py).0.trim(), "2 True", "{}", text(&py).1);
     let query_side = train(work.path(), "query-side-s1", &["models.g.frozen=true"]);
     // A frozen corrector is the identity: the corrected cache is the stale one.
     let script = format!(
@@ -311,7 +338,14 @@ print(duckdb.sql(\"select count(*), min(runs) from '{}' where test_recall_at_20_
 #[test]
 fn two_workers_train_with_all_reduced_gradients() {
     let work = tempfile::tempdir().unwrap();
-    let out = train(work.path(), "two", &["nodes.negatives.in_batch=false"]);
+    let out = train(
+        work.path(),
+        "two",
+        &[
+            "nodes.negatives.in_batch=false",
+            "nodes.negatives.margin=null",
+        ],
+    );
     let data = work.path().join("data");
     let yaml = pipeline(work.path());
     let out2 = work.path().join("two-workers");
@@ -334,6 +368,8 @@ fn two_workers_train_with_all_reduced_gradients() {
         "nodes.negatives.k=3",
         "--set",
         "nodes.negatives.in_batch=false",
+        "--set",
+        "nodes.negatives.margin=null",
         "--set",
         "nodes.evaluate.every=3",
     ]);
