@@ -200,7 +200,7 @@ fn check_producers(g: &Graph, i: usize) -> Result<()> {
             &format!("{}.inputs.{j}", LoadedSpec::node_path(i)),
             Some(&n.id),
             format!(
-                "input `{}` is a `{}` node (expected {what})",
+                "input `{}` is a node of type `{}` (expected {what})",
                 n.inputs[j],
                 g.nodes()[g.inputs(i)[j].node].op.type_name()
             ),
@@ -228,7 +228,7 @@ fn check_producers(g: &Graph, i: usize) -> Result<()> {
             want(
                 0,
                 kind(0).0 == "cache",
-                "a `cache` node (the stale embeddings)",
+                "a `cache` node: the stale embeddings",
             )?;
             if inputs == 2 {
                 want(
@@ -242,13 +242,13 @@ fn check_producers(g: &Graph, i: usize) -> Result<()> {
             want(
                 0,
                 kind(0).0 == "encode" && named(0),
-                "an `encode` node with a model from `models:` (the query tower)",
+                "an `encode` node with a model from `models:`: the query tower",
             )?;
             let (t, _, lookup, _) = kind(1);
             want(
                 1,
                 t == "cache" || (t == "correct" && !lookup),
-                "a `cache` or a one-input `correct` node (the cache to search)",
+                "a `cache` or a one-input `correct` node: the cache to search",
             )?;
             want(
                 2,
@@ -297,17 +297,17 @@ fn check_producers(g: &Graph, i: usize) -> Result<()> {
             want(
                 3,
                 kind(3).1 == Some(TableName::Qrels),
-                "a qrels `source` (dev)",
+                "a qrels `source` of the dev split",
             )?;
             want(
                 4,
                 kind(4).1 == Some(TableName::Qrels),
-                "a qrels `source` (test)",
+                "a qrels `source` of the test split",
             )?;
             want(
                 5,
                 kind(5).0 == "cache",
-                "the `cache` node (the stale embeddings)",
+                "the `cache` node: the stale embeddings",
             )?;
         }
         _ => {}

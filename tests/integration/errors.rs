@@ -265,3 +265,94 @@ fn qrel_naming_an_unknown_id() {
         "unknown corpus id `nope`",
     );
 }
+
+/// The quickstart training pipeline, writing under a temporary folder, with `edit` applied.
+fn training_case(edit: impl Fn(String) -> String) -> Case {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let text = std::fs::read_to_string(root().join("pipelines/quickstart.yaml"))
+        .unwrap()
+        .replace("out: out/quickstart", &format!("out: {}", work.display()));
+    let yaml = tmp.path().join("train.yaml");
+    std::fs::write(&yaml, edit(text)).unwrap();
+    Case {
+        out: work.join("summary.parquet"),
+        yaml,
+        data: root().join("data/wordnet-sample"),
+        _tmp: tmp,
+    }
+}
+
+/// The 1-based `line:col` where `needle` starts in the case's YAML, shifted by `col`.
+fn place_of(c: &Case, needle: &str, col: usize) -> String {
+    let text = std::fs::read_to_string(&c.yaml).unwrap();
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in the YAML"));
+    let line = text[..at].lines().count().max(1) + usize::from(text[..at].ends_with('\n'));
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    format!("{line}:{}", at - start + 1 + col)
+}
+
+#[test]
+fn model_that_is_not_defined() {
+    let c = training_case(|y| {
+        y.replace(
+            "inputs: [pairs]\n    model: f",
+            "inputs: [pairs]\n    model: q",
+        )
+    });
+    let place = place_of(&c, "model: q", 7);
+    assert_error(
+        &c,
+        &place,
+        "queries",
+        "model `q` is not among the pipeline's models (expected one of: f, g, h)",
+    );
+}
+
+#[test]
+fn model_of_the_wrong_kind() {
+    let c = training_case(|y| {
+        y.replace(
+            "inputs: [cache]\n    model: h",
+            "inputs: [cache]\n    model: g",
+        )
+    });
+    let place = place_of(&c, "model: g\n    apply_every", 7);
+    assert_error(
+        &c,
+        &place,
+        "corrected",
+        "model `g` is of kind `hashed` (expected a corrector)",
+    );
+}
+
+#[test]
+fn training_input_of_the_wrong_kind() {
+    let c = training_case(|y| {
+        y.replace(
+            "inputs: [queries, corrected, pairs]",
+            "inputs: [queries, queries, pairs]",
+        )
+    });
+    let place = place_of(&c, "queries, queries, pairs]", 9);
+    assert_error(
+        &c,
+        &place,
+        "negatives",
+        "input `queries` is a node of type `encode` (expected a `cache` or a one-input `correct` node: the cache to search)",
+    );
+}
+
+#[test]
+fn port_that_does_not_exist() {
+    let c = training_case(|y| y.replace("[loss, loss.stats]", "[loss, loss.stat]"));
+    let place = place_of(&c, "loss.stat]", 0);
+    assert_error(
+        &c,
+        &place,
+        "update",
+        "`loss` has no port `stat` (expected one of: stats)",
+    );
+}
