@@ -135,7 +135,7 @@ pub fn plot(arms: &[Arm], path: &Path) -> Result<()> {
         chart
             .draw_series(std::iter::once(Text::new(
                 name.clone(),
-                (*x, *y + pad * 0.25),
+                (*x, *y + if i % 2 == 0 { pad * 0.25 } else { -pad * 0.12 }),
                 ("sans-serif", 15),
             )))
             .map_err(|e| err(&e))?;
