@@ -9,6 +9,7 @@ pub mod corrector;
 pub mod encoder;
 pub mod error;
 pub mod hashing;
+mod host;
 pub mod loss;
 pub mod metrics;
 pub mod search;

@@ -37,6 +37,7 @@ pub use sampler::{NegativeSampler, Strategy};
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::host::with_cpu_f32;
 use crate::{Error, Result};
 use select::Selector;
 
@@ -178,16 +179,4 @@ fn threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(16)
-}
-
-/// Runs `f` on the values of `t` in place when it is a contiguous f32 CPU tensor (holding
-/// its storage's read lock meanwhile); `None` otherwise.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return None;
-    };
-    let (start, end) = layout.contiguous_offsets()?;
-    let data = cpu.as_slice::<f32>().ok()?;
-    Some(f(&data[start..end]))
 }

@@ -1,7 +1,7 @@
 //! `encode` in training: the query tower each step, the target tower on the targets a step
 //! touches, and the full re-embedding of a refreshing cache.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +9,7 @@ use std::time::Instant;
 use freshen_operators::train::TrainableEncoder;
 use timely::dataflow::Scope;
 
+use super::sample::touched_ids;
 use super::{rows_of, TapeEntry, TrainState};
 use crate::error::Result;
 use crate::runtime::dataflow::{BatchStream, Time};
@@ -16,8 +17,6 @@ use crate::runtime::ops::joined_rows;
 use crate::runtime::shared::Shared;
 use crate::runtime::stepwise::{stepwise, Route};
 use crate::store::batch::{self, Batch};
-use crate::store::pairs::string_lists;
-use crate::store::tables::col;
 
 /// What an encode node of a training graph needs.
 pub struct EncodeNode {
@@ -153,19 +152,7 @@ pub fn encode_touched<'s>(
                 texts.insert(id, (hash, text));
             }
         }
-        let mut seen = HashSet::new();
-        let mut ids = Vec::new();
-        for b in rows_of(&inputs[0]) {
-            let positives = batch::strings(b, col::CORPUS_ID)?;
-            let negatives = string_lists(b, col::NEGATIVES)?;
-            for (r, negs) in negatives.into_iter().enumerate() {
-                for id in std::iter::once(positives.value(r).to_string()).chain(negs) {
-                    if seen.insert(id.clone()) {
-                        ids.push(id);
-                    }
-                }
-            }
-        }
+        let ids = touched_ids(&inputs[0])?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -3,7 +3,8 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{with_cpu_f32, HashedEncoder, PROJECTION_BLOCK_ROWS};
+use super::{HashedEncoder, PROJECTION_BLOCK_ROWS};
+use crate::host::with_cpu_f32;
 use crate::Result;
 
 /// Epsilon of the normalisation: `x / sqrt(|x|² + EPS²)`.

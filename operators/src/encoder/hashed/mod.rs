@@ -102,6 +102,7 @@ use self::parallel::par_for_each;
 use self::weights::init_table;
 use super::Encoder;
 use crate::hashing::{hash64_seeded, SplitMix64};
+use crate::host::with_cpu_f32;
 use crate::Result;
 
 /// Rows of every projection matmul (see the module docs on determinism). Changing it may
@@ -157,24 +158,40 @@ impl HashedEncoder {
         let weight = Var::from_vec(weight, (cfg.dim, cfg.bag_dim), device)?;
         let bias = Var::from_vec(vec![0f32; cfg.dim], cfg.dim, device)?;
 
+        let mut enc = Self::from_vars(cfg, device, table, weight, bias, String::new())?;
+        enc.refresh_fingerprint()?;
+        Ok(enc)
+    }
+
+    /// An encoder over existing variables (registered in a new [`VarMap`] under their
+    /// names), with `fingerprint` as given.
+    fn from_vars(
+        cfg: HashedEncoderConfig,
+        device: &Device,
+        table: Var,
+        weight: Var,
+        bias: Var,
+        fingerprint: String,
+    ) -> Result<Self> {
         let varmap = VarMap::new();
         {
-            let mut data = varmap.data().lock().expect("fresh VarMap lock");
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| crate::Error::Setting("VarMap lock poisoned".into()))?;
             data.insert(TABLE.to_string(), table.clone());
             data.insert(PROJ_WEIGHT.to_string(), weight.clone());
             data.insert(PROJ_BIAS.to_string(), bias.clone());
         }
-        let mut enc = Self {
+        Ok(Self {
             cfg,
             device: device.clone(),
             varmap,
             table,
             weight,
             bias,
-            fingerprint: String::new(),
-        };
-        enc.refresh_fingerprint()?;
-        Ok(enc)
+            fingerprint,
+        })
     }
 
     /// The settings.
@@ -246,16 +263,4 @@ impl Encoder for HashedEncoder {
     fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
-}
-
-/// Runs `f` on the values of `t` in place when it is a contiguous f32 CPU tensor (holding
-/// its storage's read lock meanwhile); `None` otherwise.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return None;
-    };
-    let (start, end) = layout.contiguous_offsets()?;
-    let data = cpu.as_slice::<f32>().ok()?;
-    Some(f(&data[start..end]))
 }

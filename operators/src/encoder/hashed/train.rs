@@ -95,24 +95,13 @@ impl HashedEncoder {
     pub fn deep_copy(&self) -> Result<Self> {
         let copy = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().copy()?)?) };
         let (table, weight, bias) = (copy(&self.table)?, copy(&self.weight)?, copy(&self.bias)?);
-        let varmap = candle_nn::VarMap::new();
-        {
-            let mut data = varmap
-                .data()
-                .lock()
-                .map_err(|_| crate::Error::Setting("VarMap lock poisoned".into()))?;
-            data.insert(TABLE.to_string(), table.clone());
-            data.insert(super::PROJ_WEIGHT.to_string(), weight.clone());
-            data.insert(super::PROJ_BIAS.to_string(), bias.clone());
-        }
-        Ok(Self {
-            cfg: self.cfg.clone(),
-            device: self.device.clone(),
-            varmap,
+        Self::from_vars(
+            self.cfg.clone(),
+            &self.device,
             table,
             weight,
             bias,
-            fingerprint: self.fingerprint.clone(),
-        })
+            self.fingerprint.clone(),
+        )
     }
 }
