@@ -14,6 +14,7 @@ pub mod loss;
 pub mod metrics;
 pub mod search;
 pub mod train;
+mod weights_file;
 
 pub use encoder::{Encoder, HashedEncoder, HashedEncoderConfig};
 pub use error::{Error, Result};

@@ -36,7 +36,6 @@
 //! u8 tensor `corrector.config_json`; a plain `VarMap::load` can read the file (it ignores
 //! the extra tensor). [`Corrector::load`] checks everything before changing anything.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -46,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hashing::{hash64_seeded, SplitMix64};
 use crate::train::{Recorded, Trainable};
+use crate::weights_file;
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -442,29 +442,7 @@ impl Corrector {
     /// tensor `corrector.config_json`. Written to a temporary file and renamed, so a crash
     /// never leaves a truncated file at `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let file_err = |message: String| Error::ModelFile {
-            path: path.to_path_buf(),
-            message,
-        };
-        let mut tensors: HashMap<String, Tensor> = self
-            .named
-            .iter()
-            .map(|(name, v)| (name.clone(), v.as_tensor().detach()))
-            .collect();
-        let json = serde_json::to_vec(&self.cfg)
-            .map_err(|e| file_err(format!("cannot serialise config: {e}")))?;
-        let len = json.len();
-        tensors.insert(
-            CONFIG_TENSOR.to_string(),
-            Tensor::from_vec(json, len, &Device::Cpu)?,
-        );
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".partial");
-        let tmp = std::path::PathBuf::from(tmp);
-        candle_core::safetensors::save(&tensors, &tmp)
-            .map_err(|e| file_err(format!("cannot write: {e}")))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| file_err(format!("cannot move {} into place: {e}", tmp.display())))
+        weights_file::save(path, &self.name_refs(), CONFIG_TENSOR, &self.cfg)
     }
 
     /// Loads weights saved by [`Corrector::save`] (or any safetensors file holding every
@@ -472,48 +450,25 @@ impl Corrector {
     /// If the file holds a config, its shape settings (all but `seed`) must equal this
     /// corrector's. Nothing is changed unless the whole file checks out.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let file_err = |message: String| Error::ModelFile {
-            path: path.to_path_buf(),
-            message,
-        };
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| file_err(format!("cannot read: {e}")))?;
-        if let Some(t) = tensors.get(CONFIG_TENSOR) {
-            let bytes: Vec<u8> = t
-                .flatten_all()
-                .and_then(|t| t.to_vec1())
-                .map_err(|e| file_err(format!("bad {CONFIG_TENSOR}: {e}")))?;
-            let saved: CorrectorConfig = serde_json::from_slice(&bytes)
-                .map_err(|e| file_err(format!("bad {CONFIG_TENSOR}: {e}")))?;
+        let loaded = weights_file::read::<CorrectorConfig>(path, CONFIG_TENSOR)?;
+        if let Some(saved) = &loaded.config {
             if saved.shape_json() != self.cfg.shape_json() {
-                return Err(file_err(format!(
-                    "weights were saved for {}, this corrector is {}",
-                    saved.shape_json(),
-                    self.cfg.shape_json()
-                )));
+                return Err(weights_file::mismatch(
+                    path,
+                    format!(
+                        "weights were saved for {}, this corrector is {}",
+                        saved.shape_json(),
+                        self.cfg.shape_json()
+                    ),
+                ));
             }
         }
-        let mut checked = Vec::with_capacity(self.named.len());
-        for (name, var) in &self.named {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| file_err(format!("no tensor named {name}")))?;
-            if !matches!(t.dtype(), DType::F32 | DType::F64) {
-                return Err(file_err(format!("{name} is {:?}, expected F32", t.dtype())));
-            }
-            if t.dims() != var.dims() {
-                return Err(file_err(format!(
-                    "{name} has shape {:?}, expected {:?}",
-                    t.dims(),
-                    var.dims()
-                )));
-            }
-            checked.push((var, t.to_dtype(self.dtype)?.to_device(&self.device)?));
-        }
-        for (var, t) in checked {
-            var.set(&t)?;
-        }
-        Ok(())
+        loaded.apply(path, &self.name_refs(), &[DType::F32, DType::F64])
+    }
+
+    /// The variables with their names, as the weight file wants them.
+    fn name_refs(&self) -> Vec<(&str, &Var)> {
+        self.named.iter().map(|(n, v)| (n.as_str(), v)).collect()
     }
 }
 
