@@ -46,6 +46,9 @@ pub enum Command {
     Data(DataCommand),
     /// Compare finished training runs: one table (seeds of an arm averaged), as Parquet.
     Compare(CompareArgs),
+    /// Time the compute kernels on the peer benchmarks' inputs (benches/speed.sh).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// `freshen compare`.

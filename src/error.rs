@@ -154,3 +154,9 @@ impl From<parquet::errors::ParquetError> for Error {
         Error::Other(format!("parquet: {e}"))
     }
 }
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Compute(freshen_operators::Error::Tensor(e))
+    }
+}

@@ -5,6 +5,7 @@
 //! crate (the compute). [`store`] (Parquet, datasets, the embedding cache) sits beneath
 //! the runtime and imports nothing above it.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod error;

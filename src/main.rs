@@ -12,7 +12,38 @@ use freshen::runtime::{self, RunOptions};
 use freshen::spec::{self, LoadedSpec};
 use freshen::Result;
 
+/// Keeps candle's element-wise thread pool to the calling thread unless the user chose
+/// otherwise (`CANDLE_NUM_THREADS`).
+///
+/// candle runs element-wise ops on its own pool, whose threads spin for 25,000 iterations
+/// after each op before parking. Matrix products run on rayon's pool, one thread per core.
+/// So between ops the spinning threads take the cores the matrix products need: on 2
+/// cores, MiniLM encoding ran at 367 sentences/s with the pool and 474 without it
+/// (BENCHMARKS.md). Must run before any thread starts (the variable is read once).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn single_threaded_candle_pool() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
+/// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_e` in the vendored v2
+/// header; libmimalloc-sys names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Never hands freed memory back to the OS. A training step allocates and frees the same
+/// large tensors every step; returned pages come back as page faults and zeroing, which
+/// took a fifth of a MiniLM step (BENCHMARKS.md). Peak memory is unchanged: it is reused.
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option; called before any other thread runs.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
+    single_threaded_candle_pool();
     let cli = Cli::parse();
     init_logging(cli.log);
     match dispatch(&cli) {
@@ -143,6 +174,10 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 print!("{}", report::result_table(&s));
             }
             println!("done in {:.1}s", report.seconds);
+            Ok(())
+        }
+        Command::Bench(cmd) => {
+            println!("{}", freshen::bench::run(cmd)?);
             Ok(())
         }
         Command::Compare(args) => {

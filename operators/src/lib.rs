@@ -16,5 +16,5 @@ pub mod search;
 pub mod train;
 mod weights_file;
 
-pub use encoder::{Encoder, HashedEncoder, HashedEncoderConfig};
+pub use encoder::{BertEncoder, BertOptions, Encoder, HashedEncoder, HashedEncoderConfig};
 pub use error::{Error, Result};

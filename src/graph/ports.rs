@@ -110,6 +110,10 @@ pub fn model_dim(spec: &LoadedSpec, model: &ModelRef) -> Option<usize> {
     };
     match m {
         ModelSpec::Hashed(h) => Some(h.dim),
+        // Read from the folder's config.json; a bad folder is reported when it loads.
+        ModelSpec::Bert(b) => freshen_operators::encoder::bert::FolderConfig::read(&b.path)
+            .ok()
+            .map(|f| f.bert.hidden_size),
         ModelSpec::Corrector(_) => None,
     }
 }

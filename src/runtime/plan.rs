@@ -11,14 +11,16 @@ use std::sync::{Arc, Mutex};
 use arrow::datatypes::SchemaRef;
 use candle_core::Device;
 use freshen_operators::corrector::{Corrector, CorrectorConfig};
+use freshen_operators::encoder::bert::Pooling;
 use freshen_operators::train::TrainableEncoder;
-use freshen_operators::{Encoder, HashedEncoder, HashedEncoderConfig};
+use freshen_operators::{BertEncoder, BertOptions, Encoder, HashedEncoder, HashedEncoderConfig};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::spec::{
-    Activation, CorrectSpec, EvalSpec, HashedModelSpec, LoadedSpec, LossSpec, ModelRef, ModelSpec,
-    OperatorSpec, SampleSpec, TableName, UpdateSpec, VectorLayout,
+    Activation, BertModelSpec, CorrectSpec, EvalSpec, HashedModelSpec, LoadedSpec, LossSpec,
+    ModelRef, ModelSpec, OperatorSpec, PoolingSpec, SampleSpec, TableName, UpdateSpec,
+    VectorLayout,
 };
 use crate::store::beir::{Dataset, Table};
 use crate::store::cache::EmbeddingStore;
@@ -366,6 +368,7 @@ fn build_model(
 ) -> freshen_operators::Result<ModelInstance> {
     Ok(match model {
         ModelSpec::Hashed(h) => ModelInstance::Encoder(Box::new(hashed(h, seed)?)),
+        ModelSpec::Bert(b) => ModelInstance::Encoder(Box::new(bert(b)?)),
         ModelSpec::Corrector(c) => ModelInstance::Corrector(Corrector::new(
             CorrectorConfig {
                 dim,
@@ -424,10 +427,29 @@ fn hashed(h: &HashedModelSpec, seed: u64) -> freshen_operators::Result<HashedEnc
     HashedEncoder::new(cfg, &Device::Cpu)
 }
 
+fn bert(b: &BertModelSpec) -> freshen_operators::Result<BertEncoder> {
+    let options = BertOptions {
+        pooling: b.pooling.map(|p| match p {
+            PoolingSpec::Mean => Pooling::Mean,
+            PoolingSpec::Cls => Pooling::Cls,
+        }),
+        normalize: b.normalize,
+        max_length: b.max_length,
+        prefix: b.prefix.clone(),
+        batch_tokens: b.batch_tokens,
+        max_batch: b.max_batch,
+        freeze_embeddings: b.freeze_embeddings,
+        freeze_layers: b.freeze_layers,
+        device: b.device.clone(),
+    };
+    BertEncoder::load(&b.path, options)
+}
+
 /// Builds the encoder a `model` setting describes; `seed` is the pipeline's.
 pub fn build_encoder(model: &ModelSpec, seed: u64) -> freshen_operators::Result<SharedEncoder> {
     match model {
         ModelSpec::Hashed(h) => Ok(Arc::new(hashed(h, seed)?)),
+        ModelSpec::Bert(b) => Ok(Arc::new(bert(b)?)),
         ModelSpec::Corrector(_) => Err(freshen_operators::Error::Setting(
             "a corrector cannot embed text".into(),
         )),

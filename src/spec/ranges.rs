@@ -159,6 +159,13 @@ pub(crate) fn model_ranges(model: &ModelSpec, prefix: &str) -> Vec<(String, Stri
     }
     match model {
         ModelSpec::Corrector(c) => positive(&mut out, "width", c.width),
+        ModelSpec::Bert(b) => {
+            positive(&mut out, "batch_tokens", b.batch_tokens);
+            positive(&mut out, "max_batch", b.max_batch);
+            if b.max_length == Some(0) {
+                positive(&mut out, "max_length", 0);
+            }
+        }
         ModelSpec::Hashed(h) => {
             positive(&mut out, "buckets", h.buckets);
             positive(&mut out, "bag_dim", h.bag_dim);

@@ -232,6 +232,9 @@ fn default_encode_batch() -> usize {
 pub enum ModelSpec {
     /// Built in, no download: hashed word and character n-grams → embedding bag → linear.
     Hashed(HashedModelSpec),
+    /// A pretrained BERT-family model from a sentence-transformers folder
+    /// (`scripts/fetch-model.sh all-MiniLM-L6-v2`).
+    Bert(BertModelSpec),
     /// A corrector network (only under `models:`, for `correct` nodes).
     Corrector(CorrectorModelSpec),
 }
@@ -241,6 +244,7 @@ impl ModelSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             ModelSpec::Hashed(_) => "hashed",
+            ModelSpec::Bert(_) => "bert",
             ModelSpec::Corrector(_) => "corrector",
         }
     }
@@ -249,6 +253,7 @@ impl ModelSpec {
     pub fn frozen(&self) -> bool {
         match self {
             ModelSpec::Hashed(h) => h.frozen,
+            ModelSpec::Bert(b) => b.frozen,
             ModelSpec::Corrector(c) => c.frozen,
         }
     }
@@ -257,6 +262,7 @@ impl ModelSpec {
     pub fn lr_scale(&self) -> f64 {
         match self {
             ModelSpec::Hashed(h) => h.lr_scale,
+            ModelSpec::Bert(b) => b.lr_scale,
             ModelSpec::Corrector(c) => c.lr_scale,
         }
     }
@@ -310,6 +316,73 @@ impl Default for HashedModelSpec {
             lr_scale: 1.0,
         }
     }
+}
+
+/// Settings of a BERT-family encoder. The folder fixes the architecture, pooling and
+/// normalisation; these settings override or add to it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BertModelSpec {
+    /// A sentence-transformers folder: config.json, tokenizer.json, model.safetensors and
+    /// optionally 1_Pooling/config.json, modules.json, sentence_bert_config.json.
+    pub path: PathBuf,
+    /// `mean` or `cls`; default: what 1_Pooling/config.json says.
+    #[serde(default)]
+    pub pooling: Option<PoolingSpec>,
+    /// L2-normalise the output; default: whether modules.json has a Normalize module.
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    /// Longest input in tokens; default: the folder's max_seq_length (256 for MiniLM).
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Prepended to every text this model embeds (e.g. "query: " for E5 models).
+    #[serde(default)]
+    pub prefix: String,
+    /// Token budget of one batch (texts × padded length); texts are sorted by length.
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: usize,
+    /// At most this many texts per batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// When training: keep the embedding tables fixed.
+    #[serde(default)]
+    pub freeze_embeddings: bool,
+    /// When training: keep the lowest this many transformer layers fixed.
+    #[serde(default)]
+    pub freeze_layers: usize,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (a GPU when built with `--features cuda` and
+    /// one is present).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Under `models:`: never trained.
+    #[serde(default)]
+    pub frozen: bool,
+    /// Under `models:`: multiplies the update node's learning rates for this model.
+    #[serde(default = "default_lr_scale")]
+    pub lr_scale: f64,
+}
+
+/// How a BERT model pools token vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolingSpec {
+    /// Mean of the token vectors.
+    Mean,
+    /// The `[CLS]` token's vector.
+    Cls,
+}
+
+fn default_batch_tokens() -> usize {
+    8192
+}
+fn default_max_batch() -> usize {
+    256
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_lr_scale() -> f64 {
+    1.0
 }
 
 /// Settings of `cache`.

@@ -2,10 +2,12 @@
 //!
 //! Like text-embeddings-inference's backends, the rest of the system only sees
 //! [`Encoder`]: a width, a batch embedding call and a fingerprint. Concrete encoders
-//! (the built-in [`HashedEncoder`], later transformer encoders) live behind it.
+//! (the built-in [`HashedEncoder`], the pretrained [`BertEncoder`]) live behind it.
 
+pub mod bert;
 mod hashed;
 
+pub use bert::{BertEncoder, BertOptions};
 pub use hashed::{HashedEncoder, HashedEncoderConfig};
 
 use crate::Result;

@@ -105,6 +105,15 @@ pub trait TrainableEncoder: crate::Encoder + Trainable {
     /// Writes the weights as safetensors (atomically).
     fn save(&self, path: &std::path::Path) -> Result<()>;
 
+    /// Writes a checkpoint named `name` into the folder `dir` and returns its path: by
+    /// default the file `dir/name.safetensors`; a model with a folder layout of its own
+    /// (sentence-transformers) writes that folder instead.
+    fn save_checkpoint(&self, dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
+        let path = dir.join(format!("{name}.safetensors"));
+        self.save(&path)?;
+        Ok(path)
+    }
+
     /// Recomputes the fingerprint after the weights changed.
     fn refresh_fingerprint(&mut self) -> Result<()>;
 }

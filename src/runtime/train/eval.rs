@@ -326,10 +326,14 @@ impl Evaluator {
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         for name in self.models() {
-            let path = dir.join(format!("{name}.safetensors"));
             match self.state.encoders.get(&name) {
-                Some(e) => e.save(&path)?,
-                None => self.state.corrector(&name)?.save(&path)?,
+                Some(e) => {
+                    e.save_checkpoint(dir, &name)?;
+                }
+                None => self
+                    .state
+                    .corrector(&name)?
+                    .save(&dir.join(format!("{name}.safetensors")))?,
             }
         }
         Ok(())

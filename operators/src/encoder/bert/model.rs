@@ -1,0 +1,322 @@
+//! The BERT network on candle: embeddings, `num_hidden_layers` post-norm transformer
+//! layers, and the pooling of token vectors into one vector per text.
+//!
+//! Written here rather than taken from candle-transformers because that model cannot be
+//! trained: its layer norm is candle-nn's fused kernel, which records no backward, so a
+//! loss gives none of its weights a gradient and no error is raised. Here every operation
+//! of a training forward is differentiable ([`super::kernels`] holds fused layer-norm and
+//! softmax kernels that carry their own backward), and a test checks that every weight
+//! receives a gradient.
+//!
+//! Weight names are Hugging Face's (`embeddings.word_embeddings.weight`,
+//! `encoder.layer.3.attention.self.query.weight`, ...), so files load and save unchanged.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::attention::Attention;
+use super::config::{BertConfig, Pooling};
+use super::kernels;
+use crate::Result;
+
+/// Every tensor the network reads, by name, with its shape: what a weight file must hold.
+pub fn expected_shapes(cfg: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let mut out = vec![
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![cfg.vocab_size, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![cfg.max_position_embeddings, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![cfg.type_vocab_size, h],
+        ),
+        ("embeddings.LayerNorm.weight".into(), vec![h]),
+        ("embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, shape) in [
+            ("attention.self.query.weight", vec![h, h]),
+            ("attention.self.query.bias", vec![h]),
+            ("attention.self.key.weight", vec![h, h]),
+            ("attention.self.key.bias", vec![h]),
+            ("attention.self.value.weight", vec![h, h]),
+            ("attention.self.value.bias", vec![h]),
+            ("attention.output.dense.weight", vec![h, h]),
+            ("attention.output.dense.bias", vec![h]),
+            ("attention.output.LayerNorm.weight", vec![h]),
+            ("attention.output.LayerNorm.bias", vec![h]),
+            ("intermediate.dense.weight", vec![i, h]),
+            ("intermediate.dense.bias", vec![i]),
+            ("output.dense.weight", vec![h, i]),
+            ("output.dense.bias", vec![h]),
+            ("output.LayerNorm.weight", vec![h]),
+            ("output.LayerNorm.bias", vec![h]),
+        ] {
+            out.push((format!("{p}.{name}"), shape));
+        }
+    }
+    out
+}
+
+/// Which layer the parameter `name` belongs to: `None` for the embeddings, `Some(l)` for
+/// transformer layer `l` (what the freeze options go by).
+pub fn layer_of(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("encoder.layer.")?;
+    rest.split('.').next()?.parse().ok()
+}
+
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// `x (rows, in) · Wᵀ + b`; gemm reads the transposed weight through its strides.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+}
+
+struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: Norm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: Norm,
+}
+
+/// The network over a set of weight tensors. Two instances share the same storage: one
+/// over the trainable variables (forwards record their graph), one over detached copies
+/// (inference records nothing).
+pub struct BertNet {
+    cfg: BertConfig,
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    emb_norm: Norm,
+    layers: Vec<Layer>,
+    /// Whether forwards must be differentiable (chooses the kernels).
+    train: bool,
+}
+
+/// One padded batch of token ids.
+pub struct TokenBatch {
+    /// `(b, t)` u32 word-piece ids, padded with the pad id.
+    pub ids: Tensor,
+    /// `(b, t)` f32: 1 for a real token, 0 for padding.
+    pub mask: Tensor,
+}
+
+impl BertNet {
+    /// Builds the network from `get(name)`, which must yield every tensor of
+    /// [`expected_shapes`] (the caller has checked names and shapes).
+    pub fn new(
+        cfg: &BertConfig,
+        train: bool,
+        get: &dyn Fn(&str) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let eps = cfg.layer_norm_eps;
+        let linear = |p: &str| -> Result<Linear> {
+            Ok(Linear {
+                weight: get(&format!("{p}.weight"))?,
+                bias: get(&format!("{p}.bias"))?,
+            })
+        };
+        let norm = |p: &str| -> Result<Norm> {
+            Ok(Norm {
+                weight: get(&format!("{p}.weight"))?,
+                bias: get(&format!("{p}.bias"))?,
+                eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            layers.push(Layer {
+                query: linear(&format!("{p}.attention.self.query"))?,
+                key: linear(&format!("{p}.attention.self.key"))?,
+                value: linear(&format!("{p}.attention.self.value"))?,
+                attn_out: linear(&format!("{p}.attention.output.dense"))?,
+                attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
+                intermediate: linear(&format!("{p}.intermediate.dense"))?,
+                output: linear(&format!("{p}.output.dense"))?,
+                out_norm: norm(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            word: get("embeddings.word_embeddings.weight")?,
+            position: get("embeddings.position_embeddings.weight")?,
+            token_type: get("embeddings.token_type_embeddings.weight")?,
+            emb_norm: norm("embeddings.LayerNorm")?,
+            layers,
+            train,
+        })
+    }
+
+    fn norm(&self, x: &Tensor, n: &Norm) -> Result<Tensor> {
+        kernels::layer_norm(x, &n.weight, &n.bias, n.eps, self.train)
+    }
+
+    /// Token vectors `(b, t, hidden)` of one padded batch.
+    pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
+        let fused = batch.ids.device().is_cpu();
+        let (b, t) = batch.ids.dims2()?;
+        let h = self.cfg.hidden_size;
+        let flat_ids = batch.ids.flatten_all()?;
+        let words = self.word.index_select(&flat_ids, 0)?;
+        let positions = self.position.narrow(0, 0, t)?;
+        // Segment 0 for every token: one text per input.
+        let segment = self.token_type.narrow(0, 0, 1)?;
+        let x = words
+            .reshape((b, t, h))?
+            .broadcast_add(&positions)?
+            .broadcast_add(&segment)?
+            .reshape((b * t, h))?;
+        let mut x = self.norm(&x, &self.emb_norm)?;
+        // Additive mask: 0 for tokens, a large negative number for padding, so padding
+        // gets exactly zero attention weight whatever the scores.
+        let bias = ((batch.mask.ones_like()? - &batch.mask)? * -1e9)?
+            .reshape((b, 1, 1, t))?
+            .to_dtype(DType::F32)?;
+        let lengths: Vec<usize> = batch
+            .mask
+            .sum(1)?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|l| l as usize)
+            .collect();
+        for layer in &self.layers {
+            let ctx = if fused {
+                let shape = Attention {
+                    batch: b,
+                    tokens: t,
+                    heads: self.cfg.num_attention_heads,
+                    head_dim: self.cfg.head_dim(),
+                    lengths: lengths.clone(),
+                };
+                shape.forward(
+                    &layer.query.forward(&x)?,
+                    &layer.key.forward(&x)?,
+                    &layer.value.forward(&x)?,
+                )?
+            } else {
+                self.attention(layer, &x, &bias, b, t)?
+            };
+            x = self.layer(layer, &x, &ctx)?;
+        }
+        Ok(x.reshape((b, t, h))?)
+    }
+
+    /// Attention through candle ops (devices without the fused kernel): the context
+    /// `(b·t, hidden)`, padding masked by the additive `bias`.
+    fn attention(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        bias: &Tensor,
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor> {
+        let (nh, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let heads = |y: Tensor| -> Result<Tensor> {
+            Ok(y.reshape((b, t, nh, dh))?.transpose(1, 2)?.contiguous()?)
+        };
+        let scale = 1.0 / (dh as f64).sqrt();
+        let q = heads((l.query.forward(x)? * scale)?)?;
+        let k = heads(l.key.forward(x)?)?;
+        let v = heads(l.value.forward(x)?)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+        let probs = kernels::softmax_last_dim(&scores, self.train)?;
+        Ok(probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, nh * dh))?)
+    }
+
+    /// The rest of a layer after attention: output projection, residual and norm, then
+    /// the feed-forward block with its residual and norm.
+    fn layer(&self, l: &Layer, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let attn = self.norm(&(l.attn_out.forward(ctx)? + x)?, &l.attn_norm)?;
+        let inter = l.intermediate.forward(&attn)?;
+        let inter = match self.cfg.hidden_act.as_str() {
+            "relu" => inter.relu()?,
+            "gelu_new" => inter.gelu()?,
+            _ => kernels::gelu(&inter)?,
+        };
+        self.norm(&(l.output.forward(&inter)? + attn)?, &l.out_norm)
+    }
+}
+
+/// One vector per text from token vectors `(b, t, h)` and the mask `(b, t)`.
+pub fn pool(tokens: &Tensor, mask: &Tensor, pooling: Pooling) -> Result<Tensor> {
+    Ok(match pooling {
+        Pooling::Cls => tokens.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Mean => {
+            let m = mask.unsqueeze(2)?;
+            let sum = tokens.broadcast_mul(&m)?.sum(1)?;
+            let count = mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?;
+            sum.broadcast_div(&count)?
+        }
+    })
+}
+
+/// Rows scaled to unit length (`x / max(‖x‖, 1e-12)`, as torch's `F.normalize`).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// The device a `device` setting names: `cpu`, `cuda:N` (`cuda` = `cuda:0`), or `auto`
+/// (the first GPU when this build has CUDA and one is present, else the CPU).
+pub fn parse_device(name: &str) -> Result<Device> {
+    let bad = || {
+        crate::Error::Setting(format!(
+            "device {name:?}: expected cpu, cuda, cuda:N or auto"
+        ))
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(if candle_core::utils::cuda_is_available() {
+            Device::new_cuda(0)?
+        } else {
+            Device::Cpu
+        }),
+        "cuda" => cuda(0),
+        other => {
+            let n = other
+                .strip_prefix("cuda:")
+                .ok_or_else(bad)?
+                .parse::<usize>()
+                .map_err(|_| bad())?;
+            cuda(n)
+        }
+    }
+}
+
+fn cuda(n: usize) -> Result<Device> {
+    if !candle_core::utils::cuda_is_available() {
+        return Err(crate::Error::Setting(format!(
+            "device cuda:{n}: this build has no CUDA (build with --features cuda)"
+        )));
+    }
+    Ok(Device::new_cuda(n)?)
+}
