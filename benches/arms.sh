@@ -4,12 +4,17 @@
 #
 #   benches/arms.sh                                   # the shipped sample, 3 seeds
 #   DATA=data/full/wordnet OUT=out/bench/full EVERY=100 benches/arms.sh
+#   PIPELINE=pipelines/wordnet-minilm.yaml DATA=data/full/wordnet-20k OUT=out/bench/minilm \
+#     SEEDS="1 2" STEPS=60 EVERY=60 ARMS="inbatch stale corrector refresh-10 refresh-20 refresh-30" \
+#     SHARED_STORE=1 benches/arms.sh
 #
 # Settings (environment): DATA, OUT, SEEDS ("1 2 3"), ARMS (see arm_sets), STEPS (500),
 # EVERY (dev evaluation interval, 50), EXTRA (more --set flags for every run).
+# PIPELINE (pipelines/quickstart.yaml): the training pipeline the arms are made from.
 # Finished runs (a summary.parquet in their folder) are skipped, so the script resumes.
 # Each run builds its own starting cache, so every arm pays (and counts) the same
-# initial forwards.
+# initial forwards; with SHARED_STORE=1 the runs share one store instead, so only the
+# first run embeds the starting cache (it is the same for every arm: the untrained g).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +25,8 @@ ARMS=${ARMS:-"inbatch stale refresh-50 refresh-100 refresh-250 corrector"}
 STEPS=${STEPS:-500}
 EVERY=${EVERY:-50}
 EXTRA=${EXTRA:-}
+PIPELINE=${PIPELINE:-pipelines/quickstart.yaml}
+SHARED_STORE=${SHARED_STORE:-}
 BIN=${BIN:-target/release/freshen}
 [ -x "$BIN" ] || cargo build --release --quiet
 [ -x "$BIN" ] || BIN="${CARGO_TARGET_DIR:-target}/release/freshen"
@@ -51,9 +58,11 @@ for seed in $SEEDS; do
     echo "== $arm, seed $seed" >&2
     mkdir -p "$OUT"
     # shellcheck disable=SC2046
-    "$BIN" run pipelines/quickstart.yaml \
+    store="$dir/cache"
+    if [ -n "$SHARED_STORE" ]; then store="$OUT/store"; fi
+    "$BIN" run "$PIPELINE" \
       --set seed="$seed" --set vars.data="$DATA" --set vars.out="$dir" \
-      --set nodes.cache.path="$dir/cache" --set nodes.pairs.steps="$STEPS" \
+      --set nodes.cache.path="$store" --set nodes.pairs.steps="$STEPS" \
       --set nodes.evaluate.every="$EVERY" \
       $(arm_sets "$arm") $EXTRA > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
     rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet"

@@ -75,6 +75,7 @@ fn init_logging(format: LogFormat) {
 fn checked(file: &std::path::Path, sets: &[String]) -> Result<Graph> {
     let graph = Graph::build(LoadedSpec::load(file, sets)?)?;
     graph.check_inputs()?;
+    graph.check_models()?;
     graph.check_data()?;
     Ok(graph)
 }

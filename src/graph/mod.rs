@@ -240,6 +240,30 @@ impl Graph {
         Ok(())
     }
 
+    /// Checks every pretrained model folder the pipeline names (config, tokenizer, the
+    /// weight file's header) without loading weights. Errors point at the model's `path`.
+    pub fn check_models(&self) -> Result<()> {
+        use crate::spec::{ModelRef, ModelSpec};
+        let check = |m: &ModelSpec, key: String, node: Option<&str>| -> Result<()> {
+            if let ModelSpec::Bert(b) = m {
+                freshen_operators::BertEncoder::check_folder(&b.path)
+                    .map_err(|e| self.spec.error(&key, node, e.to_string()))?;
+            }
+            Ok(())
+        };
+        for (name, m) in &self.spec.pipeline.models {
+            check(m, format!("models.{name}.path"), None)?;
+        }
+        for (i, n) in self.nodes().iter().enumerate() {
+            if let OperatorSpec::Encode(e) = &n.op {
+                if let ModelRef::Inline(m) = &e.model {
+                    check(m, format!("nodes.{i}.model.path"), Some(&n.id))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Scans every dataset the sources read, row by row (nulls, empty texts, duplicate ids,
     /// qrels naming unknown ids). Errors name the data file and row, and the node.
     pub fn check_data(&self) -> Result<()> {

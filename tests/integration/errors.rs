@@ -356,3 +356,48 @@ fn port_that_does_not_exist() {
         "`loss` has no port `stat` (expected one of: stats)",
     );
 }
+
+/// A pretrained model folder is checked (without loading weights) by `check` and `run`:
+/// a missing tokenizer.json is one line naming the pipeline's line:column of the model's
+/// `path` and the missing file; nothing is written.
+#[test]
+fn bert_model_folder_without_a_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-model");
+    std::fs::create_dir_all(&model).unwrap();
+    let cfg = serde_json::json!({
+        "model_type": "bert", "vocab_size": 30, "hidden_size": 8, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 16
+    });
+    std::fs::write(model.join("config.json"), cfg.to_string()).unwrap();
+    let block = format!("  f:\n    kind: bert\n    path: {}\n", model.display());
+    let c = training_case(|y| {
+        y.replace(
+            "  f: {kind: hashed, dim: 128}          # the query tower\n",
+            &block,
+        )
+    });
+    let place = place_of(&c, &format!("path: {}", model.display()), 6);
+    for cmd in ["check", "run"] {
+        let o = freshen(&[cmd, &c.yaml.display().to_string()]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {stderr}");
+        let line = stderr.trim_end();
+        assert_eq!(
+            line.lines().count(),
+            1,
+            "{cmd}: one line expected: {stderr}"
+        );
+        let prefix = format!("error: {}:{place}: ", c.yaml.display());
+        assert!(
+            line.starts_with(&prefix),
+            "{cmd}: expected `{prefix}` in `{line}`"
+        );
+        let file = model.join("tokenizer.json");
+        assert!(
+            line.contains(&format!("{}: missing", file.display())),
+            "{cmd}: {line}"
+        );
+        assert!(!c.out.exists(), "{cmd}: no output may be written");
+    }
+}

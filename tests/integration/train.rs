@@ -385,3 +385,84 @@ fn two_workers_train_with_all_reduced_gradients() {
         (0..6).collect::<Vec<u64>>()
     );
 }
+
+/// The MiniLM pipeline on a tiny slice: both towers fine-tune (lowest 5 layers frozen),
+/// the checkpoint of each tower is a sentence-transformers folder, and an embed pipeline
+/// loads the trained target tower back with `kind: bert`. Needs the model
+/// (`scripts/fetch-model.sh all-MiniLM-L6-v2`, which CI runs first).
+#[test]
+fn minilm_towers_fine_tune_and_checkpoint_as_sentence_transformers_folders() {
+    let model = root().join("models/all-MiniLM-L6-v2");
+    assert!(
+        model.join("model.safetensors").exists(),
+        "run scripts/fetch-model.sh all-MiniLM-L6-v2"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    dataset(&data, 60);
+    let out = work.join("minilm");
+    let yaml = root()
+        .join("pipelines/wordnet-minilm.yaml")
+        .display()
+        .to_string();
+    let sets = [
+        format!("vars.data={}", data.display()),
+        format!("vars.out={}", out.display()),
+        format!("vars.model={}", model.display()),
+        format!("nodes.cache.path={}", work.join("cache").display()),
+        "nodes.pairs.batch_size=4".into(),
+        "nodes.pairs.steps=2".into(),
+        "nodes.negatives.k=2".into(),
+        "nodes.evaluate.every=2".into(),
+        "models.f.freeze_layers=5".into(),
+        "models.g.freeze_layers=5".into(),
+        "nodes.update.lr=1e-3".into(),
+    ];
+    let mut args = vec!["run", yaml.as_str()];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let o = freshen(&args);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("test (%)"), "{stdout}");
+    for tower in ["f", "g"] {
+        let dir = out.join("checkpoint").join(tower);
+        for f in [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "1_Pooling/config.json",
+            "modules.json",
+        ] {
+            assert!(dir.join(f).exists(), "{tower}: {f} missing");
+        }
+    }
+    // The trained target tower, loaded back, embeds differently from the pretrained one.
+    let embed = |path: &Path, name: &str| -> Vec<(String, u64, Vec<u32>)> {
+        let p = work.join(format!("{name}.yaml"));
+        let yaml = std::fs::read_to_string(root().join("pipelines/embed-minilm.yaml"))
+            .unwrap()
+            .replace("models/all-MiniLM-L6-v2", &path.display().to_string())
+            .replace("data/wordnet-sample", &data.display().to_string())
+            .replace("out/embed-minilm", &work.join(name).display().to_string())
+            .replace(
+                ".freshen/cache",
+                &work.join(format!("{name}-cache")).display().to_string(),
+            );
+        std::fs::write(&p, yaml).unwrap();
+        let o = freshen(&["run", &p.display().to_string()]);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{stdout}{stderr}");
+        read_embeddings(&work.join(name).join("embeddings.parquet"))
+    };
+    let before = embed(&model, "pretrained");
+    let after = embed(&out.join("checkpoint/g"), "trained");
+    assert_eq!(before.len(), 60);
+    assert_eq!(before.len(), after.len());
+    assert!(
+        before.iter().zip(&after).any(|(a, b)| a.2 != b.2),
+        "training changed nothing"
+    );
+}

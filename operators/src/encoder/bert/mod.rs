@@ -116,6 +116,18 @@ pub struct BertEncoder {
 }
 
 impl BertEncoder {
+    /// Checks the folder `dir` without loading the model: its JSON files, the tokenizer,
+    /// and the weight file's header against the config. What `freshen check` runs.
+    pub fn check_folder(dir: &Path) -> Result<FolderConfig> {
+        let folder = FolderConfig::read(dir)?;
+        let max = folder
+            .max_seq_length
+            .unwrap_or(folder.bert.max_position_embeddings);
+        TextTokenizer::load(&dir.join("tokenizer.json"), max)?;
+        weights::check_header(&folder)?;
+        Ok(folder)
+    }
+
     /// Loads the sentence-transformers folder `dir`. Every file is checked before use; a
     /// problem is a [`crate::Error::ModelFile`] naming the file.
     pub fn load(dir: &Path, options: BertOptions) -> Result<Self> {

@@ -94,6 +94,53 @@ pub(super) fn load(
     Ok((params, extra))
 }
 
+/// Checks `model.safetensors` against the config from its header alone (names, shapes,
+/// dtypes; no weights read), so that `freshen check` finds a wrong file in milliseconds.
+pub fn check_header(folder: &FolderConfig) -> Result<()> {
+    let path = folder.dir.join(WEIGHTS_FILE);
+    if !path.exists() {
+        return Err(file_err(
+            &path,
+            "missing (every model folder needs its weights)",
+        ));
+    }
+    // SAFETY: the file is only read; a concurrent writer could at worst yield an error.
+    let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }
+        .map_err(|e| file_err(&path, format!("cannot read safetensors: {e}")))?;
+    let names: HashMap<String, (Vec<usize>, String)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let name = name
+                .strip_prefix("bert.")
+                .map(str::to_string)
+                .unwrap_or(name);
+            (name, (view.shape().to_vec(), format!("{:?}", view.dtype())))
+        })
+        .collect();
+    for (name, shape) in expected_shapes(&folder.bert) {
+        let (have, dtype) = names.get(&name).ok_or_else(|| {
+            file_err(
+                &path,
+                format!("no tensor named {name} (config.json calls for it)"),
+            )
+        })?;
+        if !matches!(dtype.as_str(), "F32" | "F16" | "BF16") {
+            return Err(file_err(
+                &path,
+                format!("{name} is {dtype}, expected a float type"),
+            ));
+        }
+        if *have != shape {
+            return Err(file_err(
+                &path,
+                format!("{name} has shape {have:?}, but config.json implies {shape:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A 64-bit digest of a tensor's values (f32 bytes), for fingerprints.
 pub(super) fn digest(t: &Tensor) -> Result<u64> {
     let values: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
