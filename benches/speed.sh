@@ -39,8 +39,8 @@ for b in 32 128; do
   run "st-encode-$b" $P benches/peers/encode.py --model "$MODEL" --texts "$OUT/glosses.txt" --batch $b --threads "$THREADS" --repeats 3
   run "freshen-encode-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch $b --repeats 3
 done
-# freshen's own batching (a token budget of 8,192, at most 256 texts), for reference.
-run "freshen-encode-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch 256 --batch-tokens 8192 --repeats 3
+# freshen's own batching (a token budget of 1,024, at most 256 texts), for reference.
+run "freshen-encode-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch 256 --batch-tokens 1024 --repeats 3
 run "torch-train-step" $P benches/peers/train_step.py --model "$MODEL" --texts "$OUT/targets.txt" --queries 32 --targets-per-query 8 --steps 4 --threads "$THREADS"
 run "freshen-train-step" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries 32 --targets-per-query 8 --steps 4
 run "peers-topk" $P benches/peers/topk.py --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --threads "$THREADS" --repeats 5
@@ -58,7 +58,8 @@ d = j("freshen-encode-default")
 s = j("st-encode-32")
 rows.append(("MiniLM encode, freshen's token budget (sent/s)", d["sent_per_s"], "sentence-transformers b32", s["sent_per_s"], d["sent_per_s"] / s["sent_per_s"]))
 f, t = j("freshen-train-step"), j("torch-train-step")
-same = all(abs(a - b) < 1e-3 for a, b in zip(f["losses"], t["losses"]))
+losses = (f["losses"], t["losses"])
+same = all(abs(a - b) < 1e-3 for a, b in zip(*losses))
 rows.append(("training step, 32 q × 8 t (s/step)", f["step_s"], "PyTorch", t["step_s"], t["step_s"] / f["step_s"]))
 for part in ("forward_s", "backward_s", "adamw_s"):
     rows.append((f"  {part[:-2]} (s)", f[part], "PyTorch", t[part], t[part] / f[part]))
@@ -66,7 +67,7 @@ f, p = j("freshen-topk"), j("peers-topk")
 agree = f["ids_first"] == p["ids_first"]
 for peer, key in (("numpy", "numpy"), ("FAISS IndexFlatIP", "faiss_flat")):
     rows.append((f"top-10, 64 q × 200k × 384 (q/s)", f["queries_per_s"], peer, p[key]["queries_per_s"], f["queries_per_s"] / p[key]["queries_per_s"]))
-print(f"threads {threads}; losses freshen {f and j('freshen-train-step')['losses']} vs PyTorch {t['losses']} (same: {same}); top-10 ids of the first two queries agree: {agree}")
+print(f"threads {threads}; training losses freshen {losses[0]} vs PyTorch {losses[1]} (equal to 1e-3: {same}); top-10 ids of the first two queries agree: {agree}")
 print("| measurement | freshen | peer | peer value | freshen / peer |")
 print("|---|---:|---|---:|---:|")
 for name, fv, peer, pv, r in rows:

@@ -224,14 +224,16 @@ pub fn arms(runs: &[RunSummary]) -> Vec<Arm> {
 }
 
 /// The comparison table as Markdown: test metrics (mean ± std over seeds, in %), target
-/// forwards by reason, and wall seconds.
+/// forwards by reason, the seconds spent on refreshes, and wall seconds.
 pub fn compare_table(arms: &[Arm]) -> String {
     let mut out = String::from("| arm | runs |");
     for (_, h) in METRICS {
         out.push_str(&format!(" {h} |"));
     }
-    out.push_str(" refresh fwd | touched fwd | eval fwd | total fwd | seconds |\n|---|---|");
-    out.push_str(&"---|".repeat(METRICS.len() + 5));
+    out.push_str(
+        " refresh fwd | refresh s | touched fwd | eval fwd | total fwd | seconds |\n|---|---|",
+    );
+    out.push_str(&"---|".repeat(METRICS.len() + 6));
     out.push('\n');
     for a in arms {
         let m = |k: &str| a.mean.get(k).copied().unwrap_or(f64::NAN);
@@ -245,8 +247,9 @@ pub fn compare_table(arms: &[Arm]) -> String {
                 100.0 * s(&key)
             ));
         }
+        out.push_str(&format!(" {} |", thousands(m("forwards_refresh"))));
+        out.push_str(&format!(" {:.0} |", m("seconds_refresh")));
         for k in [
-            "forwards_refresh",
             "forwards_touched",
             "forwards_eval",
             "forwards_total",

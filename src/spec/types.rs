@@ -373,7 +373,7 @@ pub enum PoolingSpec {
 }
 
 fn default_batch_tokens() -> usize {
-    8192
+    1024
 }
 fn default_max_batch() -> usize {
     256
