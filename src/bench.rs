@@ -118,6 +118,19 @@ fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Peak resident memory of this process so far, in MB (Linux `VmHWM`; 0 elsewhere).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn encode(a: &EncodeArgs) -> Result<serde_json::Value> {
     let mut texts = read_lines(&a.texts)?;
     if let Some(n) = a.limit {
@@ -142,6 +155,7 @@ fn encode(a: &EncodeArgs) -> Result<serde_json::Value> {
     Ok(json!({
         "engine": "freshen", "batch": a.batch, "texts": texts.len(), "seconds": best,
         "sent_per_s": texts.len() as f64 / best, "threads": threads(),
+        "peak_rss_mb": peak_rss_mb(),
     }))
 }
 
@@ -241,6 +255,7 @@ fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
         "trainable_params": params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
         "forward_s": median(0), "backward_s": median(1), "adamw_s": median(2), "step_s": median(3),
         "losses": rows.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        "peak_rss_mb": peak_rss_mb(),
     }))
 }
 

@@ -249,11 +249,7 @@ pub fn compare_table(arms: &[Arm]) -> String {
         }
         out.push_str(&format!(" {} |", thousands(m("forwards_refresh"))));
         out.push_str(&format!(" {:.0} |", m("seconds_refresh")));
-        for k in [
-            "forwards_touched",
-            "forwards_eval",
-            "forwards_total",
-        ] {
+        for k in ["forwards_touched", "forwards_eval", "forwards_total"] {
             out.push_str(&format!(" {} |", thousands(m(k))));
         }
         out.push_str(&format!(" {:.0} ± {:.0} |\n", m("seconds"), s("seconds")));
