@@ -13,6 +13,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::kernels::{contiguous_f32, host};
+
 /// Shape of one attention call.
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -66,17 +68,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("attention: inputs must be contiguous"),
-    }
-}
-
-fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
-
 impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
         "freshen-attention"
@@ -91,7 +82,11 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (q, k, v) = (
+            contiguous_f32(s1, l1, "attention q")?,
+            contiguous_f32(s2, l2, "attention k")?,
+            contiguous_f32(s3, l3, "attention v")?,
+        );
         let (t, d) = (self.tokens, self.head_dim);
         let text = t * self.heads * d;
         if q.len() != self.batch * text || k.len() != q.len() || v.len() != q.len() {
@@ -188,14 +183,8 @@ impl CustomOp3 for Attention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoder::bert::kernels::tests::{max_diff, rand};
     use candle_core::{Device, Var, D};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = crate::hashing::SplitMix64::new(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     /// The same attention through candle ops, masking padded keys with a large negative.
     fn reference(a: &Attention, q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
@@ -242,19 +231,7 @@ mod tests {
         let probe = rand(&[21, 8], 4);
         let fused = a.clone().forward(&q, &k, &v).unwrap();
         let slow = reference(&a, &q, &k, &v);
-        let diff = |x: &Tensor, y: &Tensor| -> f32 {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        assert!(diff(&fused, &slow) < 1e-5);
+        assert!(max_diff(&fused, &slow) < 1e-5);
         let gf = (fused * &probe)
             .unwrap()
             .sum_all()
@@ -272,7 +249,11 @@ mod tests {
                 gf.get(x.as_tensor()).unwrap(),
                 gs.get(x.as_tensor()).unwrap(),
             );
-            assert!(diff(a, b) < 1e-4, "d{name} differs by {}", diff(a, b));
+            assert!(
+                max_diff(a, b) < 1e-4,
+                "d{name} differs by {}",
+                max_diff(a, b)
+            );
         }
     }
 }

@@ -109,14 +109,20 @@ impl CustomOp1 for Gelu {
     }
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+/// The values of a contiguous f32 CPU storage, in place.
+pub(super) fn contiguous_f32<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
         None => candle_core::bail!("{what}: input must be contiguous"),
     }
 }
 
-fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+/// A tensor's values as a host vector (a backward's inputs may be strided).
+pub(super) fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
@@ -272,18 +278,20 @@ impl CustomOp1 for Softmax {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
+    /// Seeded standard-normal values of `shape`.
+    pub(in crate::encoder::bert) fn rand(shape: &[usize], seed: u64) -> Tensor {
         let mut rng = crate::hashing::SplitMix64::new(seed);
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference between two tensors.
+    pub(in crate::encoder::bert) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

@@ -272,7 +272,7 @@ impl BertEncoder {
     /// Identity of the weights and every setting that changes vectors.
     fn compute_fingerprint(&self) -> Result<String> {
         let mut h = Hasher64::new();
-        h.update_framed(b"freshen/bert-v1");
+        h.update_framed(b"freshen/bert-v2");
         let cfg = serde_json::to_vec(&self.folder.bert)
             .map_err(|e| crate::Error::Setting(format!("bert config: {e}")))?;
         h.update_framed(&cfg);
@@ -284,7 +284,9 @@ impl BertEncoder {
         h.update_framed(&tok);
         for p in &self.params {
             h.update_framed(p.name.as_bytes());
-            h.update_u64(weights::digest(&p.tensor)?);
+            for d in crate::encoder::hashed::tensor_digests(&p.tensor)? {
+                h.update_u64(d);
+            }
         }
         Ok(format!("{:016x}", h.finish()))
     }

@@ -119,6 +119,8 @@ pub struct TokenBatch {
     pub ids: Tensor,
     /// `(b, t)` f32: 1 for a real token, 0 for padding.
     pub mask: Tensor,
+    /// Real tokens of each text (padding is on the right).
+    pub lengths: Vec<usize>,
 }
 
 impl BertNet {
@@ -188,34 +190,32 @@ impl BertNet {
             .broadcast_add(&segment)?
             .reshape((b * t, h))?;
         let mut x = self.norm(&x, &self.emb_norm)?;
-        // Additive mask: 0 for tokens, a large negative number for padding, so padding
-        // gets exactly zero attention weight whatever the scores.
-        let bias = ((batch.mask.ones_like()? - &batch.mask)? * -1e9)?
-            .reshape((b, 1, 1, t))?
-            .to_dtype(DType::F32)?;
-        let lengths: Vec<usize> = batch
-            .mask
-            .sum(1)?
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(|l| l as usize)
-            .collect();
+        // Off the CPU, attention runs through candle ops with an additive mask: 0 for
+        // tokens, a large negative number for padding (exactly zero weight after softmax).
+        let bias = match fused {
+            true => None,
+            false => Some(
+                ((batch.mask.ones_like()? - &batch.mask)? * -1e9)?
+                    .reshape((b, 1, 1, t))?
+                    .to_dtype(DType::F32)?,
+            ),
+        };
         for layer in &self.layers {
-            let ctx = if fused {
+            let ctx = if let Some(bias) = &bias {
+                self.attention(layer, &x, bias, b, t)?
+            } else {
                 let shape = Attention {
                     batch: b,
                     tokens: t,
                     heads: self.cfg.num_attention_heads,
                     head_dim: self.cfg.head_dim(),
-                    lengths: lengths.clone(),
+                    lengths: batch.lengths.clone(),
                 };
                 shape.forward(
                     &layer.query.forward(&x)?,
                     &layer.key.forward(&x)?,
                     &layer.value.forward(&x)?,
                 )?
-            } else {
-                self.attention(layer, &x, &bias, b, t)?
             };
             x = self.layer(layer, &x, &ctx)?;
         }

@@ -123,6 +123,7 @@ pub fn pad_batch(ids: &[&[u32]], pad_id: u32, device: &Device) -> Result<TokenBa
     Ok(TokenBatch {
         ids: Tensor::from_vec(flat, (b, t), device)?,
         mask: Tensor::from_vec(mask, (b, t), device)?,
+        lengths: ids.iter().map(|i| i.len()).collect(),
     })
 }
 

@@ -141,28 +141,6 @@ pub fn check_header(folder: &FolderConfig) -> Result<()> {
     Ok(())
 }
 
-/// A 64-bit digest of a tensor's values (f32 bytes), for fingerprints.
-pub(super) fn digest(t: &Tensor) -> Result<u64> {
-    let values: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    // Four interleaved lanes over equal quarters (hash64_x4 is ~4× one lane); the tail
-    // and the length are folded in after.
-    let q = bytes.len() / 4;
-    let lanes = crate::hashing::hash64_x4([
-        &bytes[..q],
-        &bytes[q..2 * q],
-        &bytes[2 * q..3 * q],
-        &bytes[3 * q..4 * q],
-    ]);
-    let mut h = crate::hashing::Hasher64::new();
-    for l in lanes {
-        h.update_u64(l);
-    }
-    h.update(&bytes[4 * q..]);
-    h.update_u64(bytes.len() as u64);
-    Ok(h.finish())
-}
-
 /// See [`BertEncoder::save_folder`].
 pub(super) fn save_folder(enc: &BertEncoder, dir: &Path) -> Result<PathBuf> {
     let parent = dir.parent().unwrap_or(Path::new("."));

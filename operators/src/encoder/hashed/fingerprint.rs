@@ -1,7 +1,7 @@
 //! The fingerprint: a hash of the settings, the Unicode version and every weight (see
 //! the module docs of the encoder).
 
-use candle_core::{DType, Var};
+use candle_core::{DType, Tensor, Var};
 
 use super::parallel::par_for_each;
 use super::{with_cpu_f32, HashedEncoder, HashedEncoderConfig, FINGERPRINT_BLOCK};
@@ -46,24 +46,26 @@ impl HashedEncoder {
             for &d in var.dims() {
                 h.update_u64(d as u64);
             }
-            let digests = match with_cpu_f32(var.as_tensor(), block_digests) {
-                Some(digests) => digests,
-                None => {
-                    let values: Vec<f32> = var
-                        .as_tensor()
-                        .detach()
-                        .to_dtype(DType::F32)?
-                        .flatten_all()?
-                        .to_vec1()?;
-                    block_digests(&values)
-                }
-            };
+            let digests = tensor_digests(var.as_tensor())?;
             for digest in digests {
                 h.update_u64(digest);
             }
         }
         Ok(format!("{:016x}", h.finish()))
     }
+}
+
+/// The digests of a weight tensor's values as f32, one per block of
+/// [`FINGERPRINT_BLOCK`] values, read in place when the tensor is a contiguous f32 CPU
+/// tensor. Every encoder fingerprints its weights with it.
+pub(crate) fn tensor_digests(t: &Tensor) -> Result<Vec<u64>> {
+    Ok(match with_cpu_f32(t, block_digests) {
+        Some(digests) => digests,
+        None => {
+            let values: Vec<f32> = t.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            block_digests(&values)
+        }
+    })
 }
 
 /// `hash64` of the little-endian bytes of each block of [`FINGERPRINT_BLOCK`] values, in

@@ -92,6 +92,7 @@ mod weights;
 mod tests;
 
 pub use self::config::HashedEncoderConfig;
+pub(crate) use self::fingerprint::tensor_digests;
 
 use std::fmt;
 
