@@ -2,8 +2,8 @@
 //!
 //! Every error a user can cause prints as a single line that says where it is:
 //! a pipeline file with `line:column` and the node id, or a data file with the row.
-//! Errors found before anything runs (`freshen check`) exit with code 2; failures
-//! while running exit with code 1.
+//! Bad input (a pipeline, a data file, a command line) exits with code 2 before anything
+//! runs; failures while running exit with code 1.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,10 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A command line that cannot be acted on (a host file, a process index, a folder
+    /// that holds no run), with what was expected.
+    #[error("{0}")]
+    Usage(String),
     /// An I/O failure on a named path.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -63,30 +67,56 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A failure inside an operator while the dataflow runs.
-    #[error("node {node}: {message}")]
-    Operator {
+    /// A failure inside a node while the dataflow runs.
+    #[error("node {node}: {source}")]
+    Node {
         /// The node id.
         node: String,
         /// What failed.
-        message: String,
+        #[source]
+        source: Box<Error>,
     },
-    /// A failure of the compute crate (model, tensors).
+    /// A batch without a column an operator needs (the graph's schema checks make this
+    /// a bug unless the batch came from a file, whose reader names it).
+    #[error("batch lacks {expected} column `{column}`")]
+    Column {
+        /// The column's name.
+        column: String,
+        /// Its expected type, for the message (`a string`, `a uint64`, ...).
+        expected: &'static str,
+    },
+    /// A failure of the compute crate (model, tensors, settings).
     #[error(transparent)]
     Compute(#[from] freshen_operators::Error),
-    /// Anything else, with enough context to act on.
-    #[error("{0}")]
-    Other(String),
+    /// An Arrow failure (building or casting a batch).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A Parquet failure (encoding or decoding a file).
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Drawing a plot failed.
+    #[error("{}: {message}", .path.display())]
+    Plot {
+        /// The image being drawn.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// An internal invariant does not hold: a bug in freshen, never the user's input.
+    #[error("internal error: {0} (please report it)")]
+    Invariant(String),
 }
 
 /// Results of freshen.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The process exit code for this error: 2 for problems found by validation, 1 otherwise.
+    /// The process exit code for this error: 2 for bad input found before running, 1
+    /// otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Spec { .. } | Error::Data { .. } => 2,
+            Error::Spec { .. } | Error::Data { .. } | Error::Usage(_) => 2,
+            Error::Node { source, .. } => source.exit_code(),
             _ => 1,
         }
     }
@@ -109,15 +139,27 @@ impl Error {
         }
     }
 
-    /// Attaches a node id to a spec or data error that has none yet.
+    /// A broken invariant.
+    pub fn invariant(message: impl Into<String>) -> Self {
+        Error::Invariant(message.into())
+    }
+
+    /// Attaches a node id: to a spec or data error that has none yet (it then prints in
+    /// its own place), otherwise by wrapping the error in [`Error::Node`].
     pub fn with_node(mut self, id: &str) -> Self {
         match &mut self {
-            Error::Spec { node, .. } | Error::Data { node, .. } if node.is_none() => {
-                *node = Some(id.to_string());
+            Error::Spec { node, .. } | Error::Data { node, .. } => {
+                if node.is_none() {
+                    *node = Some(id.to_string());
+                }
+                self
             }
-            _ => {}
+            Error::Node { .. } => self,
+            _ => Error::Node {
+                node: id.to_string(),
+                source: Box::new(self),
+            },
         }
-        self
     }
 }
 
@@ -141,18 +183,6 @@ fn data_line(file: &Path, row: Option<usize>, node: Option<&str>, message: &str)
         s.push_str(&format!(": node {node}"));
     }
     format!("{s}: {message}")
-}
-
-impl From<arrow::error::ArrowError> for Error {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        Error::Other(format!("arrow: {e}"))
-    }
-}
-
-impl From<parquet::errors::ParquetError> for Error {
-    fn from(e: parquet::errors::ParquetError) -> Self {
-        Error::Other(format!("parquet: {e}"))
-    }
 }
 
 impl From<candle_core::Error> for Error {

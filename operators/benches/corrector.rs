@@ -4,10 +4,10 @@
 //!
 //!     cargo bench -p freshen-operators --bench corrector
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use freshen_operators::corrector::{Corrector, CorrectorConfig};
-use freshen_operators::hashing::SplitMix64;
+use freshen_operators::random::SplitMix64;
 
 /// Rows of the full WordNet cache.
 const ROWS: usize = 117_659;
@@ -16,7 +16,7 @@ const DIM: usize = 128;
 fn cache() -> Tensor {
     let mut rng = SplitMix64::new(7);
     let values: Vec<f32> = (0..ROWS * DIM).map(|_| rng.normal()).collect();
-    Tensor::from_vec(values, (ROWS, DIM), &Device::Cpu).expect("a tensor")
+    Tensor::from_vec(values, (ROWS, DIM), &freshen_operators::device::cpu()).expect("a tensor")
 }
 
 fn apply(c: &mut Criterion) {
@@ -29,7 +29,7 @@ fn apply(c: &mut Criterion) {
                 width,
                 ..CorrectorConfig::new(DIM)
             },
-            &Device::Cpu,
+            &freshen_operators::device::cpu(),
         )
         .expect("a corrector");
         group.bench_with_input(BenchmarkId::from_parameter(width), &width, |bench, _| {

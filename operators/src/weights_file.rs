@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -38,7 +38,7 @@ pub(crate) fn save<C: Serialize>(
     let len = json.len();
     tensors.insert(
         config_tensor.to_string(),
-        Tensor::from_vec(json, len, &Device::Cpu)?,
+        Tensor::from_vec(json, len, &crate::device::cpu())?,
     );
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
@@ -62,7 +62,7 @@ pub(crate) struct Loaded<C> {
 
 /// Reads `path`, with the config from the u8 tensor `config_tensor` if present.
 pub(crate) fn read<C: DeserializeOwned>(path: &Path, config_tensor: &str) -> Result<Loaded<C>> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+    let tensors = candle_core::safetensors::load(path, &crate::device::cpu())
         .map_err(|e| file_err(path, format!("cannot read: {e}")))?;
     let config = match tensors.get(config_tensor) {
         Some(t) => {

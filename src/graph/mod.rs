@@ -1,24 +1,57 @@
 //! A validated graph of typed nodes, built from a loaded pipeline.
 //!
-//! Building a [`Graph`] runs every check that needs no data: ids, edges, arity,
-//! references to inputs and outputs, cycles, and whether each edge's Arrow schema
-//! gives the consumer the columns it needs. [`Graph::check_inputs`] then looks at the
-//! input files' presence and columns, and [`Graph::check_data`] scans their rows. The
-//! runtime only ever receives a graph that passed all three.
+//! [`Graph::build`] reads every model and every node's settings (each by its kind),
+//! then runs every check that needs no data: ids, edges, arity, references to inputs,
+//! outputs and models, cycles, whether each edge's Arrow schema gives the consumer the
+//! columns it needs, the node types' own checks, and the training analysis.
+//! [`Graph::check_files`] then looks at the input files (presence and columns, and with
+//! `rows` every row). The runtime only ever receives a graph that passed all of them.
+//!
+//! ```
+//! use freshen::graph::Graph;
+//! use freshen::spec::LoadedSpec;
+//!
+//! let yaml = "
+//! inputs: {d: {path: data/wordnet-sample}}
+//! nodes:
+//!   - {id: corpus, type: source, dataset: d}
+//!   - {id: embed, type: encode, inputs: [corpus], model: {kind: hashed, dim: 8}}
+//!   - {id: write, type: sink, inputs: [embed], output: vectors}
+//! outputs: {vectors: {path: /tmp/vectors.parquet}}
+//! ";
+//! let spec = LoadedSpec::from_str("p.yaml".as_ref(), yaml, &[])?;
+//! let graph = Graph::build(spec, freshen::nodes::KINDS)?;
+//! assert_eq!(graph.nodes()[1].kind.type_name(), "encode");
+//! assert_eq!(graph.main_schema(1).unwrap().field(2).name(), "embedding");
+//!
+//! // A typo is one line that points at it.
+//! let bad = yaml.replace("dim: 8", "dmi: 8");
+//! let err = Graph::build(LoadedSpec::from_str("p.yaml".as_ref(), &bad, &[])?, freshen::nodes::KINDS)
+//!     .unwrap_err()
+//!     .to_string();
+//! assert!(err.starts_with("p.yaml:5:"), "{err}");
+//! assert!(err.contains("node embed: unknown key `dmi`"), "{err}");
+//! # Ok::<(), freshen::Error>(())
+//! ```
 
-mod ports;
+mod kind;
+pub mod needs;
 mod render;
+mod structure;
 mod training;
 
 use std::collections::{BTreeMap, HashMap};
 
 use arrow::datatypes::SchemaRef;
 
-use crate::error::{Error, Result};
-use crate::spec::{InputFormat, LoadedSpec, NodeSpec, OperatorSpec, TableName};
-use crate::store::beir::{Dataset, Format, Table};
+use crate::error::Result;
+use crate::models::{Model, ModelCx};
+use crate::spec::LoadedSpec;
 
-pub use ports::{model_dim, MAIN, STATS, STEPS};
+pub use kind::{
+    CheckCx, Facts, NodeEntry, NodeKind, ParseCx, PlanCx, Planned, References, Registry, Store,
+};
+pub use needs::{Need, MAIN};
 pub use render::{to_dot, to_mermaid};
 pub use training::Training;
 
@@ -31,114 +64,83 @@ pub struct Edge {
     pub port: String,
 }
 
+/// One node: its id, its inputs as written, and its settings, read by its kind.
+#[derive(Debug)]
+pub struct GraphNode {
+    /// The node's id.
+    pub id: String,
+    /// Its inputs as written (`id` or `id.port`).
+    pub inputs: Vec<String>,
+    /// Its settings: what its type says about it.
+    pub kind: Box<dyn NodeKind>,
+}
+
+impl GraphNode {
+    /// The settings, if the node is of type `T`.
+    pub fn settings<T: NodeKind>(&self) -> Option<&T> {
+        let any: &dyn std::any::Any = self.kind.as_ref();
+        any.downcast_ref::<T>()
+    }
+
+    /// Whether the node is of type `T`.
+    pub fn is<T: NodeKind>(&self) -> bool {
+        self.settings::<T>().is_some()
+    }
+}
+
 /// A pipeline whose graph is known to be well formed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Graph {
     /// The loaded pipeline (kept for pointing errors at its text).
     pub spec: LoadedSpec,
+    /// The models of `models:`, by name.
+    pub models: BTreeMap<String, Model>,
     /// Node indices in an order where every node comes after its inputs.
     pub order: Vec<usize>,
     /// The output ports of each node with their Arrow schemas, main port first (none
     /// for sinks).
     pub ports: Vec<Vec<(String, SchemaRef)>>,
-    /// What training the graph does, if it has an `update` node.
+    /// What training the graph does, if it has a node that trains.
     pub training: Option<Training>,
+    nodes: Vec<GraphNode>,
     index: HashMap<String, usize>,
     consumers: Vec<Vec<usize>>,
     edges: Vec<Vec<Edge>>,
 }
 
 impl Graph {
-    /// Checks the graph of `spec` and computes every node's output schema.
-    pub fn build(spec: LoadedSpec) -> Result<Self> {
-        let nodes = &spec.pipeline.nodes;
-        let mut index = HashMap::new();
-        for (i, n) in nodes.iter().enumerate() {
-            if let Some(&first) = index.get(&n.id) {
-                let first_path = format!("{}.id", LoadedSpec::node_path(first));
-                let at = spec
-                    .span_of(&first_path)
-                    .map(|s| format!(" at line {}", s.line))
-                    .unwrap_or_default();
-                return Err(spec.error(
-                    &format!("{}.id", LoadedSpec::node_path(i)),
-                    Some(&n.id),
-                    format!(
-                        "duplicate id `{}` (first defined{at}; ids must be unique)",
-                        n.id
-                    ),
-                ));
-            }
-            index.insert(n.id.clone(), i);
-        }
-        let mut consumers = vec![Vec::new(); nodes.len()];
-        let mut edges = vec![Vec::new(); nodes.len()];
-        for (i, n) in nodes.iter().enumerate() {
-            check_arity(&spec, i, n)?;
-            for (j, input) in n.inputs.iter().enumerate() {
-                match resolve(&index, input) {
-                    Some(edge) => {
-                        consumers[edge.node].push(i);
-                        edges[i].push(edge);
-                    }
-                    None => {
-                        let known: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-                        return Err(spec.error(
-                            &format!("{}.inputs.{j}", LoadedSpec::node_path(i)),
-                            Some(&n.id),
-                            format!(
-                                "input `{input}` names no node (expected one of {})",
-                                known.join(", ")
-                            ),
-                        ));
-                    }
-                }
-            }
-            check_references(&spec, i, n)?;
-        }
-        check_outputs(&spec)?;
-        let order = topological_order(&spec, &edges)?;
+    /// Reads the models and nodes of `spec` (node types looked up in `registry`), checks
+    /// the graph and computes every node's output schema.
+    pub fn build(spec: LoadedSpec, registry: &Registry) -> Result<Self> {
+        let models = structure::parse_models(&spec)?;
+        let nodes = structure::parse_nodes(&spec, registry)?;
+        let index = structure::check_ids(&spec, &nodes)?;
+        let structure::Wiring { edges, consumers } = structure::edges(&spec, &nodes, &index)?;
+        structure::check_references(&spec, &nodes)?;
+        let order = structure::topological_order(&spec, &nodes, &edges)?;
         let count = nodes.len();
         let mut graph = Graph {
             spec,
+            models,
             order,
             ports: vec![Vec::new(); count],
             training: None,
+            nodes,
             index,
             consumers,
             edges,
         };
-        for &i in &graph.order.clone() {
-            let mut inputs: Vec<(String, Option<SchemaRef>)> = Vec::new();
-            for (j, edge) in graph.edges[i].iter().enumerate() {
-                let name = graph.spec.pipeline.nodes[i].inputs[j].clone();
-                let schema = graph.schema(edge);
-                if schema.is_none() && !graph.ports[edge.node].is_empty() {
-                    let have: Vec<&str> = graph.ports[edge.node]
-                        .iter()
-                        .map(|(p, _)| p.as_str())
-                        .filter(|p| !p.is_empty())
-                        .collect();
-                    return Err(graph.spec.error(
-                        &format!("{}.inputs.{j}", LoadedSpec::node_path(i)),
-                        Some(&graph.spec.pipeline.nodes[i].id),
-                        format!(
-                            "`{}` has no port `{}` (expected one of: {})",
-                            graph.spec.pipeline.nodes[edge.node].id,
-                            edge.port,
-                            if have.is_empty() {
-                                "none".to_string()
-                            } else {
-                                have.join(", ")
-                            }
-                        ),
-                    ));
-                }
-                inputs.push((name, schema));
-            }
-            graph.ports[i] = ports::output_ports(&graph.spec, i, &inputs)?;
+        for i in graph.order.clone() {
+            graph.ports[i] = structure::ports(&graph, i)?;
         }
-        graph.training = training::check(&graph)?;
+        for i in 0..count {
+            structure::check_models(&graph, i)?;
+            graph.nodes[i].kind.check(&CheckCx {
+                graph: &graph,
+                node: i,
+            })?;
+        }
+        graph.training = structure::training(&graph)?;
         Ok(graph)
     }
 
@@ -161,8 +163,8 @@ impl Graph {
     }
 
     /// The nodes, in file order.
-    pub fn nodes(&self) -> &[NodeSpec] {
-        &self.spec.pipeline.nodes
+    pub fn nodes(&self) -> &[GraphNode] {
+        &self.nodes
     }
 
     /// The index of the node with id `id`.
@@ -180,291 +182,63 @@ impl Graph {
         self.edges[i].iter().map(|e| e.node).collect()
     }
 
-    /// Opens the dataset a source node reads.
-    pub fn dataset(&self, i: usize) -> Result<Dataset> {
-        let node = &self.nodes()[i];
-        let OperatorSpec::Source(s) = &node.op else {
-            return Err(Error::Other(format!("node {} is not a source", node.id)));
-        };
-        let input = &self.spec.pipeline.inputs[&s.dataset];
-        let format = match input.format {
-            InputFormat::Auto => None,
-            InputFormat::Parquet => Some(Format::Parquet),
-            InputFormat::Beir => Some(Format::Jsonl),
-        };
-        Dataset::open(&input.path, format).map_err(|e| {
-            self.spec.error(
-                &format!("inputs.{}.path", s.dataset),
-                Some(&node.id),
-                e.to_string(),
-            )
+    /// Checks the files every model and node reads: model folders, the datasets'
+    /// presence and columns; with `rows`, every row of every dataset (what `check` and
+    /// `run` do first).
+    pub fn check_files(&self, rows: bool) -> Result<()> {
+        for (name, m) in &self.models {
+            m.check_files(&ModelCx {
+                spec: &self.spec,
+                path: format!("models.{name}"),
+                node: None,
+            })?;
+        }
+        let passes: &[bool] = if rows { &[false, true] } else { &[false] };
+        for &rows in passes {
+            let mut seen = Vec::new();
+            for &i in &self.order {
+                let cx = CheckCx {
+                    graph: self,
+                    node: i,
+                };
+                self.nodes[i].kind.check_files(&cx, rows, &mut seen)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings in effect, as JSON: the pipeline with every node's and model's
+    /// settings, defaults included (recorded with a run's results).
+    pub fn settings_json(&self) -> serde_json::Value {
+        let p = &self.spec.pipeline;
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut v = n.kind.settings_json();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("id".into(), n.id.clone().into());
+                    o.insert("inputs".into(), n.inputs.clone().into());
+                    o.insert("type".into(), n.kind.type_name().into());
+                }
+                v
+            })
+            .collect();
+        let models: serde_json::Map<String, serde_json::Value> = self
+            .models
+            .iter()
+            .map(|(k, m)| (k.clone(), m.settings_json()))
+            .collect();
+        serde_json::json!({
+            "version": p.version,
+            "name": p.name,
+            "description": p.description,
+            "seed": p.seed,
+            "vars": p.vars,
+            "inputs": p.inputs,
+            "models": models,
+            "nodes": nodes,
+            "outputs": p.outputs,
         })
-    }
-
-    /// The table a source node reads.
-    pub fn table(&self, i: usize) -> Option<Table> {
-        match &self.nodes()[i].op {
-            OperatorSpec::Source(s) => Some(match s.table {
-                TableName::Corpus => Table::Corpus,
-                TableName::Queries => Table::Queries,
-                TableName::Qrels | TableName::Pairs => {
-                    Table::Qrels(s.split.clone().unwrap_or_default())
-                }
-            }),
-            _ => None,
-        }
-    }
-
-    /// Checks that every source's files exist and hold the columns it needs (no rows read).
-    pub fn check_inputs(&self) -> Result<()> {
-        for &i in &self.order {
-            let Some(table) = self.table(i) else { continue };
-            let ds = self.dataset(i)?;
-            let OperatorSpec::Source(s) = &self.nodes()[i].op else {
-                continue;
-            };
-            let mut tables = vec![table];
-            if s.table == TableName::Pairs {
-                tables.push(Table::Queries);
-            }
-            for table in tables {
-                ds.check_columns(&table).map_err(|e| {
-                    self.spec.error(
-                        &format!("inputs.{}.path", s.dataset),
-                        Some(&self.nodes()[i].id),
-                        e.to_string(),
-                    )
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks every pretrained model folder the pipeline names (config, tokenizer, the
-    /// weight file's header) without loading weights. Errors point at the model's `path`.
-    pub fn check_models(&self) -> Result<()> {
-        use crate::spec::{ModelRef, ModelSpec};
-        let check = |m: &ModelSpec, key: String, node: Option<&str>| -> Result<()> {
-            if let ModelSpec::Bert(b) = m {
-                freshen_operators::BertEncoder::check_folder(&b.path)
-                    .map_err(|e| self.spec.error(&key, node, e.to_string()))?;
-            }
-            Ok(())
-        };
-        for (name, m) in &self.spec.pipeline.models {
-            check(m, format!("models.{name}.path"), None)?;
-        }
-        for (i, n) in self.nodes().iter().enumerate() {
-            if let OperatorSpec::Encode(e) = &n.op {
-                if let ModelRef::Inline(m) = &e.model {
-                    check(m, format!("nodes.{i}.model.path"), Some(&n.id))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Scans every dataset the sources read, row by row (nulls, empty texts, duplicate ids,
-    /// qrels naming unknown ids). Errors name the data file and row, and the node.
-    pub fn check_data(&self) -> Result<()> {
-        let mut seen = BTreeMap::new();
-        for &i in &self.order {
-            let OperatorSpec::Source(s) = &self.nodes()[i].op else {
-                continue;
-            };
-            if seen.insert(s.dataset.clone(), ()).is_some() {
-                continue;
-            }
-            self.dataset(i)?
-                .validate()
-                .map_err(|e| e.with_node(&self.nodes()[i].id))?;
-        }
-        Ok(())
-    }
-}
-
-/// `id` or `id.port`: the node a written input names, with its port.
-fn resolve(index: &HashMap<String, usize>, input: &str) -> Option<Edge> {
-    if let Some(&node) = index.get(input) {
-        return Some(Edge {
-            node,
-            port: MAIN.to_string(),
-        });
-    }
-    let (id, port) = input.rsplit_once('.')?;
-    index.get(id).map(|&node| Edge {
-        node,
-        port: port.to_string(),
-    })
-}
-
-fn check_arity(spec: &LoadedSpec, i: usize, n: &NodeSpec) -> Result<()> {
-    let allowed: &[usize] = match &n.op {
-        OperatorSpec::Source(_) => &[0],
-        OperatorSpec::Cache(_) | OperatorSpec::Sink(_) => &[1],
-        OperatorSpec::Encode(_) | OperatorSpec::Correct(_) => &[1, 2],
-        OperatorSpec::Sample(_) => &[3],
-        OperatorSpec::Loss(_) => &[3, 4],
-        OperatorSpec::Update(_) => &[2],
-        OperatorSpec::Eval(e) if e.models.is_some() => &[6],
-        OperatorSpec::Eval(_) => &[3],
-    };
-    if !allowed.contains(&n.inputs.len()) {
-        let want = allowed
-            .iter()
-            .map(|k| k.to_string())
-            .collect::<Vec<_>>()
-            .join(" or ");
-        let path = if n.inputs.is_empty() {
-            LoadedSpec::node_path(i)
-        } else {
-            format!("{}.inputs", LoadedSpec::node_path(i))
-        };
-        return Err(spec.error(
-            &path,
-            Some(&n.id),
-            format!(
-                "`{}` takes {want} input{} (found {})",
-                n.op.type_name(),
-                if allowed == [1] { "" } else { "s" },
-                n.inputs.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_references(spec: &LoadedSpec, i: usize, n: &NodeSpec) -> Result<()> {
-    let p = &spec.pipeline;
-    let path = LoadedSpec::node_path(i);
-    match &n.op {
-        OperatorSpec::Source(s) => {
-            if !p.inputs.contains_key(&s.dataset) {
-                let known: Vec<&str> = p.inputs.keys().map(String::as_str).collect();
-                return Err(spec.error(
-                    &format!("{path}.dataset"),
-                    Some(&n.id),
-                    format!(
-                        "dataset `{}` is not among the pipeline's inputs (expected one of: {})",
-                        s.dataset,
-                        known.join(", ")
-                    ),
-                ));
-            }
-            if matches!(s.table, TableName::Qrels | TableName::Pairs) && s.split.is_none() {
-                return Err(spec.error(
-                    &format!("{path}.table"),
-                    Some(&n.id),
-                    format!(
-                        "`table: {}` needs a `split` (expected e.g. split: {})",
-                        if s.table == TableName::Pairs {
-                            "pairs"
-                        } else {
-                            "qrels"
-                        },
-                        if s.table == TableName::Pairs {
-                            "train"
-                        } else {
-                            "test"
-                        }
-                    ),
-                ));
-            }
-        }
-        OperatorSpec::Sink(s) if !p.outputs.contains_key(&s.output) => {
-            let known: Vec<&str> = p.outputs.keys().map(String::as_str).collect();
-            return Err(spec.error(
-                &format!("{path}.output"),
-                Some(&n.id),
-                format!(
-                    "output `{}` is not among the pipeline's outputs (expected one of: {})",
-                    s.output,
-                    known.join(", ")
-                ),
-            ));
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn check_outputs(spec: &LoadedSpec) -> Result<()> {
-    let mut writers: BTreeMap<&str, &str> = BTreeMap::new();
-    for (i, n) in spec.pipeline.nodes.iter().enumerate() {
-        if let OperatorSpec::Sink(s) = &n.op {
-            if let Some(other) = writers.insert(&s.output, &n.id) {
-                return Err(spec.error(
-                    &format!("{}.output", LoadedSpec::node_path(i)),
-                    Some(&n.id),
-                    format!("output `{}` is already written by node `{other}` (expected one sink per output)", s.output),
-                ));
-            }
-        }
-    }
-    for name in spec.pipeline.outputs.keys() {
-        if !writers.contains_key(name.as_str()) {
-            return Err(spec.key_error(
-                &format!("outputs.{name}"),
-                None,
-                format!(
-                    "output `{name}` is written by no sink (expected a sink with `output: {name}`)"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Kahn's algorithm; a cycle is reported at the first node on it, with the whole loop.
-fn topological_order(spec: &LoadedSpec, edges: &[Vec<Edge>]) -> Result<Vec<usize>> {
-    let nodes = &spec.pipeline.nodes;
-    let mut indegree: Vec<usize> = edges.iter().map(Vec::len).collect();
-    let mut ready: Vec<usize> = (0..nodes.len())
-        .rev()
-        .filter(|&i| indegree[i] == 0)
-        .collect();
-    let mut order = Vec::with_capacity(nodes.len());
-    while let Some(i) = ready.pop() {
-        order.push(i);
-        for (j, inputs) in edges.iter().enumerate().rev() {
-            for input in inputs {
-                if input.node == i {
-                    indegree[j] -= 1;
-                    if indegree[j] == 0 {
-                        ready.push(j);
-                    }
-                }
-            }
-        }
-    }
-    if order.len() == nodes.len() {
-        return Ok(order);
-    }
-    // Walk back along inputs from a node left over until a node repeats: that is the loop.
-    let start = (0..nodes.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
-    let mut path = vec![start];
-    let mut cur = start;
-    loop {
-        let next = edges[cur]
-            .iter()
-            .map(|e| e.node)
-            .find(|&p| indegree[p] > 0)
-            .unwrap_or(start);
-        if let Some(pos) = path.iter().position(|&p| p == next) {
-            // `path` follows inputs backwards; data flows the other way round.
-            let mut cycle: Vec<usize> = path[pos..].iter().rev().copied().collect();
-            let first = *cycle.iter().min().unwrap_or(&start);
-            let at = cycle.iter().position(|&c| c == first).unwrap_or(0);
-            cycle.rotate_left(at);
-            cycle.push(first);
-            let names: Vec<&str> = cycle.iter().map(|&c| nodes[c].id.as_str()).collect();
-            return Err(spec.error(
-                &format!("{}.inputs", LoadedSpec::node_path(first)),
-                Some(&nodes[first].id),
-                format!("cycle: {} (expected an acyclic graph)", names.join(" -> ")),
-            ));
-        }
-        path.push(next);
-        cur = next;
     }
 }

@@ -4,7 +4,7 @@ use super::Graph;
 
 fn label(g: &Graph, i: usize) -> String {
     let n = &g.nodes()[i];
-    format!("{}\\n({})", n.id, n.op.type_name())
+    format!("{}\\n({})", n.id, n.kind.type_name())
 }
 
 fn edge_label(g: &Graph, edge: &super::Edge) -> String {
@@ -42,7 +42,7 @@ pub fn to_mermaid(g: &Graph) -> String {
             "    {}[\"{}<br/>({})\"]\n",
             mermaid_id(&n.id),
             n.id,
-            n.op.type_name()
+            n.kind.type_name()
         ));
     }
     for &i in &g.order {

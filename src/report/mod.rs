@@ -32,7 +32,7 @@ impl RunSummary {
     /// Reads the single row of a summary batch.
     pub fn from_batch(label: &str, b: &RecordBatch) -> Result<Self> {
         if b.num_rows() != 1 {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "a summary has one row, this one has {}",
                 b.num_rows()
             )));
@@ -70,7 +70,7 @@ impl RunSummary {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("summary.parquet");
         if !path.exists() {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "{}: no summary.parquet (expected the output folder of a finished training run)",
                 dir.display()
             )));

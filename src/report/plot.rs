@@ -41,7 +41,7 @@ fn register_font() -> Result<()> {
             .map_err(|_| format!("{path}: not a usable TrueType font"))
     })
     .clone()
-    .map_err(Error::Other)
+    .map_err(Error::Usage)
 }
 
 /// Target-encoder forwards of training: everything but evaluation.
@@ -66,7 +66,10 @@ fn short(x: f64) -> String {
 /// Draws the arms' test Recall@20 against their training forwards as a PNG.
 pub fn plot(arms: &[Arm], path: &Path) -> Result<()> {
     register_font()?;
-    let err = |e: &dyn std::fmt::Display| Error::Other(format!("{}: {e}", path.display()));
+    let err = |e: &dyn std::fmt::Display| Error::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let points: Vec<(String, f64, f64, f64)> = arms
         .iter()
         .map(|a| {
@@ -79,7 +82,7 @@ pub fn plot(arms: &[Arm], path: &Path) -> Result<()> {
         })
         .collect();
     if points.is_empty() {
-        return Err(Error::Other("nothing to plot: no runs".into()));
+        return Err(Error::Usage("nothing to plot: no runs".into()));
     }
     let (xmin, xmax) = points
         .iter()

@@ -5,11 +5,13 @@
 
 use serde_yaml::Value;
 
-use super::load::{child, key_str, LoadedSpec};
-use crate::error::Result;
+use super::paths::{child, key_str};
+
+/// What went wrong where: the dotted path of the value, and the message.
+pub(crate) type Misplaced = (String, String);
 
 /// Replaces every `${NAME}` in the string values of `root`.
-pub(crate) fn interpolate(root: &mut Value, spec: &LoadedSpec) -> Result<()> {
+pub(crate) fn interpolate(root: &mut Value) -> Result<(), Misplaced> {
     let mut vars = std::collections::BTreeMap::new();
     if let Some(Value::Mapping(m)) = root.get("vars") {
         for (k, v) in m {
@@ -18,10 +20,9 @@ pub(crate) fn interpolate(root: &mut Value, spec: &LoadedSpec) -> Result<()> {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 _ => {
-                    return Err(spec.error(
-                        &format!("vars.{}", key_str(k)),
-                        None,
-                        "a variable must be a string, number or boolean",
+                    return Err((
+                        format!("vars.{}", key_str(k)),
+                        "a variable must be a string, number or boolean".into(),
                     ))
                 }
             };
@@ -32,7 +33,7 @@ pub(crate) fn interpolate(root: &mut Value, spec: &LoadedSpec) -> Result<()> {
     let lookup = |name: &str| std::env::var(name).ok();
     let mut resolved = std::collections::BTreeMap::new();
     for (k, v) in &vars {
-        let s = expand(v, &lookup).map_err(|m| spec.error(&format!("vars.{k}"), None, m))?;
+        let s = expand(v, &lookup).map_err(|m| (format!("vars.{k}"), m))?;
         resolved.insert(k.clone(), s);
     }
     let lookup = |name: &str| {
@@ -41,22 +42,21 @@ pub(crate) fn interpolate(root: &mut Value, spec: &LoadedSpec) -> Result<()> {
             .cloned()
             .or_else(|| std::env::var(name).ok())
     };
-    walk(root, "", &lookup, spec)
+    walk(root, "", &lookup)
 }
 
 fn walk(
     v: &mut Value,
     path: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-    spec: &LoadedSpec,
-) -> Result<()> {
+) -> Result<(), Misplaced> {
     match v {
         Value::String(s) if s.contains('$') => {
-            *s = expand(s, lookup).map_err(|m| spec.error(path, None, m))?;
+            *s = expand(s, lookup).map_err(|m| (path.to_string(), m))?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, &child(path, &i.to_string()), lookup, spec)?;
+                walk(item, &child(path, &i.to_string()), lookup)?;
             }
         }
         Value::Mapping(m) => {
@@ -65,10 +65,10 @@ fn walk(
                 if path.is_empty() && key == "vars" {
                     continue;
                 }
-                walk(item, &child(path, &key), lookup, spec)?;
+                walk(item, &child(path, &key), lookup)?;
             }
         }
-        Value::Tagged(t) => walk(&mut t.value, path, lookup, spec)?,
+        Value::Tagged(t) => walk(&mut t.value, path, lookup)?,
         _ => {}
     }
     Ok(())

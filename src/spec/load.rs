@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+use super::format::{NodeSpec, Pipeline, FORMAT_VERSION};
 use super::position::PositionIndex;
-use super::types::{NodeSpec, OperatorSpec, Pipeline};
 use crate::error::{Error, Result, Span};
 
 /// A parsed pipeline with what is needed to point errors back at its text.
@@ -54,7 +54,8 @@ impl LoadedSpec {
             })?;
             spec.overrides.push((path, set.clone()));
         }
-        super::interpolate::interpolate(&mut value, &spec)?;
+        super::interpolate::interpolate(&mut value)
+            .map_err(|(path, message)| spec.error(&path, None, message))?;
         spec.pipeline = spec.typed(value)?;
         Ok(spec)
     }
@@ -147,15 +148,16 @@ impl LoadedSpec {
                 ))
             }
         };
-        if let Some(m) = value.as_mapping_mut() {
-            m.insert(Value::from("nodes"), Value::Sequence(Vec::new()));
-        }
-        let mut pipeline: Pipeline = self.deserialize("", None, value)?;
-        for (name, model) in &pipeline.models {
-            if let Some((key, message)) = super::ranges::model_ranges(model, "").into_iter().next()
-            {
-                return Err(self.error(&format!("models.{name}.{key}"), None, message));
-            }
+        let mut pipeline: Pipeline = self.deserialize_at("", None, value)?;
+        if pipeline.version != FORMAT_VERSION {
+            return Err(self.error(
+                "version",
+                None,
+                format!(
+                    "`version` is {} (expected {FORMAT_VERSION}, the only version of the format)",
+                    pipeline.version
+                ),
+            ));
         }
         for (i, node) in nodes.into_iter().enumerate() {
             pipeline.nodes.push(self.node(i, node)?);
@@ -195,16 +197,8 @@ impl LoadedSpec {
             Some(_) => {
                 return Err(self.error(&format!("{path}.type"), node, "`type` must be a string"))
             }
-            None => {
-                return Err(self.error(
-                    &path,
-                    node,
-                    format!(
-                        "missing key `type` (expected one of {})",
-                        OperatorSpec::TYPES.join(", ")
-                    ),
-                ))
-            }
+            // Reported by the graph, which knows the types there are.
+            None => String::new(),
         };
         let inputs = match map.remove("inputs") {
             None | Some(Value::Null) => Vec::new(),
@@ -233,37 +227,17 @@ impl LoadedSpec {
                 ))
             }
         };
-        let settings = Value::Mapping(map);
-        let op = match ty.as_str() {
-            "source" => OperatorSpec::Source(self.deserialize(&path, node, settings)?),
-            "encode" => OperatorSpec::Encode(self.deserialize(&path, node, settings)?),
-            "cache" => OperatorSpec::Cache(self.deserialize(&path, node, settings)?),
-            "sink" => OperatorSpec::Sink(self.deserialize(&path, node, settings)?),
-            "eval" => OperatorSpec::Eval(self.deserialize(&path, node, settings)?),
-            "correct" => OperatorSpec::Correct(self.deserialize(&path, node, settings)?),
-            "sample" => OperatorSpec::Sample(self.deserialize(&path, node, settings)?),
-            "loss" => OperatorSpec::Loss(self.deserialize(&path, node, settings)?),
-            "update" => OperatorSpec::Update(self.deserialize(&path, node, settings)?),
-            other => {
-                return Err(self.error(
-                    &format!("{path}.type"),
-                    node,
-                    format!(
-                        "unknown operator type `{other}` (expected one of {})",
-                        OperatorSpec::TYPES.join(", ")
-                    ),
-                ))
-            }
-        };
-        let spec = NodeSpec { id, inputs, op };
-        if let Some((key, message)) = super::ranges::check(&spec.op).into_iter().next() {
-            return Err(self.error(&format!("{path}.{key}"), Some(&spec.id), message));
-        }
-        Ok(spec)
+        Ok(NodeSpec {
+            id,
+            inputs,
+            type_name: ty,
+            settings: Value::Mapping(map),
+        })
     }
 
-    /// Deserialises `value` found at `base`, mapping serde's error to the place it names.
-    fn deserialize<T: DeserializeOwned>(
+    /// Deserialises `value` found at `base` (a dotted path) in node `node`, turning
+    /// serde's error into one that points at the key or value it names.
+    pub fn deserialize_at<T: DeserializeOwned>(
         &self,
         base: &str,
         node: Option<&str>,
@@ -302,7 +276,7 @@ impl LoadedSpec {
 
 fn empty_pipeline() -> Pipeline {
     Pipeline {
-        version: 1,
+        version: FORMAT_VERSION,
         name: None,
         description: None,
         seed: 0,
@@ -321,7 +295,7 @@ fn quoted_after(text: &str, prefix: &str) -> Option<String> {
 }
 
 /// Turns serde's wording into ours: `key` rather than `field`, and what was expected in parentheses.
-fn tidy(raw: &str) -> String {
+pub(crate) fn tidy(raw: &str) -> String {
     let mut s = raw
         .replace("unknown field", "unknown key")
         .replace("missing field", "missing key");
@@ -335,26 +309,6 @@ fn tidy(raw: &str) -> String {
         s.push_str(&format!(" (expected {expected})"));
     }
     s
-}
-
-/// The dotted path of `Mapping` key `k` under `base`.
-pub(crate) fn child(base: &str, k: &str) -> String {
-    if base.is_empty() {
-        k.to_string()
-    } else {
-        format!("{base}.{k}")
-    }
-}
-
-/// A mapping's string keys, for walking values.
-pub(crate) fn key_str(k: &Value) -> String {
-    match k {
-        Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
 }
 
 #[cfg(test)]

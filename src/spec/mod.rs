@@ -1,20 +1,18 @@
-//! The pipeline format: what a YAML pipeline may say, and how it is read.
+//! The pipeline format: what every pipeline file says, and how it is read.
 //!
-//! [`LoadedSpec::load`] turns a file into a typed [`Pipeline`], remembering where each
-//! value was written so that the graph checks later on can point at it.
+//! [`LoadedSpec::load`] turns a file into a [`Pipeline`] (the `${VAR}`s interpolated and
+//! the `--set` overrides applied), remembering where each value was written so that
+//! every later check, the node kinds' included, can point at it. Each node's and model's
+//! own settings stay as written here; their kinds read them with
+//! [`LoadedSpec::deserialize_at`].
 
+mod format;
 mod interpolate;
 mod load;
 mod overrides;
+mod paths;
 pub mod position;
-mod ranges;
-mod training;
-pub mod types;
+pub mod schema;
 
+pub use format::*;
 pub use load::LoadedSpec;
-pub use types::*;
-
-/// The JSON Schema of the pipeline format, derived from the same structs the loader uses.
-pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(Pipeline)).unwrap_or_default()
-}

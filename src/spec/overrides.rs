@@ -6,7 +6,7 @@
 
 use serde_yaml::Value;
 
-use super::load::key_str;
+use super::paths::key_str;
 
 /// Applies one `PATH=VALUE`; returns the index-based dotted path it changed.
 pub(crate) fn apply(root: &mut Value, set: &str) -> Result<String, String> {

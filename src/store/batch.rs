@@ -81,7 +81,10 @@ pub fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray
     batch
         .column_by_name(name)
         .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| Error::Other(format!("batch lacks string column `{name}`")))
+        .ok_or_else(|| Error::Column {
+            column: name.to_string(),
+            expected: "a string",
+        })
 }
 
 /// The `text_hash` column.
@@ -89,7 +92,10 @@ pub fn hashes(batch: &RecordBatch) -> Result<&UInt64Array> {
     batch
         .column_by_name(col::TEXT_HASH)
         .and_then(|c| c.as_primitive_opt())
-        .ok_or_else(|| Error::Other("batch lacks uint64 column `text_hash`".into()))
+        .ok_or_else(|| Error::Column {
+            column: col::TEXT_HASH.to_string(),
+            expected: "a uint64",
+        })
 }
 
 /// The embedding column's values, row-major, and its width.
@@ -113,7 +119,10 @@ pub fn vectors_of<'a>(batch: &'a RecordBatch, name: &str) -> Result<(&'a [f32], 
     let list = batch
         .column_by_name(name)
         .and_then(|c| c.as_fixed_size_list_opt())
-        .ok_or_else(|| Error::Other(format!("batch lacks fixed-size-list column `{name}`")))?;
+        .ok_or_else(|| Error::Column {
+            column: name.to_string(),
+            expected: "a fixed-size-list",
+        })?;
     let dim = list.value_length() as usize;
     let values = list.values().as_primitive::<Float32Type>().values();
     let start = list.offset() * dim;
@@ -133,6 +142,18 @@ pub fn embeddings_batch(
             Arc::new(StringArray::from(ids)) as ArrayRef,
             Arc::new(UInt64Array::from(hashes)),
             vector_column(vectors, dim)?,
+        ],
+    )?)
+}
+
+/// A batch of stored-embedding keys (`id`, `text_hash`).
+pub fn keys_batch(keys: Vec<(String, u64)>) -> Result<RecordBatch> {
+    let (ids, hashes): (Vec<String>, Vec<u64>) = keys.into_iter().unzip();
+    Ok(RecordBatch::try_new(
+        tables::keys_schema(),
+        vec![
+            Arc::new(StringArray::from(ids)) as ArrayRef,
+            Arc::new(UInt64Array::from(hashes)),
         ],
     )?)
 }

@@ -8,4 +8,3 @@ pub mod cache;
 pub mod pairs;
 pub mod parquet_io;
 pub mod tables;
-pub mod vectors;

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::Int32Type;
-use freshen_operators::hashing::{hash64_seeded, SplitMix64};
+use freshen_operators::hashing::hash64_seeded;
+use freshen_operators::random::SplitMix64;
 
 use crate::error::{Error, Result};
 use crate::store::batch;
@@ -48,7 +49,10 @@ impl TrainingPairs {
             let s = b
                 .column_by_name(col::SCORE)
                 .and_then(|a| a.as_primitive_opt::<Int32Type>())
-                .ok_or_else(|| Error::Other("qrels lack an int32 `score` column".into()))?;
+                .ok_or_else(|| Error::Column {
+                    column: col::SCORE.to_string(),
+                    expected: "an int32",
+                })?;
             for r in 0..b.num_rows() {
                 if s.value(r) > 0 {
                     positives
@@ -184,13 +188,17 @@ pub fn string_lists(b: &RecordBatch, name: &str) -> Result<Vec<Vec<String>>> {
     let list = b
         .column_by_name(name)
         .and_then(|c| c.as_list_opt::<i32>())
-        .ok_or_else(|| Error::Other(format!("batch lacks list column `{name}`")))?;
+        .ok_or_else(|| Error::Column {
+            column: name.to_string(),
+            expected: "a list",
+        })?;
     (0..list.len())
         .map(|r| {
             let v = list.value(r);
-            let s = v
-                .as_string_opt::<i32>()
-                .ok_or_else(|| Error::Other(format!("`{name}` is not a list of strings")))?;
+            let s = v.as_string_opt::<i32>().ok_or_else(|| Error::Column {
+                column: name.to_string(),
+                expected: "a list-of-strings",
+            })?;
             Ok(s.iter()
                 .map(|x| x.unwrap_or_default().to_string())
                 .collect())

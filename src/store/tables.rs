@@ -78,6 +78,14 @@ pub fn embeddings_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
+/// Keys of stored embeddings: `id`, `text_hash` (uint64).
+pub fn keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::ID, DataType::Utf8, false),
+        Field::new(col::TEXT_HASH, DataType::UInt64, false),
+    ]))
+}
+
 /// The Arrow type of an embedding column of width `dim`.
 pub fn embedding_type(dim: usize) -> DataType {
     DataType::FixedSizeList(

@@ -43,7 +43,9 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use crate::hashing::{hash64_seeded, SplitMix64};
+use crate::hashing::hash64_seeded;
+use crate::random::SplitMix64;
+use crate::ranges::{at_most, field_error, within};
 use crate::train::{Recorded, Trainable};
 use crate::weights_file;
 use crate::{Error, Result};
@@ -64,6 +66,7 @@ const MAX_PARAMS: usize = 1 << 31;
 
 /// The non-linearity between the corrector's layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// GELU, exact (erf) form like PyTorch's `nn.GELU()`. The default.
@@ -100,6 +103,7 @@ fn default_depth() -> usize {
 /// Settings of a [`Corrector`]. `dim` is required; the rest have defaults, and unknown
 /// fields are rejected when deserialising.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CorrectorConfig {
     /// Width of the embeddings it corrects (input and output).
@@ -130,32 +134,22 @@ impl CorrectorConfig {
         }
     }
 
-    /// Checks the ranges of the settings; the error names the field at fault.
+    /// Checks the ranges of the settings; the error ([`Error::Field`]) names the field
+    /// at fault.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, got: usize| {
-            Err(Error::Setting(format!(
-                "corrector: {field} must be in 1..={MAX_WIDTH}, got {got}"
-            )))
-        };
-        if !(1..=MAX_WIDTH).contains(&self.dim) {
-            return bad("dim", self.dim);
-        }
-        if !(1..=MAX_WIDTH).contains(&self.width) {
-            return bad("width", self.width);
-        }
-        if self.depth > MAX_DEPTH {
-            return Err(Error::Setting(format!(
-                "corrector: depth must be in 0..={MAX_DEPTH}, got {}",
-                self.depth
-            )));
-        }
+        within("dim", self.dim, 1, MAX_WIDTH)?;
+        within("width", self.width, 1, MAX_WIDTH)?;
+        at_most("depth", self.depth, MAX_DEPTH)?;
         if self.param_count() > MAX_PARAMS {
-            return Err(Error::Setting(format!(
-                "corrector: width {} × depth {} gives {} parameters, more than {MAX_PARAMS}",
-                self.width,
-                self.depth,
-                self.param_count()
-            )));
+            return Err(field_error(
+                "width",
+                format!(
+                    "`width` {} with `depth` {} gives {} parameters (expected at most {MAX_PARAMS})",
+                    self.width,
+                    self.depth,
+                    self.param_count()
+                ),
+            ));
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ fn normals(seed: u64, n: usize) -> Vec<f32> {
 
 fn randn(seed: u64, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
-    Tensor::from_vec(normals(seed, n), shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(normals(seed, n), shape, &crate::device::cpu()).unwrap()
 }
 
 /// Rows scaled to unit L2 norm.
@@ -44,7 +44,7 @@ fn starts_as_the_identity_exactly() {
     let x = randn(1, &[37, 12]);
     for act in ALL_ACTIVATIONS {
         for depth in [0, 1, 2] {
-            let h = Corrector::new(cfg(12, 20, depth, act), &Device::Cpu).unwrap();
+            let h = Corrector::new(cfg(12, 20, depth, act), &crate::device::cpu()).unwrap();
             assert_eq!(h.vars().len(), 4 + 2 * depth);
             assert_eq!(
                 flat(&h.forward(&x).unwrap()),
@@ -82,7 +82,7 @@ fn drift_step(h: &Corrector, opt: &mut AdamW, stale: &Tensor, fresh: &Tensor) ->
 #[test]
 fn every_variable_trains_on_the_drift_loss() {
     for act in ALL_ACTIVATIONS {
-        let h = Corrector::new(cfg(8, 16, 2, act), &Device::Cpu).unwrap();
+        let h = Corrector::new(cfg(8, 16, 2, act), &crate::device::cpu()).unwrap();
         let names: Vec<&str> = h.named_vars().iter().map(|(n, _)| n.as_str()).collect();
         let stale = randn(2, &[64, 8]);
         let fresh = (&stale + randn(3, &[64, 8]).tanh().unwrap()).unwrap();
@@ -118,7 +118,7 @@ fn every_variable_trains_on_the_drift_loss() {
 #[test]
 fn retriever_and_corrector_gradients_stay_apart() {
     let (b, m, d) = (4, 5, 8);
-    let h = Corrector::new(cfg(d, 16, 1, Activation::Gelu), &Device::Cpu).unwrap();
+    let h = Corrector::new(cfg(d, 16, 1, Activation::Gelu), &crate::device::cpu()).unwrap();
     // Move W_out off zero so that every corrector var is in play.
     h.named_vars()[4]
         .1
@@ -173,7 +173,7 @@ fn retriever_and_corrector_gradients_stay_apart() {
 
 #[test]
 fn apply_chunked_matches_forward_without_a_graph() {
-    let h = Corrector::new(cfg(6, 32, 2, Activation::Silu), &Device::Cpu).unwrap();
+    let h = Corrector::new(cfg(6, 32, 2, Activation::Silu), &crate::device::cpu()).unwrap();
     for (i, (_, v)) in h.named_vars().iter().enumerate() {
         v.set(&(v.as_tensor() + (randn(10 + i as u64, v.dims()) * 0.2).unwrap()).unwrap())
             .unwrap();
@@ -195,7 +195,7 @@ fn apply_chunked_matches_forward_without_a_graph() {
             );
         }
     }
-    let empty = Tensor::zeros((0, 6), DType::F32, &Device::Cpu).unwrap();
+    let empty = Tensor::zeros((0, 6), DType::F32, &crate::device::cpu()).unwrap();
     assert_eq!(h.apply_chunked(&empty, 4).unwrap().dims(), &[0, 6]);
     assert!(h.apply_chunked(cache.as_tensor(), 0).is_err());
     assert!(h.apply_chunked(&randn(9, &[3, 5]), 4).is_err());
@@ -225,18 +225,22 @@ fn layer_norm_matches_reference() {
 
 #[test]
 fn seeded_init_is_reproducible_and_dtype_independent() {
-    let a = Corrector::new(cfg(8, 24, 2, Activation::Relu), &Device::Cpu).unwrap();
-    let b = Corrector::new(cfg(8, 24, 2, Activation::Relu), &Device::Cpu).unwrap();
+    let a = Corrector::new(cfg(8, 24, 2, Activation::Relu), &crate::device::cpu()).unwrap();
+    let b = Corrector::new(cfg(8, 24, 2, Activation::Relu), &crate::device::cpu()).unwrap();
     let c = Corrector::new(
         CorrectorConfig {
             seed: 4,
             ..cfg(8, 24, 2, Activation::Relu)
         },
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
-    let d =
-        Corrector::with_dtype(cfg(8, 24, 2, Activation::Relu), &Device::Cpu, DType::F64).unwrap();
+    let d = Corrector::with_dtype(
+        cfg(8, 24, 2, Activation::Relu),
+        &crate::device::cpu(),
+        DType::F64,
+    )
+    .unwrap();
     for i in 0..a.vars().len() {
         let (name, va) = &a.named_vars()[i];
         let vals = flat(va.as_tensor());
@@ -272,9 +276,12 @@ fn seeded_init_is_reproducible_and_dtype_independent() {
         a.vars().iter().map(|v| v.elem_count()).sum::<usize>()
     );
     assert_eq!(a.varmap().all_vars().len(), a.vars().len());
-    assert!(
-        Corrector::with_dtype(cfg(8, 24, 1, Activation::Relu), &Device::Cpu, DType::BF16).is_err()
-    );
+    assert!(Corrector::with_dtype(
+        cfg(8, 24, 1, Activation::Relu),
+        &crate::device::cpu(),
+        DType::BF16
+    )
+    .is_err());
 }
 
 #[test]
@@ -324,8 +331,8 @@ fn config_serde_and_validation() {
             ..CorrectorConfig::new(4)
         },
     ] {
-        let err = Corrector::new(bad.clone(), &Device::Cpu).unwrap_err();
-        assert!(matches!(err, Error::Setting(_)), "{bad:?}: {err}");
+        let err = Corrector::new(bad.clone(), &crate::device::cpu()).unwrap_err();
+        assert!(matches!(err, Error::Field { .. }), "{bad:?}: {err}");
     }
 }
 
@@ -337,7 +344,7 @@ fn tmp_path(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn save_load_round_trip() {
-    let a = Corrector::new(cfg(6, 10, 1, Activation::Tanh), &Device::Cpu).unwrap();
+    let a = Corrector::new(cfg(6, 10, 1, Activation::Tanh), &crate::device::cpu()).unwrap();
     for (i, (_, v)) in a.named_vars().iter().enumerate() {
         v.set(&(v.as_tensor() + randn(20 + i as u64, v.dims())).unwrap())
             .unwrap();
@@ -350,19 +357,23 @@ fn save_load_round_trip() {
             seed: 99,
             ..cfg(6, 10, 1, Activation::Tanh)
         },
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     assert_ne!(flat(&a.forward(&x).unwrap()), flat(&b.forward(&x).unwrap()));
     b.load(&path).unwrap();
     assert_eq!(flat(&a.forward(&x).unwrap()), flat(&b.forward(&x).unwrap()));
     // A plain VarMap load reads the file too (it ignores the config tensor).
-    let c = Corrector::new(cfg(6, 10, 1, Activation::Tanh), &Device::Cpu).unwrap();
+    let c = Corrector::new(cfg(6, 10, 1, Activation::Tanh), &crate::device::cpu()).unwrap();
     c.varmap().clone().load(&path).unwrap();
     assert_eq!(flat(&a.forward(&x).unwrap()), flat(&c.forward(&x).unwrap()));
     // An f64 corrector loads the f32 file.
-    let mut e =
-        Corrector::with_dtype(cfg(6, 10, 1, Activation::Tanh), &Device::Cpu, DType::F64).unwrap();
+    let mut e = Corrector::with_dtype(
+        cfg(6, 10, 1, Activation::Tanh),
+        &crate::device::cpu(),
+        DType::F64,
+    )
+    .unwrap();
     e.load(&path).unwrap();
     let ye = e
         .forward(&x.to_dtype(DType::F64).unwrap())
@@ -377,7 +388,7 @@ fn save_load_round_trip() {
         cfg(6, 10, 1, Activation::Relu),
         cfg(6, 11, 1, Activation::Tanh),
     ] {
-        let mut d = Corrector::new(other, &Device::Cpu).unwrap();
+        let mut d = Corrector::new(other, &crate::device::cpu()).unwrap();
         let before = flat(&d.forward(&x).unwrap());
         assert!(matches!(d.load(&path), Err(Error::ModelFile { .. })));
         assert_eq!(flat(&d.forward(&x).unwrap()), before);
@@ -422,7 +433,7 @@ fn corrector_recovers_the_fresh_softmax_on_held_out_targets() {
         seed: 5,
         ..CorrectorConfig::new(d)
     };
-    let h = Corrector::new(cfg, &Device::Cpu).unwrap();
+    let h = Corrector::new(cfg, &crate::device::cpu()).unwrap();
     let lr = 1e-2;
     let mut opt = AdamW::new(
         h.vars(),
@@ -440,7 +451,7 @@ fn corrector_recovers_the_fresh_softmax_on_held_out_targets() {
         let idx: Vec<u32> = (0..batch)
             .map(|_| (rng.next_u64() % n as u64) as u32)
             .collect();
-        let idx = Tensor::from_vec(idx, batch, &Device::Cpu).unwrap();
+        let idx = Tensor::from_vec(idx, batch, &crate::device::cpu()).unwrap();
         let corrected = h
             .forward(&train_stale.index_select(&idx, 0).unwrap())
             .unwrap();

@@ -14,7 +14,7 @@ use crate::Result;
 use candle_core::Tensor;
 
 /// A text encoder backend.
-pub trait Encoder: Send {
+pub trait Encoder: Send + Sync {
     /// Width of the embeddings.
     fn dim(&self) -> usize;
 

@@ -50,6 +50,7 @@ pub const MASKED_LOGIT: f64 = -1e9;
 
 /// Which objective trains the corrector (see [`corrector_loss`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CorrectorLoss {
     /// The drift MSE only (the paper's loss; the default).
@@ -70,13 +71,25 @@ fn setting(msg: String) -> Error {
 }
 
 fn check_beta(beta: f64) -> Result<()> {
-    if beta.is_finite() && beta > 0.0 {
-        Ok(())
-    } else {
-        Err(setting(format!(
-            "loss: beta must be finite and positive, got {beta}"
-        )))
+    crate::ranges::finite_positive("beta", beta)
+}
+
+impl CorrectorLoss {
+    /// Checks the objective's own setting (`task_weight` of `both`: finite, ≥ 0).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            CorrectorLoss::Both { task_weight } => {
+                crate::ranges::finite_non_negative("both.task_weight", *task_weight)
+            }
+            _ => Ok(()),
+        }
     }
+}
+
+/// Checks the settings of a loss: β finite and > 0, and the corrector's objective.
+pub fn validate(beta: f64, objective: CorrectorLoss) -> Result<()> {
+    check_beta(beta)?;
+    objective.validate()
 }
 
 /// Checks that `mask` has shape `(b, m)` and only 0/1 values (and, with `positive_first`,
@@ -301,11 +314,7 @@ pub fn corrector_loss(
         CorrectorLoss::Mse => drift_mse_masked(corrected, fresh, mask),
         CorrectorLoss::Task => corrector_task_loss(q, corrected, mask, beta),
         CorrectorLoss::Both { task_weight } => {
-            if !(task_weight.is_finite() && task_weight >= 0.0) {
-                return Err(setting(format!(
-                    "corrector loss: task_weight must be finite and ≥ 0, got {task_weight}"
-                )));
-            }
+            kind.validate()?;
             // Checked here too, so a bad fresh shape fails whatever the weight.
             let mse = drift_mse_masked(corrected, fresh, mask)?;
             let task = corrector_task_loss(q, corrected, mask, beta)?;

@@ -1,6 +1,6 @@
 use super::*;
-use crate::hashing::SplitMix64;
-use candle_core::{Device, Var};
+use crate::random::SplitMix64;
+use candle_core::Var;
 
 /// Standard normal values, seeded.
 fn normals(seed: u64, n: usize) -> Vec<f64> {
@@ -9,7 +9,7 @@ fn normals(seed: u64, n: usize) -> Vec<f64> {
 }
 
 fn f64_tensor(values: &[f64], shape: &[usize]) -> Tensor {
-    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(values.to_vec(), shape, &crate::device::cpu()).unwrap()
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -151,7 +151,7 @@ fn ragged_mask(b: usize, m: usize) -> (Tensor, Vec<Vec<bool>>) {
         .map(|&v| if v { 1.0 } else { 0.0 })
         .collect();
     (
-        Tensor::from_vec(values, (b, m), &Device::Cpu).unwrap(),
+        Tensor::from_vec(values, (b, m), &crate::device::cpu()).unwrap(),
         valid,
     )
 }
@@ -326,11 +326,11 @@ fn corrector_loss_kinds_compose_and_only_reach_corrected() {
 fn losses_are_stable_for_huge_scores() {
     // β·s up to ~1e5 in f32: a naive exp would overflow to inf.
     let (b, m, d) = (2, 3, 2);
-    let q = Tensor::from_vec(vec![100f32, 0., -100., 50.], (b, d), &Device::Cpu).unwrap();
+    let q = Tensor::from_vec(vec![100f32, 0., -100., 50.], (b, d), &crate::device::cpu()).unwrap();
     let t = Tensor::from_vec(
         vec![10f32, 0., 9., 0., -10., 0., 0., 10., 0., -10., 1., 9.],
         (b, m, d),
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     // Logits (β = 100): row 0 [1e5, 9e4, -1e5], row 1 [5e4, -5e4, 3.5e4]: the positives
@@ -353,7 +353,7 @@ fn losses_are_stable_for_huge_scores() {
 
 #[test]
 fn bad_inputs_are_refused() {
-    let dev = Device::Cpu;
+    let dev = crate::device::cpu();
     let q = Tensor::zeros((2, 3), DType::F32, &dev).unwrap();
     let t = Tensor::zeros((2, 4, 3), DType::F32, &dev).unwrap();
     assert!(retriever_loss(&q, &t, None, 1.0).is_ok());
@@ -403,7 +403,7 @@ fn bad_inputs_are_refused() {
 
 #[test]
 fn diagnostics_match_hand_computed_values() {
-    let dev = Device::Cpu;
+    let dev = crate::device::cpu();
     let fresh = Tensor::from_vec(vec![1f32, 0., 0., 2.], (2, 2), &dev).unwrap();
     let a = Tensor::from_vec(vec![1f32, 1., 0., 1.], (2, 2), &dev).unwrap();
     // Row 0: 1/1; row 1: 1/4.

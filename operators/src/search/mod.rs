@@ -35,7 +35,7 @@ mod tests;
 
 pub use sampler::{NegativeSampler, Strategy};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::host::with_cpu_f32;
 use crate::{Error, Result};
@@ -93,8 +93,8 @@ pub fn top_k(
             scores.to_dtype(DType::F32)?
         };
         let scores = match scores.device() {
-            Device::Cpu => scores,
-            _ => scores.to_device(&Device::Cpu)?,
+            d if d.is_cpu() => scores,
+            _ => scores.to_device(&crate::device::cpu())?,
         };
         let base = start as u32;
         let scanned = with_cpu_f32(&scores, |flat| scan_rows(&mut selectors, flat, rows, base));

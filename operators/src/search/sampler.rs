@@ -4,13 +4,17 @@
 use candle_core::Tensor;
 
 use super::top_k;
-use crate::hashing::SplitMix64;
+use crate::random::SplitMix64;
+use crate::ranges::{field_error, finite, finite_non_negative};
 use crate::{Error, Result};
 
 /// How negatives are chosen from a query's filtered candidate pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The `k` best-scoring candidates (deterministic; the RNG is not used).
+    #[default]
     TopK,
     /// `k` candidates drawn without replacement from softmax(β·score) over the filtered
     /// pool, by Gumbel-top-k: each candidate gets the key `β·score + G` with
@@ -53,27 +57,25 @@ pub struct NegativeSampler {
 }
 
 impl NegativeSampler {
-    /// Checks the settings: `pool ≥ k + skip_top`, a finite margin, a finite β ≥ 0.
+    /// Checks the settings: `pool ≥ k + skip_top`, a finite margin, a finite β ≥ 0; the
+    /// error ([`Error::Field`]) names the setting.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Setting(m));
         match self.k.checked_add(self.skip_top) {
             Some(need) if self.pool >= need => {}
             _ => {
-                return bad(format!(
-                    "negative pool {} is smaller than k {} + skip_top {}",
-                    self.pool, self.k, self.skip_top
+                return Err(field_error(
+                    "pool",
+                    format!(
+                        "`pool` is {} (expected at least k + skip_top = {} + {})",
+                        self.pool, self.k, self.skip_top
+                    ),
                 ))
             }
         }
         if let Some(m) = self.margin {
-            if !m.is_finite() {
-                return bad(format!("negative margin must be finite, got {m}"));
-            }
+            finite("margin", f64::from(m))?;
         }
-        if !(self.beta.is_finite() && self.beta >= 0.0) {
-            return bad(format!("beta must be finite and >= 0, got {}", self.beta));
-        }
-        Ok(())
+        finite_non_negative("beta", f64::from(self.beta))
     }
 
     /// For each query: candidates = top `pool` by score excluding `positives[i]`, then drop

@@ -3,10 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use super::*;
-use crate::hashing::SplitMix64;
+use crate::random::SplitMix64;
 
 /// `rows × d` integers in `[-range, range]` as f32: every dot product is exact whatever the
 /// summation order, so chunked and brute-force scores agree to the bit, with many ties.
@@ -17,7 +17,7 @@ fn int_data(rng: &mut SplitMix64, rows: usize, d: usize, range: u64) -> Vec<f32>
 }
 
 fn tensor(data: &[f32], rows: usize, d: usize) -> Tensor {
-    Tensor::from_slice(data, (rows, d), &Device::Cpu).unwrap()
+    Tensor::from_slice(data, (rows, d), &crate::device::cpu()).unwrap()
 }
 
 /// Reference: every score (sequential f32 dot), excluded removed, one full stable sort by
@@ -175,9 +175,9 @@ fn degenerate_sizes() {
     let q = tensor(&[1.0; 8], 2, d);
     let c = tensor(&[1.0; 12], 3, d);
     assert_eq!(top_k(&q, &c, 0, &[], 2).unwrap(), vec![Vec::new(); 2]);
-    let empty = Tensor::zeros((0, d), DType::F32, &Device::Cpu).unwrap();
+    let empty = Tensor::zeros((0, d), DType::F32, &crate::device::cpu()).unwrap();
     assert_eq!(top_k(&q, &empty, 5, &[], 2).unwrap(), vec![Vec::new(); 2]);
-    let no_queries = Tensor::zeros((0, d), DType::F32, &Device::Cpu).unwrap();
+    let no_queries = Tensor::zeros((0, d), DType::F32, &crate::device::cpu()).unwrap();
     assert!(top_k(&no_queries, &c, 5, &[], 2).unwrap().is_empty());
     let all_excluded = vec![vec![0, 1, 2], vec![1]];
     let got = top_k(&q, &c, 5, &all_excluded, 2).unwrap();
@@ -349,7 +349,12 @@ fn gumbel_frequencies_match_softmax() {
         .map(|&s| ((beta * s) as f64).exp() / z)
         .collect();
     let batch = 1000;
-    let q = Tensor::from_vec([1.0f32, 0.0].repeat(batch), (batch, 2), &Device::Cpu).unwrap();
+    let q = Tensor::from_vec(
+        [1.0f32, 0.0].repeat(batch),
+        (batch, 2),
+        &crate::device::cpu(),
+    )
+    .unwrap();
     let positives = vec![vec![6u32]; batch];
     let mut rng = SplitMix64::new(1234);
     let mut s = sampler(2, Strategy::Gumbel, 0, 6);
@@ -393,7 +398,7 @@ fn sampler_rejects_bad_settings() {
     let mut rng = SplitMix64::new(0);
     let bad = |s: &NegativeSampler, pos: &[Vec<u32>], ps: &[f32]| {
         let r = s.sample(&q, &c, pos, ps, &mut SplitMix64::new(0), 8);
-        matches!(r, Err(Error::Setting(_)))
+        matches!(r, Err(Error::Setting(_) | Error::Field { .. }))
     };
     let ok = sampler(1, Strategy::TopK, 1, 2);
     assert!(!bad(&ok, &[vec![]], &[]));
@@ -446,7 +451,7 @@ fn speed_top10_64_queries_200k_by_384() {
             let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
             row.iter_mut().for_each(|x| *x /= norm);
         }
-        Tensor::from_vec(v, (rows, d), &Device::Cpu).unwrap()
+        Tensor::from_vec(v, (rows, d), &crate::device::cpu()).unwrap()
     };
     let q = unit(b, &mut rng);
     let c = unit(n, &mut rng);

@@ -4,12 +4,13 @@ use serde::{Deserialize, Serialize};
 
 /// How the learning rate falls after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Decay {
-    /// Stays at the peak.
+    /// Stays at the peak (the default: decay is asked for, not assumed).
+    #[default]
     Constant,
     /// Falls linearly to zero at the last step (BERT's and DPR's schedule).
-    #[default]
     Linear,
     /// Half a cosine down to zero at the last step.
     Cosine,

@@ -1,9 +1,9 @@
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
 
 use super::*;
 use crate::corrector::{Corrector, CorrectorConfig};
-use crate::hashing::SplitMix64;
+use crate::random::SplitMix64;
 use crate::{Encoder, HashedEncoder, HashedEncoderConfig};
 
 fn small(seed: u64) -> HashedEncoderConfig {
@@ -26,7 +26,7 @@ fn randn(seed: u64, shape: &[usize]) -> Tensor {
     Tensor::from_vec(
         (0..n).map(|_| rng.normal()).collect::<Vec<f32>>(),
         shape,
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap()
 }
@@ -40,7 +40,7 @@ const TEXTS: [&str; 4] = [
 
 #[test]
 fn hashed_forward_train_gives_the_encode_bits() {
-    let enc = HashedEncoder::new(small(1), &Device::Cpu).unwrap();
+    let enc = HashedEncoder::new(small(1), &crate::device::cpu()).unwrap();
     let rec = enc.forward_train(&TEXTS).unwrap();
     let enc_bits: Vec<u32> = flat(&enc.encode(&TEXTS).unwrap())
         .iter()
@@ -55,7 +55,7 @@ fn hashed_forward_train_gives_the_encode_bits() {
 /// gradients agree too.
 #[test]
 fn hashed_row_gradients_equal_the_dense_gradient() {
-    let enc = HashedEncoder::new(small(2), &Device::Cpu).unwrap();
+    let enc = HashedEncoder::new(small(2), &crate::device::cpu()).unwrap();
     let grad_out = randn(5, &[TEXTS.len(), 8]);
     let sparse = enc
         .backward(&enc.forward_train(&TEXTS).unwrap(), &grad_out)
@@ -107,7 +107,7 @@ fn hashed_row_gradients_equal_the_dense_gradient() {
 /// The vector-Jacobian product equals differentiating the loss directly.
 #[test]
 fn backward_of_recorded_equals_direct_backward() {
-    let h = Corrector::new(CorrectorConfig::new(6), &Device::Cpu).unwrap();
+    let h = Corrector::new(CorrectorConfig::new(6), &crate::device::cpu()).unwrap();
     // Move h off the identity so every weight matters.
     for (_, v) in h.params() {
         v.set(&(v.as_tensor() + randn(9, v.dims()).affine(0.1, 0.0).unwrap()).unwrap())
@@ -241,7 +241,7 @@ fn gradients_accumulate_clip_and_cross_workers_as_plain_data() {
     );
     a.insert(
         "w".into(),
-        Grad::Dense(Tensor::new(&[1f32, 1.0], &Device::Cpu).unwrap()),
+        Grad::Dense(Tensor::new(&[1f32, 1.0], &crate::device::cpu()).unwrap()),
     );
     let mut b = Gradients::default();
     b.insert(
@@ -259,7 +259,7 @@ fn gradients_accumulate_clip_and_cross_workers_as_plain_data() {
     assert_eq!(ids, &vec![7, 2, 9]);
     assert_eq!(values, &vec![1.0, 2.0, 13.0, 14.0, 5.0, 5.0]);
     let host = a.to_host().unwrap();
-    let back = Gradients::from_host(host.clone(), &Device::Cpu).unwrap();
+    let back = Gradients::from_host(host.clone(), &crate::device::cpu()).unwrap();
     assert_eq!(back.to_host().unwrap(), host);
     let norm = a.norm().unwrap();
     let expected = (1.0f64 + 4.0 + 169.0 + 196.0 + 25.0 + 25.0 + 1.0 + 1.0).sqrt();
@@ -298,7 +298,7 @@ fn schedule_warms_up_then_decays() {
 /// restores the weights bit for bit.
 #[test]
 fn hashed_encoder_learns_and_restores() {
-    let enc = HashedEncoder::new(small(4), &Device::Cpu).unwrap();
+    let enc = HashedEncoder::new(small(4), &crate::device::cpu()).unwrap();
     let target = randn(8, &[TEXTS.len(), 8]);
     let loss_of = |out: &Tensor| -> f32 {
         (out - &target)

@@ -111,7 +111,7 @@ pub struct WordnetStats {
 /// a synset that does not exist is [`Error::Data`] naming the file and 1-based line.
 pub fn build(opts: &WordnetOptions) -> Result<WordnetStats> {
     if opts.sample == Some(0) {
-        return Err(Error::Other(
+        return Err(Error::Usage(
             "wordnet: sample must be at least 1 synset (leave it out to keep all)".into(),
         ));
     }

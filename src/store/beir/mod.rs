@@ -103,7 +103,7 @@ impl FromStr for Format {
         match s.to_ascii_lowercase().as_str() {
             "parquet" => Ok(Format::Parquet),
             "jsonl" => Ok(Format::Jsonl),
-            _ => Err(Error::Other(format!(
+            _ => Err(Error::Usage(format!(
                 "unknown dataset format `{s}` (expected parquet or jsonl)"
             ))),
         }

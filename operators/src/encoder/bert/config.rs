@@ -62,6 +62,7 @@ fn default_position_type() -> String {
 
 /// How token vectors are pooled into one text vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
     /// Mean of the non-padding token vectors (MiniLM, most sentence-transformers models).

@@ -21,9 +21,7 @@
 //!   trained weights under their original names, with the source folder's other files
 //!   copied, so sentence-transformers and Hugging Face load them unchanged.
 
-mod attention;
 mod config;
-mod kernels;
 mod model;
 mod tokenize;
 mod train;
@@ -33,7 +31,6 @@ mod weights;
 mod tests;
 
 pub use config::{BertConfig, FolderConfig, Pooling};
-pub use model::parse_device;
 pub use tokenize::plan_batches;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +38,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor, Var};
 
 use crate::hashing::Hasher64;
+use crate::ranges::at_least;
 use crate::{Encoder, Result};
 use model::BertNet;
 use tokenize::TextTokenizer;
@@ -52,28 +50,29 @@ use tokenize::TextTokenizer;
 /// are closer in length, so less padding is computed.
 pub const DEFAULT_BATCH_TOKENS: usize = 1024;
 
-/// What the user may set on top of the folder.
-#[derive(Debug, Clone, PartialEq)]
+/// What the user may set on top of the folder. Every field has a default; unknown
+/// fields are rejected when deserialising.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct BertOptions {
-    /// Overrides `1_Pooling/config.json`.
+    /// `mean` or `cls`; default: what `1_Pooling/config.json` says.
     pub pooling: Option<Pooling>,
-    /// Overrides whether `modules.json` normalises.
+    /// L2-normalise the output; default: whether `modules.json` has a Normalize module.
     pub normalize: Option<bool>,
-    /// Longest input in tokens; default `max_seq_length` of the folder, else the position
-    /// table's length. Never more than the position table.
+    /// Longest input in tokens; default: the folder's `max_seq_length` (256 for MiniLM),
+    /// else the position table's length. Never more than the position table.
     pub max_length: Option<usize>,
-    /// Prepended to every text (e.g. `"query: "`).
+    /// Prepended to every text this model embeds (e.g. `"query: "` for E5 models).
     pub prefix: String,
-    /// Token budget of a batch: inputs × padded length.
+    /// Token budget of one batch (texts × padded length); texts are sorted by length.
     pub batch_tokens: usize,
-    /// At most this many inputs per batch.
+    /// At most this many texts per batch.
     pub max_batch: usize,
-    /// Keep the embedding tables as they are when training.
+    /// When training: keep the embedding tables fixed.
     pub freeze_embeddings: bool,
-    /// Keep the lowest this many transformer layers as they are when training.
+    /// When training: keep the lowest this many transformer layers fixed.
     pub freeze_layers: usize,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
-    pub device: String,
 }
 
 impl Default for BertOptions {
@@ -87,8 +86,21 @@ impl Default for BertOptions {
             max_batch: 256,
             freeze_embeddings: false,
             freeze_layers: 0,
-            device: "cpu".into(),
         }
+    }
+}
+
+impl BertOptions {
+    /// Checks the ranges that need no folder; the error ([`crate::Error::Field`]) names
+    /// the field. What depends on the folder (`max_length` against the position table) is
+    /// checked when it loads.
+    pub fn validate(&self) -> Result<()> {
+        at_least("batch_tokens", self.batch_tokens, 1)?;
+        at_least("max_batch", self.max_batch, 1)?;
+        if let Some(n) = self.max_length {
+            at_least("max_length", n, 1)?;
+        }
+        Ok(())
     }
 }
 
@@ -132,11 +144,17 @@ impl BertEncoder {
         Ok(folder)
     }
 
-    /// Loads the sentence-transformers folder `dir`. Every file is checked before use; a
-    /// problem is a [`crate::Error::ModelFile`] naming the file.
+    /// Loads the sentence-transformers folder `dir` onto the CPU. Every file is checked
+    /// before use; a problem is a [`crate::Error::ModelFile`] naming the file.
     pub fn load(dir: &Path, options: BertOptions) -> Result<Self> {
+        Self::load_on(dir, options, &crate::device::cpu())
+    }
+
+    /// As [`BertEncoder::load`], with the weights on `device`.
+    pub fn load_on(dir: &Path, options: BertOptions, device: &Device) -> Result<Self> {
+        options.validate()?;
         let folder = FolderConfig::read(dir)?;
-        let device = parse_device(&options.device)?;
+        let device = device.clone();
         let positions = folder.bert.max_position_embeddings;
         let max_length = options
             .max_length
@@ -317,7 +335,7 @@ impl Encoder for BertEncoder {
     fn encode(&self, texts: &[&str]) -> Result<Tensor> {
         Ok(self
             .embed(&self.infer_net, texts)?
-            .to_device(&Device::Cpu)?)
+            .to_device(&crate::device::cpu())?)
     }
 
     fn fingerprint(&self) -> &str {

@@ -11,11 +11,10 @@
 //! Weight names are Hugging Face's (`embeddings.word_embeddings.weight`,
 //! `encoder.layer.3.attention.self.query.weight`, ...), so files load and save unchanged.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Tensor, D};
 
-use super::attention::Attention;
 use super::config::{BertConfig, Pooling};
-use super::kernels;
+use crate::backend::{self, AttentionShape, Kernels};
 use crate::Result;
 
 /// Every tensor the network reads, by name, with its shape: what a weight file must hold.
@@ -109,8 +108,10 @@ pub struct BertNet {
     token_type: Tensor,
     emb_norm: Norm,
     layers: Vec<Layer>,
-    /// Whether forwards must be differentiable (chooses the kernels).
+    /// Whether forwards must be differentiable (chooses the kernels' training paths).
     train: bool,
+    /// The device's kernels, chosen from where the weights live.
+    kernels: &'static dyn Kernels,
 }
 
 /// One padded batch of token ids.
@@ -159,24 +160,27 @@ impl BertNet {
                 out_norm: norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
+        let word = get("embeddings.word_embeddings.weight")?;
+        let kernels = backend::for_device(word.device(), word.dtype());
         Ok(Self {
             cfg: cfg.clone(),
-            word: get("embeddings.word_embeddings.weight")?,
+            word,
             position: get("embeddings.position_embeddings.weight")?,
             token_type: get("embeddings.token_type_embeddings.weight")?,
             emb_norm: norm("embeddings.LayerNorm")?,
             layers,
             train,
+            kernels,
         })
     }
 
     fn norm(&self, x: &Tensor, n: &Norm) -> Result<Tensor> {
-        kernels::layer_norm(x, &n.weight, &n.bias, n.eps, self.train)
+        self.kernels
+            .layer_norm(x, &n.weight, &n.bias, n.eps, self.train)
     }
 
     /// Token vectors `(b, t, hidden)` of one padded batch.
     pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
-        let fused = batch.ids.device().is_cpu();
         let (b, t) = batch.ids.dims2()?;
         let h = self.cfg.hidden_size;
         let flat_ids = batch.ids.flatten_all()?;
@@ -190,62 +194,26 @@ impl BertNet {
             .broadcast_add(&segment)?
             .reshape((b * t, h))?;
         let mut x = self.norm(&x, &self.emb_norm)?;
-        // Off the CPU, attention runs through candle ops with an additive mask: 0 for
-        // tokens, a large negative number for padding (exactly zero weight after softmax).
-        let bias = match fused {
-            true => None,
-            false => Some(
-                ((batch.mask.ones_like()? - &batch.mask)? * -1e9)?
-                    .reshape((b, 1, 1, t))?
-                    .to_dtype(DType::F32)?,
-            ),
+        let bias = self.kernels.attention_bias(&batch.mask)?;
+        let shape = AttentionShape {
+            batch: b,
+            tokens: t,
+            heads: self.cfg.num_attention_heads,
+            head_dim: self.cfg.head_dim(),
+            lengths: batch.lengths.clone(),
         };
         for layer in &self.layers {
-            let ctx = if let Some(bias) = &bias {
-                self.attention(layer, &x, bias, b, t)?
-            } else {
-                let shape = Attention {
-                    batch: b,
-                    tokens: t,
-                    heads: self.cfg.num_attention_heads,
-                    head_dim: self.cfg.head_dim(),
-                    lengths: batch.lengths.clone(),
-                };
-                shape.forward(
-                    &layer.query.forward(&x)?,
-                    &layer.key.forward(&x)?,
-                    &layer.value.forward(&x)?,
-                )?
-            };
+            let ctx = self.kernels.attention(
+                &layer.query.forward(&x)?,
+                &layer.key.forward(&x)?,
+                &layer.value.forward(&x)?,
+                &shape,
+                bias.as_ref(),
+                self.train,
+            )?;
             x = self.layer(layer, &x, &ctx)?;
         }
         Ok(x.reshape((b, t, h))?)
-    }
-
-    /// Attention through candle ops (devices without the fused kernel): the context
-    /// `(b·t, hidden)`, padding masked by the additive `bias`.
-    fn attention(
-        &self,
-        l: &Layer,
-        x: &Tensor,
-        bias: &Tensor,
-        b: usize,
-        t: usize,
-    ) -> Result<Tensor> {
-        let (nh, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());
-        let heads = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, nh, dh))?.transpose(1, 2)?.contiguous()?)
-        };
-        let scale = 1.0 / (dh as f64).sqrt();
-        let q = heads((l.query.forward(x)? * scale)?)?;
-        let k = heads(l.key.forward(x)?)?;
-        let v = heads(l.value.forward(x)?)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        let probs = kernels::softmax_last_dim(&scores, self.train)?;
-        Ok(probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b * t, nh * dh))?)
     }
 
     /// The rest of a layer after attention: output projection, residual and norm, then
@@ -256,7 +224,7 @@ impl BertNet {
         let inter = match self.cfg.hidden_act.as_str() {
             "relu" => inter.relu()?,
             "gelu_new" => inter.gelu()?,
-            _ => kernels::gelu(&inter)?,
+            _ => self.kernels.gelu(&inter)?,
         };
         self.norm(&(l.output.forward(&inter)? + attn)?, &l.out_norm)
     }
@@ -283,40 +251,4 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
         .sqrt()?
         .clamp(1e-12, f64::MAX)?;
     Ok(x.broadcast_div(&norm)?)
-}
-
-/// The device a `device` setting names: `cpu`, `cuda:N` (`cuda` = `cuda:0`), or `auto`
-/// (the first GPU when this build has CUDA and one is present, else the CPU).
-pub fn parse_device(name: &str) -> Result<Device> {
-    let bad = || {
-        crate::Error::Setting(format!(
-            "device {name:?}: expected cpu, cuda, cuda:N or auto"
-        ))
-    };
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if candle_core::utils::cuda_is_available() {
-            Device::new_cuda(0)?
-        } else {
-            Device::Cpu
-        }),
-        "cuda" => cuda(0),
-        other => {
-            let n = other
-                .strip_prefix("cuda:")
-                .ok_or_else(bad)?
-                .parse::<usize>()
-                .map_err(|_| bad())?;
-            cuda(n)
-        }
-    }
-}
-
-fn cuda(n: usize) -> Result<Device> {
-    if !candle_core::utils::cuda_is_available() {
-        return Err(crate::Error::Setting(format!(
-            "device cuda:{n}: this build has no CUDA (build with --features cuda)"
-        )));
-    }
-    Ok(Device::new_cuda(n)?)
 }

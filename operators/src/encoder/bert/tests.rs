@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use super::model::expected_shapes;
 use super::{BertEncoder, BertOptions, Pooling};
-use crate::hashing::SplitMix64;
+use crate::random::SplitMix64;
 use crate::train::{AdamW, AdamWConfig, Grad, Trainable, TrainableEncoder};
 use crate::Encoder;
 
@@ -96,7 +96,10 @@ pub(crate) fn write_tiny_bert(dir: &Path, seed: u64, pooling: &str) {
         let v: Vec<f32> = (0..n)
             .map(|_| if ln_weight { 1.0 } else { 0.0 } + 0.3 * rng.normal())
             .collect();
-        tensors.insert(name, Tensor::from_vec(v, shape, &Device::Cpu).unwrap());
+        tensors.insert(
+            name,
+            Tensor::from_vec(v, shape, &crate::device::cpu()).unwrap(),
+        );
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
 }
@@ -194,7 +197,7 @@ fn a_text_embeds_the_same_alone_and_in_a_padded_batch() {
 fn random_like(t: &Tensor, seed: u64) -> Tensor {
     let mut rng = SplitMix64::new(seed);
     let v: Vec<f32> = (0..t.elem_count()).map(|_| rng.normal()).collect();
-    Tensor::from_vec(v, t.shape(), &Device::Cpu).unwrap()
+    Tensor::from_vec(v, t.shape(), &crate::device::cpu()).unwrap()
 }
 
 #[test]
@@ -218,7 +221,7 @@ fn every_trainable_weight_gets_a_gradient() {
 fn contrastive(q: &Tensor, p: &Tensor) -> (f32, Tensor, Tensor) {
     let (qv, pv) = (Var::from_tensor(q).unwrap(), Var::from_tensor(p).unwrap());
     let scores = (qv.matmul(&pv.t().unwrap()).unwrap() * 20.0).unwrap();
-    let labels = Tensor::arange(0u32, q.dim(0).unwrap() as u32, &Device::Cpu).unwrap();
+    let labels = Tensor::arange(0u32, q.dim(0).unwrap() as u32, &crate::device::cpu()).unwrap();
     let loss = candle_nn::loss::cross_entropy(&scores, &labels).unwrap();
     let g = loss.backward().unwrap();
     (
@@ -280,9 +283,11 @@ fn a_fine_tuning_step_lowers_the_loss_and_frozen_layers_stay_bit_identical() {
         assert!(out.join(f).exists(), "{f} not copied");
     }
     let original =
-        candle_core::safetensors::load(enc.dir().join("model.safetensors"), &Device::Cpu).unwrap();
+        candle_core::safetensors::load(enc.dir().join("model.safetensors"), &crate::device::cpu())
+            .unwrap();
     let saved =
-        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+        candle_core::safetensors::load(out.join("model.safetensors"), &crate::device::cpu())
+            .unwrap();
     assert_eq!(original.len(), saved.len());
     for (name, t) in &original {
         let bits = |t: &Tensor| -> Vec<u32> {
@@ -328,10 +333,11 @@ fn a_bad_model_folder_gets_a_one_line_error_naming_the_file() {
     assert!(e.contains("tokenizer.json") && e.contains("missing"), "{e}");
 
     let d = fresh("bad-shape", "mean");
-    let mut t = candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut t =
+        candle_core::safetensors::load(d.join("model.safetensors"), &crate::device::cpu()).unwrap();
     t.insert(
         "encoder.layer.1.attention.self.key.weight".into(),
-        Tensor::zeros((16, 8), DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros((16, 8), DType::F32, &crate::device::cpu()).unwrap(),
     );
     candle_core::safetensors::save(&t, d.join("model.safetensors")).unwrap();
     let e = load_err(&d);

@@ -31,7 +31,7 @@ pub(super) fn load(
             "missing (every model folder needs its weights)",
         ));
     }
-    let raw = candle_core::safetensors::load(&path, &Device::Cpu)
+    let raw = candle_core::safetensors::load(&path, &crate::device::cpu())
         .map_err(|e| file_err(&path, format!("cannot read safetensors: {e}")))?;
     // Some checkpoints (BertForMaskedLM and friends) prefix every name with `bert.`.
     let mut tensors: HashMap<String, Tensor> = raw
@@ -162,7 +162,10 @@ pub(super) fn save_folder(enc: &BertEncoder, dir: &Path) -> Result<PathBuf> {
         .map(|(n, t)| (n.clone(), t.clone()))
         .collect();
     for p in &enc.params {
-        tensors.insert(p.name.clone(), p.tensor.detach().to_device(&Device::Cpu)?);
+        tensors.insert(
+            p.name.clone(),
+            p.tensor.detach().to_device(&crate::device::cpu())?,
+        );
     }
     let weights = tmp.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&tensors, &weights)

@@ -1,7 +1,8 @@
 //! Settings of the hashed encoder: defaults, ranges, and which of them the weights
 //! depend on.
 
-use crate::{Error, Result};
+use crate::ranges::{at_most, field_error, within};
+use crate::Result;
 
 /// Upper bounds of the settings, to turn typos into errors instead of huge allocations.
 const MAX_BUCKETS: usize = u32::MAX as usize; // ids are u32; u32::MAX is a sentinel in candle's index_add
@@ -15,6 +16,7 @@ const MAX_CHAR_NGRAM: usize = 32;
 ///
 /// [`HashedEncoder`]: super::HashedEncoder
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct HashedEncoderConfig {
     /// Rows of the embedding table (feature hash buckets). Default 2^18.
@@ -52,60 +54,37 @@ impl Default for HashedEncoderConfig {
 }
 
 impl HashedEncoderConfig {
-    /// Checks the ranges of the settings; the error names the field at fault.
+    /// Checks the ranges of the settings; the error ([`crate::Error::Field`]) names the
+    /// field at fault.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, msg: String| {
-            Err(Error::Setting(format!("hashed encoder: {field} {msg}")))
-        };
-        if !(1..=MAX_BUCKETS).contains(&self.buckets) {
-            return bad(
+        within("buckets", self.buckets, 1, MAX_BUCKETS)?;
+        within("bag_dim", self.bag_dim, 1, MAX_WIDTH)?;
+        within("dim", self.dim, 1, MAX_WIDTH)?;
+        if self.buckets.saturating_mul(self.bag_dim) > MAX_TABLE_ELEMS {
+            let (b, d) = (self.buckets, self.bag_dim);
+            return Err(field_error(
                 "buckets",
-                format!("must be in 1..={MAX_BUCKETS}, got {}", self.buckets),
-            );
-        }
-        if !(1..=MAX_WIDTH).contains(&self.bag_dim) {
-            return bad(
-                "bag_dim",
-                format!("must be in 1..={MAX_WIDTH}, got {}", self.bag_dim),
-            );
-        }
-        if !(1..=MAX_WIDTH).contains(&self.dim) {
-            return bad(
-                "dim",
-                format!("must be in 1..={MAX_WIDTH}, got {}", self.dim),
-            );
-        }
-        match self.buckets.checked_mul(self.bag_dim) {
-            Some(n) if n <= MAX_TABLE_ELEMS => {}
-            _ => {
-                let (b, d) = (self.buckets, self.bag_dim);
-                let msg =
-                    format!("× bag_dim must be at most {MAX_TABLE_ELEMS} values, got {b} × {d}");
-                return bad("buckets", msg);
-            }
-        }
-        if self.word_ngrams > MAX_WORD_NGRAMS {
-            return bad(
-                "word_ngrams",
                 format!(
-                    "must be in 0..={MAX_WORD_NGRAMS} (0 disables word features), got {}",
-                    self.word_ngrams
+                    "`buckets` × `bag_dim` is {b} × {d} (expected at most {MAX_TABLE_ELEMS} values: 8 GiB)"
                 ),
-            );
+            ));
         }
+        at_most("word_ngrams", self.word_ngrams, MAX_WORD_NGRAMS)?;
         let (lo, hi) = self.char_ngrams;
         if (lo, hi) != (0, 0) && !(1 <= lo && lo <= hi && hi <= MAX_CHAR_NGRAM) {
-            let msg = format!(
-                "must be (0, 0) (disabled) or (min, max) with 1 <= min <= max <= {MAX_CHAR_NGRAM}, \
-                 got ({lo}, {hi})"
-            );
-            return bad("char_ngrams", msg);
+            return Err(field_error(
+                "char_ngrams",
+                format!(
+                    "`char_ngrams` is [{lo}, {hi}] (expected [0, 0] to disable them, or [min, max] \
+                     with 1 <= min <= max <= {MAX_CHAR_NGRAM})"
+                ),
+            ));
         }
         if self.word_ngrams == 0 && (lo, hi) == (0, 0) {
-            return bad(
+            return Err(field_error(
                 "word_ngrams",
-                "and char_ngrams disable every feature: enable at least one".into(),
-            );
+                "`word_ngrams` is 0 and `char_ngrams` is [0, 0] (expected at least one kind of feature)",
+            ));
         }
         Ok(())
     }

@@ -102,8 +102,9 @@ use candle_nn::VarMap;
 use self::parallel::par_for_each;
 use self::weights::init_table;
 use super::Encoder;
-use crate::hashing::{hash64_seeded, SplitMix64};
+use crate::hashing::hash64_seeded;
 use crate::host::with_cpu_f32;
+use crate::random::SplitMix64;
 use crate::Result;
 
 /// Rows of every projection matmul (see the module docs on determinism). Changing it may

@@ -7,7 +7,8 @@ use candle_core::{DType, Var};
 
 use super::parallel::par_for_each;
 use super::{HashedEncoder, HashedEncoderConfig, INIT_BLOCK_ROWS, PROJ_BIAS, PROJ_WEIGHT, TABLE};
-use crate::hashing::{hash64_seeded, SplitMix64};
+use crate::hashing::hash64_seeded;
+use crate::random::SplitMix64;
 use crate::weights_file;
 use crate::Result;
 

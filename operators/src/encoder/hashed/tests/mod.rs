@@ -1,11 +1,12 @@
 //! Tests of the hashed encoder: helpers, then featurisation, settings and
 //! initialisation; the vectors in [`vectors`], the weights in [`weights`].
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::{HashedEncoder, HashedEncoderConfig};
 use crate::encoder::Encoder;
-use crate::hashing::{hash64, SplitMix64};
+use crate::hashing::hash64;
+use crate::random::SplitMix64;
 use crate::Error;
 
 mod vectors;
@@ -90,7 +91,7 @@ fn features_of_a_known_text() {
         char_ngrams: (3, 3),
         ..small(0)
     };
-    let enc = HashedEncoder::new(cfg.clone(), &Device::Cpu).unwrap();
+    let enc = HashedEncoder::new(cfg.clone(), &crate::device::cpu()).unwrap();
     let b = |k: &str| (hash64(k.as_bytes()) % cfg.buckets as u64) as u32;
     let expected: Vec<u32> = [
         "w:hi", "w:bob", "w:hi bob", "c:<hi", "c:hi>", "c:<bo", "c:bob", "c:ob>",
@@ -117,7 +118,7 @@ fn features_of_a_known_text() {
         char_ngrams: (2, 3),
         ..small(0)
     };
-    let enc2 = HashedEncoder::new(cfg2, &Device::Cpu).unwrap();
+    let enc2 = HashedEncoder::new(cfg2, &crate::device::cpu()).unwrap();
     let expected2: Vec<u32> = ["w:Ab", "c:<A", "c:Ab", "c:b>", "c:<Ab", "c:Ab>"]
         .into_iter()
         .map(b)
@@ -129,7 +130,7 @@ fn features_of_a_known_text() {
         word_ngrams: 3,
         ..small(0)
     };
-    let enc3 = HashedEncoder::new(cfg3, &Device::Cpu).unwrap();
+    let enc3 = HashedEncoder::new(cfg3, &crate::device::cpu()).unwrap();
     let expected3: Vec<u32> = ["w:a", "w:b", "w:c", "w:a b", "w:b c", "w:a b c"]
         .into_iter()
         .map(b)
@@ -217,12 +218,13 @@ fn config_validation_names_the_field() {
     ];
     for (cfg, field) in cases {
         match cfg.validate() {
-            Err(Error::Setting(msg)) => {
-                assert!(msg.contains(field), "{msg:?} should name {field}")
+            Err(Error::Field { field: f, message }) => {
+                assert_eq!(f, field);
+                assert!(message.contains(field), "{message:?} should name {field}")
             }
             other => panic!("{cfg:?}: expected a setting error naming {field}, got {other:?}"),
         }
-        assert!(HashedEncoder::new(cfg, &Device::Cpu).is_err());
+        assert!(HashedEncoder::new(cfg, &crate::device::cpu()).is_err());
     }
     // Either kind of feature alone is fine.
     HashedEncoderConfig {
@@ -255,9 +257,9 @@ fn config_validation_names_the_field() {
 fn seeded_init_is_reproducible() {
     let ts = texts(1, 50, 20);
     let refs: Vec<&str> = ts.iter().map(String::as_str).collect();
-    let a = HashedEncoder::new(small(7), &Device::Cpu).unwrap();
-    let b = HashedEncoder::new(small(7), &Device::Cpu).unwrap();
-    let c = HashedEncoder::new(small(8), &Device::Cpu).unwrap();
+    let a = HashedEncoder::new(small(7), &crate::device::cpu()).unwrap();
+    let b = HashedEncoder::new(small(7), &crate::device::cpu()).unwrap();
+    let c = HashedEncoder::new(small(8), &crate::device::cpu()).unwrap();
     assert_eq!(a.fingerprint().len(), 16);
     assert!(a.fingerprint().chars().all(|ch| ch.is_ascii_hexdigit()));
     assert_eq!(a.fingerprint(), b.fingerprint());
@@ -275,7 +277,7 @@ fn seeded_init_is_reproducible() {
             normalize: false,
             ..small(7)
         },
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     assert_ne!(a.fingerprint(), d.fingerprint());

@@ -10,7 +10,7 @@ fn a_texts_vector_does_not_depend_on_its_batch() {
         buckets: 1 << 14,
         ..Default::default()
     };
-    let enc = HashedEncoder::new(cfg, &Device::Cpu).unwrap();
+    let enc = HashedEncoder::new(cfg, &crate::device::cpu()).unwrap();
     let mut probes = texts(2, 6, 40);
     probes.push(String::new());
     probes.push("a".into());
@@ -62,7 +62,7 @@ fn vectors_are_normalised_and_finite() {
     let ts = texts(4, 100, 30);
     let mut refs: Vec<&str> = ts.iter().map(String::as_str).collect();
     refs.extend(["", "...", "a"]);
-    let enc = HashedEncoder::new(small(1), &Device::Cpu).unwrap();
+    let enc = HashedEncoder::new(small(1), &crate::device::cpu()).unwrap();
     let v = enc.encode(&refs).unwrap();
     assert_eq!(v.dims(), &[refs.len(), 16]);
     for (t, row) in refs.iter().zip(rows(&v)) {
@@ -79,7 +79,7 @@ fn vectors_are_normalised_and_finite() {
             normalize: false,
             ..small(1)
         },
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     let norms: Vec<f32> = rows(&raw.encode(&refs).unwrap())
@@ -104,7 +104,7 @@ fn untrained_vectors_reflect_shared_ngrams() {
             buckets: 1 << 16,
             ..Default::default()
         },
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     let unrelated = [
@@ -143,7 +143,8 @@ fn untrained_vectors_reflect_shared_ngrams() {
 #[ignore]
 fn encode_speed() {
     let t0 = std::time::Instant::now();
-    let mut enc = HashedEncoder::new(HashedEncoderConfig::default(), &Device::Cpu).unwrap();
+    let mut enc =
+        HashedEncoder::new(HashedEncoderConfig::default(), &crate::device::cpu()).unwrap();
     println!("new (default config, 2^18 x 256 table): {:?}", t0.elapsed());
     let t0 = std::time::Instant::now();
     enc.refresh_fingerprint().unwrap();

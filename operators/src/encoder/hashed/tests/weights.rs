@@ -6,11 +6,11 @@ use super::*;
 fn save_load_round_trip() {
     let ts = texts(6, 40, 25);
     let refs: Vec<&str> = ts.iter().map(String::as_str).collect();
-    let a = HashedEncoder::new(small(11), &Device::Cpu).unwrap();
+    let a = HashedEncoder::new(small(11), &crate::device::cpu()).unwrap();
     let path = tmp_path("round-trip.safetensors");
     a.save(&path).unwrap();
     // Another seed: different weights until loaded.
-    let mut b = HashedEncoder::new(small(12), &Device::Cpu).unwrap();
+    let mut b = HashedEncoder::new(small(12), &crate::device::cpu()).unwrap();
     assert_ne!(a.fingerprint(), b.fingerprint());
     b.load_weights(&path).unwrap();
     assert_eq!(a.fingerprint(), b.fingerprint());
@@ -22,7 +22,7 @@ fn save_load_round_trip() {
         assert_eq!(bits(x), bits(y));
     }
     // The file also works with a plain VarMap load (the names are the VarMap's).
-    let mut c = HashedEncoder::new(small(13), &Device::Cpu).unwrap();
+    let mut c = HashedEncoder::new(small(13), &crate::device::cpu()).unwrap();
     c.varmap.clone().load(&path).unwrap();
     c.refresh_fingerprint().unwrap();
     assert_eq!(c.fingerprint(), a.fingerprint());
@@ -33,7 +33,7 @@ fn save_load_round_trip() {
             char_ngrams: (2, 4),
             ..small(11)
         },
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     let before = d.fingerprint().to_string();
@@ -51,7 +51,7 @@ fn save_load_round_trip() {
             dim: 8,
             ..small(11)
         },
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     assert!(matches!(
@@ -72,14 +72,14 @@ fn forward_is_differentiable_and_refresh_tracks_weights() {
     let ts = texts(7, 70, 20);
     let mut refs: Vec<&str> = ts.iter().map(String::as_str).collect();
     refs.push("");
-    let mut enc = HashedEncoder::new(small(3), &Device::Cpu).unwrap();
+    let mut enc = HashedEncoder::new(small(3), &crate::device::cpu()).unwrap();
     let out = enc.forward(&refs).unwrap();
     let target = Tensor::from_vec(
         (0..refs.len() * 16)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0)
             .collect::<Vec<_>>(),
         (refs.len(), 16),
-        &Device::Cpu,
+        &crate::device::cpu(),
     )
     .unwrap();
     let loss = (out - &target).unwrap().sqr().unwrap().mean_all().unwrap();

@@ -1,0 +1,245 @@
+//! Fused multi-head self-attention for right-padded batches (CPU, f32), forward and
+//! backward.
+//!
+//! Attention through candle ops is two batched matmuls of `b × heads` tiny matrices
+//! (`t × 32` by `32 × t` for a 20-token batch), which candle runs one after the other,
+//! each split over the thread pool: the fork-join overhead dwarfs the arithmetic. Plus the
+//! transposes to and from `(b, heads, t, d)` copy every activation four times per layer.
+//! This kernel reads q, k and v straight from the projections' `(b·t, hidden)` rows,
+//! parallelises over texts, skips padded keys instead of masking them (so a text's result
+//! does not depend on how much padding its batch has) and writes the context in the layout
+//! the output projection reads. The backward recomputes the softmax rather than storing it.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{contiguous_f32, host};
+use crate::backend::AttentionShape;
+
+impl AttentionShape {
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+
+    fn at(&self, i: usize, h: usize) -> usize {
+        (i * self.heads + h) * self.head_dim
+    }
+
+    /// Softmax weights of query row `i` over the first `len` keys of one text and head.
+    fn weights(&self, q: &[f32], k: &[f32], i: usize, h: usize, len: usize, out: &mut [f32]) {
+        let d = self.head_dim;
+        let qi = &q[self.at(i, h)..self.at(i, h) + d];
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in out[..len].iter_mut().enumerate() {
+            let kj = &k[self.at(j, h)..self.at(j, h) + d];
+            *s = dot(qi, kj) * self.scale();
+            max = max.max(*s);
+        }
+        let mut sum = 0.0;
+        for s in &mut out[..len] {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        out[..len].iter_mut().for_each(|s| *s *= inv);
+    }
+
+    /// Runs the fused kernel: `q`, `k`, `v` are `(batch·tokens, heads·head_dim)`.
+    pub(crate) fn fused(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+        q.apply_op3(k, v, self.clone())
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl CustomOp3 for AttentionShape {
+    fn name(&self) -> &'static str {
+        "freshen-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (
+            contiguous_f32(s1, l1, "attention q")?,
+            contiguous_f32(s2, l2, "attention k")?,
+            contiguous_f32(s3, l3, "attention v")?,
+        );
+        let (t, d) = (self.tokens, self.head_dim);
+        let text = t * self.heads * d;
+        if q.len() != self.batch * text || k.len() != q.len() || v.len() != q.len() {
+            candle_core::bail!("attention: inputs do not match {self:?}");
+        }
+        let mut out = vec![0f32; q.len()];
+        out.par_chunks_mut(text).enumerate().for_each(|(b, o)| {
+            let r = b * text..(b + 1) * text;
+            let (q, k, v) = (&q[r.clone()], &k[r.clone()], &v[r]);
+            let len = self.lengths[b].clamp(1, t);
+            let mut p = vec![0f32; len];
+            for h in 0..self.heads {
+                for i in 0..t {
+                    self.weights(q, k, i, h, len, &mut p);
+                    let oi = &mut o[self.at(i, h)..self.at(i, h) + d];
+                    for (j, &pj) in p.iter().enumerate() {
+                        let vj = &v[self.at(j, h)..self.at(j, h) + d];
+                        oi.iter_mut().zip(vj).for_each(|(o, v)| *o += pj * v);
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    /// With P the softmax weights and dO the output's gradient: dV = Pᵀ dO,
+    /// dS = P ⊙ (dO Vᵀ − rowsum(P ⊙ dO Vᵀ)), dQ = scale · dS K, dK = scale · dSᵀ Q.
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (qs, ks, vs, gs) = (host(q)?, host(k)?, host(v)?, host(grad)?);
+        let (t, d) = (self.tokens, self.head_dim);
+        let text = t * self.heads * d;
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; qs.len()],
+            vec![0f32; qs.len()],
+            vec![0f32; qs.len()],
+        );
+        let scale = self.scale();
+        dq.par_chunks_mut(text)
+            .zip(dk.par_chunks_mut(text))
+            .zip(dv.par_chunks_mut(text))
+            .enumerate()
+            .for_each(|(b, ((dq, dk), dv))| {
+                let r = b * text..(b + 1) * text;
+                let (q, k, v, g) = (&qs[r.clone()], &ks[r.clone()], &vs[r.clone()], &gs[r]);
+                let len = self.lengths[b].clamp(1, t);
+                let mut p = vec![0f32; len];
+                let mut ds = vec![0f32; len];
+                for h in 0..self.heads {
+                    for i in 0..t {
+                        self.weights(q, k, i, h, len, &mut p);
+                        let gi = &g[self.at(i, h)..self.at(i, h) + d];
+                        let mut rowsum = 0.0;
+                        for j in 0..len {
+                            let vj = &v[self.at(j, h)..self.at(j, h) + d];
+                            ds[j] = dot(gi, vj);
+                            rowsum += p[j] * ds[j];
+                            let dvj = &mut dv[self.at(j, h)..self.at(j, h) + d];
+                            dvj.iter_mut().zip(gi).for_each(|(a, g)| *a += p[j] * g);
+                        }
+                        let qi = &q[self.at(i, h)..self.at(i, h) + d];
+                        let dqi_at = self.at(i, h);
+                        for j in 0..len {
+                            let s = p[j] * (ds[j] - rowsum) * scale;
+                            let at = self.at(j, h);
+                            let kj = &k[at..at + d];
+                            dq[dqi_at..dqi_at + d]
+                                .iter_mut()
+                                .zip(kj)
+                                .for_each(|(a, kv)| *a += s * kv);
+                            dk[at..at + d]
+                                .iter_mut()
+                                .zip(qi)
+                                .for_each(|(a, qv)| *a += s * qv);
+                        }
+                    }
+                }
+            });
+        let (dev, shape) = (q.device(), q.shape());
+        Ok((
+            Some(Tensor::from_vec(dq, shape, dev)?),
+            Some(Tensor::from_vec(dk, shape, dev)?),
+            Some(Tensor::from_vec(dv, shape, dev)?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fused::tests::{max_diff, rand};
+    use candle_core::{Var, D};
+
+    /// The same attention through candle ops, masking padded keys with a large negative.
+    fn reference(a: &AttentionShape, q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+        let (b, t, nh, d) = (a.batch, a.tokens, a.heads, a.head_dim);
+        let heads = |x: &Tensor| {
+            x.reshape((b, t, nh, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let mask: Vec<f32> = (0..b)
+            .flat_map(|i| (0..t).map(move |j| if j < a.lengths[i] { 0.0 } else { -1e9 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, 1, 1, t), &crate::device::cpu()).unwrap();
+        let s = (heads(q).matmul(&heads(k).t().unwrap()).unwrap() * a.scale() as f64)
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+        let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
+        p.matmul(&heads(v))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b * t, nh * d))
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_attention_matches_candle_ops_forward_and_backward() {
+        let a = AttentionShape {
+            batch: 3,
+            tokens: 7,
+            heads: 2,
+            head_dim: 4,
+            lengths: vec![7, 3, 5],
+        };
+        let (q, k, v) = (
+            Var::from_tensor(&rand(&[21, 8], 1)).unwrap(),
+            Var::from_tensor(&rand(&[21, 8], 2)).unwrap(),
+            Var::from_tensor(&rand(&[21, 8], 3)).unwrap(),
+        );
+        let probe = rand(&[21, 8], 4);
+        let fused = a.fused(&q, &k, &v).unwrap();
+        let slow = reference(&a, &q, &k, &v);
+        assert!(max_diff(&fused, &slow) < 1e-5);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let (a, b) = (
+                gf.get(x.as_tensor()).unwrap(),
+                gs.get(x.as_tensor()).unwrap(),
+            );
+            assert!(
+                max_diff(a, b) < 1e-4,
+                "d{name} differs by {}",
+                max_diff(a, b)
+            );
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The CPU backend: fused layer-norm, softmax, GELU and attention kernels that carry
+//! their own backward (f32).
+//!
+//! candle-nn's fused `layer_norm` and `softmax_last_dim` are fast but record no backward
+//! (a loss through them silently trains nothing); the differentiable alternatives
+//! (`layer_norm_slow`, `softmax`) are chains of eight to ten broadcast ops, each
+//! allocating a full-size tensor and each adding a node to the backward pass. These
+//! kernels do one pass over each row forward and one backward, and are used for training
+//! forwards; inference takes candle-nn's fused kernels, which are as fast.
+
+mod attention;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{AttentionShape, Kernels};
+use crate::Result;
+
+/// The CPU's kernels: the fused ops of this module for training and attention, candle-nn's
+/// fused (non-differentiable) ops for inference.
+#[derive(Debug)]
+pub struct FusedCpu;
+
+impl Kernels for FusedCpu {
+    fn name(&self) -> &'static str {
+        "cpu-fused"
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        eps: f64,
+        train: bool,
+    ) -> Result<Tensor> {
+        match train {
+            true => layer_norm(x, w, b, eps),
+            false => Ok(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                w,
+                b,
+                eps as f32,
+            )?),
+        }
+    }
+
+    fn softmax_last_dim(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match train {
+            true => softmax_last_dim(x),
+            false => Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?),
+        }
+    }
+
+    fn gelu(&self, x: &Tensor) -> Result<Tensor> {
+        gelu(x)
+    }
+
+    fn attention_bias(&self, _mask: &Tensor) -> Result<Option<Tensor>> {
+        // The fused kernel skips padded keys by the texts' lengths: no mask tensor.
+        Ok(None)
+    }
+
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        shape: &AttentionShape,
+        _bias: Option<&Tensor>,
+        _train: bool,
+    ) -> Result<Tensor> {
+        Ok(shape.fused(q, k, v)?)
+    }
+}
+
+/// Rows per parallel task: small rows are not worth a task each.
+const ROWS_PER_TASK: usize = 64;
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension, one pass per
+/// row forward and backward (f32).
+pub(crate) fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(x.apply_op3(weight, bias, LayerNorm { eps: eps as f32 })?)
+}
+
+/// Softmax over the last dimension with its own backward (f32).
+pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    Ok(x.apply_op1(Softmax)?)
+}
+
+/// GELU in its exact (erf) form, as BERT checkpoints use: `x · Φ(x)`, with its own
+/// backward and a polynomial erf (Abramowitz and Stegun 7.1.26, absolute error below
+/// 1.5e-7, well inside float noise of the layer around it). It replaces candle's, whose
+/// scalar libm `erf` took an eighth of the encoder's time in profiles.
+pub(crate) fn gelu(x: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1(Gelu)?)
+}
+
+/// erf(x) by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7).
+#[inline]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * (-a * a).exp();
+    y.copysign(x)
+}
+
+struct Gelu;
+
+const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π).
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "freshen-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l, "gelu")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(o, x)| {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = 0.5 * x * (1.0 + erf(x * SQRT_HALF));
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    /// d/dx x·Φ(x) = Φ(x) + x·φ(x).
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (xs, gs) = (host(x)?, host(grad)?);
+        let mut gx = vec![0f32; xs.len()];
+        gx.par_chunks_mut(1 << 14)
+            .zip(xs.par_chunks(1 << 14).zip(gs.par_chunks(1 << 14)))
+            .for_each(|(o, (x, g))| {
+                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+                    let cdf = 0.5 * (1.0 + erf(x * SQRT_HALF));
+                    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+                    *o = g * (cdf + x * pdf);
+                }
+            });
+        Ok(Some(Tensor::from_vec(gx, x.shape(), x.device())?))
+    }
+}
+
+/// The values of a contiguous f32 CPU storage, in place.
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("{what}: input must be contiguous"),
+    }
+}
+
+/// A tensor's values as a host vector (a backward's inputs may be strided).
+pub(crate) fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+
+/// Mean and 1/σ of one row.
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "freshen-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "layer norm")?;
+        let w = contiguous_f32(s2, l2, "layer norm weight")?;
+        let b = contiguous_f32(s3, l3, "layer norm bias")?;
+        let h = w.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * ROWS_PER_TASK)
+            .zip(x.par_chunks(h * ROWS_PER_TASK))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
+                    let (mean, rstd) = moments(x, self.eps);
+                    for j in 0..h {
+                        o[j] = (x[j] - mean) * rstd * w[j] + b[j];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    /// With x̂ = (x - μ)/σ and ĝ = g ⊙ w: ∂x = (ĝ - mean(ĝ) - x̂ · mean(ĝ ⊙ x̂)) / σ,
+    /// ∂w = Σ_rows g ⊙ x̂, ∂b = Σ_rows g.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (xs, ws, gs) = (host(x)?, host(w)?, host(grad)?);
+        let h = ws.len();
+        let chunk = h * ROWS_PER_TASK;
+        let mut gx = vec![0f32; xs.len()];
+        // Per task: partial sums of ∂w and ∂b, added up afterwards in task order (a
+        // fixed order: the result does not depend on the thread count).
+        let partial: Vec<(Vec<f32>, Vec<f32>)> = gx
+            .par_chunks_mut(chunk)
+            .zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk)))
+            .map(|(gx, (x, g))| {
+                let (mut gw, mut gb) = (vec![0f32; h], vec![0f32; h]);
+                let mut xhat = vec![0f32; h];
+                for (gx, (x, g)) in gx.chunks_mut(h).zip(x.chunks(h).zip(g.chunks(h))) {
+                    let (mean, rstd) = moments(x, self.eps);
+                    let (mut s1, mut s2) = (0f32, 0f32);
+                    for j in 0..h {
+                        xhat[j] = (x[j] - mean) * rstd;
+                        let gh = g[j] * ws[j];
+                        s1 += gh;
+                        s2 += gh * xhat[j];
+                        gw[j] += g[j] * xhat[j];
+                        gb[j] += g[j];
+                    }
+                    let (m1, m2) = (s1 / h as f32, s2 / h as f32);
+                    for j in 0..h {
+                        gx[j] = (g[j] * ws[j] - m1 - xhat[j] * m2) * rstd;
+                    }
+                }
+                (gw, gb)
+            })
+            .collect();
+        let (mut gw, mut gb) = (vec![0f32; h], vec![0f32; h]);
+        for (pw, pb) in partial {
+            for j in 0..h {
+                gw[j] += pw[j];
+                gb[j] += pb[j];
+            }
+        }
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(gx, x.shape(), dev)?),
+            Some(Tensor::from_vec(gw, h, dev)?),
+            Some(Tensor::from_vec(gb, h, dev)?),
+        ))
+    }
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "freshen-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l, "softmax")?;
+        let n = l.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n * ROWS_PER_TASK)
+            .zip(x.par_chunks(n * ROWS_PER_TASK))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_mut(n).zip(x.chunks(n)) {
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, x) in o.iter_mut().zip(x) {
+                        *o = (x - max).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|o| *o *= inv);
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    /// ∂x = y ⊙ (g - Σ g ⊙ y), per row.
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (ys, gs) = (host(res)?, host(grad)?);
+        let n = res.dims().last().copied().unwrap_or(1).max(1);
+        let mut gx = vec![0f32; ys.len()];
+        gx.par_chunks_mut(n * ROWS_PER_TASK)
+            .zip(
+                ys.par_chunks(n * ROWS_PER_TASK)
+                    .zip(gs.par_chunks(n * ROWS_PER_TASK)),
+            )
+            .for_each(|(gx, (y, g))| {
+                for (gx, (y, g)) in gx.chunks_mut(n).zip(y.chunks(n).zip(g.chunks(n))) {
+                    let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                    for j in 0..n {
+                        gx[j] = y[j] * (g[j] - dot);
+                    }
+                }
+            });
+        Ok(Some(Tensor::from_vec(gx, res.shape(), res.device())?))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use candle_core::{Var, D};
+
+    /// Seeded standard-normal values of `shape`.
+    pub(crate) fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::random::SplitMix64::new(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        Tensor::from_vec(v, shape, &crate::device::cpu()).unwrap()
+    }
+
+    /// Largest absolute difference between two tensors.
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// The fused kernels and their backward agree with candle's differentiable
+    /// compositions (forward, and gradients of a random linear functional).
+    #[test]
+    fn fused_kernels_match_the_compositions() {
+        let x = Var::from_tensor(&rand(&[130, 24], 1)).unwrap();
+        let w = Var::from_tensor(&(rand(&[24], 2) + 1.0).unwrap()).unwrap();
+        let b = Var::from_tensor(&rand(&[24], 3)).unwrap();
+        let probe = rand(&[130, 24], 4);
+        let fused = layer_norm(&x, &w, &b, 1e-12).unwrap();
+        let slow = candle_nn::ops::layer_norm_slow(&x, &w, &b, 1e-12).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-5);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w, &b] {
+            let (a, b) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gs.get(v.as_tensor()).unwrap(),
+            );
+            assert!(
+                max_diff(a, b) < 1e-4,
+                "layer norm grad differs by {}",
+                max_diff(a, b)
+            );
+        }
+
+        let g = Var::from_tensor(&(rand(&[40, 50], 7) * 3.0).unwrap()).unwrap();
+        let probe = rand(&[40, 50], 8);
+        let fused = gelu(&g).unwrap();
+        let exact = g.gelu_erf().unwrap();
+        assert!(
+            max_diff(&fused, &exact) < 1e-6,
+            "gelu {}",
+            max_diff(&fused, &exact)
+        );
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let ge = (exact * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (a, b) = (
+            gf.get(g.as_tensor()).unwrap(),
+            ge.get(g.as_tensor()).unwrap(),
+        );
+        assert!(
+            max_diff(a, b) < 1e-5,
+            "gelu grad differs by {}",
+            max_diff(a, b)
+        );
+
+        let s = Var::from_tensor(&rand(&[3, 70, 9], 5)).unwrap();
+        let probe = rand(&[3, 70, 9], 6);
+        let fused = softmax_last_dim(&s).unwrap();
+        let slow = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-6);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (a, b) = (
+            gf.get(s.as_tensor()).unwrap(),
+            gs.get(s.as_tensor()).unwrap(),
+        );
+        assert!(
+            max_diff(a, b) < 1e-5,
+            "softmax grad differs by {}",
+            max_diff(a, b)
+        );
+    }
+}

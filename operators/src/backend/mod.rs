@@ -1,0 +1,83 @@
+//! The kernels a model runs, chosen once per device behind one narrow interface.
+//!
+//! As text-embeddings-inference keeps its backends behind a trait, the models here never
+//! ask which device they are on: a model takes [`for_device`]'s [`Kernels`] when it is
+//! built and calls them. The CPU gets the fused kernels of [`fused`] (one pass per row,
+//! with their own backward, attention that skips padding); other devices get candle's
+//! own ops ([`CandleOps`]), differentiable compositions when training. A new device
+//! backend is one more implementation of [`Kernels`] and one more arm in [`for_device`].
+
+mod candle;
+pub mod fused;
+
+pub use self::candle::CandleOps;
+pub use fused::FusedCpu;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::Result;
+
+/// The shape of one multi-head self-attention call over a right-padded batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Texts in the batch.
+    pub batch: usize,
+    /// Padded length.
+    pub tokens: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+    /// Real tokens of each text (keys at or past it are padding).
+    pub lengths: Vec<usize>,
+}
+
+/// The operations of a transformer encoder whose best implementation depends on the device.
+///
+/// `train` asks for a differentiable result (the forward records its backward);
+/// otherwise the fastest inference path is taken.
+pub trait Kernels: Send + Sync + std::fmt::Debug {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension.
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        eps: f64,
+        train: bool,
+    ) -> Result<Tensor>;
+
+    /// Softmax over the last dimension.
+    fn softmax_last_dim(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// GELU in its exact (erf) form.
+    fn gelu(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// What [`Kernels::attention`] needs of the batch's `(b, t)` mask (1 for tokens, 0
+    /// for padding), computed once per forward: an additive bias, or nothing.
+    fn attention_bias(&self, mask: &Tensor) -> Result<Option<Tensor>>;
+
+    /// Self-attention of the projections `q`, `k`, `v`, each `(b·t, heads·head_dim)`:
+    /// the context in the same layout, padded keys given exactly zero weight.
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        shape: &AttentionShape,
+        bias: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor>;
+}
+
+/// The kernels for tensors of `dtype` on `device`: the fused CPU kernels for f32 on the
+/// CPU, candle's ops everywhere else.
+pub fn for_device(device: &Device, dtype: DType) -> &'static dyn Kernels {
+    match device.is_cpu() && dtype == DType::F32 {
+        true => &FusedCpu,
+        false => &CandleOps,
+    }
+}

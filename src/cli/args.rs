@@ -1,0 +1,165 @@
+//! The command line: `run`, `check`, `graph`, `schema`, `data` and `compare`.
+//!
+//! Every flag has an environment fallback (`FRESHEN_*`), the way services configure
+//! tools in CI. Timely's process options (`-w`, `-n`, `-p`, `-h`) pass straight through,
+//! so the same pipeline runs on one core, many threads or a cluster.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Dense-retriever training as a YAML dataflow graph.
+#[derive(Debug, Parser)]
+#[command(name = "freshen", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "FRESHEN_LOG", global = true)]
+    pub log: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, with progress bars on a terminal.
+    Text,
+    /// One JSON object per line, no progress bars.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a pipeline, then run it.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Check a pipeline (syntax, types, graph, schemas, input files) without running it.
+    Check(SpecArgs),
+    /// Print a pipeline's graph as Mermaid and DOT.
+    Graph(GraphArgs),
+    /// Print the JSON Schema of the pipeline format.
+    Schema,
+    /// Build datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Compare finished training runs: one table (seeds of an arm averaged), as Parquet.
+    Compare(CompareArgs),
+    /// Time the compute kernels on the peer benchmarks' inputs (benches/speed.sh).
+    #[command(subcommand)]
+    Bench(crate::speed::BenchCommand),
+}
+
+/// `freshen compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Output folders of training runs (each holds a summary.parquet). Folders named
+    /// `<arm>-seed<N>` or `<arm>-s<N>` are averaged into one arm.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the table as Parquet.
+    #[arg(long, default_value = "out/compare.parquet")]
+    pub out: PathBuf,
+    /// Also draw test Recall@20 against target-encoder forwards as a PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// A pipeline file and its overrides.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Override a setting: `--set nodes.embed.batch_size=64` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// `freshen run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline and overrides.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Worker threads per process.
+    #[arg(
+        short = 'w',
+        long = "workers",
+        alias = "threads",
+        default_value_t = 1,
+        env = "FRESHEN_WORKERS"
+    )]
+    pub workers: usize,
+    /// Number of processes.
+    #[arg(
+        short = 'n',
+        long = "processes",
+        default_value_t = 1,
+        env = "FRESHEN_PROCESSES"
+    )]
+    pub processes: usize,
+    /// Index of this process.
+    #[arg(
+        short = 'p',
+        long = "process",
+        default_value_t = 0,
+        env = "FRESHEN_PROCESS"
+    )]
+    pub process: usize,
+    /// File of host:port lines, one per process.
+    #[arg(short = 'h', long = "hostfile", env = "FRESHEN_HOSTFILE")]
+    pub hostfile: Option<PathBuf>,
+    /// Report connection progress between processes.
+    #[arg(short = 'r', long = "report")]
+    pub report: bool,
+    /// Print help.
+    #[arg(long = "help", action = ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// `freshen graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// The pipeline and overrides.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Which drawing to print.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Both)]
+    pub format: GraphFormat,
+}
+
+/// Graph drawings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Mermaid flowchart.
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+    /// Both, Mermaid first.
+    Both,
+}
+
+/// `freshen data ...`.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// A reverse-dictionary retrieval set (gloss → synset) from Debian's wordnet-base.
+    Wordnet(WordnetArgs),
+}
+
+/// `freshen data wordnet`.
+#[derive(Debug, Args)]
+pub struct WordnetArgs {
+    /// Folder with WordNet's data.noun, data.verb, data.adj, data.adv.
+    #[arg(long, default_value = crate::data::wordnet::DEFAULT_WORDNET_DIR, env = "FRESHEN_WORDNET_DIR")]
+    pub wordnet_dir: PathBuf,
+    /// Output folder (BEIR layout, Parquet).
+    #[arg(long, default_value = "data/full/wordnet")]
+    pub out: PathBuf,
+    /// Keep only this many synsets (a seeded sample).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Seed of the split and the sample.
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+}

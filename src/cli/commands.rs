@@ -1,0 +1,152 @@
+//! What each subcommand does.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use super::args::{Cli, Command, DataCommand, GraphFormat, LogFormat, RunArgs, SpecArgs};
+use crate::data::wordnet::{self, WordnetOptions};
+use crate::error::Result;
+use crate::graph::{self, CheckCx, Graph};
+use crate::runtime::{self, RunOptions};
+use crate::{nodes, report};
+
+/// Runs the command `cli` names.
+pub(super) fn dispatch(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Check(args) => check(args),
+        Command::Graph(args) => {
+            let graph = nodes::load(&args.spec.file, &args.spec.sets)?;
+            if matches!(args.format, GraphFormat::Mermaid | GraphFormat::Both) {
+                print!("{}", graph::to_mermaid(&graph));
+            }
+            if args.format == GraphFormat::Both {
+                println!();
+            }
+            if matches!(args.format, GraphFormat::Dot | GraphFormat::Both) {
+                print!("{}", graph::to_dot(&graph));
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            let schema = serde_json::to_string_pretty(&nodes::schema()).unwrap_or_default();
+            println!("{schema}");
+            Ok(())
+        }
+        Command::Run(args) => run(cli, args),
+        Command::Bench(cmd) => {
+            println!("{}", crate::speed::run(cmd)?);
+            Ok(())
+        }
+        Command::Compare(args) => {
+            let table = report::compare(&args.runs, &args.out, args.plot.as_deref())?;
+            print!("{table}");
+            println!("wrote {}", args.out.display());
+            if let Some(p) = &args.plot {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Command::Data(DataCommand::Wordnet(args)) => {
+            let opts = WordnetOptions {
+                wordnet_dir: args.wordnet_dir.clone(),
+                out: args.out.clone(),
+                sample: args.sample,
+                seed: args.seed,
+            };
+            let stats = wordnet::build(&opts)?;
+            println!(
+                "{}: {} synsets, {} queries (train {}, dev {}, test {}), {} without a gloss",
+                args.out.display(),
+                stats.synsets,
+                stats.queries,
+                stats.train,
+                stats.dev,
+                stats.test,
+                stats.skipped_empty_gloss
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Loads and checks the graph, its files and their rows: everything `run` needs first.
+fn checked(spec: &SpecArgs) -> Result<Graph> {
+    let graph = nodes::load(&spec.file, &spec.sets)?;
+    graph.check_files(true)?;
+    Ok(graph)
+}
+
+fn check(args: &SpecArgs) -> Result<()> {
+    let graph = checked(args)?;
+    println!(
+        "{}: ok ({} nodes)",
+        args.file.display(),
+        graph.nodes().len()
+    );
+    Ok(())
+}
+
+/// Ids of the nodes whose counters a user asks about (caches, encoders without one).
+fn counted_nodes(graph: &Graph) -> Vec<String> {
+    (0..graph.nodes().len())
+        .filter(|&i| {
+            graph.nodes()[i]
+                .kind
+                .prints_counts(&CheckCx { graph, node: i })
+        })
+        .map(|i| graph.nodes()[i].id.clone())
+        .collect()
+}
+
+/// A run's name for its result table: the pipeline file's stem.
+fn graph_name(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let graph = checked(&args.spec)?;
+    let opts = RunOptions {
+        workers: args.workers,
+        processes: args.processes,
+        process: args.process,
+        hostfile: args.hostfile.clone(),
+        report: args.report,
+        progress: cli.log == LogFormat::Text && std::io::stderr().is_terminal(),
+    };
+    let counted = counted_nodes(&graph);
+    let report = runtime::run(graph, &opts)?;
+    for (node, s) in report.stats.iter().filter(|_| cli.log == LogFormat::Json) {
+        tracing::info!(
+            seconds = report.seconds,
+            node = node.as_str(),
+            rows_out = s.rows_out,
+            encoded = s.encoded,
+            reused = s.reused,
+            dropped = s.dropped,
+            replaced = s.replaced,
+            "node finished"
+        );
+    }
+    for (node, s) in &report.stats {
+        if counted.contains(node) {
+            if args.processes > 1 {
+                print!("process {}: ", args.process);
+            }
+            println!(
+                "{node}: encoded {}, reused {}, dropped {}, replaced {}",
+                s.encoded, s.reused, s.dropped, s.replaced
+            );
+        }
+    }
+    for out in &report.outputs {
+        println!("wrote {}", out.display());
+    }
+    if let Some(summary) = &report.summary {
+        let s = report::RunSummary::from_batch(&graph_name(&args.spec.file), summary)?;
+        print!("{}", report::result_table(&s));
+    }
+    println!("done in {:.1}s", report.seconds);
+    Ok(())
+}

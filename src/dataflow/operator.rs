@@ -1,0 +1,146 @@
+//! What a node becomes at run time: an [`Operator`] that each worker builds into its
+//! dataflow through a [`BuildCx`], and the [`Feed`]s that worker drives afterwards.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::{ProbeHandle, Scope};
+use timely::worker::Worker;
+
+use super::models::WorkerModels;
+use super::run_state::{NodeStats, RunState};
+use super::streams::{BatchStream, Time};
+use crate::error::{Error, Result};
+
+/// A node's run-time form: built once per worker into its dataflow.
+pub trait Operator: Send + Sync {
+    /// Builds the node's timely operators from its input streams (`cx.input(j)`) and
+    /// returns its output streams by port name (the main port is `""`).
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>>;
+
+    /// Derives counters no single operator sees, once every worker has finished.
+    fn after_run(&self, stats: &mut BTreeMap<String, NodeStats>) {
+        let _ = stats;
+    }
+}
+
+/// When a feed runs: every source's rows first, then the stores' keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FeedStage {
+    /// Rows of the datasets.
+    Sources,
+    /// Keys of the embedding stores.
+    Stores,
+}
+
+/// An input a worker drives once its dataflow is built: it sends this worker's share of
+/// some data and closes the input (by dropping it).
+pub trait Feed {
+    /// When it runs.
+    fn stage(&self) -> FeedStage;
+
+    /// Sends this worker's share, stepping the worker so the dataflow keeps up.
+    fn feed(self: Box<Self>, worker: &mut Worker, run: &RunState);
+}
+
+/// What building one worker's dataflow collects beyond the streams.
+pub struct Assembly<'s> {
+    /// The inputs to drive.
+    pub feeds: Vec<Box<dyn Feed>>,
+    /// Passes when everything that must finish has finished.
+    pub probe: ProbeHandle<Time>,
+    /// The latest "step done" stream of a training graph: `update` starts it, a node that
+    /// must finish before the next step (the training `eval`) replaces it, and the
+    /// runtime finally feeds it back into the loop.
+    pub ticks: Option<BatchStream<'s>>,
+    /// The output ports a node took from another through [`BuildCx::port_of_input`].
+    pub taken: HashSet<(usize, String)>,
+}
+
+impl Default for Assembly<'_> {
+    fn default() -> Self {
+        Self {
+            feeds: Vec::new(),
+            probe: ProbeHandle::new(),
+            ticks: None,
+            taken: HashSet::new(),
+        }
+    }
+}
+
+/// Everything a node's [`Operator::build`] may use: its inputs, the worker's scope,
+/// models and run state, and the assembly it adds to.
+pub struct BuildCx<'a, 's> {
+    /// The worker's scope.
+    pub scope: Scope<'s, Time>,
+    /// The node's id (errors and counters are filed under it).
+    pub node: Rc<str>,
+    /// The node's index in the graph.
+    pub index: usize,
+    /// The process's run state: first error, outputs to commit, counters, ledger.
+    pub run: Arc<RunState>,
+    /// This worker's models, when the pipeline has `models:`.
+    pub models: Option<Rc<WorkerModels>>,
+    /// The training loop's feedback: "step t is done", arriving at t + 1.
+    pub feedback: Option<BatchStream<'s>>,
+    /// `(producer, port)` of each input, in order.
+    pub edges: &'a [(usize, String)],
+    /// Every stream built so far, by `(node, port)`.
+    pub streams: &'a HashMap<(usize, String), BatchStream<'s>>,
+    /// What the build collects.
+    pub assembly: &'a mut Assembly<'s>,
+}
+
+impl<'s> BuildCx<'_, 's> {
+    /// Input `j`'s stream.
+    pub fn input(&self, j: usize) -> Result<BatchStream<'s>> {
+        let key = self
+            .edges
+            .get(j)
+            .ok_or_else(|| Error::invariant(format!("node {}: no input {j}", self.node)))?;
+        self.streams.get(key).cloned().ok_or_else(|| {
+            Error::invariant(format!("node {}: input {j} is not built yet", self.node))
+        })
+    }
+
+    /// Every input's stream, in order.
+    pub fn inputs(&self) -> Result<Vec<BatchStream<'s>>> {
+        (0..self.edges.len()).map(|j| self.input(j)).collect()
+    }
+
+    /// Another port of input `j`'s node (one the graph does not wire, such as an
+    /// `encode`'s stored keys for its `cache`), if that node has it.
+    pub fn port_of_input(&mut self, j: usize, port: &str) -> Option<BatchStream<'s>> {
+        let (node, _) = self.edges.get(j)?;
+        let key = (*node, port.to_string());
+        let s = self.streams.get(&key).cloned()?;
+        self.assembly.taken.insert(key);
+        Some(s)
+    }
+
+    /// Whether this worker leads (worker 0 writes files and reports).
+    pub fn leader(&self) -> bool {
+        self.scope.index() == 0
+    }
+
+    /// The feedback stream of the training loop.
+    pub fn feedback(&self) -> Result<BatchStream<'s>> {
+        self.feedback.clone().ok_or_else(|| {
+            Error::invariant(format!(
+                "node {}: a training operator outside a training graph",
+                self.node
+            ))
+        })
+    }
+
+    /// This worker's models.
+    pub fn models(&self) -> Result<Rc<WorkerModels>> {
+        self.models.clone().ok_or_else(|| {
+            Error::invariant(format!(
+                "node {}: a training operator without models",
+                self.node
+            ))
+        })
+    }
+}

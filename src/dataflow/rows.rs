@@ -1,0 +1,103 @@
+//! Embeddings gathered from batches into one row-major matrix in memory, for operators
+//! that need a whole set at once (a cache to search, targets to look up) and turn it into
+//! tensors on a model's device.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::store::batch;
+use crate::store::tables::col;
+
+/// Ids, text hashes and row-major vectors of one width.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddingRows {
+    /// Row ids.
+    pub ids: Vec<String>,
+    /// Text hash of each row (0 where the batches had none).
+    pub hashes: Vec<u64>,
+    /// Row-major values, `ids.len() × dim`.
+    pub values: Vec<f32>,
+    /// Width of a vector (0 until the first row).
+    pub dim: usize,
+}
+
+impl EmbeddingRows {
+    /// Appends the rows of an embeddings batch (`id`, `embedding`, and `text_hash` if any).
+    pub fn push(&mut self, b: &RecordBatch) -> Result<()> {
+        self.push_column(b, col::EMBEDDING)
+    }
+
+    /// Appends the rows of `b`, taking the vectors from column `name`.
+    pub fn push_column(&mut self, b: &RecordBatch, name: &str) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
+        let ids = batch::strings(b, col::ID)?;
+        let (values, dim) = batch::vectors_of(b, name)?;
+        if self.dim != 0 && dim != self.dim {
+            return Err(Error::invariant(format!(
+                "vectors of width {dim} among vectors of width {} (expected one width)",
+                self.dim
+            )));
+        }
+        self.dim = dim;
+        self.ids
+            .extend(ids.iter().map(|s| s.unwrap_or_default().to_string()));
+        match b
+            .column_by_name(col::TEXT_HASH)
+            .filter(|c| c.data_type() == &arrow::datatypes::DataType::UInt64)
+        {
+            Some(_) => self
+                .hashes
+                .extend(batch::hashes(b)?.values().iter().copied()),
+            None => self.hashes.resize(self.ids.len(), 0),
+        }
+        self.values.extend_from_slice(values);
+        Ok(())
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Row `i`'s vector.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The row index of each id (the first, if an id repeats).
+    pub fn index(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::with_capacity(self.ids.len());
+        for (i, id) in self.ids.iter().enumerate() {
+            m.entry(id.clone()).or_insert(i);
+        }
+        m
+    }
+
+    /// The table as a `(rows, dim)` tensor.
+    pub fn tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_slice(
+            &self.values,
+            (self.ids.len(), self.dim),
+            device,
+        )?)
+    }
+
+    /// Rows `rows` (by index) as a `(rows.len(), dim)` tensor.
+    pub fn gather(&self, rows: &[usize], device: &Device) -> Result<Tensor> {
+        let mut v = Vec::with_capacity(rows.len() * self.dim);
+        for &r in rows {
+            v.extend_from_slice(self.row(r));
+        }
+        Ok(Tensor::from_vec(v, (rows.len(), self.dim), device)?)
+    }
+}

@@ -1,0 +1,136 @@
+//! State every worker of a process shares: the first error, outputs waiting to be
+//! committed, per-node counters, the ledger of target-encoder forwards, and progress.
+//!
+//! Operators cannot return errors through timely, so they record the first one here and
+//! stop producing; the run then fails as a whole and commits nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::progress::Progress;
+use crate::error::Error;
+use crate::store::parquet_io::PendingFile;
+
+/// What a node did in a run; printed at the end and returned to callers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Rows the node produced.
+    pub rows_out: usize,
+    /// Target-encoder forward passes (rows embedded).
+    pub encoded: usize,
+    /// Rows served from the embedding store without encoding.
+    pub reused: usize,
+    /// Stored rows whose id is no longer in the corpus.
+    pub dropped: usize,
+    /// Rows in the store before the run.
+    pub stored: usize,
+    /// Stored rows whose id is still there with a different text (re-encoded).
+    pub replaced: usize,
+}
+
+/// Per-process state shared by the workers.
+pub struct RunState {
+    error: Mutex<Option<Error>>,
+    pending: Mutex<Vec<PendingFile>>,
+    stats: Mutex<BTreeMap<String, NodeStats>>,
+    ledger: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+    summary: Mutex<Option<arrow::array::RecordBatch>>,
+    started: std::time::Instant,
+    progress: Progress,
+}
+
+impl RunState {
+    /// New shared state; `progress` turns progress bars on (they draw only on a terminal).
+    pub fn new(progress: bool) -> Self {
+        Self {
+            error: Mutex::new(None),
+            pending: Mutex::new(Vec::new()),
+            stats: Mutex::new(BTreeMap::new()),
+            ledger: Mutex::new(BTreeMap::new()),
+            summary: Mutex::new(None),
+            started: std::time::Instant::now(),
+            progress: Progress::new(progress),
+        }
+    }
+
+    /// Progress reporting.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Records `e` unless an earlier error is already recorded.
+    pub fn fail(&self, e: Error) {
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(e);
+        }
+    }
+
+    /// Whether any operator has failed; operators stop producing once it is true.
+    pub fn failed(&self) -> bool {
+        self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    /// Takes the recorded error, if any.
+    pub fn take_error(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Queues a finished output to be committed if the whole run succeeds.
+    pub fn add_pending(&self, p: PendingFile) {
+        if let Ok(mut v) = self.pending.lock() {
+            v.push(p);
+        }
+    }
+
+    /// Takes the queued outputs.
+    pub fn take_pending(&self) -> Vec<PendingFile> {
+        self.pending
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    /// Updates the counters of `node`.
+    pub fn count(&self, node: &str, f: impl FnOnce(&mut NodeStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(s.entry(node.to_string()).or_default());
+        }
+    }
+
+    /// Adds `n` target-encoder forward passes taking `seconds` to the ledger under
+    /// `reason` (`initial`, `refresh`, `touched`, `eval`).
+    pub fn forwards(&self, reason: &'static str, n: u64, seconds: f64) {
+        if let Ok(mut l) = self.ledger.lock() {
+            let e = l.entry(reason).or_default();
+            e.0 += n;
+            e.1 += seconds;
+        }
+    }
+
+    /// The ledger: forwards and seconds by reason.
+    pub fn ledger(&self) -> BTreeMap<&'static str, (u64, f64)> {
+        self.ledger.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Seconds since the run started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Keeps a training run's summary row for the command line to print.
+    pub fn set_summary(&self, b: arrow::array::RecordBatch) {
+        if let Ok(mut s) = self.summary.lock() {
+            *s = Some(b);
+        }
+    }
+
+    /// The training run's summary row, if there was one.
+    pub fn summary(&self) -> Option<arrow::array::RecordBatch> {
+        self.summary.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// A snapshot of every node's counters.
+    pub fn stats(&self) -> BTreeMap<String, NodeStats> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}

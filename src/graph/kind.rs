@@ -1,0 +1,329 @@
+//! The interface of a node type: what the graph asks of each node's settings.
+//!
+//! Every node type is one module of `crate::nodes` holding a settings struct that
+//! implements [`NodeKind`]: its inputs and outputs (checked before anything runs), the
+//! models, datasets and outputs it names, the files it reads (checked by `freshen
+//! check`), and its [`plan`](NodeKind::plan): the operator it becomes at run time. The
+//! graph and the runtime only ever see this trait; [`NodeEntry`] registers a type under
+//! its `type` name.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use serde_yaml::Value;
+
+use super::needs::Need;
+use super::{Graph, GraphNode};
+use crate::dataflow::{Operator, ProcessModels};
+use crate::error::{Error, Result};
+use crate::models::{Model, ModelRef, Role};
+use crate::spec::LoadedSpec;
+
+/// What a node names that the pipeline must define, with the settings key naming it.
+#[derive(Debug, Clone, Default)]
+pub struct References {
+    /// `(key, name)` of a dataset of `inputs:`.
+    pub dataset: Option<(&'static str, String)>,
+    /// `(key, name)` of an output of `outputs:` it writes.
+    pub output: Option<(&'static str, String)>,
+    /// `(key, name, role)` of each model of `models:` it uses.
+    pub models: Vec<(&'static str, String, Role)>,
+}
+
+/// A persistent store of embeddings that a node keeps ([`NodeKind::store`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Store<'a> {
+    /// The store's folder.
+    pub path: &'a std::path::Path,
+    /// When training: re-embed the whole corpus every this many steps.
+    pub refresh_every: Option<usize>,
+}
+
+/// The run-time form of a node, and what planning it learnt.
+pub struct Planned {
+    /// The operator every worker builds.
+    pub operator: Box<dyn Operator>,
+    /// For the source of training pairs: the run's training steps.
+    pub steps: Option<usize>,
+}
+
+impl Planned {
+    /// An operator with nothing else learnt.
+    pub fn operator(op: impl Operator + 'static) -> Self {
+        Self {
+            operator: Box::new(op),
+            steps: None,
+        }
+    }
+}
+
+/// The settings of one node, and everything the graph and the runtime ask of its type.
+pub trait NodeKind: Any + fmt::Debug + Send + Sync {
+    /// The `type` as written.
+    fn type_name(&self) -> &'static str;
+
+    /// The numbers of inputs it may take.
+    fn arity(&self) -> &'static [usize];
+
+    /// The datasets, outputs and models it names.
+    fn references(&self) -> References {
+        References::default()
+    }
+
+    /// What each input (by position) must carry; the last entry applies to later inputs.
+    fn needs(&self, cx: &CheckCx) -> Vec<Vec<Need>>;
+
+    /// Its output ports with their schemas, main port first (none for a sink), given its
+    /// inputs' schemas (already checked against [`NodeKind::needs`]).
+    fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>>;
+
+    /// Checks that need the whole graph: the types of the nodes it reads, who reads it.
+    fn check(&self, cx: &CheckCx) -> Result<()> {
+        let _ = cx;
+        Ok(())
+    }
+
+    /// The persistent store this node keeps of the vectors it reads, if it keeps one (a
+    /// `cache`): the node that feeds it then embeds only the rows the store lacks.
+    fn store(&self) -> Option<Store<'_>> {
+        None
+    }
+
+    /// Whether `freshen run` prints this node's counters (encoded, reused, ...).
+    fn prints_counts(&self, cx: &CheckCx) -> bool {
+        let _ = cx;
+        false
+    }
+
+    /// For the node that trains (`update`): the training the graph does.
+    fn training(&self, cx: &CheckCx) -> Result<Option<super::Training>> {
+        let _ = cx;
+        Ok(None)
+    }
+
+    /// Checks the files it reads: presence and columns, and with `rows`, every row.
+    /// `seen` lists what earlier nodes checked already (keys of the node's choosing).
+    fn check_files(&self, cx: &CheckCx, rows: bool, seen: &mut Vec<String>) -> Result<()> {
+        let _ = (cx, rows, seen);
+        Ok(())
+    }
+
+    /// Its operator for this process: datasets opened, models looked up, decisions made.
+    fn plan(&self, cx: &PlanCx) -> Result<Planned>;
+
+    /// The settings in effect, defaults included, as JSON (for the run's record).
+    fn settings_json(&self) -> serde_json::Value;
+}
+
+/// A node type: its `type` name, how its settings are read, and their schema.
+pub struct NodeEntry {
+    /// The `type` as written.
+    pub name: &'static str,
+    /// Reads a node's settings (the node's mapping without `id`, `type` and `inputs`).
+    pub parse: fn(&ParseCx, Value) -> Result<Box<dyn NodeKind>>,
+    /// The JSON Schema of its settings.
+    pub schema: fn() -> serde_json::Value,
+}
+
+/// The node types there are, by name: what a pipeline's `type`s are looked up in.
+pub type Registry = [NodeEntry];
+
+/// Where a node's settings are written, for reading them.
+pub struct ParseCx<'a> {
+    /// The loaded pipeline.
+    pub spec: &'a LoadedSpec,
+    /// The node's index in the file.
+    pub index: usize,
+    /// Its id.
+    pub id: &'a str,
+}
+
+impl ParseCx<'_> {
+    /// The node's dotted path (`nodes.3`).
+    pub fn path(&self) -> String {
+        LoadedSpec::node_path(self.index)
+    }
+
+    /// Deserialises the node's settings, with located errors.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T> {
+        self.spec.deserialize_at(&self.path(), Some(self.id), value)
+    }
+
+    /// An error at `key` of the node.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> Error {
+        self.spec
+            .error(&join(&self.path(), key), Some(self.id), message)
+    }
+
+    /// A compute error located at the setting it names, or at the node.
+    pub fn located(&self, e: freshen_operators::Error) -> Error {
+        match e {
+            freshen_operators::Error::Field { field, message } => self.error(&field, message),
+            other => self.error("", other.to_string()),
+        }
+    }
+
+    /// Reads the model written under `key` (a name, a model, or nothing: the default).
+    pub fn model(&self, key: &str, value: &Value) -> Result<ModelRef> {
+        ModelRef::parse(self.spec, &join(&self.path(), key), Some(self.id), value)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    match key.is_empty() {
+        true => path.to_string(),
+        false => format!("{path}.{key}"),
+    }
+}
+
+/// One node of a graph being checked, and the graph around it.
+pub struct CheckCx<'a> {
+    /// The graph (its ports filled up to this node's inputs while outputs are computed).
+    pub graph: &'a Graph,
+    /// The node's index.
+    pub node: usize,
+}
+
+impl<'a> CheckCx<'a> {
+    /// The node.
+    pub fn this(&self) -> &'a GraphNode {
+        &self.graph.nodes()[self.node]
+    }
+
+    /// The loaded pipeline.
+    pub fn spec(&self) -> &'a LoadedSpec {
+        &self.graph.spec
+    }
+
+    /// An error at `key` of the node (`""`: the node itself).
+    pub fn error(&self, key: &str, message: impl Into<String>) -> Error {
+        let path = join(&LoadedSpec::node_path(self.node), key);
+        self.spec().error(&path, Some(&self.this().id), message)
+    }
+
+    /// An error at the node's input `j`.
+    pub fn input_error(&self, j: usize, message: impl Into<String>) -> Error {
+        self.error(&format!("inputs.{j}"), message)
+    }
+
+    /// Number of inputs.
+    pub fn inputs(&self) -> usize {
+        self.graph.inputs(self.node).len()
+    }
+
+    /// The node that input `j` reads.
+    pub fn producer(&self, j: usize) -> Option<&'a GraphNode> {
+        let e = self.graph.inputs(self.node).get(j)?;
+        Some(&self.graph.nodes()[e.node])
+    }
+
+    /// The index of the node that input `j` reads.
+    pub fn producer_index(&self, j: usize) -> Option<usize> {
+        self.graph.inputs(self.node).get(j).map(|e| e.node)
+    }
+
+    /// The port input `j` reads.
+    pub fn port(&self, j: usize) -> &'a str {
+        self.graph
+            .inputs(self.node)
+            .get(j)
+            .map_or("", |e| e.port.as_str())
+    }
+
+    /// The settings of input `j`'s node, if it is of type `T`.
+    pub fn producer_as<T: NodeKind>(&self, j: usize) -> Option<&'a T> {
+        self.producer(j)?.settings::<T>()
+    }
+
+    /// How many inputs input `j`'s node has.
+    pub fn producer_inputs(&self, j: usize) -> usize {
+        self.producer_index(j)
+            .map_or(0, |p| self.graph.inputs(p).len())
+    }
+
+    /// The schema input `j` carries.
+    pub fn input_schema(&self, j: usize) -> Option<SchemaRef> {
+        self.graph.schema(self.graph.inputs(self.node).get(j)?)
+    }
+
+    /// The width of input `j`'s `embedding` column (0 if it has none).
+    pub fn input_dim(&self, j: usize) -> usize {
+        self.input_schema(j)
+            .as_ref()
+            .and_then(super::needs::vector_dim)
+            .unwrap_or(0)
+    }
+
+    /// The model `r` names or holds (`None` for an unknown name: reported by the
+    /// reference checks).
+    pub fn model(&self, r: &'a ModelRef) -> Option<&'a Model> {
+        match r {
+            ModelRef::Named(n) => self.graph.models.get(n),
+            ModelRef::Inline(m) => Some(m),
+        }
+    }
+
+    /// The nodes that read this one.
+    pub fn consumers(&self) -> &'a [usize] {
+        self.graph.consumers(self.node)
+    }
+}
+
+/// What planning one node may look at.
+pub struct PlanCx<'a> {
+    /// The checked graph.
+    pub graph: &'a Graph,
+    /// The node's index.
+    pub node: usize,
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Training steps of the run (0 when it does not train, or before the pairs source is
+    /// planned: that source is planned first).
+    pub steps: usize,
+    /// The process's instances of the models of `models:`.
+    pub models: &'a ProcessModels,
+    /// What nodes planned earlier (in topological order) published for later ones.
+    pub facts: &'a Facts,
+}
+
+/// What planning a node publishes for the nodes after it (an encoder's fingerprint for
+/// the cache that stores its vectors, say), by node.
+#[derive(Default)]
+pub struct Facts(RefCell<BTreeMap<usize, Arc<dyn Any + Send + Sync>>>);
+
+impl Facts {
+    /// Publishes `fact` as node `node`'s.
+    pub fn publish(&self, node: usize, fact: impl Any + Send + Sync) {
+        self.0.borrow_mut().insert(node, Arc::new(fact));
+    }
+
+    /// Node `node`'s fact, if it published one of type `T`.
+    pub fn of<T: Any + Send + Sync>(&self, node: usize) -> Option<Arc<T>> {
+        let fact = self.0.borrow().get(&node)?.clone();
+        fact.downcast::<T>().ok()
+    }
+}
+
+impl<'a> PlanCx<'a> {
+    /// The node.
+    pub fn this(&self) -> &'a GraphNode {
+        &self.graph.nodes()[self.node]
+    }
+
+    /// A check-phase view of the same node.
+    pub fn check(&self) -> CheckCx<'a> {
+        CheckCx {
+            graph: self.graph,
+            node: self.node,
+        }
+    }
+
+    /// An error of this node, found while planning.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> Error {
+        self.check().error(key, message)
+    }
+}

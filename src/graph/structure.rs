@@ -1,0 +1,385 @@
+//! The checks every graph gets, whatever its node types: ids, edges and arity, what the
+//! nodes name, cycles, the columns of every edge, and the training analysis.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::datatypes::SchemaRef;
+
+use super::kind::{CheckCx, ParseCx, Registry};
+use super::needs::{self, MAIN};
+use super::{Edge, Graph, GraphNode, Training};
+use crate::error::Result;
+use crate::models::{self, Model};
+use crate::spec::LoadedSpec;
+
+/// Reads every model of `models:`.
+pub(super) fn parse_models(spec: &LoadedSpec) -> Result<BTreeMap<String, Model>> {
+    spec.pipeline
+        .models
+        .iter()
+        .map(|(name, value)| {
+            let m = models::parse(spec, &format!("models.{name}"), None, value)?;
+            Ok((name.clone(), m))
+        })
+        .collect()
+}
+
+/// Reads every node's settings by its type.
+pub(super) fn parse_nodes(spec: &LoadedSpec, registry: &Registry) -> Result<Vec<GraphNode>> {
+    let types = || {
+        registry
+            .iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut nodes = Vec::with_capacity(spec.pipeline.nodes.len());
+    for (i, n) in spec.pipeline.nodes.iter().enumerate() {
+        let path = LoadedSpec::node_path(i);
+        if n.type_name.is_empty() {
+            return Err(spec.error(
+                &path,
+                Some(&n.id),
+                format!("missing key `type` (expected one of {})", types()),
+            ));
+        }
+        let Some(entry) = registry.iter().find(|e| e.name == n.type_name) else {
+            return Err(spec.error(
+                &format!("{path}.type"),
+                Some(&n.id),
+                format!(
+                    "unknown operator type `{}` (expected one of {})",
+                    n.type_name,
+                    types()
+                ),
+            ));
+        };
+        let cx = ParseCx {
+            spec,
+            index: i,
+            id: &n.id,
+        };
+        nodes.push(GraphNode {
+            id: n.id.clone(),
+            inputs: n.inputs.clone(),
+            kind: (entry.parse)(&cx, n.settings.clone())?,
+        });
+    }
+    Ok(nodes)
+}
+
+/// The index of each id; a repeated id is an error at its second definition.
+pub(super) fn check_ids(spec: &LoadedSpec, nodes: &[GraphNode]) -> Result<HashMap<String, usize>> {
+    let mut index = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(&first) = index.get(&n.id) {
+            let first_path = format!("{}.id", LoadedSpec::node_path(first));
+            let at = spec
+                .span_of(&first_path)
+                .map(|s| format!(" at line {}", s.line))
+                .unwrap_or_default();
+            return Err(spec.error(
+                &format!("{}.id", LoadedSpec::node_path(i)),
+                Some(&n.id),
+                format!(
+                    "duplicate id `{}` (first defined{at}; ids must be unique)",
+                    n.id
+                ),
+            ));
+        }
+        index.insert(n.id.clone(), i);
+    }
+    Ok(index)
+}
+
+/// Each node's inputs as edges, and each node's readers.
+pub(super) struct Wiring {
+    /// Per node, its inputs.
+    pub edges: Vec<Vec<Edge>>,
+    /// Per node, the nodes that read it.
+    pub consumers: Vec<Vec<usize>>,
+}
+
+/// Each node's inputs resolved to edges (arity checked first), and each node's readers.
+pub(super) fn edges(
+    spec: &LoadedSpec,
+    nodes: &[GraphNode],
+    index: &HashMap<String, usize>,
+) -> Result<Wiring> {
+    let mut consumers = vec![Vec::new(); nodes.len()];
+    let mut edges = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        check_arity(spec, i, n)?;
+        for (j, input) in n.inputs.iter().enumerate() {
+            let Some(edge) = resolve(index, input) else {
+                let known: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+                return Err(spec.error(
+                    &format!("{}.inputs.{j}", LoadedSpec::node_path(i)),
+                    Some(&n.id),
+                    format!(
+                        "input `{input}` names no node (expected one of {})",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            consumers[edge.node].push(i);
+            edges[i].push(edge);
+        }
+    }
+    Ok(Wiring { edges, consumers })
+}
+
+/// `id` or `id.port`: the node a written input names, with its port.
+fn resolve(index: &HashMap<String, usize>, input: &str) -> Option<Edge> {
+    if let Some(&node) = index.get(input) {
+        return Some(Edge {
+            node,
+            port: MAIN.to_string(),
+        });
+    }
+    let (id, port) = input.rsplit_once('.')?;
+    index.get(id).map(|&node| Edge {
+        node,
+        port: port.to_string(),
+    })
+}
+
+fn check_arity(spec: &LoadedSpec, i: usize, n: &GraphNode) -> Result<()> {
+    let allowed = n.kind.arity();
+    if allowed.contains(&n.inputs.len()) {
+        return Ok(());
+    }
+    let want = allowed
+        .iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let path = match n.inputs.is_empty() {
+        true => LoadedSpec::node_path(i),
+        false => format!("{}.inputs", LoadedSpec::node_path(i)),
+    };
+    Err(spec.error(
+        &path,
+        Some(&n.id),
+        format!(
+            "`{}` takes {want} input{} (found {})",
+            n.kind.type_name(),
+            if allowed == [1] { "" } else { "s" },
+            n.inputs.len()
+        ),
+    ))
+}
+
+/// Every dataset and output a node names exists, and every output has one writer.
+pub(super) fn check_references(spec: &LoadedSpec, nodes: &[GraphNode]) -> Result<()> {
+    let p = &spec.pipeline;
+    let mut writers: BTreeMap<String, &str> = BTreeMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let path = LoadedSpec::node_path(i);
+        let refs = n.kind.references();
+        if let Some((key, name)) = &refs.dataset {
+            if !p.inputs.contains_key(name) {
+                let known: Vec<&str> = p.inputs.keys().map(String::as_str).collect();
+                return Err(spec.error(
+                    &format!("{path}.{key}"),
+                    Some(&n.id),
+                    format!(
+                        "dataset `{name}` is not among the pipeline's inputs (expected one of: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some((key, name)) = &refs.output {
+            if !p.outputs.contains_key(name) {
+                let known: Vec<&str> = p.outputs.keys().map(String::as_str).collect();
+                return Err(spec.error(
+                    &format!("{path}.{key}"),
+                    Some(&n.id),
+                    format!(
+                        "output `{name}` is not among the pipeline's outputs (expected one of: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if let Some(other) = writers.insert(name.clone(), &n.id) {
+                return Err(spec.error(
+                    &format!("{path}.{key}"),
+                    Some(&n.id),
+                    format!("output `{name}` is already written by node `{other}` (expected one sink per output)"),
+                ));
+            }
+        }
+    }
+    for name in p.outputs.keys() {
+        if !writers.contains_key(name) {
+            return Err(spec.key_error(
+                &format!("outputs.{name}"),
+                None,
+                format!(
+                    "output `{name}` is written by no sink (expected a sink with `output: {name}`)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every model a node names exists and has the role it is used in.
+pub(super) fn check_models(g: &Graph, i: usize) -> Result<()> {
+    let n = &g.nodes()[i];
+    let path = LoadedSpec::node_path(i);
+    for (key, name, role) in n.kind.references().models {
+        let Some(model) = g.models.get(&name) else {
+            let known: Vec<&str> = g.models.keys().map(String::as_str).collect();
+            return Err(g.spec.error(
+                &format!("{path}.{key}"),
+                Some(&n.id),
+                format!(
+                    "model `{name}` is not among the pipeline's models (expected one of: {})",
+                    if known.is_empty() {
+                        "none defined".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        if model.role() != role {
+            return Err(g.spec.error(
+                &format!("{path}.{key}"),
+                Some(&n.id),
+                format!(
+                    "model `{name}` is of kind `{}` (expected {})",
+                    model.kind(),
+                    role.expected()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Kahn's algorithm; a cycle is reported at the first node on it, with the whole loop.
+pub(super) fn topological_order(
+    spec: &LoadedSpec,
+    nodes: &[GraphNode],
+    edges: &[Vec<Edge>],
+) -> Result<Vec<usize>> {
+    let mut indegree: Vec<usize> = edges.iter().map(Vec::len).collect();
+    let mut ready: Vec<usize> = (0..nodes.len())
+        .rev()
+        .filter(|&i| indegree[i] == 0)
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for (j, inputs) in edges.iter().enumerate().rev() {
+            for input in inputs {
+                if input.node == i {
+                    indegree[j] -= 1;
+                    if indegree[j] == 0 {
+                        ready.push(j);
+                    }
+                }
+            }
+        }
+    }
+    if order.len() == nodes.len() {
+        return Ok(order);
+    }
+    // Walk back along inputs from a node left over until a node repeats: that is the loop.
+    let start = (0..nodes.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
+    let mut path = vec![start];
+    let mut cur = start;
+    loop {
+        let next = edges[cur]
+            .iter()
+            .map(|e| e.node)
+            .find(|&p| indegree[p] > 0)
+            .unwrap_or(start);
+        if let Some(pos) = path.iter().position(|&p| p == next) {
+            // `path` follows inputs backwards; data flows the other way round.
+            let mut cycle: Vec<usize> = path[pos..].iter().rev().copied().collect();
+            let first = *cycle.iter().min().unwrap_or(&start);
+            let at = cycle.iter().position(|&c| c == first).unwrap_or(0);
+            cycle.rotate_left(at);
+            cycle.push(first);
+            let names: Vec<&str> = cycle.iter().map(|&c| nodes[c].id.as_str()).collect();
+            return Err(spec.error(
+                &format!("{}.inputs", LoadedSpec::node_path(first)),
+                Some(&nodes[first].id),
+                format!("cycle: {} (expected an acyclic graph)", names.join(" -> ")),
+            ));
+        }
+        path.push(next);
+        cur = next;
+    }
+}
+
+/// The output ports of node `i`, once its inputs' are known: the ports they read exist,
+/// carry what the node needs, and the node's type gives its outputs.
+pub(super) fn ports(g: &Graph, i: usize) -> Result<Vec<(String, SchemaRef)>> {
+    let cx = CheckCx { graph: g, node: i };
+    let n = cx.this();
+    for (j, edge) in g.inputs(i).iter().enumerate() {
+        if g.schema(edge).is_none() && !g.ports[edge.node].is_empty() {
+            let have: Vec<&str> = g.ports[edge.node]
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .filter(|p| !p.is_empty())
+                .collect();
+            return Err(cx.input_error(
+                j,
+                format!(
+                    "`{}` has no port `{}` (expected one of: {})",
+                    g.nodes()[edge.node].id,
+                    edge.port,
+                    if have.is_empty() {
+                        "none".to_string()
+                    } else {
+                        have.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    let needs = n.kind.needs(&cx);
+    for (j, name) in n.inputs.iter().enumerate() {
+        let Some(schema) = cx.input_schema(j) else {
+            return Err(cx.input_error(
+                j,
+                format!(
+                    "input `{name}` is a sink and has no output (expected a node that produces rows)"
+                ),
+            ));
+        };
+        for need in needs.get(j).or(needs.last()).into_iter().flatten() {
+            needs::check(&schema, name, need).map_err(|m| cx.input_error(j, m))?;
+        }
+    }
+    n.kind.outputs(&cx)
+}
+
+/// The training analysis of the one node that trains, if any.
+pub(super) fn training(g: &Graph) -> Result<Option<Training>> {
+    let mut found: Option<(usize, Training)> = None;
+    for i in 0..g.nodes().len() {
+        let cx = CheckCx { graph: g, node: i };
+        let Some(t) = g.nodes()[i].kind.training(&cx)? else {
+            continue;
+        };
+        if let Some((first, _)) = &found {
+            return Err(cx.error(
+                "",
+                format!(
+                    "a second `{}` node (expected one per pipeline; `{}` is the first)",
+                    g.nodes()[i].kind.type_name(),
+                    g.nodes()[*first].id
+                ),
+            ));
+        }
+        found = Some((i, t));
+    }
+    Ok(found.map(|(_, t)| t))
+}

@@ -1,0 +1,62 @@
+//! `kind: hashed`: the built-in hashed n-gram encoder (no download). Its settings are
+//! [`HashedEncoderConfig`]'s; `seed` defaults to the pipeline's.
+
+use std::sync::Arc;
+
+use freshen_operators::{HashedEncoder, HashedEncoderConfig};
+use serde_yaml::Value;
+
+use super::{Built, KindEntry, Model, ModelCommon, ModelCx, ModelKind, Role};
+use crate::error::Result;
+
+/// The kind's entry in [`super::KINDS`].
+pub const KIND: KindEntry = KindEntry {
+    name: "hashed",
+    parse,
+    schema: super::schema_of::<HashedEncoderConfig>,
+};
+
+/// A hashed encoder's settings.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    /// The encoder's own settings.
+    pub config: HashedEncoderConfig,
+    /// `frozen`, `lr_scale`, `device`.
+    pub common: ModelCommon,
+}
+
+fn parse(cx: &ModelCx, value: Value, common: ModelCommon) -> Result<Model> {
+    let config: HashedEncoderConfig = cx.settings(cx.with_seed(value))?;
+    config.validate().map_err(|e| cx.located(e))?;
+    Ok(Arc::new(Hashed { config, common }))
+}
+
+impl ModelKind for Hashed {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn role(&self) -> Role {
+        Role::Encoder
+    }
+
+    fn common(&self) -> &ModelCommon {
+        &self.common
+    }
+
+    fn output_dim(&self) -> Option<usize> {
+        Some(self.config.dim)
+    }
+
+    fn build(&self, _input_dim: usize) -> freshen_operators::Result<Built> {
+        let device = self.common.device.open()?;
+        Ok(Built::Encoder(Box::new(HashedEncoder::new(
+            self.config.clone(),
+            &device,
+        )?)))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::settings_json(KIND.name, &self.config, &self.common)
+    }
+}

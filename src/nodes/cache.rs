@@ -1,0 +1,278 @@
+//! `cache`: keeps embeddings in a persistent store so unchanged rows are never embedded
+//! again, and emits the full table downstream (the stale cache B of training).
+//!
+//! Its input is an `encode` node, which embeds only the rows the store lacks (see
+//! `encode`'s cached form). The cache writes the store's next version on the leader
+//! worker: the fresh rows as they arrive, then the stored rows still current.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Concat, Operator as _};
+
+use super::encode::{Encode, EncoderFacts, REFRESH, REUSED};
+use super::Settings;
+use crate::dataflow::{BatchStream, BuildCx, NodeStats, Operator};
+use crate::error::{Error, Result};
+use crate::graph::needs::{self, Need};
+use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, Store, MAIN};
+use crate::store::batch::{self, Batch};
+use crate::store::cache::EmbeddingStore;
+use crate::store::parquet_io::AtomicParquetWriter;
+use crate::store::tables::{self, col};
+
+/// Settings of `cache`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// Folder of the persistent store, shared between runs and pipelines.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// When training: re-embed the whole corpus with the current target tower every this
+    /// many steps (the ANCE-style baseline; 1 is the oracle). Absent: never.
+    #[serde(default)]
+    pub refresh_every: Option<usize>,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from(".freshen/cache")
+}
+
+impl Settings for Cache {
+    const TYPE: &'static str = "cache";
+
+    fn validate(&self) -> freshen_operators::Result<()> {
+        match self.refresh_every {
+            Some(r) => freshen_operators::ranges::at_least("refresh_every", r, 1),
+            None => Ok(()),
+        }
+    }
+}
+
+impl NodeKind for Cache {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        &[1]
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        vec![vec![
+            needs::text(col::ID),
+            needs::hash(col::TEXT_HASH),
+            needs::vector(col::EMBEDDING),
+        ]]
+    }
+
+    fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        Ok(vec![(
+            MAIN.to_string(),
+            tables::embeddings_schema(cx.input_dim(0)),
+        )])
+    }
+
+    fn check(&self, cx: &CheckCx) -> Result<()> {
+        if cx.producer_as::<Encode>(0).is_none() || cx.port(0) != MAIN {
+            return Err(cx.input_error(
+                0,
+                "a cache must read an `encode` node directly (expected inputs: [<encode id>])",
+            ));
+        }
+        Ok(())
+    }
+
+    fn store(&self) -> Option<Store<'_>> {
+        Some(Store {
+            path: &self.path,
+            refresh_every: self.refresh_every,
+        })
+    }
+
+    fn prints_counts(&self, _cx: &CheckCx) -> bool {
+        true
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let producer = cx.graph.producers(cx.node)[0];
+        let store = cx
+            .facts
+            .of::<EncoderFacts>(producer)
+            .and_then(|f| f.store.clone())
+            .ok_or_else(|| Error::invariant("a cache planned before its encode node"))?;
+        Ok(Planned::operator(CacheOp {
+            store,
+            id: cx.this().id.clone(),
+            producer: cx.graph.nodes()[producer].id.clone(),
+        }))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// A cache at run time.
+struct CacheOp {
+    store: EmbeddingStore,
+    id: String,
+    /// The encode node it reads (whose counter of encoded rows is the cache's too).
+    producer: String,
+}
+
+impl Operator for CacheOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        let fresh = cx.input(0)?;
+        let reused = cx
+            .port_of_input(0, REUSED)
+            .ok_or_else(|| Error::invariant("a cache whose encode node gave no stored keys"))?;
+        let refresh = cx.port_of_input(0, REFRESH);
+        let out = write_store(cx, fresh, reused, self.store.clone());
+        Ok(vec![(
+            MAIN.to_string(),
+            match refresh {
+                Some(r) => out.concat(r),
+                None => out,
+            },
+        )])
+    }
+
+    /// Rows replaced = stored − reused − dropped; encoded is the encode node's.
+    fn after_run(&self, stats: &mut BTreeMap<String, NodeStats>) {
+        let encoded = stats.get(&self.producer).map_or(0, |s| s.encoded);
+        let s = stats.entry(self.id.clone()).or_default();
+        s.encoded = encoded;
+        s.replaced = s.stored.saturating_sub(s.reused + s.dropped);
+    }
+}
+
+/// Writes the store's next version (fresh rows as they arrive, then the stored rows still
+/// current) and emits the full table downstream. All on the leader worker.
+fn write_store<'s>(
+    cx: &BuildCx<'_, 's>,
+    fresh: BatchStream<'s>,
+    reused: BatchStream<'s>,
+    store: EmbeddingStore,
+) -> BatchStream<'s> {
+    let (leader, node, shared) = (cx.leader(), cx.node.clone(), cx.run.clone());
+    let to_leader = Exchange::new(|_: &Batch| 0u64);
+    let keys_to_leader = Exchange::new(|_: &Batch| 0u64);
+    fresh.binary_frontier::<_, CapacityContainerBuilder<Vec<Batch>>, _, _, _, _>(
+        reused,
+        to_leader,
+        keys_to_leader,
+        "Cache",
+        move |cap, _| {
+            let mut cap = Some(cap);
+            let mut writer: Option<AtomicParquetWriter> = None;
+            let mut keep: HashSet<(String, u64)> = HashSet::new();
+            move |(fresh, f1), (reused, f2), output| {
+                let Some(c) = cap.as_ref() else {
+                    fresh.for_each(|_, _| {});
+                    reused.for_each(|_, _| {});
+                    return;
+                };
+                fresh.for_each(|_, data| {
+                    for b in data.drain(..) {
+                        if let Err(e) = write(&mut writer, &store, &b.0) {
+                            shared.fail(e.with_node(&node));
+                        }
+                        shared.count(&node, |s| s.rows_out += b.0.num_rows());
+                        output.session(c).give(b);
+                    }
+                });
+                reused.for_each(|_, data| {
+                    for b in data.drain(..) {
+                        if let Err(e) = collect_keys(&b.0, &mut keep) {
+                            shared.fail(e.with_node(&node));
+                        }
+                    }
+                });
+                if f1.is_empty() && f2.is_empty() {
+                    if leader && !shared.failed() {
+                        let kept = keep.len();
+                        let result = copy_kept(&store, &keep, &mut writer, &mut |b| {
+                            output.session(c).give(Batch(b));
+                        })
+                        .and_then(|()| {
+                            let w = match writer.take() {
+                                Some(w) => w,
+                                None => store.writer()?,
+                            };
+                            shared.add_pending(w.finish()?);
+                            Ok(())
+                        });
+                        match result {
+                            Ok(()) => shared.count(&node, |s| {
+                                s.reused += kept;
+                                s.rows_out += kept;
+                            }),
+                            Err(e) => shared.fail(e.with_node(&node)),
+                        }
+                    }
+                    cap = None;
+                }
+            }
+        },
+    )
+}
+
+fn collect_keys(b: &RecordBatch, keep: &mut HashSet<(String, u64)>) -> Result<()> {
+    if b.num_rows() == 0 {
+        return Ok(());
+    }
+    let ids = batch::strings(b, col::ID)?;
+    let hashes = batch::hashes(b)?;
+    for r in 0..b.num_rows() {
+        keep.insert((ids.value(r).to_string(), hashes.value(r)));
+    }
+    Ok(())
+}
+
+fn write(
+    writer: &mut Option<AtomicParquetWriter>,
+    store: &EmbeddingStore,
+    b: &RecordBatch,
+) -> Result<()> {
+    if writer.is_none() {
+        *writer = Some(store.writer()?);
+    }
+    match writer.as_mut() {
+        Some(w) => w.write(b),
+        None => Ok(()),
+    }
+}
+
+/// Streams the current store and passes on the rows whose key is in `keep`.
+fn copy_kept(
+    store: &EmbeddingStore,
+    keep: &HashSet<(String, u64)>,
+    writer: &mut Option<AtomicParquetWriter>,
+    emit: &mut dyn FnMut(RecordBatch),
+) -> Result<()> {
+    if keep.is_empty() {
+        return Ok(());
+    }
+    for b in store.read(8192)? {
+        let b = b?;
+        let ids = batch::strings(&b, col::ID)?;
+        let hashes = batch::hashes(&b)?;
+        let mask: BooleanArray = (0..b.num_rows())
+            .map(|r| Some(keep.contains(&(ids.value(r).to_string(), hashes.value(r)))))
+            .collect();
+        let kept = filter_record_batch(&b, &mask)?;
+        if kept.num_rows() > 0 {
+            write(writer, store, &kept)?;
+            emit(kept);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! `correct`: applies the corrector h to the stale cache B.
+//!
+//! With one input (a `cache`) it gives `sample` the cache to search: B itself at step 0,
+//! during the corrector's warm-up and whenever a refresh replaced B; otherwise h(B),
+//! recomputed every `apply_every` steps. With two inputs (`cache`, then a `sample` node)
+//! it gives `loss` h(B[y]) for the targets a step touches, keeping the forward on the tape
+//! so that the corrector's loss can train h.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Broadcast;
+
+use super::cache::Cache;
+use super::touched::touched_ids;
+use super::Settings;
+use crate::dataflow::{
+    rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, TapeEntry, Time,
+};
+use crate::error::{Error, Result};
+use crate::graph::needs::{self, Need};
+use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::models::Role;
+use crate::store::batch::{self, Batch};
+use crate::store::tables::{self, col};
+
+/// Settings of `correct`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Correct {
+    /// A corrector of the pipeline's `models:`.
+    pub model: String,
+    /// Recompute h(B) over the whole cache every this many steps (it costs N MLP passes).
+    #[serde(default = "default_apply_every")]
+    pub apply_every: usize,
+    /// Steps during which h trains but `sample` still sees the stale cache (h overshoots
+    /// in its first steps).
+    #[serde(default)]
+    pub warmup: usize,
+    /// Cache rows per MLP pass (memory: chunk × width floats).
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+}
+
+fn default_apply_every() -> usize {
+    10
+}
+
+fn default_chunk() -> usize {
+    8192
+}
+
+impl Settings for Correct {
+    const TYPE: &'static str = "correct";
+
+    fn validate(&self) -> freshen_operators::Result<()> {
+        freshen_operators::ranges::at_least("apply_every", self.apply_every, 1)?;
+        freshen_operators::ranges::at_least("chunk", self.chunk, 1)
+    }
+}
+
+impl NodeKind for Correct {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        &[1, 2]
+    }
+
+    fn references(&self) -> References {
+        References {
+            models: vec![("model", self.model.clone(), Role::Corrector)],
+            ..References::default()
+        }
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        vec![
+            needs::embeddings(),
+            vec![needs::text(col::CORPUS_ID), needs::id_list(col::NEGATIVES)],
+        ]
+    }
+
+    fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        let dim = cx.input_dim(0);
+        let schema = match cx.inputs() {
+            2 => tables::corrected_rows_schema(dim),
+            _ => tables::embeddings_schema(dim),
+        };
+        Ok(vec![(MAIN.to_string(), schema)])
+    }
+
+    fn check(&self, cx: &CheckCx) -> Result<()> {
+        let cache = cx.producer_as::<Cache>(0).is_some();
+        super::want(cx, 0, cache, "a `cache` node: the stale embeddings")?;
+        // Input 1 of two is a `sample` node: only it writes the `negatives` its needs name.
+        Ok(())
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let i = cx.node;
+        let training = cx.graph.training.as_ref();
+        let cache = cx.graph.producers(i)[0];
+        let op = match cx.graph.inputs(i).len() {
+            1 => CorrectOp::Cache {
+                spec: self.clone(),
+                trained: training.is_some_and(|t| t.trains(&self.model)),
+                refreshing: training.is_some_and(|t| t.refresh(cache).is_some()),
+                steps: cx.steps,
+            },
+            _ => CorrectOp::Touched {
+                model: self.model.clone(),
+                record: training.is_some_and(|t| t.records(i)),
+            },
+        };
+        Ok(Planned::operator(op))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// The node's run-time form.
+enum CorrectOp {
+    /// The corrected cache for `sample`. `trained`: whether `update` trains the corrector
+    /// (if not, h stays the identity and B passes through); `refreshing`: whether the
+    /// cache refreshes (the corrector is then not applied: a refreshed cache is fresh);
+    /// `steps`: the run's steps (nothing is searched after the last).
+    Cache {
+        spec: Correct,
+        trained: bool,
+        refreshing: bool,
+        steps: usize,
+    },
+    /// h(B[y]) of the touched targets; with `record`, the forward goes on the tape.
+    Touched { model: String, record: bool },
+}
+
+impl Operator for CorrectOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        let out = match self {
+            CorrectOp::Cache {
+                spec,
+                trained,
+                refreshing,
+                steps,
+            } => correct_cache(cx, spec.clone(), *trained, *refreshing, *steps)?,
+            CorrectOp::Touched { model, record } => correct_touched(cx, model.clone(), *record)?,
+        };
+        Ok(vec![(MAIN.to_string(), out)])
+    }
+}
+
+/// Rows per emitted batch of a whole cache.
+const CACHE_BATCH_ROWS: usize = 8192;
+
+/// Replaces `cache` by the rows of `batches` if there are any; returns whether it did.
+fn replace_cache(cache: &mut EmbeddingRows, batches: &[Batch]) -> Result<bool> {
+    let mut fresh = EmbeddingRows::default();
+    for b in rows_of(batches) {
+        fresh.push(b)?;
+    }
+    if fresh.is_empty() {
+        return Ok(false);
+    }
+    *cache = fresh;
+    Ok(true)
+}
+
+/// The cache as embeddings batches, with `values` in place of the stored vectors.
+fn cache_batches(cache: &EmbeddingRows, values: &[f32]) -> Result<Vec<(usize, Batch)>> {
+    let d = cache.dim;
+    let mut out = Vec::new();
+    for start in (0..cache.len()).step_by(CACHE_BATCH_ROWS) {
+        let end = (start + CACHE_BATCH_ROWS).min(cache.len());
+        out.push((
+            0,
+            Batch(batch::embeddings_batch(
+                cache.ids[start..end].to_vec(),
+                cache.hashes[start..end].to_vec(),
+                values[start * d..end * d].to_vec(),
+                d,
+            )?),
+        ));
+    }
+    Ok(out)
+}
+
+/// The corrected cache for `sample`. Inputs: the cache (broadcast: every worker searches
+/// all of it), and the feedback.
+fn correct_cache<'s>(
+    cx: &BuildCx<'_, 's>,
+    spec: Correct,
+    trained: bool,
+    refreshing: bool,
+    steps: usize,
+) -> Result<BatchStream<'s>> {
+    let h = cx.models()?.corrector(&spec.model)?;
+    let mut stale = EmbeddingRows::default();
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        let replaced = replace_cache(&mut stale, &inputs[0])?;
+        if replaced || t == 0 {
+            return cache_batches(&stale, &stale.values);
+        }
+        let t = t as usize;
+        let due = t < steps
+            && trained
+            && !refreshing
+            && t >= spec.warmup
+            && (t - spec.warmup).is_multiple_of(spec.apply_every.max(1));
+        if !due || stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = stale.tensor(h.device())?;
+        let corrected = h
+            .apply_chunked(&b, spec.chunk)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        cache_batches(&stale, &corrected)
+    };
+    Ok(Stepwise::new("CorrectCache")
+        .local_inputs(vec![cx.input(0)?.broadcast(), cx.feedback()?])
+        .build(cx, logic)
+        .remove(0))
+}
+
+/// h(B[y]) for the targets each step touches, in the order `encode` embeds them. Inputs:
+/// the cache (broadcast), the `sample` rows, and the feedback. With `record`, the forward
+/// goes on the tape for `update`.
+fn correct_touched<'s>(
+    cx: &BuildCx<'_, 's>,
+    model: String,
+    record: bool,
+) -> Result<BatchStream<'s>> {
+    let state = cx.models()?;
+    let h = state.corrector(&model)?;
+    let mut stale = EmbeddingRows::default();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let tape_node = cx.node.clone();
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        if replace_cache(&mut stale, &inputs[0])? {
+            index = stale.index();
+        }
+        let ids = touched_ids(&inputs[1])?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = ids
+            .iter()
+            .map(|id| {
+                index.get(id).copied().ok_or_else(|| {
+                    Error::invariant(format!("target `{id}` is not in the cache input"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let b = stale.gather(&rows, h.device())?;
+        let corrected = if record {
+            let recorded = h.forward_train(&b)?;
+            let values = recorded.output.detach();
+            let entry = TapeEntry {
+                model: model.clone(),
+                ids: ids.clone(),
+                recorded,
+            };
+            state.record(&tape_node, t, entry);
+            values
+        } else {
+            h.forward(&b)?.detach()
+        };
+        let d = stale.dim;
+        let out = RecordBatch::try_new(
+            tables::corrected_rows_schema(d),
+            vec![
+                Arc::new(StringArray::from(ids)) as ArrayRef,
+                batch::vector_column(corrected.flatten_all()?.to_vec1::<f32>()?, d)?,
+                batch::vector_column(b.flatten_all()?.to_vec1::<f32>()?, d)?,
+            ],
+        )?;
+        Ok(vec![(0, Batch(out))])
+    };
+    Ok(Stepwise::new("CorrectTouched")
+        .local_inputs(vec![cx.input(0)?.broadcast(), cx.input(1)?, cx.feedback()?])
+        .build(cx, logic)
+        .remove(0))
+}

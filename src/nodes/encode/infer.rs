@@ -1,0 +1,300 @@
+//! `encode` for inference: rows in, embeddings out; read by a cache, only the rows its
+//! store lacks.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use differential_dataflow::input::Input as _;
+use differential_dataflow::{AsCollection, VecCollection};
+use freshen_operators::hashing::text_hash;
+use freshen_operators::Encoder;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::worker::Worker;
+
+use super::{MAIN, REUSED};
+use crate::dataflow::{
+    BatchStream, BuildCx, Feed, FeedStage, KeyStream, Row, RowStream, RunState, StoreInput, Time,
+};
+use crate::error::Result;
+use crate::store::batch::{self, Batch};
+use crate::store::cache::EmbeddingStore;
+use crate::store::tables::col;
+
+/// A row to embed: `(id, text_hash, text)`.
+type KeyedText = (String, u64, String);
+
+/// An encoder of the node's own, shared by the process's workers, as a worker uses it.
+pub(super) struct Shared(pub Arc<dyn Encoder>);
+
+impl Encoder for Shared {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+
+    fn encode(&self, texts: &[&str]) -> freshen_operators::Result<candle_core::Tensor> {
+        self.0.encode(texts)
+    }
+
+    fn fingerprint(&self) -> &str {
+        self.0.fingerprint()
+    }
+}
+
+/// The rows of `batch` with their embedded text (its `fields` joined by a space, empty
+/// values skipped) and that text's hash.
+pub fn joined_rows(batch: &RecordBatch, fields: &[String]) -> Result<Vec<Row>> {
+    let ids = batch::strings(batch, col::ID)?;
+    let cols = fields
+        .iter()
+        .map(|f| batch::strings(batch, f))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            let text = cols
+                .iter()
+                .map(|c| c.value(r).trim())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            ((ids.value(r).to_string(), text_hash(&text)), text)
+        })
+        .collect())
+}
+
+/// Encodes rows `(id, text_hash, text)` into one embeddings batch.
+pub fn encode_rows(encoder: &dyn Encoder, rows: Vec<KeyedText>) -> Result<RecordBatch> {
+    let texts: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    let vectors = encoder.encode(&texts)?.flatten_all()?.to_vec1::<f32>()?;
+    let (ids, hashes): (Vec<String>, Vec<u64>) = rows.into_iter().map(|(id, h, _)| (id, h)).unzip();
+    batch::embeddings_batch(ids, hashes, vectors, encoder.dim())
+}
+
+/// Turns batches into differential updates of rows `((id, text_hash), text)`.
+fn rows<'s>(input: BatchStream<'s>, fields: Vec<String>) -> RowStream<'s> {
+    input.unary::<CapacityContainerBuilder<Vec<(Row, Time, isize)>>, _, _, _>(
+        Pipeline,
+        "Rows",
+        move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    let t = *cap.time();
+                    let mut session = output.session(&cap);
+                    for container in data {
+                        for b in container.drain(..) {
+                            if let Ok(rows) = joined_rows(&b.0, &fields) {
+                                session.give_iterator(rows.into_iter().map(|r| (r, t, 1)));
+                            }
+                        }
+                    }
+                });
+            }
+        },
+    )
+}
+
+/// Plain inference over the input rows.
+pub(super) fn plain<'s>(
+    cx: &BuildCx<'_, 's>,
+    encoder: Rc<dyn Encoder>,
+    fields: Vec<String>,
+    batch_size: usize,
+) -> Result<BatchStream<'s>> {
+    let rows = rows(cx.input(0)?, fields);
+    Ok(encode(cx, rows, encoder, batch_size, None))
+}
+
+/// Embeds the rows with positive multiplicity, `batch_size` texts per forward pass, and
+/// emits embedding batches (`id`, `text_hash`, `embedding`). With `ledger`, the forwards
+/// are counted under that reason (the starting cache's are `initial`).
+fn encode<'s>(
+    cx: &BuildCx<'_, 's>,
+    input: RowStream<'s>,
+    encoder: Rc<dyn Encoder>,
+    batch_size: usize,
+    ledger: Option<&'static str>,
+) -> BatchStream<'s> {
+    let (node, shared) = (cx.node.clone(), cx.run.clone());
+    input.unary_frontier::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
+        Pipeline,
+        "Encode",
+        move |_, _| {
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<KeyedText>)> = BTreeMap::new();
+            let bar = shared.progress().bar(&node, 0);
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    let entry = pending
+                        .entry(*cap.time())
+                        .or_insert_with(|| (cap.clone(), Vec::new()));
+                    for container in data {
+                        for (((id, hash), text), _, diff) in container.drain(..) {
+                            for _ in 0..diff.max(0) {
+                                entry.1.push((id.clone(), hash, text.clone()));
+                            }
+                        }
+                    }
+                    bar.inc_length(entry.1.len() as u64);
+                });
+                let times: Vec<Time> = pending.keys().copied().collect();
+                for t in times {
+                    let done = !frontier.less_equal(&t);
+                    let Some((cap, rows)) = pending.get_mut(&t) else {
+                        continue;
+                    };
+                    while rows.len() >= batch_size || (done && !rows.is_empty()) {
+                        let chunk: Vec<_> = rows.drain(..rows.len().min(batch_size)).collect();
+                        if shared.failed() {
+                            continue;
+                        }
+                        let n = chunk.len();
+                        let started = std::time::Instant::now();
+                        match encode_rows(encoder.as_ref(), chunk) {
+                            Ok(b) => {
+                                if let Some(reason) = ledger {
+                                    let secs = started.elapsed().as_secs_f64();
+                                    shared.forwards(reason, n as u64, secs);
+                                }
+                                shared.count(&node, |s| {
+                                    s.encoded += n;
+                                    s.rows_out += n;
+                                });
+                                bar.inc(n as u64);
+                                output.session(&*cap).give(Batch(b));
+                            }
+                            Err(e) => shared.fail(e.with_node(&node)),
+                        }
+                    }
+                    if done {
+                        pending.remove(&t);
+                    }
+                }
+                if pending.is_empty() && frontier.is_empty() {
+                    bar.finish_and_clear();
+                }
+            }
+        },
+    )
+}
+
+/// What the differential group of an encode read by a cache needs.
+pub(super) struct CachedGroup {
+    pub encoder: Rc<dyn Encoder>,
+    pub fields: Vec<String>,
+    pub batch_size: usize,
+    pub store: EmbeddingStore,
+    /// The cache node, whose counters the store's rows go under.
+    pub cache_id: String,
+}
+
+/// The corpus and the stored keys as differential collections, and an antijoin that
+/// leaves exactly the rows whose `(id, text_hash)` the store lacks: those are embedded
+/// (port main); the keys of the stored rows still current go to the cache (port
+/// [`REUSED`]). The worker feeds the stored keys after the sources.
+pub(super) fn cached<'s>(
+    cx: &mut BuildCx<'_, 's>,
+    group: CachedGroup,
+) -> Result<Vec<(String, BatchStream<'s>)>> {
+    let rows = rows(cx.input(0)?, group.fields.clone()).as_collection();
+    let (store_input, stored): (StoreInput, VecCollection<'s, Time, (String, u64), isize>) =
+        cx.scope.new_collection::<(String, u64), isize>();
+    cx.assembly.feeds.push(Box::new(StoreFeed {
+        input: store_input,
+        store: group.store.clone(),
+        node: group.cache_id.clone(),
+    }));
+    let keys = rows.clone().map(|(k, _)| k);
+    let todo = rows.antijoin(stored.clone()).consolidate();
+    let reused = stored
+        .clone()
+        .map(|k| (k, ()))
+        .semijoin(keys.clone())
+        .map(|(k, ())| k);
+    let (counter, cache_id) = (cx.run.clone(), group.cache_id.clone());
+    let ids = keys.map(|(id, _)| id).distinct();
+    stored
+        .map(|(id, _)| (id, ()))
+        .antijoin(ids)
+        .consolidate()
+        .inspect(move |(_, _, diff)| {
+            counter.count(&cache_id, |s| s.dropped += (*diff).max(0) as usize)
+        });
+    let out = encode(
+        cx,
+        todo.inner,
+        group.encoder,
+        group.batch_size,
+        Some("initial"),
+    );
+    Ok(vec![
+        (MAIN.to_string(), out),
+        (REUSED.to_string(), key_batches(reused.inner)),
+    ])
+}
+
+/// Differential updates of keys as batches of the keys with positive multiplicity.
+fn key_batches<'s>(keys: KeyStream<'s>) -> BatchStream<'s> {
+    keys.unary::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(Pipeline, "Keys", |_, _| {
+        |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(cap) = cap.retain_least(output.output_index()) else {
+                    return;
+                };
+                let mut session = output.session(&cap);
+                for container in data {
+                    let kept: Vec<(String, u64)> = container
+                        .drain(..)
+                        .filter(|(_, _, d)| *d > 0)
+                        .map(|(k, _, _)| k)
+                        .collect();
+                    if let Ok(b) = batch::keys_batch(kept) {
+                        session.give(Batch(b));
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Sends this worker's share of a store's keys (block `b` to worker `b % peers`).
+struct StoreFeed {
+    input: StoreInput,
+    store: EmbeddingStore,
+    node: String,
+}
+
+impl Feed for StoreFeed {
+    fn stage(&self) -> FeedStage {
+        FeedStage::Stores
+    }
+
+    fn feed(mut self: Box<Self>, worker: &mut Worker, run: &RunState) {
+        let (index, peers) = (worker.index(), worker.peers());
+        match self.store.read_keys(8192) {
+            Ok(keys) => {
+                for (b, keys) in keys.enumerate() {
+                    match keys {
+                        Ok(keys) if b % peers == index => {
+                            run.count(&self.node, |s| s.stored += keys.len());
+                            for k in keys {
+                                self.input.insert(k);
+                            }
+                            worker.step();
+                        }
+                        Ok(_) => {}
+                        Err(e) => run.fail(e.with_node(&self.node)),
+                    }
+                }
+            }
+            Err(e) => run.fail(e.with_node(&self.node)),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `encode` in training: the query tower each step, the target tower on the targets a step
+//! touches, and the full re-embedding of a refreshing cache.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use freshen_operators::train::TrainableEncoder;
+
+use super::infer::joined_rows;
+use super::TrainEncode;
+use crate::dataflow::{rows_of, BatchStream, BuildCx, Stepwise, TapeEntry, Time, WorkerModels};
+use crate::error::{Error, Result};
+use crate::nodes::touched::touched_ids;
+use crate::store::batch::{self, Batch};
+
+/// A step's rows to embed: ids, text hashes and texts.
+struct Rows {
+    ids: Vec<String>,
+    hashes: Vec<u64>,
+    texts: Vec<String>,
+}
+
+/// Embeds `rows` in chunks, recording the forwards on the tape (under `node`) when asked.
+fn embed(
+    enc: &dyn TrainableEncoder,
+    spec: &TrainEncode,
+    state: &WorkerModels,
+    (node, t): (&str, Time),
+    rows: Rows,
+) -> Result<Batch> {
+    let Rows { ids, hashes, texts } = rows;
+    let dim = enc.dim();
+    let mut values = Vec::with_capacity(texts.len() * dim);
+    for (chunk, chunk_ids) in texts
+        .chunks(spec.batch_size.max(1))
+        .zip(ids.chunks(spec.batch_size.max(1)))
+    {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        if spec.record {
+            let recorded = enc.forward_train(&refs)?;
+            values.extend(recorded.output.detach().flatten_all()?.to_vec1::<f32>()?);
+            state.record(
+                node,
+                t,
+                TapeEntry {
+                    model: spec.model.clone(),
+                    ids: chunk_ids.to_vec(),
+                    recorded,
+                },
+            );
+        } else {
+            values.extend(enc.encode(&refs)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(Batch(batch::embeddings_batch(ids, hashes, values, dim)?))
+}
+
+/// The query tower: embeds each step's rows (after the previous step's update).
+/// Inputs: the rows; and the feedback.
+pub(super) fn queries<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<BatchStream<'s>> {
+    let state = cx.models()?;
+    let enc = state.encoder(&spec.model)?;
+    let (counter, node) = (cx.run.clone(), cx.node.clone());
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        let mut out = Vec::new();
+        for b in rows_of(&inputs[0]) {
+            let rows = joined_rows(b, &spec.fields)?;
+            let n = rows.len();
+            let (keys, texts): (Vec<_>, Vec<String>) = rows.into_iter().unzip();
+            let (ids, hashes) = keys.into_iter().unzip();
+            let rows = Rows { ids, hashes, texts };
+            out.push((0, embed(enc.as_ref(), &spec, &state, (&node, t), rows)?));
+            counter.count(&node, |s| {
+                s.encoded += n;
+                s.rows_out += n;
+            });
+        }
+        Ok(out)
+    };
+    Ok(Stepwise::new("EncodeTrain")
+        .local_inputs(vec![cx.input(0)?, cx.feedback()?])
+        .build(cx, logic)
+        .remove(0))
+}
+
+/// The target tower on the targets a step touches: the positive and negatives of every
+/// row of the `sample` node, each distinct target once. Inputs: the sample rows, the
+/// corpus (every worker needs all of it: it is broadcast), and the feedback.
+pub(super) fn touched<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<BatchStream<'s>> {
+    use timely::dataflow::operators::vec::Broadcast;
+    let state = cx.models()?;
+    let enc = state.encoder(&spec.model)?;
+    let (counter, node) = (cx.run.clone(), cx.node.clone());
+    let mut texts: HashMap<String, (u64, String)> = HashMap::new();
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        for b in rows_of(&inputs[1]) {
+            for ((id, hash), text) in joined_rows(b, &spec.fields)? {
+                texts.insert(id, (hash, text));
+            }
+        }
+        let ids = touched_ids(&inputs[0])?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut hashes = Vec::with_capacity(ids.len());
+        let mut batch_texts = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let (h, text) = texts.get(id).ok_or_else(|| {
+                Error::invariant(format!("target `{id}` is not in the corpus input"))
+            })?;
+            hashes.push(*h);
+            batch_texts.push(text.clone());
+        }
+        let n = ids.len();
+        let started = Instant::now();
+        let rows = Rows {
+            ids,
+            hashes,
+            texts: batch_texts,
+        };
+        let out = embed(enc.as_ref(), &spec, &state, (&node, t), rows)?;
+        counter.forwards("touched", n as u64, started.elapsed().as_secs_f64());
+        state.count_touched(t, n as u64);
+        counter.count(&node, |s| {
+            s.encoded += n;
+            s.rows_out += n;
+        });
+        Ok(vec![(0, out)])
+    };
+    Ok(Stepwise::new("EncodeTouched")
+        .local_inputs(vec![cx.input(0)?, cx.input(1)?.broadcast(), cx.feedback()?])
+        .build(cx, logic)
+        .remove(0))
+}
+
+/// A refreshing cache's re-embedding: every `every` steps, the whole corpus (this
+/// worker's share) with the current target tower, up to the last of `steps`. Inputs:
+/// the corpus rows, and the feedback.
+pub(super) fn refresh<'s>(
+    cx: &BuildCx<'_, 's>,
+    spec: TrainEncode,
+    every: usize,
+    steps: usize,
+) -> Result<BatchStream<'s>> {
+    let state = cx.models()?;
+    let enc = state.encoder(&spec.model)?;
+    let (counter, node) = (cx.run.clone(), cx.node.clone());
+    let mut rows: Vec<((String, u64), String)> = Vec::new();
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        for b in rows_of(&inputs[0]) {
+            rows.extend(joined_rows(b, &spec.fields)?);
+        }
+        let t_ = t as usize;
+        if t == 0 || t_ >= steps || !t_.is_multiple_of(every.max(1)) || rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let mut out = Vec::new();
+        for chunk in rows.chunks(spec.batch_size.max(1) * 16) {
+            let part = Rows {
+                ids: chunk.iter().map(|((id, _), _)| id.clone()).collect(),
+                hashes: chunk.iter().map(|((_, h), _)| *h).collect(),
+                texts: chunk.iter().map(|(_, text)| text.clone()).collect(),
+            };
+            out.push((0, embed(enc.as_ref(), &spec, &state, (&node, t), part)?));
+        }
+        counter.forwards(
+            "refresh",
+            rows.len() as u64,
+            started.elapsed().as_secs_f64(),
+        );
+        Ok(out)
+    };
+    Ok(Stepwise::new("Refresh")
+        .local_inputs(vec![cx.input(0)?, cx.feedback()?])
+        .build(cx, logic)
+        .remove(0))
+}

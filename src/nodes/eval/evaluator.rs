@@ -1,0 +1,371 @@
+//! The leader's state of a training `eval`: the corpus, queries and judgements it has
+//! seen, the stale cache, and the best dev step's weights.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use candle_core::{Device, Tensor};
+use freshen_operators::loss::softmax_kl;
+use freshen_operators::metrics::MetricSet;
+use freshen_operators::search::{top_k, DEFAULT_CHUNK};
+use freshen_operators::train::{Trainable, TrainableEncoder};
+
+use super::rank::{rank_and_score, write_runs, RankCx, Ranked};
+use super::{Eval, EvalModels};
+use crate::dataflow::{EmbeddingRows, RunState, Time, WorkerModels};
+use crate::error::{Error, Result};
+use crate::store::batch;
+use crate::store::parquet_io::AtomicParquetWriter;
+use crate::store::tables::{self, LEDGER_REASONS};
+
+/// Dev queries used by the oracle diagnostics (bounds their cost on large dev sets).
+const DIAGNOSTIC_QUERIES: usize = 256;
+/// Top-k of the diagnostics' overlap.
+const OVERLAP_K: usize = 10;
+
+/// What a training eval needs beyond its settings.
+#[derive(Clone)]
+pub(super) struct EvalPlan {
+    /// Steps of the run.
+    pub steps: usize,
+    /// β of the loss (for the diagnostics' softmax).
+    pub beta: f64,
+    /// The run's name (the pipeline's).
+    pub run: String,
+    /// The settings, as JSON.
+    pub settings: String,
+    /// The device of the towers: where the evaluation embeds and searches.
+    pub device: Device,
+}
+
+/// Every model's weights, by model name.
+type Snapshots = Vec<(String, Vec<(String, Tensor)>)>;
+
+/// The best dev step so far: its step, its dev value and its weights.
+type Best = (Time, f64, Snapshots);
+
+/// The leader's state of a training eval.
+pub(super) struct Evaluator {
+    pub spec: Eval,
+    pub models: EvalModels,
+    pub plan: EvalPlan,
+    pub state: Rc<WorkerModels>,
+    pub shared: Arc<RunState>,
+    pub corpus: Vec<((String, u64), String)>,
+    pub queries: HashMap<String, String>,
+    pub dev: Vec<(String, String, i32)>,
+    pub test: Vec<(String, String, i32)>,
+    pub stale: EmbeddingRows,
+    pub best: Option<Best>,
+    pub candidates: u64,
+    pub last_step: Option<Time>,
+}
+
+impl Evaluator {
+    fn models(&self) -> Vec<String> {
+        let m = &self.models;
+        [
+            Some(m.query.clone()),
+            Some(m.target.clone()),
+            m.corrector.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn query_model(&self) -> Result<Rc<dyn TrainableEncoder>> {
+        self.state.encoder(&self.models.query)
+    }
+
+    fn target_model(&self) -> Result<Rc<dyn TrainableEncoder>> {
+        self.state.encoder(&self.models.target)
+    }
+
+    /// The corpus embedded by the current target tower, in corpus order (ledger: eval).
+    fn embed_corpus(&self) -> Result<EmbeddingRows> {
+        let enc = self.target_model()?;
+        let started = Instant::now();
+        let mut out = EmbeddingRows::default();
+        for chunk in self.corpus.chunks(4096) {
+            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+            let v = enc.encode(&texts)?;
+            out.values.extend(v.flatten_all()?.to_vec1::<f32>()?);
+            out.ids.extend(chunk.iter().map(|((id, _), _)| id.clone()));
+            out.hashes.extend(chunk.iter().map(|((_, h), _)| *h));
+        }
+        out.dim = enc.dim();
+        let secs = started.elapsed().as_secs_f64();
+        self.shared.forwards("eval", self.corpus.len() as u64, secs);
+        Ok(out)
+    }
+
+    /// The queries judged in `judgements`, embedded by the current query tower.
+    fn embed_queries(&self, judgements: &[(String, String, i32)]) -> Result<EmbeddingRows> {
+        let enc = self.query_model()?;
+        let mut ids: Vec<&String> = judgements.iter().map(|(q, _, _)| q).collect();
+        ids.sort();
+        ids.dedup();
+        let ids: Vec<&String> = ids
+            .into_iter()
+            .filter(|q| self.queries.contains_key(*q))
+            .collect();
+        let mut out = EmbeddingRows::default();
+        for chunk in ids.chunks(4096) {
+            let texts: Vec<&str> = chunk.iter().map(|q| self.queries[*q].as_str()).collect();
+            let v = enc.encode(&texts)?;
+            out.values.extend(v.flatten_all()?.to_vec1::<f32>()?);
+            out.ids.extend(chunk.iter().map(|q| (*q).clone()));
+        }
+        out.hashes.resize(out.ids.len(), 0);
+        out.dim = enc.dim();
+        Ok(out)
+    }
+
+    fn rank(
+        &self,
+        queries: &EmbeddingRows,
+        targets: &[String],
+        cache: &Tensor,
+        judgements: &[(String, String, i32)],
+    ) -> Result<Ranked> {
+        let bar = self.shared.progress().bar("eval", 0);
+        let cx = RankCx {
+            depth: self.spec.depth,
+            batch: self.spec.batch_size,
+            recall_at: &self.spec.recall_at,
+            device: &self.plan.device,
+            bar: &bar,
+        };
+        let r = rank_and_score(queries, targets, cache, judgements, &cx);
+        bar.finish_and_clear();
+        r
+    }
+
+    /// The stale cache aligned to `ids` (the corpus order).
+    fn stale_aligned(&self, ids: &[String]) -> Result<Tensor> {
+        let index = self.stale.index();
+        let rows = ids
+            .iter()
+            .map(|id| {
+                index
+                    .get(id)
+                    .copied()
+                    .ok_or_else(|| Error::invariant(format!("`{id}` is not in the cache")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.stale.gather(&rows, &self.plan.device)
+    }
+
+    fn corrected(&self, stale: &Tensor) -> Result<Option<Tensor>> {
+        match self.models.corrector.as_ref() {
+            Some(h) => Ok(Some(self.state.corrector(h)?.apply_chunked(stale, 8192)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Top-k overlap with the fresh cache, and softmax KL against it, of the stale and the
+    /// corrected caches, on the first dev queries.
+    fn diagnostics(
+        &self,
+        queries: &EmbeddingRows,
+        fresh: &Tensor,
+        stale: &Tensor,
+        corrected: Option<&Tensor>,
+    ) -> Result<[Option<f64>; 4]> {
+        let n = queries.len().min(DIAGNOSTIC_QUERIES);
+        let rows: Vec<usize> = (0..n).collect();
+        let q = queries.gather(&rows, &self.plan.device)?;
+        let top = |cache: &Tensor| -> Result<Vec<Vec<u32>>> {
+            Ok(top_k(&q, cache, OVERLAP_K, &[], DEFAULT_CHUNK)?
+                .into_iter()
+                .map(|hits| hits.into_iter().map(|(i, _)| i).collect())
+                .collect())
+        };
+        let exact = top(fresh)?;
+        let overlap = |cache: &Tensor| -> Result<f64> {
+            let got = top(cache)?;
+            let hit: usize = exact
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| a.iter().filter(|x| b.contains(x)).count())
+                .sum();
+            Ok(hit as f64 / (n * OVERLAP_K).max(1) as f64)
+        };
+        let kl = |cache: &Tensor| -> Result<f64> {
+            let (p, c) = (q.matmul(&fresh.t()?)?, q.matmul(&cache.t()?)?);
+            Ok(softmax_kl(&p, &c, self.plan.beta)?)
+        };
+        Ok([
+            Some(overlap(stale)?),
+            corrected.map(overlap).transpose()?,
+            Some(kl(stale)?),
+            corrected.map(kl).transpose()?,
+        ])
+    }
+
+    /// The dev evaluation of step `t`: metrics, diagnostics, and the best step's weights.
+    pub(super) fn dev_step(&mut self, t: Time) -> Result<(MetricSet, [Option<f64>; 4])> {
+        let fresh = self.embed_corpus()?;
+        let queries = self.embed_queries(&self.dev)?;
+        let cache = fresh.tensor(&self.plan.device)?;
+        let ranked = self.rank(&queries, &fresh.ids, &cache, &self.dev)?;
+        let diag = if self.spec.diagnostics {
+            let stale = self.stale_aligned(&fresh.ids)?;
+            let corrected = self.corrected(&stale)?;
+            self.diagnostics(&queries, &cache, &stale, corrected.as_ref())?
+        } else {
+            [None; 4]
+        };
+        let value = select(&ranked.metrics, &self.spec.select_by);
+        tracing::info!(
+            step = t + 1,
+            metric = self.spec.select_by.as_str(),
+            value,
+            best = self.best.as_ref().is_none_or(|b| value > b.1),
+            "dev evaluation"
+        );
+        if self.best.as_ref().is_none_or(|b| value > b.1) {
+            let mut snaps = Vec::new();
+            for name in self.models() {
+                let snap = match self.state.encoders.get(&name) {
+                    Some(e) => e.snapshot()?,
+                    None => self.state.corrector(&name)?.snapshot()?,
+                };
+                snaps.push((name, snap));
+            }
+            self.best = Some((t, value, snaps));
+        }
+        Ok((ranked.metrics, diag))
+    }
+
+    /// After the last step: the best weights back, test metrics, checkpoint, summary.
+    pub(super) fn finish(&mut self) -> Result<RecordBatch> {
+        let (best_step, best_value) = match &self.best {
+            Some((t, v, snaps)) => {
+                for (name, snap) in snaps {
+                    match self.state.encoders.get(name) {
+                        Some(e) => e.restore(snap)?,
+                        None => self.state.corrector(name)?.restore(snap)?,
+                    }
+                }
+                (*t, *v)
+            }
+            None => (self.last_step.unwrap_or(0), f64::NAN),
+        };
+        let fresh = self.embed_corpus()?;
+        let queries = self.embed_queries(&self.test)?;
+        let ranked = self.rank(
+            &queries,
+            &fresh.ids,
+            &fresh.tensor(&self.plan.device)?,
+            &self.test,
+        )?;
+        write_runs(&self.spec, &ranked, &fresh.ids, &self.shared)?;
+        let corrected = match self.stale.is_empty() {
+            true => None,
+            false => {
+                let stale = self.stale_aligned(&fresh.ids)?;
+                match self.corrected(&stale)? {
+                    Some(c) => Some(self.rank(&queries, &fresh.ids, &c, &self.test)?.metrics),
+                    None => None,
+                }
+            }
+        };
+        if let Some(dir) = &self.spec.checkpoint {
+            self.save_checkpoint(dir)?;
+        }
+        if let Some(path) = &self.spec.embeddings {
+            let mut w = AtomicParquetWriter::create(path, tables::embeddings_schema(fresh.dim))?;
+            w.write(&batch::embeddings_batch(
+                fresh.ids.clone(),
+                fresh.hashes.clone(),
+                fresh.values.clone(),
+                fresh.dim,
+            )?)?;
+            self.shared.add_pending(w.finish()?);
+        }
+        self.summary(best_step, best_value, &ranked.metrics, corrected.as_ref())
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for name in self.models() {
+            match self.state.encoders.get(&name) {
+                Some(e) => {
+                    e.save_checkpoint(dir, &name)?;
+                }
+                None => self
+                    .state
+                    .corrector(&name)?
+                    .save(&dir.join(format!("{name}.safetensors")))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(
+        &self,
+        best_step: Time,
+        best_value: f64,
+        test: &MetricSet,
+        corrected: Option<&MetricSet>,
+    ) -> Result<RecordBatch> {
+        let recall_at = &self.spec.recall_at;
+        let f = |v: Option<f64>| Arc::new(Float64Array::from(vec![v])) as ArrayRef;
+        let u = |v: u64| Arc::new(UInt64Array::from(vec![v])) as ArrayRef;
+        let s = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let mut cols = vec![
+            s(&self.plan.run),
+            u(self.plan.steps as u64),
+            u(best_step),
+            s(&self.spec.select_by),
+            f(Some(best_value)),
+            u(test.queries as u64),
+        ];
+        for m in [Some(test), corrected] {
+            for k in recall_at {
+                cols.push(f(m.map(|m| m.recall_at(*k).unwrap_or(0.0))));
+            }
+            cols.push(f(m.map(|m| m.mrr_at_10)));
+            cols.push(f(m.map(|m| m.ndcg_at_10)));
+        }
+        let ledger = self.shared.ledger();
+        let mut total = 0;
+        for reason in LEDGER_REASONS {
+            let (n, secs) = ledger.get(reason).copied().unwrap_or((0, 0.0));
+            total += n;
+            cols.push(u(n));
+            cols.push(f(Some(secs)));
+        }
+        let touched = ledger.get("touched").map_or(0, |e| e.0);
+        cols.extend([
+            u(self.candidates),
+            u(total),
+            u(total - touched),
+            f(Some(self.shared.elapsed())),
+            s(&self.plan.settings),
+        ]);
+        Ok(RecordBatch::try_new(
+            tables::summary_schema(recall_at),
+            cols,
+        )?)
+    }
+}
+
+/// The value of dev metric `name` (checked when the settings were read).
+fn select(m: &MetricSet, name: &str) -> f64 {
+    match name {
+        "mrr_at_10" => m.mrr_at_10,
+        "ndcg_at_10" => m.ndcg_at_10,
+        other => other
+            .strip_prefix("recall_at_")
+            .and_then(|k| k.parse().ok())
+            .and_then(|k| m.recall_at(k))
+            .unwrap_or(0.0),
+    }
+}

@@ -1,0 +1,320 @@
+//! `eval`: ranks targets for queries by exact search and scores the ranking against
+//! qrels.
+//!
+//! Standalone, its inputs are, in order: query embeddings, target embeddings, and the
+//! qrels of the split being evaluated ([`standalone`]). During training (with `models`),
+//! they are: the `update` node, the corpus, the queries, the dev qrels, the test qrels
+//! and the stale cache; it then evaluates on dev every `every` steps, keeps the best
+//! step, and reports test at it ([`training`]).
+
+mod evaluator;
+mod rank;
+mod standalone;
+mod training;
+
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use candle_core::Device;
+use freshen_operators::ranges::{at_least, field_error};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::cache::Cache;
+use super::source::{Source, TableName};
+use super::update::Update;
+use super::Settings;
+use crate::dataflow::{BatchStream, BuildCx, Operator};
+use crate::error::{Error, Result};
+use crate::graph::needs::{self, Need};
+use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::models::Role;
+use crate::store::tables;
+use evaluator::EvalPlan;
+
+/// The per-step metrics port of a training `eval`.
+pub const STEPS: &str = "steps";
+
+/// Settings of `eval`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Eval {
+    /// Cut-offs of Recall@k (BEIR and DPR report 1, 5, 20, 100).
+    #[serde(default = "default_recall_at")]
+    pub recall_at: Vec<usize>,
+    /// Results ranked and written per query.
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Queries per search batch (memory: batch × chunk scores).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Where to write the ranking as a TREC run file (`qid Q0 docid rank score tag`).
+    #[serde(default)]
+    pub trec: Option<PathBuf>,
+    /// Where to write the ranking as Parquet (`query_id`, `rank`, `corpus_id`, `score`).
+    #[serde(default)]
+    pub rankings: Option<PathBuf>,
+    /// The run tag of the TREC file (its last column).
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    /// During training: the models evaluated, by name.
+    #[serde(default)]
+    pub models: Option<EvalModels>,
+    /// During training: evaluate on dev every this many steps (and after the last).
+    #[serde(default)]
+    pub every: Option<usize>,
+    /// During training: the dev metric that picks the best step (`mrr_at_10`,
+    /// `ndcg_at_10` or `recall_at_K`).
+    #[serde(default = "default_select_by")]
+    pub select_by: String,
+    /// During training: corpus columns the target tower embeds.
+    #[serde(default = "default_target_fields")]
+    pub fields: Vec<String>,
+    /// During training: query columns the query tower embeds.
+    #[serde(default = "super::encode::default_fields")]
+    pub query_fields: Vec<String>,
+    /// During training: folder for the best step's weights (safetensors per model).
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// During training: where to write the corpus embedded by the best target tower.
+    #[serde(default)]
+    pub embeddings: Option<PathBuf>,
+    /// During training: at each dev evaluation, also compare the stale and corrected
+    /// caches with the fresh one (top-k overlap, softmax KL).
+    #[serde(default)]
+    pub diagnostics: bool,
+}
+
+/// The models a training-time `eval` node evaluates, by name.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalModels {
+    /// The query tower.
+    pub query: String,
+    /// The target tower.
+    pub target: String,
+    /// The corrector, for evaluating against the corrected cache with no re-embedding.
+    #[serde(default)]
+    pub corrector: Option<String>,
+}
+
+fn default_select_by() -> String {
+    "mrr_at_10".to_string()
+}
+
+fn default_target_fields() -> Vec<String> {
+    vec!["title".to_string(), "text".to_string()]
+}
+
+fn default_recall_at() -> Vec<usize> {
+    freshen_operators::metrics::DEFAULT_RECALL_CUTOFFS.to_vec()
+}
+
+fn default_depth() -> usize {
+    100
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+fn default_tag() -> String {
+    "freshen".to_string()
+}
+
+impl Settings for Eval {
+    const TYPE: &'static str = "eval";
+
+    fn validate(&self) -> freshen_operators::Result<()> {
+        at_least("depth", self.depth, 1)?;
+        at_least("batch_size", self.batch_size, 1)?;
+        if self.recall_at.is_empty() || self.recall_at.contains(&0) {
+            return Err(field_error(
+                "recall_at",
+                format!(
+                    "`recall_at` is {:?} (expected cut-offs of at least 1)",
+                    self.recall_at
+                ),
+            ));
+        }
+        if let Some(every) = self.every {
+            at_least("every", every, 1)?;
+        }
+        let known = self.select_by == "mrr_at_10"
+            || self.select_by == "ndcg_at_10"
+            || self
+                .select_by
+                .strip_prefix("recall_at_")
+                .and_then(|k| k.parse::<usize>().ok())
+                .is_some_and(|k| self.recall_at.contains(&k));
+        if !known {
+            return Err(field_error(
+                "select_by",
+                format!(
+                    "`select_by` is `{}` (expected mrr_at_10, ndcg_at_10 or recall_at_K for a K of recall_at)",
+                    self.select_by
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl NodeKind for Eval {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        match self.models {
+            Some(_) => &[6],
+            None => &[3],
+        }
+    }
+
+    fn references(&self) -> References {
+        let mut models = Vec::new();
+        if let Some(m) = &self.models {
+            models.push(("models.query", m.query.clone(), Role::Encoder));
+            models.push(("models.target", m.target.clone(), Role::Encoder));
+            if let Some(h) = &m.corrector {
+                models.push(("models.corrector", h.clone(), Role::Corrector));
+            }
+        }
+        References {
+            models,
+            ..References::default()
+        }
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        match self.models {
+            Some(_) => vec![
+                vec![needs::step()],
+                needs::rows(&self.fields),
+                needs::rows(&self.query_fields),
+                needs::qrels(),
+                needs::qrels(),
+                needs::embeddings(),
+            ],
+            None => vec![needs::embeddings(), needs::embeddings(), needs::qrels()],
+        }
+    }
+
+    fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        Ok(match self.models {
+            Some(_) => vec![
+                (MAIN.to_string(), tables::summary_schema(&self.recall_at)),
+                (
+                    STEPS.to_string(),
+                    tables::eval_steps_schema(&self.recall_at),
+                ),
+            ],
+            None => vec![(MAIN.to_string(), tables::metrics_schema(&self.recall_at))],
+        })
+    }
+
+    fn check(&self, cx: &CheckCx) -> Result<()> {
+        if self.models.is_none() {
+            return Ok(());
+        }
+        let table =
+            |j: usize, t: TableName| cx.producer_as::<Source>(j).is_some_and(|s| s.table == t);
+        super::want(
+            cx,
+            0,
+            cx.producer_as::<Update>(0).is_some(),
+            "the `update` node",
+        )?;
+        super::want(cx, 1, table(1, TableName::Corpus), "a corpus `source`")?;
+        super::want(cx, 2, table(2, TableName::Queries), "a queries `source`")?;
+        super::want(
+            cx,
+            3,
+            table(3, TableName::Qrels),
+            "a qrels `source` of the dev split",
+        )?;
+        super::want(
+            cx,
+            4,
+            table(4, TableName::Qrels),
+            "a qrels `source` of the test split",
+        )?;
+        let cache = cx.producer_as::<Cache>(5).is_some();
+        super::want(cx, 5, cache, "the `cache` node: the stale embeddings")
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let g = cx.graph;
+        let device_of = |name: &str| -> Result<Device> {
+            match g.models.get(name) {
+                Some(m) => Ok(m.common().device.open()?),
+                None => Ok(freshen_operators::device::cpu()),
+            }
+        };
+        let op = match &self.models {
+            None => EvalOp::Standalone {
+                spec: self.clone(),
+                device: freshen_operators::device::cpu(),
+            },
+            Some(models) => {
+                let training = g
+                    .training
+                    .as_ref()
+                    .ok_or_else(|| Error::invariant("a training eval outside a training graph"))?;
+                let plan = EvalPlan {
+                    steps: cx.steps,
+                    beta: training.beta,
+                    run: g.spec.pipeline.name.clone().unwrap_or_else(|| "run".into()),
+                    settings: g.settings_json().to_string(),
+                    device: device_of(&models.target)?,
+                };
+                EvalOp::Training {
+                    spec: self.clone(),
+                    models: models.clone(),
+                    plan,
+                }
+            }
+        };
+        Ok(Planned::operator(op))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// The node's run-time form.
+enum EvalOp {
+    /// Once, over complete inputs.
+    Standalone { spec: Eval, device: Device },
+    /// Every `every` steps of a training run, and test at the end.
+    Training {
+        spec: Eval,
+        models: EvalModels,
+        plan: EvalPlan,
+    },
+}
+
+impl Operator for EvalOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        match self {
+            EvalOp::Standalone { spec, device } => {
+                let out = standalone::eval(cx, spec.clone(), device.clone())?;
+                Ok(vec![(MAIN.to_string(), out)])
+            }
+            EvalOp::Training { spec, models, plan } => {
+                let ticks = cx.assembly.ticks.take().ok_or_else(|| {
+                    Error::invariant("a training eval built before the update node")
+                })?;
+                let [summary, steps, ticks] =
+                    training::train_eval(cx, spec.clone(), models.clone(), plan.clone(), ticks)?;
+                cx.assembly.ticks = Some(ticks);
+                Ok(vec![
+                    (MAIN.to_string(), summary),
+                    (STEPS.to_string(), steps),
+                ])
+            }
+        }
+    }
+}

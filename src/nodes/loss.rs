@@ -1,0 +1,453 @@
+//! `loss`: the retriever's truncated softmax and the corrector's objective, turned into
+//! gradients of the embedding rows that `update` carries back into the models.
+//!
+//! The operator sees embedding values only, so stop-gradients are structural: the
+//! retriever loss is differentiated with respect to the query and fresh target rows (the
+//! towers' outputs), the corrector's loss with respect to the corrected rows only (the
+//! fresh rows and the queries enter it as constants).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use candle_core::{Device, Tensor, Var};
+use freshen_operators::loss::{corrector_loss, relative_staleness, retriever_loss, CorrectorLoss};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::correct::Correct;
+use super::encode::Encode;
+use super::sample::Sample;
+use super::Settings;
+use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, Time};
+use crate::error::{Error, Result};
+use crate::graph::needs::{self, Need};
+use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, MAIN};
+use crate::store::batch::{self, Batch};
+use crate::store::pairs::string_lists;
+use crate::store::tables::{self, col};
+
+/// The per-step statistics port of `loss`.
+pub const STATS: &str = "stats";
+
+/// Settings of `loss`. Inputs, in order: query embeddings, fresh target embeddings, the
+/// `sample` node, and optionally the `correct` node of the touched targets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Loss {
+    /// Inverse temperature β of the softmax.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// The corrector's objective: `mse` (drift MSE to the stop-gradient fresh embeddings,
+    /// the paper's), `task` (truncated softmax of stop-gradient queries against the
+    /// corrected candidates), or `{both: {task_weight: w}}` (`mse + w · task`).
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
+    #[schemars(with = "CorrectorLoss")]
+    pub corrector: CorrectorLoss,
+}
+
+fn default_beta() -> f64 {
+    20.0
+}
+
+impl Settings for Loss {
+    const TYPE: &'static str = "loss";
+
+    fn validate(&self) -> freshen_operators::Result<()> {
+        freshen_operators::ranges::finite_positive("beta", self.beta)?;
+        self.corrector
+            .validate()
+            .map_err(|e| super::under("corrector", e))
+    }
+}
+
+impl NodeKind for Loss {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        &[3, 4]
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        vec![
+            needs::embeddings(),
+            needs::embeddings(),
+            vec![
+                needs::text(col::ID),
+                needs::text(col::CORPUS_ID),
+                needs::id_list(col::NEGATIVES),
+            ],
+            vec![
+                needs::text(col::ID),
+                needs::vector(col::EMBEDDING),
+                needs::vector(col::STALE),
+            ],
+        ]
+    }
+
+    fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        Ok(vec![
+            (MAIN.to_string(), tables::grads_schema(cx.input_dim(0))),
+            (STATS.to_string(), tables::loss_stats_schema()),
+        ])
+    }
+
+    fn check(&self, cx: &CheckCx) -> Result<()> {
+        let encode = |j: usize, lookup: bool| {
+            cx.producer_as::<Encode>(j)
+                .is_some_and(|e| e.model_name().is_some())
+                && (cx.producer_inputs(j) == 2) == lookup
+        };
+        super::want(cx, 0, encode(0, false), "the query tower's `encode` node")?;
+        super::want(
+            cx,
+            1,
+            encode(1, true),
+            "the two-input `encode` node of the chosen targets",
+        )?;
+        super::want(
+            cx,
+            2,
+            cx.producer_as::<Sample>(2).is_some(),
+            "the `sample` node",
+        )?;
+        if cx.inputs() == 4 {
+            let correct = cx.producer_as::<Correct>(3).is_some() && cx.producer_inputs(3) == 2;
+            super::want(
+                cx,
+                3,
+                correct,
+                "the two-input `correct` node of the chosen targets",
+            )?;
+        }
+        let stats_read = cx.consumers().iter().any(|&c| {
+            cx.graph
+                .inputs(c)
+                .iter()
+                .any(|e| e.node == cx.node && e.port == STATS)
+        });
+        if !stats_read {
+            return Err(cx.error(
+                "",
+                "no `update` node reads this loss (expected an update with inputs: [<loss>, <loss>.stats])",
+            ));
+        }
+        Ok(())
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let g = cx.graph;
+        let name = |j: usize| {
+            g.inputs(cx.node)
+                .get(j)
+                .map(|e| g.nodes()[e.node].id.clone())
+        };
+        let device = match g.producers(cx.node).first().and_then(|&q| {
+            g.nodes()[q]
+                .settings::<Encode>()
+                .and_then(|e| e.model_name())
+                .and_then(|m| g.models.get(m))
+        }) {
+            Some(m) => m.common().device.open()?,
+            None => freshen_operators::device::cpu(),
+        };
+        Ok(Planned::operator(LossOp {
+            spec: self.clone(),
+            nodes: LossNodes {
+                queries: name(0).unwrap_or_default(),
+                targets: name(1).unwrap_or_default(),
+                corrected: name(3),
+                train_corrector: g.training.as_ref().is_some_and(|t| t.corrector_trains),
+            },
+            device,
+        }))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// The nodes whose rows the loss differentiates, for tagging the gradients.
+#[derive(Clone)]
+struct LossNodes {
+    /// The query tower's encode node.
+    queries: String,
+    /// The touched targets' encode node.
+    targets: String,
+    /// The touched targets' correct node, if the loss has one.
+    corrected: Option<String>,
+    /// Whether `update` trains the corrector (else only its staleness is measured).
+    train_corrector: bool,
+}
+
+/// A loss node at run time: computes on the query tower's device.
+struct LossOp {
+    spec: Loss,
+    nodes: LossNodes,
+    device: Device,
+}
+
+impl Operator for LossOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        let (spec, nodes, dev) = (self.spec.clone(), self.nodes.clone(), self.device.clone());
+        let logic = move |t: Time, inputs: Vec<Vec<Batch>>| step(t, &inputs, &spec, &nodes, &dev);
+        let mut ports = Stepwise::new("Loss")
+            .local_inputs(cx.inputs()?)
+            .outputs(2)
+            .build(cx, logic)
+            .into_iter();
+        let (grads, stats) = (ports.next(), ports.next());
+        let missing = || Error::invariant("loss without outputs");
+        Ok(vec![
+            (MAIN.to_string(), grads.ok_or_else(missing)?),
+            (STATS.to_string(), stats.ok_or_else(missing)?),
+        ])
+    }
+}
+
+/// A batch of gradients in [`tables::grads_schema`].
+fn grads_batch(node: &str, ids: &[String], grad: &Tensor) -> Result<Batch> {
+    let (_, d) = grad.dims2()?;
+    Ok(Batch(RecordBatch::try_new(
+        tables::grads_schema(d),
+        vec![
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|_| node))) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(String::as_str),
+            )),
+            batch::vector_column(grad.flatten_all()?.to_vec1::<f32>()?, d)?,
+        ],
+    )?))
+}
+
+/// A step's candidates: per query its row, its id, and its positive then its negatives
+/// (rows of the fresh targets).
+struct Candidates {
+    query_rows: Vec<usize>,
+    query_ids: Vec<String>,
+    sets: Vec<Vec<usize>>,
+}
+
+impl Candidates {
+    fn gather(t: Time, rows: &[Batch], q: &EmbeddingRows, fresh: &EmbeddingRows) -> Result<Self> {
+        let (qi, fi) = (q.index(), fresh.index());
+        let find = |m: &HashMap<String, usize>, id: &str, what: &str| {
+            m.get(id).copied().ok_or_else(|| {
+                Error::invariant(format!("{what} `{id}` has no embedding at step {t}"))
+            })
+        };
+        let mut out = Candidates {
+            query_rows: Vec::new(),
+            query_ids: Vec::new(),
+            sets: Vec::new(),
+        };
+        for b in rows_of(rows) {
+            let ids = batch::strings(b, col::ID)?;
+            let pos = batch::strings(b, col::CORPUS_ID)?;
+            for (r, negs) in string_lists(b, col::NEGATIVES)?.into_iter().enumerate() {
+                out.query_rows.push(find(&qi, ids.value(r), "query")?);
+                out.query_ids.push(ids.value(r).to_string());
+                let mut c = vec![find(&fi, pos.value(r), "target")?];
+                for n in &negs {
+                    c.push(find(&fi, n, "target")?);
+                }
+                out.sets.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The widest set.
+    fn width(&self) -> usize {
+        self.sets.iter().map(Vec::len).max().unwrap_or(1)
+    }
+
+    /// `(b·m)` row indices (padded with each set's positive, or 0) and the `(b, m)` mask.
+    fn padded(&self, m: usize, pad_with_positive: bool) -> (Vec<u32>, Vec<f32>) {
+        let mut index = Vec::with_capacity(self.sets.len() * m);
+        let mut mask = Vec::with_capacity(self.sets.len() * m);
+        for c in &self.sets {
+            for j in 0..m {
+                let pad = if pad_with_positive { c[0] } else { 0 };
+                index.push(c.get(j).copied().unwrap_or(pad) as u32);
+                mask.push(if j < c.len() { 1f32 } else { 0.0 });
+            }
+        }
+        (index, mask)
+    }
+}
+
+/// The corrector's part of a step: its loss value, the staleness of the stale and
+/// corrected rows, and the gradients of the corrected rows (if it trains).
+struct CorrectorPart {
+    loss: Option<f64>,
+    staleness: Option<f64>,
+    corrected_staleness: Option<f64>,
+}
+
+/// One step of the loss: gradients on port 0, one row of statistics on port 1.
+fn step(
+    t: Time,
+    inputs: &[Vec<Batch>],
+    spec: &Loss,
+    nodes: &LossNodes,
+    dev: &Device,
+) -> Result<Vec<(usize, Batch)>> {
+    let (mut q, mut fresh) = (EmbeddingRows::default(), EmbeddingRows::default());
+    for b in rows_of(&inputs[0]) {
+        q.push(b)?;
+    }
+    for b in rows_of(&inputs[1]) {
+        fresh.push(b)?;
+    }
+    let cands = Candidates::gather(t, &inputs[2], &q, &fresh)?;
+    if cands.sets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (b, m, d) = (cands.sets.len(), cands.width(), q.dim);
+    let (index, mask) = cands.padded(m, false);
+    let index = Tensor::from_vec(index, b * m, dev)?;
+    let mask = Tensor::from_vec(mask, (b, m), dev)?;
+    let qv = Var::from_tensor(&q.gather(&cands.query_rows, dev)?)?;
+    let tv = Var::from_tensor(&fresh.tensor(dev)?)?;
+    let targets = tv.as_tensor().index_select(&index, 0)?.reshape((b, m, d))?;
+    let loss = retriever_loss(qv.as_tensor(), &targets, Some(&mask), spec.beta)?;
+    let retriever = f64::from(loss.to_scalar::<f32>()?);
+    let grads = loss.backward()?;
+    let mut out = Vec::new();
+    if let Some(g) = grads.get(qv.as_tensor()) {
+        out.push((0, grads_batch(&nodes.queries, &cands.query_ids, g)?));
+    }
+    if let Some(g) = grads.get(tv.as_tensor()) {
+        out.push((0, grads_batch(&nodes.targets, &fresh.ids, g)?));
+    }
+    let part = match (&nodes.corrected, inputs.get(3)) {
+        (Some(node), Some(rows)) => {
+            let cx = CorrectorCx {
+                spec,
+                node,
+                train: nodes.train_corrector,
+                cands: &cands,
+                fresh: &fresh,
+                queries: qv.as_tensor(),
+                mask: &mask,
+                dev,
+            };
+            corrector_part(&cx, rows, &mut out)?
+        }
+        _ => CorrectorPart {
+            loss: None,
+            staleness: None,
+            corrected_staleness: None,
+        },
+    };
+    let candidates: usize = cands.sets.iter().map(Vec::len).sum();
+    out.push((1, stats_batch(t, b, candidates, retriever, &part)?));
+    Ok(out)
+}
+
+/// What the corrector's part of a step reads.
+struct CorrectorCx<'a> {
+    spec: &'a Loss,
+    node: &'a str,
+    train: bool,
+    cands: &'a Candidates,
+    fresh: &'a EmbeddingRows,
+    queries: &'a Tensor,
+    mask: &'a Tensor,
+    dev: &'a Device,
+}
+
+/// Staleness of the stale and corrected rows against the fresh ones and, when the
+/// corrector trains, its loss and the gradients of the corrected rows (into `out`).
+fn corrector_part(
+    cx: &CorrectorCx,
+    rows: &[Batch],
+    out: &mut Vec<(usize, Batch)>,
+) -> Result<CorrectorPart> {
+    let mut part = CorrectorPart {
+        loss: None,
+        staleness: None,
+        corrected_staleness: None,
+    };
+    let (mut h, mut stale) = (EmbeddingRows::default(), EmbeddingRows::default());
+    for b in rows_of(rows) {
+        h.push(b)?;
+        stale.push_column(b, col::STALE)?;
+    }
+    if h.is_empty() {
+        return Ok(part);
+    }
+    let fi = cx.fresh.index();
+    let aligned: Vec<usize> = h
+        .ids
+        .iter()
+        .map(|id| {
+            fi.get(id).copied().ok_or_else(|| {
+                Error::invariant(format!("corrected target `{id}` has no fresh embedding"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let f = cx.fresh.gather(&aligned, cx.dev)?;
+    let hv = Var::from_tensor(&h.tensor(cx.dev)?)?;
+    part.staleness = Some(relative_staleness(&stale.tensor(cx.dev)?, &f)?);
+    part.corrected_staleness = Some(relative_staleness(hv.as_tensor(), &f)?);
+    if !cx.train {
+        return Ok(part);
+    }
+    // The same candidate sets, over the corrected rows.
+    let (b, m, d) = (cx.cands.sets.len(), cx.cands.width(), h.dim);
+    let hi = h.index();
+    let (padded, _) = cx.cands.padded(m, true);
+    let remap: Vec<u32> = padded
+        .into_iter()
+        .map(|r| hi.get(&cx.fresh.ids[r as usize]).copied().unwrap_or(0) as u32)
+        .collect();
+    let remap = Tensor::from_vec(remap, b * m, cx.dev)?;
+    let cand_h = hv.as_tensor().index_select(&remap, 0)?.reshape((b, m, d))?;
+    let cand_f = f.index_select(&remap, 0)?.reshape((b, m, d))?;
+    let l = match cx.spec.corrector {
+        // The drift MSE is over the distinct touched rows, each once.
+        CorrectorLoss::Mse => freshen_operators::loss::drift_mse(hv.as_tensor(), &f)?,
+        objective => corrector_loss(
+            objective,
+            cx.queries,
+            &cand_h,
+            &cand_f,
+            Some(cx.mask),
+            cx.spec.beta,
+        )?,
+    };
+    part.loss = Some(f64::from(l.to_scalar::<f32>()?));
+    let g = l.backward()?;
+    if let Some(g) = g.get(hv.as_tensor()) {
+        out.push((0, grads_batch(cx.node, &h.ids, g)?));
+    }
+    Ok(part)
+}
+
+/// One row of [`tables::loss_stats_schema`].
+fn stats_batch(
+    t: Time,
+    queries: usize,
+    candidates: usize,
+    retriever: f64,
+    part: &CorrectorPart,
+) -> Result<Batch> {
+    Ok(Batch(RecordBatch::try_new(
+        tables::loss_stats_schema(),
+        vec![
+            Arc::new(UInt64Array::from(vec![t])) as ArrayRef,
+            Arc::new(UInt64Array::from(vec![queries as u64])),
+            Arc::new(UInt64Array::from(vec![candidates as u64])),
+            Arc::new(Float64Array::from(vec![retriever])),
+            Arc::new(Float64Array::from(vec![part.loss])),
+            Arc::new(Float64Array::from(vec![part.staleness])),
+            Arc::new(Float64Array::from(vec![part.corrected_staleness])),
+        ],
+    )?))
+}

@@ -1,0 +1,145 @@
+//! The node types: one module each, holding its settings, its checks, its plan and its
+//! timely operators.
+//!
+//! A node type's settings struct implements [`NodeKind`] (what the graph and the
+//! runtime ask of it) and [`Settings`] (how it is read from YAML); [`KINDS`] registers
+//! every type under its `type` name, which is the only list of them. To add a node
+//! type: a module here and one line in [`KINDS`].
+
+pub mod cache;
+pub mod correct;
+pub mod encode;
+pub mod eval;
+pub mod loss;
+pub mod sample;
+pub mod sink;
+pub mod source;
+mod touched;
+pub mod update;
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_yaml::Value;
+
+use crate::error::Result;
+use crate::graph::{Graph, NodeEntry, NodeKind, ParseCx, Registry};
+use crate::spec::schema::Tagged;
+use crate::spec::LoadedSpec;
+
+/// Every node type, in the order messages list them.
+pub static KINDS: &Registry = &[
+    entry::<source::Source>(),
+    entry::<encode::Encode>(),
+    entry::<cache::Cache>(),
+    entry::<correct::Correct>(),
+    entry::<sample::Sample>(),
+    entry::<loss::Loss>(),
+    entry::<update::Update>(),
+    entry::<eval::Eval>(),
+    entry::<sink::Sink>(),
+];
+
+/// How a node type's settings are read.
+pub trait Settings: DeserializeOwned + Serialize + JsonSchema + NodeKind + Sized {
+    /// The `type` as written.
+    const TYPE: &'static str;
+
+    /// Range checks; a [`freshen_operators::Error::Field`] names the key at fault.
+    fn validate(&self) -> freshen_operators::Result<()> {
+        Ok(())
+    }
+
+    /// Reads what serde cannot read alone (a model written in place).
+    fn resolve(&mut self, cx: &ParseCx) -> Result<()> {
+        let _ = cx;
+        Ok(())
+    }
+
+    /// The JSON Schema of the settings.
+    fn schema() -> serde_json::Value {
+        crate::models::schema_of::<Self>()
+    }
+}
+
+fn parse<S: Settings>(cx: &ParseCx, value: Value) -> Result<Box<dyn NodeKind>> {
+    let mut settings: S = cx.settings(value)?;
+    settings.validate().map_err(|e| cx.located(e))?;
+    settings.resolve(cx)?;
+    Ok(Box::new(settings))
+}
+
+const fn entry<S: Settings>() -> NodeEntry {
+    NodeEntry {
+        name: S::TYPE,
+        parse: parse::<S>,
+        schema: S::schema,
+    }
+}
+
+/// Checks that input `j` is what the node needs (`ok`), described by `what`.
+fn want(cx: &crate::graph::CheckCx, j: usize, ok: bool, what: &str) -> Result<()> {
+    if ok {
+        return Ok(());
+    }
+    let name = &cx.this().inputs[j];
+    let ty = cx.producer(j).map_or("?", |p| p.kind.type_name());
+    Err(cx.input_error(
+        j,
+        format!("input `{name}` is a node of type `{ty}` (expected {what})"),
+    ))
+}
+
+/// A range error of a nested setting, under its parent key.
+fn under(parent: &str, e: freshen_operators::Error) -> freshen_operators::Error {
+    match e {
+        freshen_operators::Error::Field { field, message } => freshen_operators::Error::Field {
+            field: format!("{parent}.{field}"),
+            message,
+        },
+        other => other,
+    }
+}
+
+/// The settings as JSON (for the run's record).
+fn json(settings: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(settings).unwrap_or_default()
+}
+
+/// Reads and checks the pipeline `file` with its `--set` overrides: the graph every
+/// command works on.
+pub fn load(file: &Path, sets: &[String]) -> Result<Graph> {
+    Graph::build(LoadedSpec::load(file, sets)?, KINDS)
+}
+
+/// The JSON Schema of the pipeline format.
+pub fn schema() -> serde_json::Value {
+    let nodes: Vec<Tagged> = KINDS
+        .iter()
+        .map(|k| Tagged {
+            tag: k.name,
+            schema: (k.schema)(),
+        })
+        .collect();
+    crate::spec::schema::pipeline_schema(&nodes, &crate::models::schemas())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_is_registered_once() {
+        let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        assert_eq!(
+            names,
+            ["source", "encode", "cache", "correct", "sample", "loss", "update", "eval", "sink"]
+        );
+        let schema = schema().to_string();
+        for n in names {
+            assert!(schema.contains(&format!("{{\"const\":\"{n}\"}}")), "{n}");
+        }
+    }
+}

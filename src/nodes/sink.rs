@@ -1,0 +1,150 @@
+//! `sink`: writes its input to a Parquet output of the pipeline, under a temporary name
+//! that the run commits when every worker has succeeded.
+
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Operator as _, Probe};
+
+use super::Settings;
+use crate::dataflow::{BatchStream, BuildCx, Operator};
+use crate::error::{Error, Result};
+use crate::graph::needs::Need;
+use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References};
+use crate::spec::VectorLayout;
+use crate::store::batch::{self, Batch};
+use crate::store::parquet_io::AtomicParquetWriter;
+
+/// Settings of `sink`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    /// Name of an entry of the pipeline's `outputs`.
+    pub output: String,
+}
+
+impl Settings for Sink {
+    const TYPE: &'static str = "sink";
+}
+
+impl NodeKind for Sink {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        &[1]
+    }
+
+    fn references(&self) -> References {
+        References {
+            output: Some(("output", self.output.clone())),
+            ..References::default()
+        }
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        vec![Vec::new()]
+    }
+
+    fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        Ok(Vec::new())
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let out = cx
+            .graph
+            .spec
+            .pipeline
+            .outputs
+            .get(&self.output)
+            .ok_or_else(|| Error::invariant(format!("output `{}` is not defined", self.output)))?;
+        let schema = cx
+            .check()
+            .input_schema(0)
+            .ok_or_else(|| Error::invariant("a sink input without a schema"))?;
+        Ok(Planned::operator(SinkOp {
+            path: out.path.clone(),
+            layout: out.vectors,
+            schema,
+        }))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// A sink at run time.
+struct SinkOp {
+    path: PathBuf,
+    layout: VectorLayout,
+    schema: SchemaRef,
+}
+
+impl Operator for SinkOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        let (path, layout) = (self.path.clone(), self.layout);
+        let (leader, node, shared) = (cx.leader(), cx.node.clone(), cx.run.clone());
+        let schema = match layout {
+            VectorLayout::Fixed => self.schema.clone(),
+            VectorLayout::List => batch::list_layout_schema(&self.schema),
+        };
+        let to_leader = Exchange::new(|_: &Batch| 0u64);
+        cx.input(0)?
+            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                to_leader,
+                "Sink",
+                move |cap, _| {
+                    let mut cap = Some(cap);
+                    let mut writer: Option<AtomicParquetWriter> = None;
+                    move |(input, frontier), _output| {
+                        input.for_each(|_, data| {
+                            for b in data.drain(..) {
+                                if cap.is_none() || shared.failed() {
+                                    continue;
+                                }
+                                let result = (|| {
+                                    let b = match layout {
+                                        VectorLayout::Fixed => b.0,
+                                        VectorLayout::List => batch::to_list_layout(&b.0)?,
+                                    };
+                                    if writer.is_none() {
+                                        writer = Some(AtomicParquetWriter::create(
+                                            &path,
+                                            schema.clone(),
+                                        )?);
+                                    }
+                                    shared.count(&node, |s| s.rows_out += b.num_rows());
+                                    writer.as_mut().map_or(Ok(()), |w| w.write(&b))
+                                })();
+                                if let Err(e) = result {
+                                    shared.fail(e.with_node(&node));
+                                }
+                            }
+                        });
+                        if frontier.is_empty() && cap.is_some() {
+                            if leader && !shared.failed() {
+                                let result = match writer.take() {
+                                    Some(w) => w.finish(),
+                                    None => AtomicParquetWriter::create(&path, schema.clone())
+                                        .and_then(|w| w.finish()),
+                                };
+                                match result {
+                                    Ok(p) => shared.add_pending(p),
+                                    Err(e) => shared.fail(e.with_node(&node)),
+                                }
+                            }
+                            cap = None;
+                        }
+                    }
+                },
+            )
+            .probe_with(&cx.assembly.probe);
+        Ok(Vec::new())
+    }
+}

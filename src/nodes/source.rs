@@ -1,0 +1,364 @@
+//! `source`: reads a table of a dataset in Arrow batches; `table: pairs` sends one batch
+//! of training pairs per step, batch `t` at time `t`.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::InputHandle;
+use timely::worker::Worker;
+
+use super::Settings;
+use crate::dataflow::{
+    BatchStream, BuildCx, Feed, FeedStage, Operator, RunState, SourceInput, Time,
+};
+use crate::error::Result;
+use crate::graph::{needs::Need, CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::spec::InputFormat;
+use crate::store::batch::Batch;
+use crate::store::beir::{Dataset, Format, Table};
+use crate::store::pairs::{pairs_batch, TrainingPairs};
+use crate::store::tables;
+
+/// A table of a BEIR dataset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TableName {
+    /// `id`, `title`, `text`.
+    #[default]
+    Corpus,
+    /// `id`, `text`.
+    Queries,
+    /// `query_id`, `corpus_id`, `score` of one split.
+    Qrels,
+    /// Training pairs of one split, one batch per step: `id` (query), `text`, `corpus_id`
+    /// (its positive) and `positives` (every relevant id, excluded from its negatives).
+    Pairs,
+}
+
+/// Settings of `source`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Name of an entry of the pipeline's `inputs`.
+    pub dataset: String,
+    /// Which table to read.
+    #[serde(default)]
+    pub table: TableName,
+    /// For `table: qrels` and `table: pairs`, the split (`train`, `dev`, `test`, ...).
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Rows per Arrow batch; for `table: pairs`, queries per training step.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// For `table: pairs`: training steps (batches), cycling through the pairs in epochs;
+    /// one epoch when absent.
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// For `table: pairs`: reshuffle the pairs every epoch (seeded).
+    #[serde(default = "default_shuffle")]
+    pub shuffle: bool,
+}
+
+fn default_batch() -> usize {
+    1024
+}
+
+fn default_shuffle() -> bool {
+    true
+}
+
+impl Settings for Source {
+    const TYPE: &'static str = "source";
+
+    fn validate(&self) -> freshen_operators::Result<()> {
+        use freshen_operators::ranges::{at_least, field_error};
+        at_least("batch_size", self.batch_size, 1)?;
+        if let Some(steps) = self.steps {
+            at_least("steps", steps, 1)?;
+        }
+        if matches!(self.table, TableName::Qrels | TableName::Pairs) && self.split.is_none() {
+            let (table, example) = match self.table {
+                TableName::Pairs => ("pairs", "train"),
+                _ => ("qrels", "test"),
+            };
+            return Err(field_error(
+                "table",
+                format!("`table: {table}` needs a `split` (expected e.g. split: {example})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Source {
+    /// The dataset's table this source reads (pairs: the qrels of its split).
+    pub fn data_table(&self) -> Table {
+        match self.table {
+            TableName::Corpus => Table::Corpus,
+            TableName::Queries => Table::Queries,
+            TableName::Qrels | TableName::Pairs => {
+                Table::Qrels(self.split.clone().unwrap_or_default())
+            }
+        }
+    }
+
+    /// Opens the dataset; a problem points at the dataset's `path`.
+    pub fn open(&self, cx: &CheckCx) -> Result<Dataset> {
+        let input = cx
+            .spec()
+            .pipeline
+            .inputs
+            .get(&self.dataset)
+            .ok_or_else(|| {
+                cx.error(
+                    "dataset",
+                    format!("dataset `{}` is not defined", self.dataset),
+                )
+            })?;
+        let format = match input.format {
+            InputFormat::Auto => None,
+            InputFormat::Parquet => Some(Format::Parquet),
+            InputFormat::Beir => Some(Format::Jsonl),
+        };
+        Dataset::open(&input.path, format).map_err(|e| self.at_path(cx, e))
+    }
+
+    /// `e` as an error at the dataset's `path`, in this node.
+    fn at_path(&self, cx: &CheckCx, e: crate::Error) -> crate::Error {
+        cx.spec().error(
+            &format!("inputs.{}.path", self.dataset),
+            Some(&cx.this().id),
+            e.to_string(),
+        )
+    }
+}
+
+impl NodeKind for Source {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        &[0]
+    }
+
+    fn references(&self) -> References {
+        References {
+            dataset: Some(("dataset", self.dataset.clone())),
+            ..References::default()
+        }
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        vec![Vec::new()]
+    }
+
+    fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        let schema = match self.table {
+            TableName::Corpus => tables::corpus_schema(),
+            TableName::Queries => tables::queries_schema(),
+            TableName::Qrels => tables::qrels_schema(),
+            TableName::Pairs => tables::pairs_schema(),
+        };
+        Ok(vec![(MAIN.to_string(), schema)])
+    }
+
+    fn check_files(&self, cx: &CheckCx, rows: bool, seen: &mut Vec<String>) -> Result<()> {
+        let ds = self.open(cx)?;
+        if rows {
+            if !seen.contains(&self.dataset) {
+                seen.push(self.dataset.clone());
+                ds.validate().map_err(|e| e.with_node(&cx.this().id))?;
+            }
+            return Ok(());
+        }
+        let mut tables = vec![self.data_table()];
+        if self.table == TableName::Pairs {
+            tables.push(Table::Queries);
+        }
+        for table in tables {
+            ds.check_columns(&table).map_err(|e| self.at_path(cx, e))?;
+        }
+        Ok(())
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let id = &cx.this().id;
+        let dataset = self.open(&cx.check())?;
+        let table = self.data_table();
+        let rows = dataset.row_count(&table).map_err(|e| e.with_node(id))?;
+        let pairs = match self.table {
+            TableName::Pairs => {
+                let split = self.split.clone().unwrap_or_default();
+                let pairs = TrainingPairs::load(&dataset, &split).map_err(|e| e.with_node(id))?;
+                if pairs.is_empty() {
+                    return Err(cx.error(
+                        "split",
+                        format!("split `{split}` has no query with a relevant document (expected training pairs)"),
+                    ));
+                }
+                Some(Arc::new(PairsPlan {
+                    steps: self
+                        .steps
+                        .unwrap_or_else(|| pairs.steps_per_epoch(self.batch_size)),
+                    pairs,
+                    batch_size: self.batch_size,
+                    shuffle: self.shuffle,
+                    seed: cx.graph.spec.pipeline.seed,
+                }))
+            }
+            _ => None,
+        };
+        let steps = pairs.as_ref().map(|p| p.steps);
+        Ok(Planned {
+            operator: Box::new(SourceOp {
+                dataset: Arc::new(dataset),
+                table,
+                batch_size: self.batch_size,
+                rows,
+                pairs,
+            }),
+            steps,
+        })
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// The training pairs a `table: pairs` source feeds, one batch per step.
+pub struct PairsPlan {
+    /// The examples.
+    pub pairs: TrainingPairs,
+    /// Training steps.
+    pub steps: usize,
+    /// Queries per step.
+    pub batch_size: usize,
+    /// Reshuffle each epoch.
+    pub shuffle: bool,
+    /// The pipeline's seed.
+    pub seed: u64,
+}
+
+/// A source at run time.
+struct SourceOp {
+    dataset: Arc<Dataset>,
+    table: Table,
+    batch_size: usize,
+    rows: usize,
+    pairs: Option<Arc<PairsPlan>>,
+}
+
+impl Operator for SourceOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        let mut input: SourceInput = InputHandle::new();
+        let stream = input.to_stream(cx.scope);
+        let node = cx.node.to_string();
+        let feed: Box<dyn Feed> = match &self.pairs {
+            Some(p) => Box::new(PairsFeed {
+                input,
+                plan: p.clone(),
+                node,
+            }),
+            None => Box::new(TableFeed {
+                input,
+                dataset: self.dataset.clone(),
+                table: self.table.clone(),
+                batch_size: self.batch_size,
+                rows: self.rows,
+                node,
+            }),
+        };
+        cx.assembly.feeds.push(feed);
+        Ok(vec![(MAIN.to_string(), stream)])
+    }
+}
+
+/// Sends this worker's share of a table: batch `b` goes to worker `b % peers`.
+struct TableFeed {
+    input: SourceInput,
+    dataset: Arc<Dataset>,
+    table: Table,
+    batch_size: usize,
+    rows: usize,
+    node: String,
+}
+
+impl Feed for TableFeed {
+    fn stage(&self) -> FeedStage {
+        FeedStage::Sources
+    }
+
+    fn feed(mut self: Box<Self>, worker: &mut Worker, run: &RunState) {
+        let (index, peers) = (worker.index(), worker.peers());
+        let id = self.node.as_str();
+        let bar = match index {
+            0 => run.progress().bar(id, self.rows as u64),
+            _ => indicatif::ProgressBar::hidden(),
+        };
+        match self.dataset.read(&self.table, self.batch_size) {
+            Ok(reader) => {
+                for (b, batch) in reader.enumerate() {
+                    if run.failed() {
+                        break;
+                    }
+                    match batch {
+                        Ok(batch) if b % peers == index => {
+                            bar.inc(batch.num_rows() as u64 * peers as u64);
+                            run.count(id, |s| s.rows_out += batch.num_rows());
+                            self.input.send(Batch(batch));
+                            // Let the dataflow take each batch before reading the next.
+                            worker.step();
+                        }
+                        Ok(_) => {}
+                        Err(e) => run.fail(e.with_node(id)),
+                    }
+                }
+            }
+            Err(e) => run.fail(e.with_node(id)),
+        }
+        bar.finish_and_clear();
+    }
+}
+
+/// Sends this worker's share of each step's training pairs, batch `t` at time `t`.
+struct PairsFeed {
+    input: SourceInput,
+    plan: Arc<PairsPlan>,
+    node: String,
+}
+
+impl Feed for PairsFeed {
+    fn stage(&self) -> FeedStage {
+        FeedStage::Sources
+    }
+
+    fn feed(mut self: Box<Self>, worker: &mut Worker, run: &RunState) {
+        let (index, peers) = (worker.index(), worker.peers());
+        let p = &self.plan;
+        for step in 0..p.steps {
+            if run.failed() {
+                break;
+            }
+            let rows = p.pairs.batch(step, p.batch_size, p.shuffle, p.seed);
+            let mine: Vec<_> = rows
+                .into_iter()
+                .enumerate()
+                .filter(|(r, _)| r % peers == index)
+                .map(|(_, row)| row)
+                .collect();
+            self.input.advance_to(step as Time);
+            match pairs_batch(&mine) {
+                Ok(b) => {
+                    run.count(&self.node, |s| s.rows_out += b.num_rows());
+                    self.input.send(Batch(b));
+                }
+                Err(e) => run.fail(e.with_node(&self.node)),
+            }
+            worker.step();
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The two operators of `update`: from the loss's gradients of embedding rows to new
+//! weights, the same on every worker.
+//!
+//! The first, on each worker, takes the step's forwards off the tape and turns the row
+//! gradients into weight gradients ([`Trainable::backward`]). Their results are
+//! broadcast, so the second, on every worker, sums all workers' gradients in worker order
+//! (the same sum everywhere, bit for bit), averages them, clips them and steps AdamW. It
+//! then emits the step's metrics row (worker 0) and the tick that the feedback edge
+//! carries to the next step (every worker).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt64Type};
+use candle_core::Tensor;
+use freshen_operators::train::{AdamW, AdamWConfig, Gradients, HostGrad, Schedule, Trainable};
+use timely::dataflow::operators::vec::Broadcast;
+
+use super::grads::{partial_batch, read_partial, row_grads};
+use super::{Update, UpdatePlan};
+use crate::dataflow::{rows_of, tick, BatchStream, BuildCx, Emitted, Stepwise, Time, WorkerModels};
+use crate::error::{Error, Result};
+use crate::store::batch::Batch;
+use crate::store::tables;
+
+/// The numbers of a step that its metrics row records beside the loss's statistics.
+#[derive(Clone, Copy)]
+struct StepNumbers {
+    /// The schedule's factor on the peak learning rates.
+    factor: f64,
+    /// The gradient norms of the encoders and of the corrector, before clipping.
+    norms: [f64; 2],
+    /// Whether a corrector trains.
+    has_corrector: bool,
+    /// Seconds since the previous step.
+    seconds: f64,
+}
+
+/// The update. Inputs: the loss's gradients and its statistics. Returns the metrics rows
+/// (one per step, worker 0) and the tick of each finished step (every worker).
+pub(super) fn update<'s>(
+    cx: &BuildCx<'_, 's>,
+    spec: Update,
+    plan: UpdatePlan,
+) -> Result<(BatchStream<'s>, BatchStream<'s>)> {
+    let state = cx.models()?;
+    let worker = cx.scope.index();
+    let local = state.clone();
+    let taped = plan.taped.clone();
+    let backward =
+        move |t: Time, inputs: Vec<Vec<Batch>>| backward_step(t, &inputs, &taped, &local, worker);
+    let mut parts = Stepwise::new("Backward")
+        .local_inputs(vec![cx.input(0)?, cx.input(1)?])
+        .outputs(2)
+        .build(cx, backward)
+        .into_iter();
+    let missing = || Error::invariant("backward without outputs");
+    let (partials, stats) = (
+        parts.next().ok_or_else(missing)?,
+        parts.next().ok_or_else(missing)?,
+    );
+    let mut apply = Apply::new(cx, spec, plan, state);
+    let mut out = Stepwise::new("Apply")
+        .local_inputs(vec![partials.broadcast(), stats.broadcast()])
+        .outputs(2)
+        .build(cx, move |t, inputs| apply.step(t, &inputs))
+        .into_iter();
+    let missing = || Error::invariant("update without outputs");
+    Ok((
+        out.next().ok_or_else(missing)?,
+        out.next().ok_or_else(missing)?,
+    ))
+}
+
+/// One worker's backward of step `t`: row gradients → weight gradients, from its own
+/// tape. Port 0: its weight gradients; port 1: the loss's statistics with its count of
+/// touched forwards.
+fn backward_step(
+    t: Time,
+    inputs: &[Vec<Batch>],
+    taped: &[String],
+    state: &WorkerModels,
+    worker: usize,
+) -> Result<Emitted> {
+    let rows = row_grads(&inputs[0])?;
+    let mut per_model: BTreeMap<String, Gradients> = BTreeMap::new();
+    for n in taped {
+        for entry in state.take_tape(n, t) {
+            let (r, d) = entry.recorded.output.dims2()?;
+            let mut used = HashSet::new();
+            let mut g = vec![0f32; r * d];
+            let mut any = false;
+            for (i, id) in entry.ids.iter().enumerate() {
+                if let Some(v) = rows.get(&(n.clone(), id.clone())) {
+                    if used.insert(id.clone()) {
+                        g[i * d..(i + 1) * d].copy_from_slice(v);
+                        any = true;
+                    }
+                }
+            }
+            if !any {
+                continue;
+            }
+            let grad_out = Tensor::from_vec(g, (r, d), entry.recorded.output.device())?;
+            let grads = match state.encoders.get(&entry.model) {
+                Some(m) => m.backward(&entry.recorded, &grad_out)?,
+                None => state
+                    .corrector(&entry.model)?
+                    .backward(&entry.recorded, &grad_out)?,
+            };
+            per_model
+                .entry(entry.model.clone())
+                .or_default()
+                .accumulate(grads)?;
+        }
+    }
+    let mut host = Vec::new();
+    for (model, g) in &per_model {
+        host.extend(g.to_host()?.into_iter().map(|h| (model.clone(), h)));
+    }
+    let mut out = vec![(0, partial_batch(worker, &host)?)];
+    let touched = state.take_touched(t);
+    for b in rows_of(&inputs[1]) {
+        out.push((1, Batch(with_touched(b, touched)?)));
+    }
+    Ok(out)
+}
+
+/// The second operator's state: the optimisers, the schedule and the progress bar.
+struct Apply {
+    spec: Update,
+    plan: UpdatePlan,
+    state: std::rc::Rc<WorkerModels>,
+    schedule: Schedule,
+    optimisers: BTreeMap<String, AdamW>,
+    bar: indicatif::ProgressBar,
+    last: Instant,
+    worker: usize,
+    peers: usize,
+}
+
+impl Apply {
+    fn new(cx: &BuildCx, spec: Update, plan: UpdatePlan, state: std::rc::Rc<WorkerModels>) -> Self {
+        let schedule = Schedule {
+            warmup: spec.warmup,
+            total: plan.steps,
+            decay: spec.decay,
+        };
+        let optimisers = plan
+            .models
+            .iter()
+            .map(|(name, &(_, corrector))| {
+                let cfg = AdamWConfig {
+                    weight_decay: match corrector {
+                        true => spec.corrector_weight_decay,
+                        false => spec.weight_decay,
+                    },
+                    ..AdamWConfig::default()
+                };
+                (name.clone(), AdamW::new(cfg))
+            })
+            .collect();
+        let worker = cx.scope.index();
+        let bar = match worker {
+            0 => cx.run.progress().steps_bar(plan.steps as u64),
+            _ => indicatif::ProgressBar::hidden(),
+        };
+        Self {
+            spec,
+            plan,
+            state,
+            schedule,
+            optimisers,
+            bar,
+            last: Instant::now(),
+            worker,
+            peers: cx.scope.peers(),
+        }
+    }
+
+    /// Every worker's gradients of the step, summed in worker order and averaged.
+    fn gradients(&self, partials: &[Batch]) -> Result<BTreeMap<String, Gradients>> {
+        let mut parts: Vec<(u64, String, HostGrad)> = Vec::new();
+        for b in rows_of(partials) {
+            parts.extend(read_partial(b)?);
+        }
+        parts.sort_by_key(|p| p.0);
+        let mut per_model: BTreeMap<String, Vec<HostGrad>> = BTreeMap::new();
+        for (_, model, g) in parts {
+            per_model.entry(model).or_default().push(g);
+        }
+        let mut grads = BTreeMap::new();
+        for (model, parts) in per_model {
+            let device = match self.state.encoders.get(&model) {
+                Some(e) => e.params().first().map(|(_, v)| v.device().clone()),
+                None => self
+                    .state
+                    .corrector(&model)
+                    .ok()
+                    .map(|h| h.device().clone()),
+            }
+            .unwrap_or_else(freshen_operators::device::cpu);
+            let mut g = Gradients::from_host(parts, &device)?;
+            g.scale(1.0 / self.peers as f64)?;
+            grads.insert(model, g);
+        }
+        Ok(grads)
+    }
+
+    /// The global norms of the encoders' and the corrector's gradients; each group is
+    /// clipped to `clip`.
+    fn clip(&self, grads: &mut BTreeMap<String, Gradients>) -> Result<[f64; 2]> {
+        let mut norms = [0f64; 2];
+        let mut groups: [Vec<&mut Gradients>; 2] = [Vec::new(), Vec::new()];
+        for (model, g) in grads.iter_mut() {
+            let corrector = self.plan.models.get(model).is_some_and(|m| m.1);
+            norms[corrector as usize] += g.norm()?.powi(2);
+            groups[corrector as usize].push(g);
+        }
+        for (k, group) in groups.iter_mut().enumerate() {
+            let norm = norms[k].sqrt();
+            norms[k] = norm;
+            if let Some(max) = self.spec.clip.filter(|&c| norm > c) {
+                for g in group.iter_mut() {
+                    g.scale(max / (norm + 1e-12))?;
+                }
+            }
+        }
+        Ok(norms)
+    }
+
+    /// AdamW on every trained model, at the schedule's `factor`.
+    fn step_models(&mut self, grads: &BTreeMap<String, Gradients>, factor: f64) -> Result<()> {
+        for (model, g) in grads {
+            let Some(&(scale, corrector)) = self.plan.models.get(model) else {
+                continue;
+            };
+            let Some(opt) = self.optimisers.get_mut(model) else {
+                continue;
+            };
+            if corrector {
+                let h = self.state.corrector(model)?;
+                let lr = self.spec.corrector_lr * factor * scale;
+                opt.step(&h.params(), g, &|_| lr)?;
+            } else {
+                let m = self.state.encoder(model)?;
+                let sparse = m.sparse_params();
+                let (lr, table_lr) = (
+                    self.spec.lr * factor * scale,
+                    self.spec.embedding_lr * factor * scale,
+                );
+                opt.step(&m.params(), g, &|p| match sparse.iter().any(|s| s == p) {
+                    true => table_lr,
+                    false => lr,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step `t`: sum, clip, step; port 0: the metrics row (worker 0); port 1: the tick.
+    fn step(&mut self, t: Time, inputs: &[Vec<Batch>]) -> Result<Emitted> {
+        let mut grads = self.gradients(&inputs[0])?;
+        let factor = self.schedule.factor(t as usize);
+        let norms = self.clip(&mut grads)?;
+        self.step_models(&grads, factor)?;
+        self.bar.inc(1);
+        let seconds = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        let mut out = vec![(1, tick())];
+        if self.worker == 0 {
+            let numbers = StepNumbers {
+                factor,
+                norms,
+                has_corrector: self.plan.models.values().any(|m| m.1),
+                seconds,
+            };
+            out.push((0, Batch(metrics_row(t, &inputs[1], &self.spec, &numbers)?)));
+        }
+        if t as usize + 1 >= self.plan.steps {
+            self.bar.finish_and_clear();
+        }
+        Ok(out)
+    }
+}
+
+/// The loss statistics row with a `touched_forwards` column added.
+fn with_touched(b: &RecordBatch, touched: u64) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("touched_forwards", DataType::UInt64, false));
+    let mut columns = b.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from(vec![touched; b.num_rows()])));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// One row of [`tables::step_schema`] from every worker's statistics of step `t`.
+fn metrics_row(t: Time, stats: &[Batch], spec: &Update, n: &StepNumbers) -> Result<RecordBatch> {
+    let StepNumbers {
+        factor,
+        norms,
+        has_corrector,
+        seconds,
+    } = *n;
+    let (mut queries, mut candidates, mut touched) = (0u64, 0u64, 0u64);
+    let mut sums: [(f64, f64); 4] = [(0.0, 0.0); 4];
+    for b in rows_of(stats) {
+        let u = |name: &str| -> Result<u64> {
+            Ok(b.column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+                .ok_or_else(|| Error::invariant(format!("statistics lack `{name}`")))?
+                .value(0))
+        };
+        let q = u("queries")?;
+        queries += q;
+        candidates += u("candidates")?;
+        touched += u("touched_forwards")?;
+        for (k, name) in [
+            "retriever_loss",
+            "corrector_loss",
+            "staleness",
+            "corrected_staleness",
+        ]
+        .iter()
+        .enumerate()
+        {
+            if let Some(c) = b
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<Float64Type>())
+            {
+                if !c.is_null(0) {
+                    sums[k].0 += c.value(0) * q as f64;
+                    sums[k].1 += q as f64;
+                }
+            }
+        }
+    }
+    let mean = |k: usize| (sums[k].1 > 0.0).then(|| sums[k].0 / sums[k].1);
+    let f = |v: Option<f64>| Arc::new(Float64Array::from(vec![v])) as ArrayRef;
+    Ok(RecordBatch::try_new(
+        tables::step_schema(),
+        vec![
+            Arc::new(UInt64Array::from(vec![t])) as ArrayRef,
+            Arc::new(UInt64Array::from(vec![queries])),
+            Arc::new(UInt64Array::from(vec![candidates])),
+            f(Some(mean(0).unwrap_or(f64::NAN))),
+            f(mean(1)),
+            f(mean(2)),
+            f(mean(3)),
+            f(Some(spec.lr * factor)),
+            f(Some(spec.corrector_lr * factor)),
+            f(Some(norms[0])),
+            f(has_corrector.then_some(norms[1])),
+            Arc::new(UInt64Array::from(vec![touched])),
+            f(Some(seconds)),
+        ],
+    )?)
+}

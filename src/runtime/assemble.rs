@@ -1,0 +1,111 @@
+//! Compiling a plan into one timely dataflow per worker.
+//!
+//! Each node's operator builds its timely operators from its inputs' streams, in the
+//! graph's topological order; an edge of the graph is a stream of Arrow batches. A
+//! training graph adds one feedback edge: the "step done" ticks of the last node that
+//! must finish a step (`update`, or the training `eval` that follows it) come back one
+//! timestamp later to every node that uses a trained model, so step `t + 1` runs on the
+//! weights of step `t`.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{ConnectLoop, Feedback, Operator, Probe};
+use timely::dataflow::{ProbeHandle, Scope};
+
+use super::plan::Plan;
+use crate::dataflow::{Assembly, BatchStream, BuildCx, Feed, RunState, Time, WorkerModels};
+use crate::error::{Error, Result};
+use crate::store::batch::Batch;
+
+/// What a worker drives once its dataflow is built.
+pub struct Built {
+    /// The inputs to feed.
+    pub feeds: Vec<Box<dyn Feed>>,
+    /// Passes when everything has finished.
+    pub probe: ProbeHandle<Time>,
+}
+
+/// Builds the dataflow of `plan` in `scope`; returns what the worker drives.
+pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) -> Result<Built> {
+    let graph = &plan.graph;
+    let models = match plan.models.is_empty() {
+        true => None,
+        false => Some(Rc::new(WorkerModels::take(
+            &plan.models,
+            scope.index() % plan.workers(),
+        )?)),
+    };
+    let feedback = graph
+        .training
+        .as_ref()
+        .map(|_| scope.feedback::<Vec<Batch>>(1));
+    let mut streams: HashMap<(usize, String), BatchStream<'s>> = HashMap::new();
+    let mut assembly = Assembly::default();
+    for &i in &graph.order {
+        let edges: Vec<(usize, String)> = graph
+            .inputs(i)
+            .iter()
+            .map(|e| (e.node, e.port.clone()))
+            .collect();
+        let mut cx = BuildCx {
+            scope,
+            node: Rc::from(graph.nodes()[i].id.as_str()),
+            index: i,
+            run: run.clone(),
+            models: models.clone(),
+            feedback: feedback.as_ref().map(|(_, s)| s.clone()),
+            edges: &edges,
+            streams: &streams,
+            assembly: &mut assembly,
+        };
+        let outputs = plan.operators[i].build(&mut cx)?;
+        for (port, s) in outputs {
+            streams.insert((i, port), s);
+        }
+    }
+    if let Some((handle, _)) = feedback {
+        let ticks = assembly
+            .ticks
+            .take()
+            .ok_or_else(|| Error::invariant("a training graph without an update node"))?;
+        ticks.connect_loop(handle);
+    }
+    drain_unread(plan, &streams, &mut assembly);
+    Ok(Built {
+        feeds: assembly.feeds,
+        probe: assembly.probe,
+    })
+}
+
+/// Streams nobody reads still have to finish before the run does.
+fn drain_unread<'s>(
+    plan: &Plan,
+    streams: &HashMap<(usize, String), BatchStream<'s>>,
+    assembly: &mut Assembly<'s>,
+) {
+    let graph = &plan.graph;
+    let mut keys: Vec<&(usize, String)> = streams.keys().collect();
+    keys.sort();
+    for key in keys {
+        let (i, port) = key;
+        let read = assembly.taken.contains(key)
+            || (0..graph.nodes().len()).any(|c| {
+                graph
+                    .inputs(c)
+                    .iter()
+                    .any(|e| e.node == *i && &e.port == port)
+            });
+        if !read {
+            streams[key]
+                .clone()
+                .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Drain", |_, _| {
+                    |input, _| input.for_each(|_, _| {})
+                })
+                .probe_with(&assembly.probe);
+        }
+    }
+}
