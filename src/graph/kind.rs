@@ -34,6 +34,30 @@ pub struct References {
     pub models: Vec<(&'static str, String, Role)>,
 }
 
+/// How a node uses a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// An input file it reads.
+    Read,
+    /// An output file it writes (replaced when the run commits).
+    Write,
+    /// An output folder it writes (replaced when the run commits).
+    WriteFolder,
+    /// A store folder it reads and updates.
+    Store,
+}
+
+/// A path a node reads or writes, with the setting that names it.
+#[derive(Debug, Clone)]
+pub struct FileUse {
+    /// The dotted path of the setting (`outputs.metrics.path`, `nodes.3.trec`).
+    pub at: String,
+    /// The path.
+    pub path: std::path::PathBuf,
+    /// How it is used.
+    pub access: Access,
+}
+
 /// A persistent store of embeddings that a node keeps ([`NodeKind::store`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Store<'a> {
@@ -110,6 +134,13 @@ pub trait NodeKind: Any + fmt::Debug + Send + Sync {
     fn check_files(&self, cx: &CheckCx, rows: bool, seen: &mut Vec<String>) -> Result<()> {
         let _ = (cx, rows, seen);
         Ok(())
+    }
+
+    /// The paths it reads and writes, for the checks that outputs never replace inputs,
+    /// never collide and can be written.
+    fn files(&self, cx: &CheckCx) -> Vec<FileUse> {
+        let _ = cx;
+        Vec::new()
     }
 
     /// Its operator for this process: datasets opened, models looked up, decisions made.

@@ -36,6 +36,7 @@
 
 mod kind;
 pub mod needs;
+pub mod paths;
 mod render;
 mod structure;
 mod training;
@@ -49,7 +50,8 @@ use crate::models::{Model, ModelCx};
 use crate::spec::LoadedSpec;
 
 pub use kind::{
-    CheckCx, Facts, NodeEntry, NodeKind, ParseCx, PlanCx, Planned, References, Registry, Store,
+    Access, CheckCx, Facts, FileUse, NodeEntry, NodeKind, ParseCx, PlanCx, Planned, References,
+    Registry, Store,
 };
 pub use needs::{Need, MAIN};
 pub use render::{to_dot, to_mermaid};
@@ -186,6 +188,7 @@ impl Graph {
     /// presence and columns; with `rows`, every row of every dataset (what `check` and
     /// `run` do first).
     pub fn check_files(&self, rows: bool) -> Result<()> {
+        paths::check(self)?;
         for (name, m) in &self.models {
             m.check_files(&ModelCx {
                 spec: &self.spec,

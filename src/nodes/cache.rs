@@ -22,7 +22,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, NodeStats, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, Store, MAIN};
+use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, Store, MAIN};
 use crate::store::batch::{self, Batch};
 use crate::store::cache::EmbeddingStore;
 use crate::store::parquet_io::AtomicParquetWriter;
@@ -95,6 +95,14 @@ impl NodeKind for Cache {
             path: &self.path,
             refresh_every: self.refresh_every,
         })
+    }
+
+    fn files(&self, cx: &CheckCx) -> Vec<FileUse> {
+        vec![FileUse {
+            at: format!("{}.path", crate::spec::LoadedSpec::node_path(cx.node)),
+            path: self.path.clone(),
+            access: Access::Store,
+        }]
     }
 
     fn prints_counts(&self, _cx: &CheckCx) -> bool {
@@ -207,8 +215,10 @@ fn write_store<'s>(
                                 Some(w) => w,
                                 None => store.writer()?,
                             };
-                            shared.add_pending(w.finish()?);
-                            Ok(())
+                            // The store is a cache, not an output: its new version is
+                            // committed as soon as it is complete, so a run killed later
+                            // never embeds the corpus again.
+                            w.finish()?.commit()
                         });
                         match result {
                             Ok(()) => shared.count(&node, |s| {

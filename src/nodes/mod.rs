@@ -92,6 +92,24 @@ fn want(cx: &crate::graph::CheckCx, j: usize, ok: bool, what: &str) -> Result<()
     ))
 }
 
+/// The rows of the dataset table that input `j` of the node derives from (following
+/// first inputs back to a `source`), when it can be counted.
+fn upstream_rows(cx: &crate::graph::CheckCx, j: usize) -> Option<usize> {
+    let mut node = cx.producer_index(j)?;
+    loop {
+        let n = &cx.graph.nodes()[node];
+        if let Some(s) = n.settings::<source::Source>() {
+            let source_cx = crate::graph::CheckCx {
+                graph: cx.graph,
+                node,
+            };
+            let ds = s.open(&source_cx).ok()?;
+            return ds.row_count(&s.data_table()).ok();
+        }
+        node = cx.graph.inputs(node).first()?.node;
+    }
+}
+
 /// A range error of a nested setting, under its parent key.
 fn under(parent: &str, e: freshen_operators::Error) -> freshen_operators::Error {
     match e {

@@ -149,6 +149,25 @@ impl NodeKind for Sample {
         super::want(cx, 2, pairs, "a `source` with `table: pairs`")
     }
 
+    fn check_files(&self, cx: &CheckCx, rows: bool, _seen: &mut Vec<String>) -> Result<()> {
+        if rows {
+            return Ok(());
+        }
+        if let Some(n) = super::upstream_rows(cx, 1) {
+            let most = n.saturating_sub(1);
+            if self.k + self.skip_top > most {
+                return Err(cx.error(
+                    "k",
+                    format!(
+                        "`k` + `skip_top` is {} but the corpus has {n} targets (expected at most {most}: a query's negatives are the other targets)",
+                        self.k + self.skip_top
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let graph = cx.graph;
         let queries = graph.producers(cx.node)[0];

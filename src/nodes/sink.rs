@@ -14,7 +14,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::Need;
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References};
+use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References};
 use crate::spec::VectorLayout;
 use crate::store::batch::{self, Batch};
 use crate::store::parquet_io::AtomicParquetWriter;
@@ -53,6 +53,20 @@ impl NodeKind for Sink {
 
     fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
         Ok(Vec::new())
+    }
+
+    fn files(&self, cx: &CheckCx) -> Vec<FileUse> {
+        cx.spec()
+            .pipeline
+            .outputs
+            .get(&self.output)
+            .map(|o| FileUse {
+                at: format!("outputs.{}.path", self.output),
+                path: o.path.clone(),
+                access: Access::Write,
+            })
+            .into_iter()
+            .collect()
     }
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {

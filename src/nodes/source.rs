@@ -14,7 +14,9 @@ use crate::dataflow::{
     BatchStream, BuildCx, Feed, FeedStage, Operator, RunState, SourceInput, Time,
 };
 use crate::error::Result;
-use crate::graph::{needs::Need, CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{
+    needs::Need, Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References, MAIN,
+};
 use crate::spec::InputFormat;
 use crate::store::batch::Batch;
 use crate::store::beir::{Dataset, Format, Table};
@@ -125,6 +127,19 @@ impl Source {
         Dataset::open(&input.path, format).map_err(|e| self.at_path(cx, e))
     }
 
+    /// The source node of the graph that reads the file a data error names (the
+    /// dataset is validated whole, once, by its first reader).
+    fn reader_of<'a>(&self, cx: &CheckCx<'a>, ds: &Dataset, e: &crate::Error) -> Option<&'a str> {
+        let crate::Error::Data { file, .. } = e else {
+            return None;
+        };
+        cx.graph.nodes().iter().find_map(|n| {
+            let s = n.settings::<Source>()?;
+            (s.dataset == self.dataset && &ds.path(&s.data_table()) == file)
+                .then_some(n.id.as_str())
+        })
+    }
+
     /// `e` as an error at the dataset's `path`, in this node.
     fn at_path(&self, cx: &CheckCx, e: crate::Error) -> crate::Error {
         cx.spec().error(
@@ -170,7 +185,10 @@ impl NodeKind for Source {
         if rows {
             if !seen.contains(&self.dataset) {
                 seen.push(self.dataset.clone());
-                ds.validate().map_err(|e| e.with_node(&cx.this().id))?;
+                ds.validate().map_err(|e| {
+                    let node = self.reader_of(cx, &ds, &e).unwrap_or(&cx.this().id);
+                    e.with_node(node)
+                })?;
             }
             return Ok(());
         }
@@ -182,6 +200,23 @@ impl NodeKind for Source {
             ds.check_columns(&table).map_err(|e| self.at_path(cx, e))?;
         }
         Ok(())
+    }
+
+    /// Every table file of the dataset: an output must never replace one.
+    fn files(&self, cx: &CheckCx) -> Vec<FileUse> {
+        let Ok(ds) = self.open(cx) else {
+            return Vec::new();
+        };
+        let mut tables = vec![Table::Corpus, Table::Queries];
+        tables.extend(ds.splits().unwrap_or_default().into_iter().map(Table::Qrels));
+        tables
+            .iter()
+            .map(|t| FileUse {
+                at: format!("inputs.{}.path", self.dataset),
+                path: ds.path(t),
+                access: Access::Read,
+            })
+            .collect()
     }
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {

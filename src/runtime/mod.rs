@@ -7,6 +7,7 @@
 //! outputs untouched.
 
 mod assemble;
+mod guard;
 mod options;
 mod plan;
 mod worker;
@@ -55,6 +56,11 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
     share_cores(opts.workers);
     let started = Instant::now();
     let communication = opts.communication()?;
+    // Process 0 writes the outputs: it holds the locks and commits.
+    let guard = match opts.process {
+        0 => Some(guard::RunGuard::acquire(&graph)?),
+        _ => None,
+    };
     let plan = Arc::new(Plan::new(graph, opts.workers)?);
     let state = Arc::new(RunState::new(opts.progress));
     let config = timely::Config {
@@ -73,11 +79,11 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
         return Err(e);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let mut outputs = Vec::new();
-    for pending in state.take_pending() {
-        outputs.push(pending.dest().to_path_buf());
-        pending.commit()?;
-    }
+    let pending = state.take_pending();
+    let outputs = match guard.as_ref().and_then(|g| g.run_dir.as_ref()) {
+        Some(dir) => crate::store::commit::commit_all(pending, dir)?,
+        None => Vec::new(),
+    };
     let mut stats = state.stats();
     for op in &plan.operators {
         op.after_run(&mut stats);

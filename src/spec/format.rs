@@ -33,8 +33,9 @@ pub struct Pipeline {
     /// Seed of every random choice in the run (weight init, sampling, splits).
     #[serde(default)]
     pub seed: u64,
-    /// Variables for `${NAME}` interpolation in strings (the environment is the fallback).
-    #[serde(default)]
+    /// Variables for `${NAME}` interpolation in strings (the environment is the fallback);
+    /// numbers and booleans are taken as their text.
+    #[serde(default, deserialize_with = "scalar_strings")]
     pub vars: BTreeMap<String, String>,
     /// Datasets the pipeline reads, by name.
     #[serde(default)]
@@ -55,6 +56,21 @@ pub struct Pipeline {
 
 fn default_version() -> u32 {
     FORMAT_VERSION
+}
+
+/// A map of scalars, each as its text (`out: 2024` is the var `2024`).
+fn scalar_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            Value::Number(n) => Ok((k, n.to_string())),
+            Value::Bool(b) => Ok((k, b.to_string())),
+            _ => Err(serde::de::Error::custom(format!(
+                "var `{k}` must be a string, number or boolean"
+            ))),
+        })
+        .collect()
 }
 
 /// A dataset in the BEIR layout.

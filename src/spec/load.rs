@@ -22,13 +22,47 @@ pub struct LoadedSpec {
     positions: PositionIndex,
     /// `(path, "--set expr")` for every overridden path.
     overrides: Vec<(String, String)>,
+    /// The id of each node as written, so an error at `nodes.N...` names its node.
+    node_ids: Vec<Option<String>>,
 }
 
 impl LoadedSpec {
     /// Reads `file`, interpolates `${VAR}`, applies `--set path=value` overrides and
     /// deserialises the pipeline, checking every key, type and range on the way.
     pub fn load(file: &Path, sets: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        let unreadable = |message: String| Error::Spec {
+            file: file.to_path_buf(),
+            span: None,
+            node: None,
+            message,
+        };
+        if file.is_dir() {
+            return Err(unreadable(
+                "is a folder (expected a pipeline file such as pipelines/quickstart.yaml)".into(),
+            ));
+        }
+        let bytes = std::fs::read(file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                unreadable("no such pipeline file (expected a YAML file, e.g. pipelines/quickstart.yaml)".into())
+            }
+            _ => unreadable(format!("cannot read the pipeline ({e})")),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let before = String::from_utf8_lossy(&bytes[..at]);
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            Error::Spec {
+                file: file.to_path_buf(),
+                span: Some(Span { line, col }),
+                node: None,
+                message: format!(
+                    "not UTF-8 text (byte 0x{:02x}; expected a UTF-8 YAML file)",
+                    bytes[at]
+                ),
+            }
+        })?;
         Self::from_str(file, &text, sets)
     }
 
@@ -39,11 +73,17 @@ impl LoadedSpec {
             pipeline: empty_pipeline(),
             positions: PositionIndex::build(text),
             overrides: Vec::new(),
+            node_ids: Vec::new(),
         };
         let mut value: Value = serde_yaml::from_str(text).map_err(|e| spec.syntax_error(&e))?;
         if !value.is_mapping() {
             return Err(spec.error("", None, "the file is not a YAML mapping (expected keys such as `nodes`, `inputs`, `outputs`)"));
         }
+        // YAML merge keys (`<<: *defaults`) are resolved before anything reads the tree.
+        value
+            .apply_merge()
+            .map_err(|e| spec.error("", None, format!("YAML merge key: {e}")))?;
+        spec.node_ids = node_ids(&value);
         // Overrides first, so `--set vars.x=...` reaches every `${x}`.
         for set in sets {
             let path = super::overrides::apply(&mut value, set).map_err(|m| Error::Spec {
@@ -94,6 +134,7 @@ impl LoadedSpec {
         message: impl Into<String>,
         key: bool,
     ) -> Error {
+        let node = node.or_else(|| self.node_of(path));
         if let Some((_, set)) = self
             .overrides
             .iter()
@@ -118,6 +159,12 @@ impl LoadedSpec {
             node: node.map(str::to_string),
             message: message.into(),
         }
+    }
+
+    /// The id of the node whose settings `path` (`nodes.N...`) is in, if it has one.
+    fn node_of(&self, path: &str) -> Option<&str> {
+        let index: usize = path.strip_prefix("nodes.")?.split('.').next()?.parse().ok()?;
+        self.node_ids.get(index)?.as_deref()
     }
 
     /// Where the value at `path` was written, if it was written in the file.
@@ -271,6 +318,17 @@ impl LoadedSpec {
             }
             self.error(&path, node, tidy(&raw))
         })
+    }
+}
+
+/// The `id` of every node as written (none where it is missing or not a string).
+fn node_ids(value: &Value) -> Vec<Option<String>> {
+    match value.get("nodes") {
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|n| n.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -19,6 +19,11 @@ pub(crate) fn apply(root: &mut Value, set: &str) -> Result<String, String> {
     if segments.iter().any(|s| s.is_empty()) {
         return Err(format!("path `{path}` has an empty segment"));
     }
+    if let [first, name, ..] = segments.as_slice() {
+        if *first == "vars" {
+            check_var(root, name)?;
+        }
+    }
     let mut cur = root;
     let mut canonical = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
@@ -64,6 +69,26 @@ pub(crate) fn apply(root: &mut Value, set: &str) -> Result<String, String> {
     Ok(canonical.join("."))
 }
 
+/// A `--set vars.NAME` must name a var the pipeline has: a typo would otherwise be
+/// silently ignored while the run writes where the real var points.
+fn check_var(root: &Value, name: &str) -> Result<(), String> {
+    let known: Vec<String> = match root.get("vars") {
+        Some(Value::Mapping(m)) => m.keys().map(key_str).collect(),
+        _ => Vec::new(),
+    };
+    if known.iter().any(|k| k == name) {
+        return Ok(());
+    }
+    Err(format!(
+        "`vars.{name}` is not a var of this pipeline (expected one of: {})",
+        if known.is_empty() {
+            "none defined".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +106,9 @@ mod tests {
             .unwrap_err()
             .contains("no node with id `zz`"));
         assert!(apply(&mut v, "seed").unwrap_err().contains("PATH=VALUE"));
+        let mut v: Value = serde_yaml::from_str("vars: {out: a, data: b}").unwrap();
+        assert_eq!(apply(&mut v, "vars.out=2024").unwrap(), "vars.out");
+        let e = apply(&mut v, "vars.outt=x").unwrap_err();
+        assert!(e.contains("`vars.outt` is not a var") && e.contains("out"), "{e}");
     }
 }

@@ -9,10 +9,55 @@ use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::batch;
 use crate::store::parquet_io::{self, AtomicParquetWriter};
 use crate::store::tables;
+
+/// A store file that cannot be used: the file, the 1-based row, and how to recover.
+fn bad(path: &Path, row: Option<usize>, message: &str) -> Error {
+    Error::data(
+        path,
+        row,
+        format!("embedding store: {message}; delete the file to rebuild it"),
+    )
+}
+
+/// Checks one batch of a store file against the schema this encoder writes, and that
+/// every vector is finite (a NaN served from a cache poisons every search).
+fn check_rows(path: &Path, b: &RecordBatch, dim: usize, first_row: usize) -> Result<()> {
+    let want = tables::embeddings_schema(dim);
+    for field in want.fields() {
+        match b.schema().field_with_name(field.name()) {
+            Ok(f) if f.data_type() == field.data_type() => {}
+            Ok(f) => {
+                return Err(bad(
+                    path,
+                    None,
+                    &format!(
+                        "column `{}` is {} (expected {}: vectors of width {dim}, as this encoder writes)",
+                        field.name(),
+                        f.data_type(),
+                        field.data_type()
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(bad(
+                    path,
+                    None,
+                    &format!("no column `{}` (expected id, text_hash, embedding)", field.name()),
+                ))
+            }
+        }
+    }
+    let (values, d) = batch::vectors(b)?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        let row = first_row + i / d.max(1) + 1;
+        return Err(bad(path, Some(row), &format!("a vector holds {}", values[i])));
+    }
+    Ok(())
+}
 
 /// The store of one encoder (one fingerprint) under a folder.
 #[derive(Debug, Clone)]
@@ -40,7 +85,9 @@ impl EmbeddingStore {
         self.path.exists()
     }
 
-    /// Streams the stored rows (`id`, `text_hash`, `embedding`); nothing when the store is new.
+    /// Streams the stored rows (`id`, `text_hash`, `embedding`); nothing when the store is
+    /// new. Every batch is checked: the columns and the width this encoder writes, and
+    /// finite vectors; a problem names the store file and row.
     pub fn read(
         &self,
         batch_size: usize,
@@ -48,17 +95,26 @@ impl EmbeddingStore {
         if !self.exists() {
             return Ok(Box::new(std::iter::empty()));
         }
-        let path = self.path.clone();
-        let reader = parquet_io::read_batches(&self.path, batch_size)?;
+        let (path, dim) = (self.path.clone(), self.dim);
+        let reader = parquet_io::read_batches(&self.path, batch_size)
+            .map_err(|e| bad(&path, None, &e.to_string()))?;
+        let mut first_row = 0;
         Ok(Box::new(reader.map(move |b| {
-            b.map_err(|e| {
-                crate::Error::data(
-                    &path,
-                    None,
-                    format!("embedding store unreadable ({e}); delete it to rebuild"),
-                )
-            })
+            let b = b.map_err(|e| bad(&path, None, &format!("unreadable ({e})")))?;
+            check_rows(&path, &b, dim, first_row)?;
+            first_row += b.num_rows();
+            Ok(b)
         })))
+    }
+
+    /// Reads the whole store, checking every row (what `freshen check` does); returns the
+    /// number of rows.
+    pub fn check(&self) -> Result<usize> {
+        let mut rows = 0;
+        for b in self.read(8192)? {
+            rows += b?.num_rows();
+        }
+        Ok(rows)
     }
 
     /// Streams the stored keys `(id, text_hash)`, batch by batch.

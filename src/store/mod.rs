@@ -5,6 +5,8 @@
 pub mod batch;
 pub mod beir;
 pub mod cache;
+pub mod commit;
+pub mod lock;
 pub mod pairs;
 pub mod parquet_io;
 pub mod tables;

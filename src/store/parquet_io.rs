@@ -54,28 +54,53 @@ impl AtomicParquetWriter {
     }
 }
 
-/// A complete file under a temporary name: `commit` renames it over its destination;
-/// dropping it uncommitted deletes it.
+/// A complete file or folder under a temporary name beside its destination: committing
+/// it (one rename, see [`super::commit`]) replaces the destination; dropping it
+/// uncommitted deletes it.
 #[derive(Debug)]
 pub struct PendingFile {
     tmp: PathBuf,
     dest: PathBuf,
+    folder: bool,
     committed: bool,
 }
 
+/// The temporary sibling of `dest` that this process writes: `.<name>.<pid>.<suffix>`.
+pub fn sibling(dest: &Path, suffix: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{}.{suffix}", std::process::id()))
+}
+
 impl PendingFile {
-    /// Reserves a temporary name beside `dest` (same folder, so the rename is atomic).
+    /// Reserves a temporary file name beside `dest` (same folder, so the rename is atomic).
     pub fn new(dest: &Path) -> Self {
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
         Self {
-            tmp,
+            tmp: sibling(dest, "tmp"),
             dest: dest.to_path_buf(),
+            folder: false,
             committed: false,
         }
+    }
+
+    /// Creates a temporary folder beside `dest`, to be filled and committed in its place.
+    pub fn folder(dest: &Path) -> Result<Self> {
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let tmp = sibling(dest, "tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(Self {
+            tmp,
+            dest: dest.to_path_buf(),
+            folder: true,
+            committed: false,
+        })
     }
 
     /// The temporary path being written.
@@ -88,18 +113,33 @@ impl PendingFile {
         &self.dest
     }
 
-    /// Atomically replaces the destination with the temporary file.
+    /// Whether it is a folder.
+    pub fn is_folder(&self) -> bool {
+        self.folder
+    }
+
+    /// Replaces the destination with the temporary file now (for a single file whose
+    /// commit stands alone, such as a store's next version; a run's outputs commit
+    /// together through [`super::commit::commit_all`]).
     pub fn commit(mut self) -> Result<()> {
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
         self.committed = true;
         Ok(())
+    }
+
+    /// Marks it as moved into place by the caller.
+    pub(crate) fn mark_committed(&mut self) {
+        self.committed = true;
     }
 }
 
 impl Drop for PendingFile {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = match self.folder {
+                true => std::fs::remove_dir_all(&self.tmp),
+                false => std::fs::remove_file(&self.tmp),
+            };
         }
     }
 }

@@ -6,4 +6,5 @@ mod common;
 mod embed;
 mod errors;
 mod eval;
+mod inputs;
 mod train;

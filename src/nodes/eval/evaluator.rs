@@ -19,7 +19,7 @@ use super::{Eval, EvalModels};
 use crate::dataflow::{EmbeddingRows, RunState, Time, WorkerModels};
 use crate::error::{Error, Result};
 use crate::store::batch;
-use crate::store::parquet_io::AtomicParquetWriter;
+use crate::store::parquet_io::{AtomicParquetWriter, PendingFile};
 use crate::store::tables::{self, LEDGER_REASONS};
 
 /// Dev queries used by the oracle diagnostics (bounds their cost on large dev sets).
@@ -292,8 +292,11 @@ impl Evaluator {
         self.summary(best_step, best_value, &ranked.metrics, corrected.as_ref())
     }
 
-    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    /// Writes the best step's weights into a staged folder that replaces `dest` when the
+    /// run commits its outputs.
+    fn save_checkpoint(&self, dest: &Path) -> Result<()> {
+        let staged = PendingFile::folder(dest)?;
+        let dir = staged.tmp_path();
         for name in self.models() {
             match self.state.encoders.get(&name) {
                 Some(e) => {
@@ -305,6 +308,7 @@ impl Evaluator {
                     .save(&dir.join(format!("{name}.safetensors")))?,
             }
         }
+        self.shared.add_pending(staged);
         Ok(())
     }
 

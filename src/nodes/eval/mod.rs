@@ -27,7 +27,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References, MAIN};
 use crate::models::Role;
 use crate::store::tables;
 use evaluator::EvalPlan;
@@ -242,6 +242,43 @@ impl NodeKind for Eval {
         )?;
         let cache = cx.producer_as::<Cache>(5).is_some();
         super::want(cx, 5, cache, "the `cache` node: the stale embeddings")
+    }
+
+    /// A cut-off above the corpus size is allowed (the metric then counts every target)
+    /// but warned about: it is almost always a setting meant for a larger corpus.
+    fn check_files(&self, cx: &CheckCx, rows: bool, _seen: &mut Vec<String>) -> Result<()> {
+        if rows {
+            return Ok(());
+        }
+        if let Some(n) = super::upstream_rows(cx, 1) {
+            if let Some(k) = self.recall_at.iter().find(|&&k| k > n) {
+                tracing::warn!(
+                    node = cx.this().id.as_str(),
+                    "recall_at {k} is more than the corpus's {n} targets: Recall@{k} counts every target"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn files(&self, cx: &CheckCx) -> Vec<FileUse> {
+        let at = |key: &str| format!("{}.{key}", crate::spec::LoadedSpec::node_path(cx.node));
+        let mut out = Vec::new();
+        for (key, path, access) in [
+            ("trec", &self.trec, Access::Write),
+            ("rankings", &self.rankings, Access::Write),
+            ("embeddings", &self.embeddings, Access::Write),
+            ("checkpoint", &self.checkpoint, Access::WriteFolder),
+        ] {
+            if let Some(p) = path {
+                out.push(FileUse {
+                    at: at(key),
+                    path: p.clone(),
+                    access,
+                });
+            }
+        }
+        out
     }
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
