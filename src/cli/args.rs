@@ -113,6 +113,17 @@ pub struct RunArgs {
     /// Report connection progress between processes.
     #[arg(short = 'r', long = "report")]
     pub report: bool,
+    /// Continue a training run from the last checkpoint in its out folder (refused when
+    /// its settings or inputs changed; from step 0 when there is none yet).
+    #[arg(long, env = "FRESHEN_RESUME")]
+    pub resume: bool,
+    /// The most memory the run may need, e.g. `16G` or `900M`; default: what the machine
+    /// has available. `check` and `run` refuse a plan estimated to need more.
+    #[arg(long, value_name = "SIZE", env = "FRESHEN_MAX_MEMORY")]
+    pub max_memory: Option<String>,
+    /// Seconds between progress lines when stderr is not a terminal (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, env = "FRESHEN_PROGRESS_EVERY")]
+    pub progress_every: f64,
     /// Print help.
     #[arg(long = "help", action = ArgAction::Help)]
     pub help: Option<bool>,

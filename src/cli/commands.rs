@@ -114,6 +114,8 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         hostfile: args.hostfile.clone(),
         report: args.report,
         progress: cli.log == LogFormat::Text && std::io::stderr().is_terminal(),
+        resume: args.resume,
+        progress_every: (args.progress_every > 0.0).then_some(args.progress_every),
     };
     let counted = counted_nodes(&graph);
     let report = runtime::run(graph, &opts)?;

@@ -6,6 +6,7 @@
 //! Nothing here knows about pipelines or graphs; the node types (`crate::nodes`) build
 //! on it and the runtime assembles their operators.
 
+pub mod checkpoint;
 mod models;
 mod operator;
 mod progress;
@@ -14,6 +15,7 @@ mod run_state;
 mod stepwise;
 mod streams;
 
+pub use checkpoint::{Checkpointable, ResumePoint};
 pub use models::{ProcessModels, TapeEntry, WorkerModels};
 pub use operator::{Assembly, BuildCx, Feed, FeedStage, Operator};
 pub use progress::Progress;

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use freshen_operators::corrector::Corrector;
 use freshen_operators::train::{Recorded, TrainableEncoder};
 
+use super::checkpoint::Checkpointable;
 use super::streams::Time;
 use crate::error::{Error, Result};
 use crate::models::Built;
@@ -28,14 +29,21 @@ pub struct ProcessModels {
 }
 
 impl ProcessModels {
-    /// The first instance of each model with `workers - 1` replicas.
-    pub fn new(built: BTreeMap<String, Built>, workers: usize) -> Result<Self> {
+    /// The first instance of each model with `workers - 1` replicas. `restore` may set a
+    /// model's weights (a resumed run's) before it is replicated; the encoders'
+    /// fingerprints are those of the weights as built, which key their starting cache.
+    pub fn new(
+        built: BTreeMap<String, Built>,
+        workers: usize,
+        restore: &dyn Fn(&str, &Built) -> Result<()>,
+    ) -> Result<Self> {
         let mut slots = BTreeMap::new();
         let mut encoders = BTreeMap::new();
         for (name, first) in built {
             if let Built::Encoder(e) = &first {
                 encoders.insert(name.clone(), (e.fingerprint().to_string(), e.dim()));
             }
+            restore(&name, &first)?;
             let mut instances = Vec::with_capacity(workers.max(1));
             for _ in 1..workers.max(1) {
                 instances.push(Some(match &first {
@@ -101,6 +109,7 @@ pub struct WorkerModels {
     pub correctors: BTreeMap<String, Rc<Corrector>>,
     tape: RefCell<HashMap<(String, Time), Vec<TapeEntry>>>,
     touched: RefCell<BTreeMap<Time, u64>>,
+    states: RefCell<BTreeMap<String, Rc<dyn Checkpointable>>>,
 }
 
 impl WorkerModels {
@@ -112,6 +121,7 @@ impl WorkerModels {
             correctors: BTreeMap::new(),
             tape: RefCell::new(HashMap::new()),
             touched: RefCell::new(BTreeMap::new()),
+            states: RefCell::new(BTreeMap::new()),
         };
         for name in models.names() {
             match models.take(name, local)? {
@@ -162,6 +172,20 @@ impl WorkerModels {
     /// Counts target-encoder forwards of touched targets at step `t`.
     pub fn count_touched(&self, t: Time, n: u64) {
         *self.touched.borrow_mut().entry(t).or_default() += n;
+    }
+
+    /// Registers the state node `node` carries across steps, for checkpoints.
+    pub fn register_state(&self, node: &str, state: Rc<dyn Checkpointable>) {
+        self.states.borrow_mut().insert(node.to_string(), state);
+    }
+
+    /// The registered states, by node.
+    pub fn states(&self) -> Vec<(String, Rc<dyn Checkpointable>)> {
+        self.states
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Takes the count of touched forwards of step `t`.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use timely::dataflow::{ProbeHandle, Scope};
 use timely::worker::Worker;
 
+use super::checkpoint::ResumePoint;
 use super::models::WorkerModels;
 use super::run_state::{NodeStats, RunState};
 use super::streams::{BatchStream, Time};
@@ -82,6 +83,8 @@ pub struct BuildCx<'a, 's> {
     pub run: Arc<RunState>,
     /// This worker's models, when the pipeline has `models:`.
     pub models: Option<Rc<WorkerModels>>,
+    /// A resumed run's checkpoint: its step is the first this run trains.
+    pub resume: Option<Arc<ResumePoint>>,
     /// The training loop's feedback: "step t is done", arriving at t + 1.
     pub feedback: Option<BatchStream<'s>>,
     /// `(producer, port)` of each input, in order.
@@ -117,6 +120,11 @@ impl<'s> BuildCx<'_, 's> {
         let s = self.streams.get(&key).cloned()?;
         self.assembly.taken.insert(key);
         Some(s)
+    }
+
+    /// The first step this run trains (a resumed run's checkpoint step, else 0).
+    pub fn start(&self) -> Time {
+        self.resume.as_ref().map_or(0, |r| r.step as Time)
     }
 
     /// Whether this worker leads (worker 0 writes files and reports).

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::store::parquet_io::PendingFile;
 
 /// What a node did in a run; printed at the end and returned to callers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStats {
     /// Rows the node produced.
     pub rows_out: usize,
@@ -33,15 +33,18 @@ pub struct RunState {
     error: Mutex<Option<Error>>,
     pending: Mutex<Vec<PendingFile>>,
     stats: Mutex<BTreeMap<String, NodeStats>>,
-    ledger: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+    ledger: Mutex<BTreeMap<String, (u64, f64)>>,
+    /// Seconds of earlier runs this one resumes.
+    offset: Mutex<f64>,
     summary: Mutex<Option<arrow::array::RecordBatch>>,
     started: std::time::Instant,
     progress: Progress,
 }
 
 impl RunState {
-    /// New shared state; `progress` turns progress bars on (they draw only on a terminal).
-    pub fn new(progress: bool) -> Self {
+    /// New shared state; `bars` draws progress bars (on a terminal), otherwise `every`
+    /// seconds a progress line is logged.
+    pub fn new(bars: bool, every: Option<f64>) -> Self {
         Self {
             error: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
@@ -49,7 +52,8 @@ impl RunState {
             ledger: Mutex::new(BTreeMap::new()),
             summary: Mutex::new(None),
             started: std::time::Instant::now(),
-            progress: Progress::new(progress),
+            offset: Mutex::new(0.0),
+            progress: Progress::new(bars, every),
         }
     }
 
@@ -101,20 +105,40 @@ impl RunState {
     /// `reason` (`initial`, `refresh`, `touched`, `eval`).
     pub fn forwards(&self, reason: &'static str, n: u64, seconds: f64) {
         if let Ok(mut l) = self.ledger.lock() {
-            let e = l.entry(reason).or_default();
+            let e = l.entry(reason.to_string()).or_default();
             e.0 += n;
             e.1 += seconds;
         }
     }
 
     /// The ledger: forwards and seconds by reason.
-    pub fn ledger(&self) -> BTreeMap<&'static str, (u64, f64)> {
+    pub fn ledger(&self) -> BTreeMap<String, (u64, f64)> {
         self.ledger.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Seconds since the run started.
     pub fn elapsed(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+        let offset = self.offset.lock().map(|o| *o).unwrap_or(0.0);
+        offset + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Continues the counters of a run this one resumes: its ledger, node counters and
+    /// seconds.
+    pub fn resume_from(
+        &self,
+        ledger: BTreeMap<String, (u64, f64)>,
+        stats: BTreeMap<String, NodeStats>,
+        seconds: f64,
+    ) {
+        if let Ok(mut l) = self.ledger.lock() {
+            *l = ledger;
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            *s = stats;
+        }
+        if let Ok(mut o) = self.offset.lock() {
+            *o = seconds;
+        }
     }
 
     /// Keeps a training run's summary row for the command line to print.

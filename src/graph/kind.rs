@@ -315,6 +315,9 @@ pub struct PlanCx<'a> {
     /// Training steps of the run (0 when it does not train, or before the pairs source is
     /// planned: that source is planned first).
     pub steps: usize,
+    /// The first step this run trains: a resumed run's checkpoint step, else 0. Every
+    /// source starts sending at this time.
+    pub start: usize,
     /// The process's instances of the models of `models:`.
     pub models: &'a ProcessModels,
     /// What nodes planned earlier (in topological order) published for later ones.

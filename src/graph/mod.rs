@@ -55,7 +55,7 @@ pub use kind::{
 };
 pub use needs::{Need, MAIN};
 pub use render::{to_dot, to_mermaid};
-pub use training::Training;
+pub use training::{Resumable, Training};
 
 /// One input of a node: the producing node and which of its output ports.
 #[derive(Debug, Clone, PartialEq, Eq)]

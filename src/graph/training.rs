@@ -31,6 +31,33 @@ pub struct Training {
     pub corrector_trains: bool,
     /// β of the loss (also the temperature of the evaluation's diagnostics).
     pub beta: f64,
+    /// When resumable checkpoints are written (see [`Resumable`]).
+    pub resumable: Resumable,
+}
+
+/// When a training run writes resumable checkpoints: every `every` steps, or the first
+/// step past `minutes` since the last one, and after the last step; only at steps where
+/// a resumed run computes what the uninterrupted run does (see [`Resumable::at`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumable {
+    /// Steps between checkpoints (`None`: by time only).
+    pub every: Option<usize>,
+    /// Minutes between checkpoints (`None`: by steps only).
+    pub minutes: Option<f64>,
+    /// `(from, every)`: a step `s` is resumable only if `s < from` or `(s - from)` is a
+    /// multiple of `every` for each entry: the steps where a corrector is applied to the
+    /// whole cache, and where a cache refreshes, so that the state at `s` is computed
+    /// again from the checkpoint rather than carried.
+    pub cadences: Vec<(usize, usize)>,
+}
+
+impl Resumable {
+    /// Whether a run can resume at step `s` (before it is trained).
+    pub fn at(&self, s: usize) -> bool {
+        self.cadences
+            .iter()
+            .all(|&(from, every)| s < from || (s - from).is_multiple_of(every.max(1)))
+    }
 }
 
 impl Training {

@@ -116,10 +116,19 @@ impl NodeKind for Cache {
             .of::<EncoderFacts>(producer)
             .and_then(|f| f.store.clone())
             .ok_or_else(|| Error::invariant("a cache planned before its encode node"))?;
+        // A resumed run that starts on a refresh step searches the refreshed cache only.
+        let refreshed_at_start = cx.start > 0
+            && cx
+                .graph
+                .training
+                .as_ref()
+                .and_then(|t| t.refresh(cx.node))
+                .is_some_and(|every| cx.start.is_multiple_of(every));
         Ok(Planned::operator(CacheOp {
             store,
             id: cx.this().id.clone(),
             producer: cx.graph.nodes()[producer].id.clone(),
+            emit_stored: !refreshed_at_start,
         }))
     }
 
@@ -134,6 +143,9 @@ struct CacheOp {
     id: String,
     /// The encode node it reads (whose counter of encoded rows is the cache's too).
     producer: String,
+    /// Whether the store's rows go downstream (all but a resumed run starting on a
+    /// refresh step, where the refreshed rows replace them).
+    emit_stored: bool,
 }
 
 impl Operator for CacheOp {
@@ -143,7 +155,7 @@ impl Operator for CacheOp {
             .port_of_input(0, REUSED)
             .ok_or_else(|| Error::invariant("a cache whose encode node gave no stored keys"))?;
         let refresh = cx.port_of_input(0, REFRESH);
-        let out = write_store(cx, fresh, reused, self.store.clone());
+        let out = write_store(cx, fresh, reused, self.store.clone(), self.emit_stored);
         Ok(vec![(
             MAIN.to_string(),
             match refresh {
@@ -169,8 +181,10 @@ fn write_store<'s>(
     fresh: BatchStream<'s>,
     reused: BatchStream<'s>,
     store: EmbeddingStore,
+    emit: bool,
 ) -> BatchStream<'s> {
     let (leader, node, shared) = (cx.leader(), cx.node.clone(), cx.run.clone());
+    let start = cx.start();
     let to_leader = Exchange::new(|_: &Batch| 0u64);
     let keys_to_leader = Exchange::new(|_: &Batch| 0u64);
     fresh.binary_frontier::<_, CapacityContainerBuilder<Vec<Batch>>, _, _, _, _>(
@@ -178,7 +192,9 @@ fn write_store<'s>(
         to_leader,
         keys_to_leader,
         "Cache",
-        move |cap, _| {
+        move |mut cap, _| {
+            // The table goes out at the run's first step (a resumed run's, or 0).
+            cap.downgrade(&start);
             let mut cap = Some(cap);
             let mut writer: Option<AtomicParquetWriter> = None;
             let mut keep: HashSet<(String, u64)> = HashSet::new();
@@ -194,7 +210,9 @@ fn write_store<'s>(
                             shared.fail(e.with_node(&node));
                         }
                         shared.count(&node, |s| s.rows_out += b.0.num_rows());
-                        output.session(c).give(b);
+                        if emit {
+                            output.session(c).give(b);
+                        }
                     }
                 });
                 reused.for_each(|_, data| {
@@ -208,7 +226,9 @@ fn write_store<'s>(
                     if leader && !shared.failed() {
                         let kept = keep.len();
                         let result = copy_kept(&store, &keep, &mut writer, &mut |b| {
-                            output.session(c).give(Batch(b));
+                            if emit {
+                                output.session(c).give(Batch(b));
+                            }
                         })
                         .and_then(|()| {
                             let w = match writer.take() {

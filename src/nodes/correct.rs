@@ -202,18 +202,22 @@ fn correct_cache<'s>(
     steps: usize,
 ) -> Result<BatchStream<'s>> {
     let h = cx.models()?.corrector(&spec.model)?;
+    let start = cx.start();
     let mut stale = EmbeddingRows::default();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let replaced = replace_cache(&mut stale, &inputs[0])?;
-        if replaced || t == 0 {
-            return cache_batches(&stale, &stale.values);
-        }
-        let t = t as usize;
-        let due = t < steps
+        let s = t as usize;
+        let due = s < steps
             && trained
             && !refreshing
-            && t >= spec.warmup
-            && (t - spec.warmup).is_multiple_of(spec.apply_every.max(1));
+            && s >= spec.warmup
+            && (s - spec.warmup).is_multiple_of(spec.apply_every.max(1));
+        // A new B (at step 0, or a refresh) is searched as it is; so is the B a resumed
+        // run starts with, unless the corrector is due at that step: then h(B), as the
+        // uninterrupted run computed there (checkpoints are taken only where this holds).
+        if (replaced || t == 0) && !(t > 0 && t == start && due) {
+            return cache_batches(&stale, &stale.values);
+        }
         if !due || stale.is_empty() {
             return Ok(Vec::new());
         }

@@ -254,6 +254,7 @@ impl NodeKind for Source {
                 batch_size: self.batch_size,
                 rows,
                 pairs,
+                start: cx.start as Time,
             }),
             steps,
         })
@@ -285,12 +286,15 @@ struct SourceOp {
     batch_size: usize,
     rows: usize,
     pairs: Option<Arc<PairsPlan>>,
+    /// The time it starts sending at (a resumed run's first step).
+    start: Time,
 }
 
 impl Operator for SourceOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let mut input: SourceInput = InputHandle::new();
         let stream = input.to_stream(cx.scope);
+        input.advance_to(self.start);
         let node = cx.node.to_string();
         let feed: Box<dyn Feed> = match &self.pairs {
             Some(p) => Box::new(PairsFeed {
@@ -374,7 +378,8 @@ impl Feed for PairsFeed {
     fn feed(mut self: Box<Self>, worker: &mut Worker, run: &RunState) {
         let (index, peers) = (worker.index(), worker.peers());
         let p = &self.plan;
-        for step in 0..p.steps {
+        let start = *self.input.time() as usize;
+        for step in start..p.steps {
             if run.failed() {
                 break;
             }

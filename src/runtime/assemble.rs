@@ -13,11 +13,13 @@ use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{ConnectLoop, Feedback, Operator, Probe};
-use timely::dataflow::{ProbeHandle, Scope};
+use timely::dataflow::operators::{Concat, ConnectLoop, Feedback, Operator, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 
 use super::plan::Plan;
-use crate::dataflow::{Assembly, BatchStream, BuildCx, Feed, RunState, Time, WorkerModels};
+use crate::dataflow::{
+    tick, Assembly, BatchStream, BuildCx, Feed, RunState, SourceInput, Time, WorkerModels,
+};
 use crate::error::{Error, Result};
 use crate::store::batch::Batch;
 
@@ -43,6 +45,19 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) 
         .training
         .as_ref()
         .map(|_| scope.feedback::<Vec<Batch>>(1));
+    // A resumed run's first step is told that the step before it is done, as the
+    // uninterrupted run's was by that step's tick.
+    let gate = match (&feedback, &plan.resume) {
+        (Some((_, looped)), Some(point)) => {
+            let mut first: SourceInput = InputHandle::new();
+            let stream = first.to_stream(scope);
+            first.advance_to(point.step as Time);
+            first.send(tick());
+            Some(looped.clone().concat(stream))
+        }
+        (Some((_, looped)), None) => Some(looped.clone()),
+        _ => None,
+    };
     let mut streams: HashMap<(usize, String), BatchStream<'s>> = HashMap::new();
     let mut assembly = Assembly::default();
     for &i in &graph.order {
@@ -57,7 +72,8 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) 
             index: i,
             run: run.clone(),
             models: models.clone(),
-            feedback: feedback.as_ref().map(|(_, s)| s.clone()),
+            resume: plan.resume.clone(),
+            feedback: gate.clone(),
             edges: &edges,
             streams: &streams,
             assembly: &mut assembly,
@@ -68,10 +84,26 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) 
         }
     }
     if let Some((handle, _)) = feedback {
-        let ticks = assembly
+        let mut ticks = assembly
             .ticks
             .take()
             .ok_or_else(|| Error::invariant("a training graph without an update node"))?;
+        if let Some(checkpoints) = &plan.checkpoints {
+            let edges = Vec::new();
+            let cx = BuildCx {
+                scope,
+                node: Rc::from("checkpoint"),
+                index: usize::MAX,
+                run: run.clone(),
+                models: models.clone(),
+                resume: plan.resume.clone(),
+                feedback: gate.clone(),
+                edges: &edges,
+                streams: &streams,
+                assembly: &mut assembly,
+            };
+            ticks = super::checkpoint::build(&cx, checkpoints.clone(), ticks)?;
+        }
         ticks.connect_loop(handle);
     }
     drain_unread(plan, &streams, &mut assembly);

@@ -7,9 +7,11 @@
 //! outputs untouched.
 
 mod assemble;
+mod checkpoint;
 mod guard;
 mod options;
 mod plan;
+mod resume;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -61,8 +63,15 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
         0 => Some(guard::RunGuard::acquire(&graph)?),
         _ => None,
     };
-    let plan = Arc::new(Plan::new(graph, opts.workers)?);
-    let state = Arc::new(RunState::new(opts.progress));
+    let resumed = match (opts.resume, crate::graph::paths::run_folder(&graph)) {
+        (true, Some(dir)) => resume::open(&graph, &dir)?,
+        _ => None,
+    };
+    let plan = Arc::new(Plan::new(graph, opts.workers, resumed.as_ref().map(|r| r.0.clone()))?);
+    let state = Arc::new(RunState::new(opts.progress, opts.progress_every));
+    if let Some((_, record)) = &resumed {
+        resume::restore_counters(&state, record);
+    }
     let config = timely::Config {
         communication,
         worker: WorkerConfig::default(),

@@ -21,6 +21,10 @@ pub struct RunOptions {
     pub report: bool,
     /// Draw progress bars on stderr (only on a terminal).
     pub progress: bool,
+    /// Continue from the last checkpoint of the run's folder (`--resume`).
+    pub resume: bool,
+    /// Seconds between progress lines when there are no bars (`None`: none).
+    pub progress_every: Option<f64>,
 }
 
 impl Default for RunOptions {
@@ -32,6 +36,8 @@ impl Default for RunOptions {
             hostfile: None,
             report: false,
             progress: false,
+            resume: false,
+            progress_every: None,
         }
     }
 }

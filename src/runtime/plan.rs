@@ -7,9 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::dataflow::{Operator, ProcessModels};
+use std::sync::Arc;
+
+use super::checkpoint::CheckpointPlan;
+use super::resume;
+use crate::dataflow::{Operator, ProcessModels, ResumePoint};
 use crate::error::{Error, Result};
-use crate::graph::{Facts, Graph, PlanCx};
+use crate::graph::{paths, Facts, Graph, PlanCx};
 use crate::models::Role;
 
 /// The graph plus the run-time form of each node.
@@ -22,14 +26,20 @@ pub struct Plan {
     pub models: ProcessModels,
     /// Training steps (0 without training).
     pub steps: usize,
+    /// A resumed run's checkpoint.
+    pub resume: Option<Arc<ResumePoint>>,
+    /// Where and when a training run writes its checkpoints.
+    pub checkpoints: Option<Arc<CheckpointPlan>>,
     workers: usize,
 }
 
 impl Plan {
-    /// Prepares every node of `graph` for `workers` workers per process.
-    pub fn new(graph: Graph, workers: usize) -> Result<Self> {
+    /// Prepares every node of `graph` for `workers` workers per process; a resumed run
+    /// starts at `resume`'s step with its models' weights.
+    pub fn new(graph: Graph, workers: usize, resume: Option<ResumePoint>) -> Result<Self> {
         let workers = workers.max(1);
-        let models = build_models(&graph, workers)?;
+        let models = build_models(&graph, workers, resume.as_ref())?;
+        let start = resume.as_ref().map_or(0, |r| r.step);
         let facts = Facts::default();
         let mut operators: Vec<Option<Box<dyn Operator>>> =
             (0..graph.nodes().len()).map(|_| None).collect();
@@ -46,6 +56,7 @@ impl Plan {
                 node: i,
                 workers,
                 steps,
+                start,
                 models: &models,
                 facts: &facts,
             };
@@ -59,11 +70,23 @@ impl Plan {
             .into_iter()
             .map(|o| o.ok_or_else(|| Error::invariant("a node left unplanned")))
             .collect::<Result<_>>()?;
+        let checkpoints = match (&graph.training, paths::run_folder(&graph)) {
+            (Some(t), Some(run_dir)) => Some(Arc::new(CheckpointPlan {
+                run_dir,
+                steps,
+                when: t.resumable.clone(),
+                settings: resume::comparable(&graph),
+                inputs: resume::input_files(&graph),
+            })),
+            _ => None,
+        };
         Ok(Plan {
             graph,
             operators,
             models,
             steps,
+            resume: resume.map(Arc::new),
+            checkpoints,
             workers,
         })
     }
@@ -76,7 +99,7 @@ impl Plan {
 
 /// Builds the models of `models:` that nodes use, with a replica per worker. A corrector
 /// corrects vectors as wide as the cache its nodes read.
-fn build_models(graph: &Graph, workers: usize) -> Result<ProcessModels> {
+fn build_models(graph: &Graph, workers: usize, resume: Option<&ResumePoint>) -> Result<ProcessModels> {
     let dims = corrector_dims(graph);
     let mut built = BTreeMap::new();
     for (name, model) in &graph.models {
@@ -94,7 +117,10 @@ fn build_models(graph: &Graph, workers: usize) -> Result<ProcessModels> {
         })?;
         built.insert(name.clone(), m);
     }
-    ProcessModels::new(built, workers)
+    ProcessModels::new(built, workers, &|name, model| match resume {
+        Some(point) => resume::restore_model(point, name, model),
+        None => Ok(()),
+    })
 }
 
 /// The width of the cache each corrector corrects: that of the vectors read by a node

@@ -65,6 +65,27 @@ impl AdamW {
         self.steps
     }
 
+    /// A copy of the state: the step count and each parameter's first and second moments,
+    /// by name (what a resumable checkpoint keeps).
+    pub fn export(&self) -> Result<(u64, Vec<(String, Tensor, Tensor)>)> {
+        let mut moments = Vec::with_capacity(self.state.len());
+        for (name, m) in &self.state {
+            moments.push((name.clone(), m.m.copy()?, m.v.copy()?));
+        }
+        moments.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((self.steps, moments))
+    }
+
+    /// Sets the state to one [`AdamW::export`] gave: the next step continues exactly where
+    /// that optimiser stopped.
+    pub fn import(&mut self, steps: u64, moments: Vec<(String, Tensor, Tensor)>) {
+        self.steps = steps;
+        self.state = moments
+            .into_iter()
+            .map(|(name, m, v)| (name, Moments { m, v }))
+            .collect();
+    }
+
     /// One step: every parameter of `params` that has a gradient in `grads` moves, with the
     /// learning rate `lr(name)`.
     pub fn step(

@@ -107,20 +107,33 @@ pub(super) fn plain<'s>(
     batch_size: usize,
 ) -> Result<BatchStream<'s>> {
     let rows = rows(cx.input(0)?, fields);
-    Ok(encode(cx, rows, encoder, batch_size, None))
+    Ok(encode(cx, rows, encoder, batch_size, Ledger::None))
+}
+
+/// What an encode does about the ledger of target-encoder forwards.
+#[derive(Clone, Copy)]
+enum Ledger {
+    /// Nothing (not target-encoder forwards).
+    None,
+    /// Counts them under this reason (the starting cache's are `initial`).
+    Count(&'static str),
+    /// Fails the run if there is any (a resumed run's starting cache).
+    Refuse,
 }
 
 /// Embeds the rows with positive multiplicity, `batch_size` texts per forward pass, and
-/// emits embedding batches (`id`, `text_hash`, `embedding`). With `ledger`, the forwards
-/// are counted under that reason (the starting cache's are `initial`).
+/// emits embedding batches (`id`, `text_hash`, `embedding`).
 fn encode<'s>(
     cx: &BuildCx<'_, 's>,
     input: RowStream<'s>,
     encoder: Rc<dyn Encoder>,
     batch_size: usize,
-    ledger: Option<&'static str>,
+    ledger: Ledger,
 ) -> BatchStream<'s> {
     let (node, shared) = (cx.node.clone(), cx.run.clone());
+    if let Ledger::Count("initial") = ledger {
+        shared.progress().phase("initial cache", "rows", 0);
+    }
     input.unary_frontier::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
         Pipeline,
         "Encode",
@@ -143,6 +156,9 @@ fn encode<'s>(
                         }
                     }
                     bar.inc_length(entry.1.len() as u64);
+                    if let Ledger::Count("initial") = ledger {
+                        shared.progress().advance("initial cache", 0, bar.length().unwrap_or(0));
+                    }
                 });
                 let times: Vec<Time> = pending.keys().copied().collect();
                 for t in times {
@@ -156,10 +172,16 @@ fn encode<'s>(
                             continue;
                         }
                         let n = chunk.len();
+                        if let Ledger::Refuse = ledger {
+                            shared.fail(crate::Error::Usage(format!(
+                                "cannot resume: the store lacks {n}+ rows of the starting cache (deleted or changed since the checkpoint; run without --resume)"
+                            )));
+                            continue;
+                        }
                         let started = std::time::Instant::now();
                         match encode_rows(encoder.as_ref(), chunk) {
                             Ok(b) => {
-                                if let Some(reason) = ledger {
+                                if let Ledger::Count(reason) = ledger {
                                     let secs = started.elapsed().as_secs_f64();
                                     shared.forwards(reason, n as u64, secs);
                                 }
@@ -168,6 +190,9 @@ fn encode<'s>(
                                     s.rows_out += n;
                                 });
                                 bar.inc(n as u64);
+                                if let Ledger::Count("initial") = ledger {
+                                    shared.progress().advance("initial cache", n as u64, 0);
+                                }
                                 output.session(&*cap).give(Batch(b));
                             }
                             Err(e) => shared.fail(e.with_node(&node)),
@@ -206,6 +231,8 @@ pub(super) fn cached<'s>(
     let rows = rows(cx.input(0)?, group.fields.clone()).as_collection();
     let (store_input, stored): (StoreInput, VecCollection<'s, Time, (String, u64), isize>) =
         cx.scope.new_collection::<(String, u64), isize>();
+    let mut store_input = store_input;
+    store_input.advance_to(cx.start());
     cx.assembly.feeds.push(Box::new(StoreFeed {
         input: store_input,
         store: group.store.clone(),
@@ -227,13 +254,13 @@ pub(super) fn cached<'s>(
         .inspect(move |(_, _, diff)| {
             counter.count(&cache_id, |s| s.dropped += (*diff).max(0) as usize)
         });
-    let out = encode(
-        cx,
-        todo.inner,
-        group.encoder,
-        group.batch_size,
-        Some("initial"),
-    );
+    // A resumed run's starting cache comes whole from the store: embedding any of it
+    // with the trained tower would make a different cache than the run's.
+    let ledger = match cx.start() {
+        0 => Ledger::Count("initial"),
+        _ => Ledger::Refuse,
+    };
+    let out = encode(cx, todo.inner, group.encoder, group.batch_size, ledger);
     Ok(vec![
         (MAIN.to_string(), out),
         (REUSED.to_string(), key_batches(reused.inner)),

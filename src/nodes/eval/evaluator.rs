@@ -16,6 +16,7 @@ use freshen_operators::train::{Trainable, TrainableEncoder};
 
 use super::rank::{rank_and_score, write_runs, RankCx, Ranked};
 use super::{Eval, EvalModels};
+use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
 use crate::dataflow::{EmbeddingRows, RunState, Time, WorkerModels};
 use crate::error::{Error, Result};
 use crate::store::batch;
@@ -63,6 +64,9 @@ pub(super) struct Evaluator {
     pub best: Option<Best>,
     pub candidates: u64,
     pub last_step: Option<Time>,
+    /// Every per-step row emitted so far (a checkpoint keeps them, a resumed run emits
+    /// them again before its own).
+    pub rows: Vec<RecordBatch>,
 }
 
 impl Evaluator {
@@ -210,6 +214,9 @@ impl Evaluator {
 
     /// The dev evaluation of step `t`: metrics, diagnostics, and the best step's weights.
     pub(super) fn dev_step(&mut self, t: Time) -> Result<(MetricSet, [Option<f64>; 4])> {
+        self.shared
+            .progress()
+            .set_done("train", t + 1, "evaluating on dev".into());
         let fresh = self.embed_corpus()?;
         let queries = self.embed_queries(&self.dev)?;
         let cache = fresh.tensor(&self.plan.device)?;
@@ -245,6 +252,11 @@ impl Evaluator {
 
     /// After the last step: the best weights back, test metrics, checkpoint, summary.
     pub(super) fn finish(&mut self) -> Result<RecordBatch> {
+        self.shared.progress().set_done(
+            "train",
+            self.plan.steps as u64,
+            "test evaluation at the best dev step, writing outputs".into(),
+        );
         let (best_step, best_value) = match &self.best {
             Some((t, v, snaps)) => {
                 for (name, snap) in snaps {
@@ -358,6 +370,67 @@ impl Evaluator {
             tables::summary_schema(recall_at),
             cols,
         )?)
+    }
+}
+
+impl Evaluator {
+    /// Writes what the evaluator carries across steps into a checkpoint's `dir`.
+    pub(super) fn save_state(&self, dir: &Path) -> Result<()> {
+        let best = self.best.as_ref();
+        save_json(
+            &dir.join("eval.json"),
+            &serde_json::json!({
+                "best_step": best.map(|b| b.0),
+                "best_value": best.map(|b| b.1),
+                "best_models": best.map(|b| b.2.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>()),
+                "candidates": self.candidates,
+                "last_step": self.last_step,
+            }),
+        )?;
+        if let Some((_, _, snaps)) = best {
+            for (model, snap) in snaps {
+                save_tensors(&dir.join(format!("best-{model}.safetensors")), snap)?;
+            }
+        }
+        let schema = tables::eval_steps_schema(&self.spec.recall_at);
+        let mut w = AtomicParquetWriter::create(&dir.join("rows.parquet"), schema)?;
+        for r in &self.rows {
+            w.write(r)?;
+        }
+        w.finish()?.commit()
+    }
+
+    /// Takes back what [`Evaluator::save_state`] wrote.
+    pub(super) fn restore_state(&mut self, dir: &Path) -> Result<()> {
+        let v = load_json(&dir.join("eval.json"))?;
+        self.candidates = v["candidates"].as_u64().unwrap_or(0);
+        self.last_step = v["last_step"].as_u64();
+        self.best = match (v["best_step"].as_u64(), v["best_value"].as_f64()) {
+            (Some(step), Some(value)) => {
+                let mut snaps = Vec::new();
+                for m in v["best_models"].as_array().into_iter().flatten() {
+                    let name = m.as_str().unwrap_or_default().to_string();
+                    let path = dir.join(format!("best-{name}.safetensors"));
+                    let saved = load_tensors(&path, &self.plan.device)?;
+                    let params = match self.state.encoders.get(&name) {
+                        Some(e) => e.params(),
+                        None => self.state.corrector(&name)?.params(),
+                    };
+                    let mut snap = Vec::with_capacity(params.len());
+                    for (p, _) in params {
+                        let t = saved.get(&p).cloned().ok_or_else(|| {
+                            Error::data(&path, None, format!("the checkpoint lacks `{p}`"))
+                        })?;
+                        snap.push((p, t));
+                    }
+                    snaps.push((name, snap));
+                }
+                Some((step, value, snaps))
+            }
+            _ => None,
+        };
+        self.rows = crate::store::parquet_io::read_all(&dir.join("rows.parquet"))?;
+        Ok(())
     }
 }
 

@@ -22,7 +22,8 @@ use super::evaluator::{EvalPlan, Evaluator};
 use super::rank::push_qrels;
 use super::{Eval, EvalModels};
 use crate::dataflow::{
-    rows_of, tick, BatchStream, BuildCx, EmbeddingRows, Emitted, Route, Stepwise, Time,
+    rows_of, tick, BatchStream, BuildCx, Checkpointable, EmbeddingRows, Emitted, Route, Stepwise,
+    Time,
 };
 use crate::error::{Error, Result};
 use crate::nodes::encode::joined_rows;
@@ -55,15 +56,28 @@ pub(super) fn train_eval<'s>(
         best: None,
         candidates: 0,
         last_step: None,
+        rows: Vec::new(),
     }));
+    let mut replay = Vec::new();
+    if let Some(point) = &cx.resume {
+        let mut e = evaluator.borrow_mut();
+        e.restore_state(&point.node_dir(&cx.node))?;
+        replay = e.rows.clone();
+    }
+    cx.models()?
+        .register_state(&cx.node, Rc::new(EvalState(evaluator.clone())));
     let ev = evaluator.clone();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let mut out = Vec::new();
         if leader {
+            // A resumed run writes the rows of the steps before it first.
+            out.extend(std::mem::take(&mut replay).into_iter().map(|r| (1, Batch(r))));
             let mut e = ev.borrow_mut();
             take_inputs(&mut e, &inputs)?;
             for row in rows_of(&inputs[0]) {
-                out.push((1, Batch(step_row(&mut e, row, t, every, steps)?)));
+                let r = step_row(&mut e, row, t, every, steps)?;
+                e.rows.push(r.clone());
+                out.push((1, Batch(r)));
             }
         }
         if !inputs[6].is_empty() {
@@ -91,6 +105,15 @@ pub(super) fn train_eval<'s>(
             .ok_or_else(|| Error::invariant("training eval without outputs"))
     };
     Ok([next()?, next()?, next()?])
+}
+
+/// The evaluator, as a checkpoint keeps it.
+struct EvalState(Rc<RefCell<Evaluator>>);
+
+impl Checkpointable for EvalState {
+    fn save(&self, dir: &std::path::Path) -> Result<()> {
+        self.0.borrow().save_state(dir)
+    }
 }
 
 /// Keeps what the step brought: corpus and query texts, judgements, a new stale cache.

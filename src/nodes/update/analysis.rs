@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::graph::{CheckCx, Training};
+use crate::graph::{CheckCx, Resumable, Training};
+use crate::nodes::update::Update;
 use crate::nodes::correct::Correct;
 use crate::nodes::encode::Encode;
 use crate::nodes::loss::Loss;
@@ -69,6 +70,25 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
         .inputs(loss)
         .get(3)
         .is_some_and(|e| recorded.contains(&e.node));
+    let mut cadences: Vec<(usize, usize)> = refresh_every.values().map(|&e| (0, e)).collect();
+    for (i, n) in g.nodes().iter().enumerate() {
+        let Some(c) = n.settings::<Correct>() else {
+            continue;
+        };
+        let cache = g.inputs(i).first().map(|e| e.node);
+        let refreshing = cache.is_some_and(|c| refresh_every.contains_key(&c));
+        if g.inputs(i).len() == 1 && trained.contains(&c.model) && !refreshing {
+            cadences.push((c.warmup, c.apply_every));
+        }
+    }
+    let update_settings = g.nodes()[update]
+        .settings::<Update>()
+        .ok_or_else(|| Error::invariant("the training analysis of a node that is no update"))?;
+    let resumable = Resumable {
+        every: update_settings.resume_every,
+        minutes: (update_settings.resume_minutes > 0.0).then_some(update_settings.resume_minutes),
+        cadences,
+    };
     let beta = g.nodes()[loss]
         .settings::<Loss>()
         .map(|l| l.beta)
@@ -83,5 +103,6 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
         refresh_every,
         corrector_trains,
         beta,
+        resumable,
     })
 }

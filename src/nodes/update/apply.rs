@@ -8,7 +8,10 @@
 //! then emits the step's metrics row (worker 0) and the tick that the feedback edge
 //! carries to the next step (every worker).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +23,10 @@ use timely::dataflow::operators::vec::Broadcast;
 
 use super::grads::{partial_batch, read_partial, row_grads};
 use super::{Update, UpdatePlan};
-use crate::dataflow::{rows_of, tick, BatchStream, BuildCx, Emitted, Stepwise, Time, WorkerModels};
+use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
+use crate::dataflow::{
+    rows_of, tick, BatchStream, BuildCx, Checkpointable, Emitted, Stepwise, Time, WorkerModels,
+};
 use crate::error::{Error, Result};
 use crate::store::batch::Batch;
 use crate::store::tables;
@@ -61,7 +67,7 @@ pub(super) fn update<'s>(
         parts.next().ok_or_else(missing)?,
         parts.next().ok_or_else(missing)?,
     );
-    let mut apply = Apply::new(cx, spec, plan, state);
+    let mut apply = Apply::new(cx, spec, plan, state)?;
     let mut out = Stepwise::new("Apply")
         .local_inputs(vec![partials.broadcast(), stats.broadcast()])
         .outputs(2)
@@ -128,21 +134,140 @@ fn backward_step(
     Ok(out)
 }
 
+/// The optimisers' state, as a checkpoint keeps it: per model its step count and the
+/// first and second moments of each parameter.
+struct Optimisers(Rc<RefCell<BTreeMap<String, AdamW>>>);
+
+impl Checkpointable for Optimisers {
+    fn save(&self, dir: &Path) -> Result<()> {
+        let mut steps = serde_json::Map::new();
+        for (model, opt) in self.0.borrow().iter() {
+            let (n, moments) = opt.export()?;
+            steps.insert(model.clone(), n.into());
+            let mut tensors = Vec::with_capacity(3 * moments.len());
+            for (param, m, v) in moments {
+                // A row-sparse table's moments are zero but in the rows a step touched:
+                // only those are kept (with their row ids and the table's height).
+                match touched_rows(&m, &v)? {
+                    Some((ids, height)) => {
+                        let index = Tensor::from_vec(ids.clone(), ids.len(), m.device())?;
+                        tensors.push((format!("m/{param}"), m.index_select(&index, 0)?));
+                        tensors.push((format!("v/{param}"), v.index_select(&index, 0)?));
+                        tensors.push((format!("rows/{param}"), index));
+                        let h = Tensor::from_vec(vec![height as u32], 1, m.device())?;
+                        tensors.push((format!("height/{param}"), h));
+                    }
+                    None => {
+                        tensors.push((format!("m/{param}"), m));
+                        tensors.push((format!("v/{param}"), v));
+                    }
+                }
+            }
+            save_tensors(&dir.join(format!("{model}.safetensors")), &tensors)?;
+        }
+        save_json(&dir.join("steps.json"), &serde_json::Value::Object(steps))
+    }
+}
+
+/// For a table (2-D, many rows) whose moments are zero in most rows: the rows that are not
+/// (in `m` or `v`), and the height. `None` when keeping it whole is as small.
+fn touched_rows(m: &Tensor, v: &Tensor) -> Result<Option<(Vec<u32>, usize)>> {
+    let Ok((height, _)) = m.dims2() else {
+        return Ok(None);
+    };
+    if height < 1024 {
+        return Ok(None);
+    }
+    let any = (m.abs()? + v.abs()?)?.sum(1)?.to_vec1::<f32>()?;
+    let ids: Vec<u32> = (0..height as u32).filter(|&r| any[r as usize] != 0.0).collect();
+    Ok((ids.len() * 2 < height).then_some((ids, height)))
+}
+
+/// The full-height moments from the kept rows `values` at row ids `rows` (zeros elsewhere).
+fn scatter_rows(values: &Tensor, rows: &Tensor, height: usize) -> Result<Tensor> {
+    let (n, w) = values.dims2()?;
+    let full = Tensor::zeros((height, w), values.dtype(), values.device())?;
+    let index = rows.unsqueeze(1)?.broadcast_as((n, w))?.contiguous()?;
+    full.scatter_set(&index, values, 0)?;
+    Ok(full)
+}
+
+/// Sets `optimisers` to the state a checkpoint's `dir` holds.
+fn restore(dir: &Path, optimisers: &mut BTreeMap<String, AdamW>, state: &WorkerModels) -> Result<()> {
+    let steps = load_json(&dir.join("steps.json"))?;
+    for (model, opt) in optimisers.iter_mut() {
+        let device = match state.encoders.get(model) {
+            Some(e) => e.params().first().map(|(_, v)| v.device().clone()),
+            None => state.corrector(model).ok().map(|h| h.device().clone()),
+        }
+        .unwrap_or_else(freshen_operators::device::cpu);
+        let path = dir.join(format!("{model}.safetensors"));
+        let saved = load_tensors(&path, &device)?;
+        let mut params: Vec<String> = saved
+            .keys()
+            .filter_map(|k| k.strip_prefix("m/").map(str::to_string))
+            .collect();
+        params.sort();
+        let mut moments = Vec::with_capacity(params.len());
+        for p in params {
+            let (m, v) = (saved.get(&format!("m/{p}")), saved.get(&format!("v/{p}")));
+            let (Some(m), Some(v)) = (m, v) else {
+                return Err(Error::data(&path, None, format!("moments of `{p}` are incomplete")));
+            };
+            let (m, v) = match (saved.get(&format!("rows/{p}")), saved.get(&format!("height/{p}"))) {
+                (Some(rows), Some(height)) => {
+                    let height = height.to_vec1::<u32>()?[0] as usize;
+                    (scatter_rows(m, rows, height)?, scatter_rows(v, rows, height)?)
+                }
+                _ => (m.clone(), v.clone()),
+            };
+            moments.push((p, m, v));
+        }
+        let n = steps.get(model).and_then(|v| v.as_u64()).unwrap_or(0);
+        opt.import(n, moments);
+    }
+    Ok(())
+}
+
 /// The second operator's state: the optimisers, the schedule and the progress bar.
 struct Apply {
     spec: Update,
     plan: UpdatePlan,
     state: std::rc::Rc<WorkerModels>,
     schedule: Schedule,
-    optimisers: BTreeMap<String, AdamW>,
+    optimisers: Rc<RefCell<BTreeMap<String, AdamW>>>,
     bar: indicatif::ProgressBar,
     last: Instant,
     worker: usize,
     peers: usize,
+    run: Arc<crate::dataflow::RunState>,
+    start: usize,
+}
+
+/// The step's losses, for the progress line.
+fn losses(stats: &[Batch]) -> String {
+    let mut parts = Vec::new();
+    for name in ["retriever_loss", "corrector_loss", "staleness"] {
+        let v: Vec<f64> = rows_of(stats)
+            .filter_map(|b| {
+                let c = b.column_by_name(name)?.as_primitive_opt::<Float64Type>()?;
+                (!c.is_null(0)).then(|| c.value(0))
+            })
+            .collect();
+        if !v.is_empty() {
+            parts.push(format!("{name} {:.4}", v.iter().sum::<f64>() / v.len() as f64));
+        }
+    }
+    parts.join(", ")
 }
 
 impl Apply {
-    fn new(cx: &BuildCx, spec: Update, plan: UpdatePlan, state: std::rc::Rc<WorkerModels>) -> Self {
+    fn new(
+        cx: &BuildCx,
+        spec: Update,
+        plan: UpdatePlan,
+        state: std::rc::Rc<WorkerModels>,
+    ) -> Result<Self> {
         let schedule = Schedule {
             warmup: spec.warmup,
             total: plan.steps,
@@ -162,12 +287,17 @@ impl Apply {
                 (name.clone(), AdamW::new(cfg))
             })
             .collect();
+        let optimisers = Rc::new(RefCell::new(optimisers));
+        if let Some(point) = &cx.resume {
+            restore(&point.node_dir(&cx.node), &mut optimisers.borrow_mut(), &state)?;
+        }
+        state.register_state(&cx.node, Rc::new(Optimisers(optimisers.clone())));
         let worker = cx.scope.index();
         let bar = match worker {
             0 => cx.run.progress().steps_bar(plan.steps as u64),
             _ => indicatif::ProgressBar::hidden(),
         };
-        Self {
+        Ok(Self {
             spec,
             plan,
             state,
@@ -177,7 +307,9 @@ impl Apply {
             last: Instant::now(),
             worker,
             peers: cx.scope.peers(),
-        }
+            run: cx.run.clone(),
+            start: cx.start() as usize,
+        })
     }
 
     /// Every worker's gradients of the step, summed in worker order and averaged.
@@ -237,7 +369,8 @@ impl Apply {
             let Some(&(scale, corrector)) = self.plan.models.get(model) else {
                 continue;
             };
-            let Some(opt) = self.optimisers.get_mut(model) else {
+            let mut optimisers = self.optimisers.borrow_mut();
+            let Some(opt) = optimisers.get_mut(model) else {
                 continue;
             };
             if corrector {
@@ -267,6 +400,13 @@ impl Apply {
         let norms = self.clip(&mut grads)?;
         self.step_models(&grads, factor)?;
         self.bar.inc(1);
+        if self.worker == 0 {
+            let p = self.run.progress();
+            if t as usize == self.start {
+                p.phase_at("train", "steps", t, self.plan.steps as u64);
+            }
+            p.set_done("train", t + 1, losses(&inputs[1]));
+        }
         let seconds = self.last.elapsed().as_secs_f64();
         self.last = Instant::now();
         let mut out = vec![(1, tick())];

@@ -55,6 +55,17 @@ pub struct Update {
     /// Clip each optimiser's gradients to this global L2 norm.
     #[serde(default)]
     pub clip: Option<f64>,
+    /// Write a resumable checkpoint every this many steps (at the first step after it
+    /// where the run can resume exactly: see README), and after the last step.
+    #[serde(default)]
+    pub resume_every: Option<usize>,
+    /// Also write one when this many minutes passed since the last (0: never by time).
+    #[serde(default = "default_resume_minutes")]
+    pub resume_minutes: f64,
+}
+
+fn default_resume_minutes() -> f64 {
+    10.0
 }
 
 fn default_lr() -> f64 {
@@ -85,7 +96,10 @@ impl Settings for Update {
         if let Some(c) = self.clip {
             finite_positive("clip", c)?;
         }
-        Ok(())
+        if let Some(n) = self.resume_every {
+            freshen_operators::ranges::at_least("resume_every", n, 1)?;
+        }
+        finite_non_negative("resume_minutes", self.resume_minutes)
     }
 }
 

@@ -1,0 +1,122 @@
+//! The checkpoint operator: at the end of each training step, when a checkpoint is due,
+//! the leader writes one (the models, every registered node state, the run's counters)
+//! before the step's tick goes back into the loop, so no operator has started the next
+//! step while it is written.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::resume::{self, InputFile, RunRecord};
+use crate::dataflow::checkpoint::{node_dir, save_json, save_tensors};
+use crate::dataflow::{tick, BatchStream, BuildCx, RunState, Stepwise, Time, WorkerModels};
+use crate::error::{Error, Result};
+use crate::graph::Resumable;
+use crate::store::batch::Batch;
+use freshen_operators::train::Trainable;
+
+/// When and where a run writes its checkpoints, and what they record of it.
+pub struct CheckpointPlan {
+    /// The run's folder.
+    pub run_dir: PathBuf,
+    /// Steps of the run.
+    pub steps: usize,
+    /// When checkpoints are written.
+    pub when: Resumable,
+    /// The settings that decide the numbers.
+    pub settings: Value,
+    /// The input files.
+    pub inputs: Vec<InputFile>,
+}
+
+/// Passes `ticks` on, writing a checkpoint (on the leader) after each step it is due.
+pub fn build<'s>(
+    cx: &BuildCx<'_, 's>,
+    plan: Arc<CheckpointPlan>,
+    ticks: BatchStream<'s>,
+) -> Result<BatchStream<'s>> {
+    let (leader, run) = (cx.leader(), cx.run.clone());
+    let models = cx.models()?;
+    let mut last = Instant::now();
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        if inputs[0].is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = t as usize + 1;
+        let w = &plan.when;
+        let by_steps = w.every.is_some_and(|n| s.is_multiple_of(n));
+        let by_time = w
+            .minutes
+            .is_some_and(|m| last.elapsed().as_secs_f64() >= 60.0 * m);
+        let due = s >= plan.steps || ((by_steps || by_time) && w.at(s));
+        if leader && due {
+            let started = Instant::now();
+            write(&plan, s, &models, &run)?;
+            last = Instant::now();
+            tracing::info!(
+                step = s,
+                seconds = started.elapsed().as_secs_f64(),
+                "wrote a resumable checkpoint"
+            );
+        }
+        Ok(vec![(0, tick())])
+    };
+    Ok(Stepwise::new("Checkpoint")
+        .local_inputs(vec![ticks])
+        .build(cx, logic)
+        .remove(0))
+}
+
+/// Writes the checkpoint taken before step `s` (staged, then renamed into place).
+fn write(plan: &CheckpointPlan, s: usize, models: &Rc<WorkerModels>, run: &RunState) -> Result<()> {
+    let folder = resume::folder(&plan.run_dir);
+    let staged = folder.join(format!(".step-{s:06}.{}.tmp", std::process::id()));
+    let io = |p: &std::path::Path, e| Error::io(p, e);
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
+    }
+    let model_dir = staged.join("models");
+    std::fs::create_dir_all(&model_dir).map_err(|e| io(&model_dir, e))?;
+    for (name, e) in &models.encoders {
+        save_tensors(&model_dir.join(format!("{name}.safetensors")), &e.snapshot()?)?;
+    }
+    for (name, h) in &models.correctors {
+        save_tensors(&model_dir.join(format!("{name}.safetensors")), &h.snapshot()?)?;
+    }
+    crash_point("models");
+    for (node, state) in models.states() {
+        let dir = node_dir(&staged, &node);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        state.save(&dir)?;
+    }
+    let record = RunRecord {
+        step: s,
+        steps: plan.steps,
+        settings: plan.settings.clone(),
+        inputs: plan.inputs.clone(),
+        ledger: run.ledger(),
+        stats: run.stats(),
+        seconds: run.elapsed(),
+    };
+    let json = serde_json::to_value(&record)
+        .map_err(|e| Error::invariant(format!("checkpoint record: {e}")))?;
+    save_json(&staged.join("run.json"), &json)?;
+    let dest = resume::step_dir(&plan.run_dir, s);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| io(&dest, e))?;
+    }
+    std::fs::rename(&staged, &dest).map_err(|e| io(&dest, e))?;
+    resume::prune(&plan.run_dir);
+    Ok(())
+}
+
+/// Ends the process here, as `kill -9` would, when `FRESHEN_CRASH_AT` names this point:
+/// how the tests kill a run in the middle of writing a checkpoint.
+fn crash_point(name: &str) {
+    if std::env::var("FRESHEN_CRASH_AT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+}
