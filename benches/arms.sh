@@ -27,9 +27,9 @@ EVERY=${EVERY:-50}
 EXTRA=${EXTRA:-}
 PIPELINE=${PIPELINE:-pipelines/quickstart.yaml}
 SHARED_STORE=${SHARED_STORE:-}
-BIN=${BIN:-target/release/freshen}
-[ -x "$BIN" ] || cargo build --release --quiet
-[ -x "$BIN" ] || BIN="${CARGO_TARGET_DIR:-target}/release/freshen"
+# Built (or found up to date) first, so a stale binary is never measured.
+[ -n "${BIN:-}" ] || cargo build --release --quiet
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
 
 # The --set flags that turn the quickstart pipeline into each arm.
 arm_sets() {

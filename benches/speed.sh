@@ -18,10 +18,10 @@ THREADS=${THREADS:-2}
 OUT=${OUT:-out/speed}
 MODEL=${MODEL:-models/all-MiniLM-L6-v2}
 P=${PYTHON:-.venv-peers/bin/python}
+[ -n "${BIN:-}" ] || cargo build --release --quiet
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
 [ -x "$P" ] || { echo "speed: $P missing: run benches/peers/setup.sh" >&2; exit 1; }
 [ -f "$MODEL/model.safetensors" ] || { echo "speed: $MODEL missing: run scripts/fetch-model.sh all-MiniLM-L6-v2" >&2; exit 1; }
-[ -x "$BIN" ] || cargo build --release --quiet
 export RAYON_NUM_THREADS=$THREADS
 
 mkdir -p "$OUT"

@@ -74,6 +74,10 @@ pub struct SpecArgs {
     /// Override a setting: `--set nodes.embed.batch_size=64` (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub sets: Vec<String>,
+    /// The most memory the run may need (for `check` and `run`), e.g. `16G` or `900M`; default: what the machine
+    /// has available. `check` and `run` refuse a plan estimated to need more.
+    #[arg(long, value_name = "SIZE", env = "FRESHEN_MAX_MEMORY")]
+    pub max_memory: Option<String>,
 }
 
 /// `freshen run`.
@@ -117,12 +121,13 @@ pub struct RunArgs {
     /// its settings or inputs changed; from step 0 when there is none yet).
     #[arg(long, env = "FRESHEN_RESUME")]
     pub resume: bool,
-    /// The most memory the run may need, e.g. `16G` or `900M`; default: what the machine
-    /// has available. `check` and `run` refuse a plan estimated to need more.
-    #[arg(long, value_name = "SIZE", env = "FRESHEN_MAX_MEMORY")]
-    pub max_memory: Option<String>,
     /// Seconds between progress lines when stderr is not a terminal (0: none).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, env = "FRESHEN_PROGRESS_EVERY")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30.0,
+        env = "FRESHEN_PROGRESS_EVERY"
+    )]
     pub progress_every: f64,
     /// Print help.
     #[arg(long = "help", action = ArgAction::Help)]

@@ -69,19 +69,27 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
     }
 }
 
-/// Loads and checks the graph, its files and their rows: everything `run` needs first.
-fn checked(spec: &SpecArgs) -> Result<Graph> {
+/// Loads and checks the graph, its files and their rows, and its memory for `workers`
+/// workers: everything `run` needs first.
+fn checked(spec: &SpecArgs, workers: usize) -> Result<Graph> {
     let graph = nodes::load(&spec.file, &spec.sets)?;
     graph.check_files(true)?;
+    let max = spec
+        .max_memory
+        .as_deref()
+        .map(graph::memory::parse_size)
+        .transpose()?;
+    graph::memory::check(&graph, workers, max)?;
     Ok(graph)
 }
 
 fn check(args: &SpecArgs) -> Result<()> {
-    let graph = checked(args)?;
+    let graph = checked(args, 1)?;
     println!(
-        "{}: ok ({} nodes)",
+        "{}: ok ({} nodes; peak memory about {} on one worker)",
         args.file.display(),
-        graph.nodes().len()
+        graph.nodes().len(),
+        graph::memory::shown(graph::memory::estimate(&graph, 1))
     );
     Ok(())
 }
@@ -106,7 +114,7 @@ fn graph_name(file: &Path) -> String {
 }
 
 fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
-    let graph = checked(&args.spec)?;
+    let graph = checked(&args.spec, args.workers)?;
     let opts = RunOptions {
         workers: args.workers,
         processes: args.processes,

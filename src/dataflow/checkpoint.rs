@@ -52,9 +52,8 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 
 /// Reads a safetensors file of [`save_tensors`] onto `device`, by name.
 pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, device).map_err(|e| {
-        Error::data(path, None, format!("unreadable checkpoint file ({e})"))
-    })
+    candle_core::safetensors::load(path, device)
+        .map_err(|e| Error::data(path, None, format!("unreadable checkpoint file ({e})")))
 }
 
 /// Writes `value` as JSON.

@@ -26,8 +26,8 @@ impl Phase {
     fn line(&self) -> (String, f64, Option<f64>) {
         let secs = (self.moved - self.started).as_secs_f64().max(1e-9);
         let rate = (self.done - self.done_at_start) as f64 / secs;
-        let eta = (rate > 0.0 && self.total > self.done)
-            .then(|| (self.total - self.done) as f64 / rate);
+        let eta =
+            (rate > 0.0 && self.total > self.done).then(|| (self.total - self.done) as f64 / rate);
         let mut s = match self.total {
             0 => format!("{}: {} {}", self.name, self.done, self.unit),
             t => format!("{}: {} of {t} {}", self.name, self.done, self.unit),
@@ -172,7 +172,7 @@ impl Drop for Progress {
 
 /// Logs the phase every `every` seconds until `stop`.
 fn heartbeat(phase: &Mutex<Option<Phase>>, stop: &AtomicBool, every: f64) {
-    let tick = Duration::from_millis(100);
+    let tick = Duration::from_secs_f64((every / 2.0).clamp(0.005, 0.1));
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);

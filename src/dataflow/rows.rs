@@ -25,6 +25,40 @@ pub struct EmbeddingRows {
 }
 
 impl EmbeddingRows {
+    /// A whole table sent as `batches` (a cache version), in id order; empty when they
+    /// hold no rows.
+    pub fn table(batches: &[crate::store::batch::Batch]) -> Result<Self> {
+        let mut rows = Self::default();
+        for b in super::rows_of(batches) {
+            rows.push(b)?;
+        }
+        Ok(rows.sorted_by_id())
+    }
+
+    /// The rows sorted by id: the order they arrived in depends on how many workers sent
+    /// them, and a search or ranking breaks ties of score by row, so in id order every
+    /// worker count picks the same.
+    pub fn sorted_by_id(self) -> Self {
+        let mut order: Vec<usize> = (0..self.ids.len()).collect();
+        order.sort_by(|&a, &b| self.ids[a].cmp(&self.ids[b]));
+        if order.iter().enumerate().all(|(i, &j)| i == j) {
+            return self;
+        }
+        let d = self.dim;
+        Self {
+            ids: order.iter().map(|&i| self.ids[i].clone()).collect(),
+            hashes: order
+                .iter()
+                .map(|&i| self.hashes.get(i).copied().unwrap_or(0))
+                .collect(),
+            values: order
+                .iter()
+                .flat_map(|&i| self.values[i * d..(i + 1) * d].iter().copied())
+                .collect(),
+            dim: d,
+        }
+    }
+
     /// Appends the rows of an embeddings batch (`id`, `embedding`, and `text_hash` if any).
     pub fn push(&mut self, b: &RecordBatch) -> Result<()> {
         self.push_column(b, col::EMBEDDING)
@@ -99,5 +133,25 @@ impl EmbeddingRows {
             v.extend_from_slice(self.row(r));
         }
         Ok(Tensor::from_vec(v, (rows.len(), self.dim), device)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EmbeddingRows;
+
+    #[test]
+    fn rows_sort_by_id_with_their_vectors_and_hashes() {
+        let rows = EmbeddingRows {
+            ids: vec!["b".into(), "c".into(), "a".into()],
+            hashes: vec![2, 3, 1],
+            values: vec![2.0, 2.5, 3.0, 3.5, 1.0, 1.5],
+            dim: 2,
+        };
+        let sorted = rows.sorted_by_id();
+        assert_eq!(sorted.ids, ["a", "b", "c"]);
+        assert_eq!(sorted.hashes, [1, 2, 3]);
+        assert_eq!(sorted.values, [1.0, 1.5, 2.0, 2.5, 3.0, 3.5]);
+        assert_eq!(sorted.dim, 2);
     }
 }

@@ -143,6 +143,12 @@ pub trait NodeKind: Any + fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// The large allocations it makes per worker (see `graph::memory`).
+    fn memory(&self, cx: &CheckCx) -> Vec<Cost> {
+        let _ = cx;
+        Vec::new()
+    }
+
     /// Its operator for this process: datasets opened, models looked up, decisions made.
     fn plan(&self, cx: &PlanCx) -> Result<Planned>;
 
@@ -360,4 +366,15 @@ impl<'a> PlanCx<'a> {
     pub fn error(&self, key: &str, message: impl Into<String>) -> Error {
         self.check().error(key, message)
     }
+}
+
+/// What part of a run needs memory, how much, and the setting that sizes it.
+#[derive(Debug, Clone)]
+pub struct Cost {
+    /// What it is, for the message (`8,000 queries × 8,016 candidates × 128 floats`).
+    pub what: String,
+    /// Bytes.
+    pub bytes: f64,
+    /// The dotted path of the setting to change (`nodes.1.batch_size`), if one decides it.
+    pub at: Option<String>,
 }

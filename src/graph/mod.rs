@@ -35,6 +35,7 @@
 //! ```
 
 mod kind;
+pub mod memory;
 pub mod needs;
 pub mod paths;
 mod render;
@@ -50,8 +51,8 @@ use crate::models::{Model, ModelCx};
 use crate::spec::LoadedSpec;
 
 pub use kind::{
-    Access, CheckCx, Facts, FileUse, NodeEntry, NodeKind, ParseCx, PlanCx, Planned, References,
-    Registry, Store,
+    Access, CheckCx, Cost, Facts, FileUse, NodeEntry, NodeKind, ParseCx, PlanCx, Planned,
+    References, Registry, Store,
 };
 pub use needs::{Need, MAIN};
 pub use render::{to_dot, to_mermaid};

@@ -31,7 +31,11 @@ pub(super) fn check(g: &Graph) -> Result<()> {
             Access::Read => continue,
             Access::Store => {
                 if f.path.is_file() {
-                    return Err(error(*i, f, format!("`{shown}` is a file (expected the store's folder)")));
+                    return Err(error(
+                        *i,
+                        f,
+                        format!("`{shown}` is a file (expected the store's folder)"),
+                    ));
                 }
                 writable(&f.path).map_err(|m| error(*i, f, m))?;
                 continue;
@@ -67,10 +71,18 @@ pub(super) fn check(g: &Graph) -> Result<()> {
         }
         match f.access {
             Access::Write if f.path.is_dir() => {
-                return Err(error(*i, f, format!("`{shown}` is a folder (expected a file path)")))
+                return Err(error(
+                    *i,
+                    f,
+                    format!("`{shown}` is a folder (expected a file path)"),
+                ))
             }
             Access::WriteFolder if f.path.is_file() => {
-                return Err(error(*i, f, format!("`{shown}` is a file (expected a folder path)")))
+                return Err(error(
+                    *i,
+                    f,
+                    format!("`{shown}` is a file (expected a folder path)"),
+                ))
             }
             _ => {}
         }

@@ -36,8 +36,9 @@ pub struct Training {
 }
 
 /// When a training run writes resumable checkpoints: every `every` steps, or the first
-/// step past `minutes` since the last one, and after the last step; only at steps where
-/// a resumed run computes what the uninterrupted run does (see [`Resumable::at`]).
+/// step past `minutes` since the last one, and after the last step (by time alone, only
+/// past a minute since the last one); only at steps where a resumed run computes what
+/// the uninterrupted run does (see [`Resumable::at`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resumable {
     /// Steps between checkpoints (`None`: by time only).

@@ -91,6 +91,12 @@ impl ModelKind for Bert {
             .map_err(|e| cx.error("path", e.to_string()))
     }
 
+    /// The weight file's size: its tensors are f32.
+    fn parameters(&self, _input_dim: usize) -> Option<u64> {
+        let meta = std::fs::metadata(self.path.join("model.safetensors")).ok()?;
+        Some(meta.len() / 4)
+    }
+
     fn build(&self, _input_dim: usize) -> freshen_operators::Result<Built> {
         let device = self.common.device.open()?;
         Ok(Built::Encoder(Box::new(BertEncoder::load_on(

@@ -71,6 +71,14 @@ impl ModelKind for CorrectorModel {
         None
     }
 
+    fn parameters(&self, input_dim: usize) -> Option<u64> {
+        let c = CorrectorConfig {
+            dim: input_dim.max(1),
+            ..self.config.clone()
+        };
+        Some(c.param_count() as u64)
+    }
+
     fn build(&self, input_dim: usize) -> freshen_operators::Result<Built> {
         let device = self.common.device.open()?;
         let config = CorrectorConfig {

@@ -48,6 +48,11 @@ impl ModelKind for Hashed {
         Some(self.config.dim)
     }
 
+    fn parameters(&self, _input_dim: usize) -> Option<u64> {
+        let c = &self.config;
+        Some((c.buckets * c.bag_dim + c.bag_dim * c.dim + c.dim) as u64)
+    }
+
     fn build(&self, _input_dim: usize) -> freshen_operators::Result<Built> {
         let device = self.common.device.open()?;
         Ok(Built::Encoder(Box::new(HashedEncoder::new(

@@ -113,6 +113,10 @@ pub trait ModelKind: fmt::Debug + Send + Sync {
         Ok(())
     }
 
+    /// Its number of parameters (a corrector's for vectors of width `input_dim`), when it
+    /// can be known without loading it.
+    fn parameters(&self, input_dim: usize) -> Option<u64>;
+
     /// Builds the model; a corrector corrects vectors of width `input_dim`.
     fn build(&self, input_dim: usize) -> freshen_operators::Result<Built>;
 

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
 use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, Store, MAIN};
 use crate::store::batch::{self, Batch};
-use crate::store::cache::EmbeddingStore;
+use crate::store::cache::{EmbeddingStore, Part};
 use crate::store::parquet_io::AtomicParquetWriter;
 use crate::store::tables::{self, col};
 
@@ -39,6 +39,11 @@ pub struct Cache {
     /// many steps (the ANCE-style baseline; 1 is the oracle). Absent: never.
     #[serde(default)]
     pub refresh_every: Option<usize>,
+    /// Stored rows the corpus no longer has (other corpora, older texts) kept for a later
+    /// run, the most recently used first; default: as many as the corpus has rows, so
+    /// going back to the previous corpus embeds nothing. 0 keeps the current corpus only.
+    #[serde(default)]
+    pub retain: Option<usize>,
 }
 
 fn default_path() -> PathBuf {
@@ -129,6 +134,7 @@ impl NodeKind for Cache {
             id: cx.this().id.clone(),
             producer: cx.graph.nodes()[producer].id.clone(),
             emit_stored: !refreshed_at_start,
+            retain: self.retain,
         }))
     }
 
@@ -146,6 +152,7 @@ struct CacheOp {
     /// Whether the store's rows go downstream (all but a resumed run starting on a
     /// refresh step, where the refreshed rows replace them).
     emit_stored: bool,
+    retain: Option<usize>,
 }
 
 impl Operator for CacheOp {
@@ -155,7 +162,11 @@ impl Operator for CacheOp {
             .port_of_input(0, REUSED)
             .ok_or_else(|| Error::invariant("a cache whose encode node gave no stored keys"))?;
         let refresh = cx.port_of_input(0, REFRESH);
-        let out = write_store(cx, fresh, reused, self.store.clone(), self.emit_stored);
+        let how = Writing {
+            emit: self.emit_stored,
+            retain: self.retain,
+        };
+        let out = write_store(cx, fresh, reused, self.store.clone(), how);
         Ok(vec![(
             MAIN.to_string(),
             match refresh {
@@ -181,8 +192,9 @@ fn write_store<'s>(
     fresh: BatchStream<'s>,
     reused: BatchStream<'s>,
     store: EmbeddingStore,
-    emit: bool,
+    how: Writing,
 ) -> BatchStream<'s> {
+    let emit = how.emit;
     let (leader, node, shared) = (cx.leader(), cx.node.clone(), cx.run.clone());
     let start = cx.start();
     let to_leader = Exchange::new(|_: &Batch| 0u64);
@@ -198,6 +210,7 @@ fn write_store<'s>(
             let mut cap = Some(cap);
             let mut writer: Option<AtomicParquetWriter> = None;
             let mut keep: HashSet<(String, u64)> = HashSet::new();
+            let mut fresh_rows = 0;
             move |(fresh, f1), (reused, f2), output| {
                 let Some(c) = cap.as_ref() else {
                     fresh.for_each(|_, _| {});
@@ -210,6 +223,7 @@ fn write_store<'s>(
                             shared.fail(e.with_node(&node));
                         }
                         shared.count(&node, |s| s.rows_out += b.0.num_rows());
+                        fresh_rows += b.0.num_rows();
                         if emit {
                             output.session(c).give(b);
                         }
@@ -225,20 +239,11 @@ fn write_store<'s>(
                 if f1.is_empty() && f2.is_empty() {
                     if leader && !shared.failed() {
                         let kept = keep.len();
-                        let result = copy_kept(&store, &keep, &mut writer, &mut |b| {
+                        let bound = how.retain.unwrap_or(fresh_rows + kept);
+                        let result = next_version(&store, &keep, writer.take(), bound, &mut |b| {
                             if emit {
                                 output.session(c).give(Batch(b));
                             }
-                        })
-                        .and_then(|()| {
-                            let w = match writer.take() {
-                                Some(w) => w,
-                                None => store.writer()?,
-                            };
-                            // The store is a cache, not an output: its new version is
-                            // committed as soon as it is complete, so a run killed later
-                            // never embeds the corpus again.
-                            w.finish()?.commit()
                         });
                         match result {
                             Ok(()) => shared.count(&node, |s| {
@@ -273,7 +278,7 @@ fn write(
     b: &RecordBatch,
 ) -> Result<()> {
     if writer.is_none() {
-        *writer = Some(store.writer()?);
+        *writer = Some(store.writer(Part::Current)?);
     }
     match writer.as_mut() {
         Some(w) => w.write(b),
@@ -281,28 +286,58 @@ fn write(
     }
 }
 
-/// Streams the current store and passes on the rows whose key is in `keep`.
-fn copy_kept(
+/// Finishes the store's next version and commits it: the current file gets the fresh
+/// rows (already in `current`) and every stored row whose key is in `keep` (passed to
+/// `emit` too); the retained file gets up to `bound` of the other stored rows, in store
+/// order (the most recently used first: each version writes its corpus's rows first).
+///
+/// The store is a cache, not an output: its new version is committed as soon as it is
+/// complete, so a run killed later never embeds the corpus again.
+fn next_version(
     store: &EmbeddingStore,
     keep: &HashSet<(String, u64)>,
-    writer: &mut Option<AtomicParquetWriter>,
+    current: Option<AtomicParquetWriter>,
+    bound: usize,
     emit: &mut dyn FnMut(RecordBatch),
 ) -> Result<()> {
-    if keep.is_empty() {
-        return Ok(());
-    }
-    for b in store.read(8192)? {
-        let b = b?;
-        let ids = batch::strings(&b, col::ID)?;
-        let hashes = batch::hashes(&b)?;
-        let mask: BooleanArray = (0..b.num_rows())
-            .map(|r| Some(keep.contains(&(ids.value(r).to_string(), hashes.value(r)))))
-            .collect();
-        let kept = filter_record_batch(&b, &mask)?;
-        if kept.num_rows() > 0 {
-            write(writer, store, &kept)?;
-            emit(kept);
+    let mut current = match current {
+        Some(w) => w,
+        None => store.writer(Part::Current)?,
+    };
+    let mut retained = store.writer(Part::Retained)?;
+    let mut left = bound;
+    for part in [Part::Current, Part::Retained] {
+        for b in store.read_part(part, 8192)? {
+            let b = b?;
+            let ids = batch::strings(&b, col::ID)?;
+            let hashes = batch::hashes(&b)?;
+            let (mut mine, mut other) = (Vec::new(), Vec::new());
+            for r in 0..b.num_rows() {
+                let kept = keep.contains(&(ids.value(r).to_string(), hashes.value(r)));
+                mine.push(Some(kept));
+                other.push(Some(!kept && left > 0));
+                left -= usize::from(!kept && left > 0);
+            }
+            let kept = filter_record_batch(&b, &BooleanArray::from(mine))?;
+            if kept.num_rows() > 0 {
+                current.write(&kept)?;
+                emit(kept);
+            }
+            let others = filter_record_batch(&b, &BooleanArray::from(other))?;
+            if others.num_rows() > 0 {
+                retained.write(&others)?;
+            }
         }
     }
-    Ok(())
+    current.finish()?.commit()?;
+    retained.finish()?.commit()
+}
+
+/// How the cache writes the store's next version.
+#[derive(Clone, Copy)]
+struct Writing {
+    /// Whether the store's current rows go downstream.
+    emit: bool,
+    /// At most this many stored rows outside the corpus are kept (default: the corpus's).
+    retain: Option<usize>,
 }

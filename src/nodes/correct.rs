@@ -18,9 +18,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use super::cache::Cache;
 use super::touched::touched_ids;
 use super::Settings;
-use crate::dataflow::{
-    rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, TapeEntry, Time,
-};
+use crate::dataflow::{BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, TapeEntry, Time};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
 use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
@@ -102,6 +100,13 @@ impl NodeKind for Correct {
         Ok(())
     }
 
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        match cx.inputs() {
+            1 => super::cache_copies(cx, 0, 2.0, "the cache and h(B)"),
+            _ => super::cache_copies(cx, 0, 1.0, "the cache"),
+        }
+    }
+
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let i = cx.node;
         let training = cx.graph.training.as_ref();
@@ -162,10 +167,7 @@ const CACHE_BATCH_ROWS: usize = 8192;
 
 /// Replaces `cache` by the rows of `batches` if there are any; returns whether it did.
 fn replace_cache(cache: &mut EmbeddingRows, batches: &[Batch]) -> Result<bool> {
-    let mut fresh = EmbeddingRows::default();
-    for b in rows_of(batches) {
-        fresh.push(b)?;
-    }
+    let fresh = EmbeddingRows::table(batches)?;
     if fresh.is_empty() {
         return Ok(false);
     }

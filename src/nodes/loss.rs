@@ -138,6 +138,35 @@ impl NodeKind for Loss {
         Ok(())
     }
 
+    /// The candidate tensors: every query's positive, negatives and (in-batch) the other
+    /// queries' positives, forward and backward (about six copies).
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        let (Some(sample), d) = (cx.producer_as::<Sample>(2), cx.input_dim(0)) else {
+            return Vec::new();
+        };
+        let pairs = cx
+            .producer_index(2)
+            .and_then(|s| cx.graph.inputs(s).get(2).map(|e| e.node));
+        let Some((b, at)) = pairs.and_then(|p| super::pairs_per_step(cx.graph, p)) else {
+            return Vec::new();
+        };
+        let m = 1
+            + sample.k
+            + if sample.in_batch {
+                b.saturating_sub(1)
+            } else {
+                0
+            };
+        vec![crate::graph::Cost {
+            what: format!(
+                "node {}: {b} queries × {m} candidates × {d} floats",
+                cx.this().id
+            ),
+            bytes: 6.0 * (b * m * d) as f64 * crate::graph::memory::F32,
+            at: Some(at),
+        }]
+    }
+
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let g = cx.graph;
         let name = |j: usize| {

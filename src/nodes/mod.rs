@@ -110,6 +110,41 @@ fn upstream_rows(cx: &crate::graph::CheckCx, j: usize) -> Option<usize> {
     }
 }
 
+/// Queries per training step of the pairs `source` node `source` (its batch, at most the
+/// split's judgements), with the dotted path of its `batch_size`.
+fn pairs_per_step(g: &crate::graph::Graph, source: usize) -> Option<(usize, String)> {
+    let s = g.nodes()[source].settings::<source::Source>()?;
+    let cx = crate::graph::CheckCx {
+        graph: g,
+        node: source,
+    };
+    let rows = s.open(&cx).ok()?.row_count(&s.data_table()).ok()?;
+    Some((
+        s.batch_size.min(rows.max(1)),
+        format!("{}.batch_size", crate::spec::LoadedSpec::node_path(source)),
+    ))
+}
+
+/// A full cache's copies held by a node: `copies` × rows × width floats.
+fn cache_copies(
+    cx: &crate::graph::CheckCx,
+    j: usize,
+    copies: f64,
+    what: &str,
+) -> Vec<crate::graph::Cost> {
+    let (Some(n), d) = (upstream_rows(cx, j), cx.input_dim(j)) else {
+        return Vec::new();
+    };
+    vec![crate::graph::Cost {
+        what: format!(
+            "node {}: {what}, {copies} × {n} rows × {d} floats",
+            cx.this().id
+        ),
+        bytes: copies * (n * d) as f64 * crate::graph::memory::F32,
+        at: None,
+    }]
+}
+
 /// A range error of a nested setting, under its parent key.
 fn under(parent: &str, e: freshen_operators::Error) -> freshen_operators::Error {
     match e {

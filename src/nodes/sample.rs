@@ -168,6 +168,28 @@ impl NodeKind for Sample {
         Ok(())
     }
 
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        let mut out = super::cache_copies(cx, 1, 2.0, "the searched cache and its tensor");
+        if let Some((b, _)) = cx
+            .producer_index(2)
+            .and_then(|p| super::pairs_per_step(cx.graph, p))
+        {
+            out.push(crate::graph::Cost {
+                what: format!(
+                    "node {}: {b} queries × {} scores per search block",
+                    cx.this().id,
+                    self.chunk
+                ),
+                bytes: (b * self.chunk) as f64 * crate::graph::memory::F32 * 2.0,
+                at: Some(format!(
+                    "{}.chunk",
+                    crate::spec::LoadedSpec::node_path(cx.node)
+                )),
+            });
+        }
+        out
+    }
+
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let graph = cx.graph;
         let queries = graph.producers(cx.node)[0];
@@ -229,10 +251,7 @@ struct Searched {
 impl Searched {
     /// Keeps the cache version in `batches`, if they hold one.
     fn update(&mut self, batches: &[Batch], device: &Device) -> Result<()> {
-        let mut fresh = EmbeddingRows::default();
-        for b in rows_of(batches) {
-            fresh.push(b)?;
-        }
+        let fresh = EmbeddingRows::table(batches)?;
         if !fresh.is_empty() {
             self.index = fresh.index();
             self.tensor = Some(fresh.tensor(device)?);

@@ -208,7 +208,12 @@ impl NodeKind for Source {
             return Vec::new();
         };
         let mut tables = vec![Table::Corpus, Table::Queries];
-        tables.extend(ds.splits().unwrap_or_default().into_iter().map(Table::Qrels));
+        tables.extend(
+            ds.splits()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Table::Qrels),
+        );
         tables
             .iter()
             .map(|t| FileUse {

@@ -16,6 +16,7 @@ use crate::dataflow::{tick, BatchStream, BuildCx, RunState, Stepwise, Time, Work
 use crate::error::{Error, Result};
 use crate::graph::Resumable;
 use crate::store::batch::Batch;
+use crate::store::commit::crash_point;
 use freshen_operators::train::Trainable;
 
 /// When and where a run writes its checkpoints, and what they record of it.
@@ -30,6 +31,8 @@ pub struct CheckpointPlan {
     pub settings: Value,
     /// The input files.
     pub inputs: Vec<InputFile>,
+    /// The step of the checkpoint this run resumed from, if it did.
+    pub resumed: Option<usize>,
 }
 
 /// Passes `ticks` on, writing a checkpoint (on the leader) after each step it is due.
@@ -41,21 +44,34 @@ pub fn build<'s>(
     let (leader, run) = (cx.leader(), cx.run.clone());
     let models = cx.models()?;
     let mut last = Instant::now();
+    // This run's checkpoints (and the one it resumed from): the newest are kept, and
+    // those of an earlier run it did not resume go once it writes its first.
+    let mut kept: Vec<usize> = plan.resumed.into_iter().collect();
+    let mut owed = false;
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         if inputs[0].is_empty() {
             return Ok(Vec::new());
         }
         let s = t as usize + 1;
         let w = &plan.when;
-        let by_steps = w.every.is_some_and(|n| s.is_multiple_of(n));
+        // Due every `every` steps, at the first step from there where a run can resume.
+        owed |= w.every.is_some_and(|n| s.is_multiple_of(n));
         let by_time = w
             .minutes
             .is_some_and(|m| last.elapsed().as_secs_f64() >= 60.0 * m);
-        let due = s >= plan.steps || ((by_steps || by_time) && w.at(s));
+        // And after the last step (so a kill in the final evaluation or the commit loses
+        // no training), unless that is under a minute of training: a short run does not
+        // pay seconds of writing to protect less.
+        let at_end = s >= plan.steps && (w.every.is_some() || last.elapsed().as_secs() >= 60);
+        let due = (owed || by_time || at_end) && w.at(s);
         if leader && due {
             let started = Instant::now();
             write(&plan, s, &models, &run)?;
-            last = Instant::now();
+            (owed, last) = (false, Instant::now());
+            kept.push(s);
+            let newest = kept.len().saturating_sub(resume::KEEP);
+            kept.drain(..newest);
+            resume::prune(&plan.run_dir, &kept);
             tracing::info!(
                 step = s,
                 seconds = started.elapsed().as_secs_f64(),
@@ -81,12 +97,18 @@ fn write(plan: &CheckpointPlan, s: usize, models: &Rc<WorkerModels>, run: &RunSt
     let model_dir = staged.join("models");
     std::fs::create_dir_all(&model_dir).map_err(|e| io(&model_dir, e))?;
     for (name, e) in &models.encoders {
-        save_tensors(&model_dir.join(format!("{name}.safetensors")), &e.snapshot()?)?;
+        save_tensors(
+            &model_dir.join(format!("{name}.safetensors")),
+            &e.snapshot()?,
+        )?;
     }
     for (name, h) in &models.correctors {
-        save_tensors(&model_dir.join(format!("{name}.safetensors")), &h.snapshot()?)?;
+        save_tensors(
+            &model_dir.join(format!("{name}.safetensors")),
+            &h.snapshot()?,
+        )?;
     }
-    crash_point("models");
+    crash_point(&format!("checkpoint-{s}"));
     for (node, state) in models.states() {
         let dir = node_dir(&staged, &node);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -109,14 +131,5 @@ fn write(plan: &CheckpointPlan, s: usize, models: &Rc<WorkerModels>, run: &RunSt
         std::fs::remove_dir_all(&dest).map_err(|e| io(&dest, e))?;
     }
     std::fs::rename(&staged, &dest).map_err(|e| io(&dest, e))?;
-    resume::prune(&plan.run_dir);
     Ok(())
-}
-
-/// Ends the process here, as `kill -9` would, when `FRESHEN_CRASH_AT` names this point:
-/// how the tests kill a run in the middle of writing a checkpoint.
-fn crash_point(name: &str) {
-    if std::env::var("FRESHEN_CRASH_AT").is_ok_and(|v| v == name) {
-        std::process::abort();
-    }
 }

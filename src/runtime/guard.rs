@@ -33,6 +33,7 @@ impl RunGuard {
                 );
             }
             folders.push(dir.join(".freshen"));
+            folders.push(dir.join(".freshen").join("resume"));
         }
         for (_, f) in paths::uses(graph) {
             let path = absolute(&f.path);

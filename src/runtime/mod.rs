@@ -63,11 +63,31 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
         0 => Some(guard::RunGuard::acquire(&graph)?),
         _ => None,
     };
+    crate::store::commit::crash_point("started");
     let resumed = match (opts.resume, crate::graph::paths::run_folder(&graph)) {
-        (true, Some(dir)) => resume::open(&graph, &dir)?,
+        (true, Some(dir)) => match resume::open(&graph, &dir)? {
+            // Every process reads the checkpoint process 0 wrote: one that finds none
+            // would train from step 0 beside the others.
+            None if opts.process > 0 => {
+                return Err(Error::Usage(format!(
+                    "--resume: process {} finds no checkpoint in {} (expected the out folder on a file system every process shares; or run without --resume)",
+                    opts.process,
+                    resume::folder(&dir).display()
+                )))
+            }
+            found => found,
+        },
+        (false, Some(dir)) if graph.training.is_some() && opts.process == 0 => {
+            resume::warn_interrupted(&dir);
+            None
+        }
         _ => None,
     };
-    let plan = Arc::new(Plan::new(graph, opts.workers, resumed.as_ref().map(|r| r.0.clone()))?);
+    let plan = Arc::new(Plan::new(
+        graph,
+        opts.workers,
+        resumed.as_ref().map(|r| r.0.clone()),
+    )?);
     let state = Arc::new(RunState::new(opts.progress, opts.progress_every));
     if let Some((_, record)) = &resumed {
         resume::restore_counters(&state, record);
@@ -90,7 +110,11 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
     let seconds = started.elapsed().as_secs_f64();
     let pending = state.take_pending();
     let outputs = match guard.as_ref().and_then(|g| g.run_dir.as_ref()) {
-        Some(dir) => crate::store::commit::commit_all(pending, dir)?,
+        Some(dir) => {
+            let written = crate::store::commit::commit_all(pending, dir)?;
+            resume::finished(dir);
+            written
+        }
         None => Vec::new(),
     };
     let mut stats = state.stats();

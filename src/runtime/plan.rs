@@ -77,6 +77,7 @@ impl Plan {
                 when: t.resumable.clone(),
                 settings: resume::comparable(&graph),
                 inputs: resume::input_files(&graph),
+                resumed: resume.as_ref().map(|r| r.step),
             })),
             _ => None,
         };
@@ -99,7 +100,11 @@ impl Plan {
 
 /// Builds the models of `models:` that nodes use, with a replica per worker. A corrector
 /// corrects vectors as wide as the cache its nodes read.
-fn build_models(graph: &Graph, workers: usize, resume: Option<&ResumePoint>) -> Result<ProcessModels> {
+fn build_models(
+    graph: &Graph,
+    workers: usize,
+    resume: Option<&ResumePoint>,
+) -> Result<ProcessModels> {
     let dims = corrector_dims(graph);
     let mut built = BTreeMap::new();
     for (name, model) in &graph.models {

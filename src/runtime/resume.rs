@@ -128,21 +128,40 @@ pub fn latest(run_dir: &Path) -> Option<(usize, PathBuf)> {
         .max_by_key(|(s, _)| *s)
 }
 
-/// Deletes all but the newest [`KEEP`] checkpoints.
-pub fn prune(run_dir: &Path) {
+/// Deletes every checkpoint but those of `keep` (steps).
+pub fn prune(run_dir: &Path, keep: &[usize]) {
     let Ok(entries) = std::fs::read_dir(folder(run_dir)) else {
         return;
     };
-    let mut steps: Vec<(usize, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            Some((name.strip_prefix("step-")?.parse().ok()?, e.path()))
-        })
-        .collect();
-    steps.sort_by_key(|(s, _)| std::cmp::Reverse(*s));
-    for (_, dir) in steps.into_iter().skip(KEEP) {
-        let _ = std::fs::remove_dir_all(dir);
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let step = name.strip_prefix("step-").and_then(|s| s.parse().ok());
+        if step.is_some_and(|s| !keep.contains(&s)) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// After a run's outputs are committed its checkpoints have nothing left to resume:
+/// they go (a folder of them can be gigabytes).
+pub fn finished(run_dir: &Path) {
+    let dir = folder(run_dir);
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(folder = %dir.display(), error = %e, "could not remove the finished run's checkpoints");
+        }
+    }
+}
+
+/// Warns, for a run without `--resume`, that an interrupted run's checkpoint is there
+/// (kept until this run writes its first).
+pub fn warn_interrupted(run_dir: &Path) {
+    if let Some((step, dir)) = latest(run_dir) {
+        tracing::warn!(
+            step,
+            checkpoint = %dir.display(),
+            "an interrupted run left a checkpoint; this run starts over (pass --resume to continue it)"
+        );
     }
 }
 
@@ -231,7 +250,11 @@ pub fn restore_model(point: &ResumePoint, name: &str, model: &Built) -> Result<(
     let saved = load_tensors(&path, &device)?;
     for (param, var) in params {
         let value = saved.get(&param).ok_or_else(|| {
-            Error::data(&path, None, format!("the checkpoint lacks `{param}` of model {name}"))
+            Error::data(
+                &path,
+                None,
+                format!("the checkpoint lacks `{param}` of model {name}"),
+            )
         })?;
         var.set(value)?;
     }

@@ -59,7 +59,9 @@ fn default_version() -> u32 {
 }
 
 /// A map of scalars, each as its text (`out: 2024` is the var `2024`).
-fn scalar_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn scalar_strings<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
     let raw = BTreeMap::<String, Value>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| match v {

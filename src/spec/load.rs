@@ -42,9 +42,10 @@ impl LoadedSpec {
             ));
         }
         let bytes = std::fs::read(file).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                unreadable("no such pipeline file (expected a YAML file, e.g. pipelines/quickstart.yaml)".into())
-            }
+            std::io::ErrorKind::NotFound => unreadable(
+                "no such pipeline file (expected a YAML file, e.g. pipelines/quickstart.yaml)"
+                    .into(),
+            ),
             _ => unreadable(format!("cannot read the pipeline ({e})")),
         })?;
         let text = String::from_utf8(bytes).map_err(|e| {
@@ -163,7 +164,12 @@ impl LoadedSpec {
 
     /// The id of the node whose settings `path` (`nodes.N...`) is in, if it has one.
     fn node_of(&self, path: &str) -> Option<&str> {
-        let index: usize = path.strip_prefix("nodes.")?.split('.').next()?.parse().ok()?;
+        let index: usize = path
+            .strip_prefix("nodes.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()?;
         self.node_ids.get(index)?.as_deref()
     }
 

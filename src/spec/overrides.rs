@@ -109,6 +109,9 @@ mod tests {
         let mut v: Value = serde_yaml::from_str("vars: {out: a, data: b}").unwrap();
         assert_eq!(apply(&mut v, "vars.out=2024").unwrap(), "vars.out");
         let e = apply(&mut v, "vars.outt=x").unwrap_err();
-        assert!(e.contains("`vars.outt` is not a var") && e.contains("out"), "{e}");
+        assert!(
+            e.contains("`vars.outt` is not a var") && e.contains("out"),
+            "{e}"
+        );
     }
 }

@@ -54,9 +54,23 @@ fn check_rows(path: &Path, b: &RecordBatch, dim: usize, first_row: usize) -> Res
     let (values, d) = batch::vectors(b)?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         let row = first_row + i / d.max(1) + 1;
-        return Err(bad(path, Some(row), &format!("a vector holds {}", values[i])));
+        return Err(bad(
+            path,
+            Some(row),
+            &format!("a vector holds {}", values[i]),
+        ));
     }
     Ok(())
+}
+
+/// The two files of a store: the rows of the corpus it was last written for, and the
+/// rows kept for later (other corpora, older texts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `embeddings-<fingerprint>.parquet`: the current corpus's rows.
+    Current,
+    /// `embeddings-<fingerprint>.parquet.retained`: rows kept for a later run.
+    Retained,
 }
 
 /// The store of one encoder (one fingerprint) under a folder.
@@ -75,9 +89,17 @@ impl EmbeddingStore {
         }
     }
 
-    /// The Parquet file holding the store.
+    /// The Parquet file of the current corpus's rows.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file of `part`.
+    pub fn file(&self, part: Part) -> PathBuf {
+        match part {
+            Part::Current => self.path.clone(),
+            Part::Retained => self.path.with_extension("parquet.retained"),
+        }
     }
 
     /// Whether anything has been stored yet.
@@ -85,18 +107,20 @@ impl EmbeddingStore {
         self.path.exists()
     }
 
-    /// Streams the stored rows (`id`, `text_hash`, `embedding`); nothing when the store is
-    /// new. Every batch is checked: the columns and the width this encoder writes, and
-    /// finite vectors; a problem names the store file and row.
-    pub fn read(
+    /// Streams the rows (`id`, `text_hash`, `embedding`) of `part`; nothing when it has
+    /// none. Every batch is checked: the columns and the width this encoder writes, and
+    /// finite vectors; a problem names the file and row.
+    pub fn read_part(
         &self,
+        part: Part,
         batch_size: usize,
     ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
-        if !self.exists() {
+        let path = self.file(part);
+        if !path.exists() {
             return Ok(Box::new(std::iter::empty()));
         }
-        let (path, dim) = (self.path.clone(), self.dim);
-        let reader = parquet_io::read_batches(&self.path, batch_size)
+        let dim = self.dim;
+        let reader = parquet_io::read_batches(&path, batch_size)
             .map_err(|e| bad(&path, None, &e.to_string()))?;
         let mut first_row = 0;
         Ok(Box::new(reader.map(move |b| {
@@ -107,22 +131,32 @@ impl EmbeddingStore {
         })))
     }
 
-    /// Reads the whole store, checking every row (what `freshen check` does); returns the
-    /// number of rows.
+    /// Streams the current corpus's rows.
+    pub fn read(
+        &self,
+        batch_size: usize,
+    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
+        self.read_part(Part::Current, batch_size)
+    }
+
+    /// Reads both files whole, checking every row; returns the number of rows.
     pub fn check(&self) -> Result<usize> {
         let mut rows = 0;
-        for b in self.read(8192)? {
-            rows += b?.num_rows();
+        for part in [Part::Current, Part::Retained] {
+            for b in self.read_part(part, 8192)? {
+                rows += b?.num_rows();
+            }
         }
         Ok(rows)
     }
 
-    /// Streams the stored keys `(id, text_hash)`, batch by batch.
+    /// Streams the keys `(id, text_hash)` of `part`, batch by batch.
     pub fn read_keys(
         &self,
+        part: Part,
         batch_size: usize,
     ) -> Result<impl Iterator<Item = Result<Vec<(String, u64)>>>> {
-        Ok(self.read(batch_size)?.map(|b| {
+        Ok(self.read_part(part, batch_size)?.map(|b| {
             let b = b?;
             let ids = batch::strings(&b, tables::col::ID)?;
             let hashes = batch::hashes(&b)?;
@@ -134,8 +168,8 @@ impl EmbeddingStore {
         }))
     }
 
-    /// Starts the store's next version; it replaces the current one when committed.
-    pub fn writer(&self) -> Result<AtomicParquetWriter> {
-        AtomicParquetWriter::create(&self.path, tables::embeddings_schema(self.dim))
+    /// Starts the next version of `part`; it replaces the current one when committed.
+    pub fn writer(&self, part: Part) -> Result<AtomicParquetWriter> {
+        AtomicParquetWriter::create(&self.file(part), tables::embeddings_schema(self.dim))
     }
 }

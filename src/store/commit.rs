@@ -100,6 +100,7 @@ pub fn commit_all(staged: Vec<PendingFile>, run_dir: &Path) -> Result<Vec<PathBu
             let _ = std::fs::remove_file(&path);
             return Err(err);
         }
+        crash_point("commit");
     }
     let mut staged = staged;
     for p in &mut staged {
@@ -112,6 +113,15 @@ pub fn commit_all(staged: Vec<PendingFile>, run_dir: &Path) -> Result<Vec<PathBu
     }
     let _ = std::fs::remove_file(&path);
     Ok(journal.entries.into_iter().map(|e| e.dest).collect())
+}
+
+/// Ends the process here, as `kill -9` would, when the environment variable
+/// `FRESHEN_CRASH_AT` names this point: how the tests kill a run in the middle of writing
+/// a checkpoint or committing its outputs.
+pub fn crash_point(name: &str) {
+    if std::env::var("FRESHEN_CRASH_AT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
 }
 
 /// Moves the earlier version of one output aside and the staged one into place.
@@ -238,7 +248,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(d.join("a")).unwrap(), "new a");
         assert!(!d.join("x").exists());
         assert!(!journal_path(d).exists());
-        assert!(sweep(&[d.to_path_buf()]).is_empty(), "nothing may be left over");
+        assert!(
+            sweep(&[d.to_path_buf()]).is_empty(),
+            "nothing may be left over"
+        );
     }
 
     #[test]

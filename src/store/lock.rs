@@ -70,10 +70,7 @@ mod tests {
         let file = dir.path().join(".freshen/lock");
         let held = Lock::acquire(&file, "the folder").unwrap();
         let e = Lock::acquire(&file, "the folder").unwrap_err().to_string();
-        assert!(
-            e.contains(&format!("pid {}", std::process::id())),
-            "{e}"
-        );
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(held);
         Lock::acquire(&file, "the folder").unwrap();
     }

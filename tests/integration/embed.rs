@@ -121,6 +121,28 @@ fn rerun_encodes_only_what_changed_and_equals_a_cold_run() {
     assert_eq!(incremental.len(), 21);
     assert_eq!(incremental, fresh);
     assert_eq!(read_embeddings(&work.join("out/emb.parquet")), fresh);
+
+    // Back to the first corpus: the store kept the rows the edit replaced or deleted, so
+    // nothing is embedded again, and the vectors are the first run's.
+    write_jsonl_dataset(&data, &rows);
+    let back = freshen(&["run", &y]);
+    assert!(back.status.success(), "{:?}", text(&back));
+    assert_eq!(
+        counts(&text(&back).0),
+        "store: encoded 0, reused 20, dropped 2, replaced 0"
+    );
+    // With nothing retained, going back embeds the rows the edit replaced or deleted.
+    write_jsonl_dataset(&data, &edited);
+    let o = freshen(&["run", &y, "--set", "nodes.store.retain=0"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    write_jsonl_dataset(&data, &rows);
+    let o = freshen(&["run", &y]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        counts(&text(&o).0).starts_with("store: encoded 4, reused 16"),
+        "{}",
+        text(&o).0
+    );
 }
 
 #[test]

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
-struct Case {
-    _tmp: tempfile::TempDir,
-    yaml: PathBuf,
-    out: PathBuf,
-    data: PathBuf,
+pub(crate) struct Case {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) yaml: PathBuf,
+    pub(crate) out: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
 /// A valid pipeline over a valid dataset, with `edit` applied to the YAML text.
-fn case(edit: impl Fn(String) -> String) -> Case {
+pub(crate) fn case(edit: impl Fn(String) -> String) -> Case {
     let tmp = tempfile::tempdir().unwrap();
     let (data, work) = (tmp.path().join("data"), tmp.path().join("work"));
     write_jsonl_dataset(&data, &corpus(5));
@@ -29,12 +29,17 @@ fn case(edit: impl Fn(String) -> String) -> Case {
 
 /// Runs `check` and `run`; both must fail with exit code 2 and exactly one stderr line
 /// that starts with `FILE:LINE:COL: node ID: ` and contains `message`.
-fn assert_error(c: &Case, place: &str, node: &str, message: &str) {
+pub(crate) fn assert_error(c: &Case, place: &str, node: &str, message: &str) {
     assert_error_line(c, &format!("{place}: node {node}: "), message);
 }
 
 /// As [`assert_error`], for a line that starts with `FILE:` followed by `after_file`.
-fn assert_error_line(c: &Case, after_file: &str, message: &str) {
+pub(crate) fn assert_error_line(c: &Case, after_file: &str, message: &str) {
+    assert_error_in(c, &c.yaml, after_file, message);
+}
+
+/// As [`assert_error_line`], for a line that names `file` (a data file) first.
+pub(crate) fn assert_error_in(c: &Case, file: &std::path::Path, after_file: &str, message: &str) {
     for cmd in ["check", "run"] {
         let o = freshen(&[cmd, &c.yaml.display().to_string()]);
         let (_, stderr) = text(&o);
@@ -45,7 +50,7 @@ fn assert_error_line(c: &Case, after_file: &str, message: &str) {
             1,
             "{cmd}: one line expected: {stderr}"
         );
-        let prefix = format!("error: {}:{after_file}", c.yaml.display());
+        let prefix = format!("error: {}:{after_file}", file.display());
         assert!(
             line.starts_with(&prefix),
             "{cmd}: expected prefix `{prefix}` in `{line}`"
@@ -272,7 +277,7 @@ fn qrel_naming_an_unknown_id() {
 }
 
 /// The quickstart training pipeline, writing under a temporary folder, with `edit` applied.
-fn training_case(edit: impl Fn(String) -> String) -> Case {
+pub(crate) fn training_case(edit: impl Fn(String) -> String) -> Case {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let text = std::fs::read_to_string(root().join("pipelines/quickstart.yaml"))

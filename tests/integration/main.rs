@@ -7,4 +7,6 @@ mod embed;
 mod errors;
 mod eval;
 mod inputs;
+mod refusals;
+mod survive;
 mod train;

@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// A dataset of `n` synthetic entries (query `q{i}` → document `d{i}`), queries split
 /// 60/20/20 into train, dev and test.
-fn dataset(dir: &Path, n: usize) {
+pub(crate) fn dataset(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("qrels")).unwrap();
     let docs = corpus(n);
     let (mut c, mut q) = (String::new(), String::new());
@@ -43,7 +43,7 @@ fn dataset(dir: &Path, n: usize) {
 
 /// The quickstart pipeline with a small model and a few steps, plus a sink of the chosen
 /// negatives, writing under `work`.
-fn pipeline(work: &Path) -> PathBuf {
+pub(crate) fn pipeline(work: &Path) -> PathBuf {
     let text = std::fs::read_to_string(root().join("pipelines/quickstart.yaml")).unwrap();
     let text = text
         .replace("kind: hashed, dim: 128", "kind: hashed, dim: 16, buckets: 4096, bag_dim: 32")
@@ -348,33 +348,56 @@ fn two_workers_train_with_all_reduced_gradients() {
     );
     let data = work.path().join("data");
     let yaml = pipeline(work.path());
-    let out2 = work.path().join("two-workers");
-    let o = freshen(&[
-        "run",
-        &yaml.display().to_string(),
-        "-w",
-        "2",
-        "--set",
-        &format!("vars.data={}", data.display()),
-        "--set",
-        &format!("vars.out={}", out2.display()),
-        "--set",
-        &format!("nodes.cache.path={}", work.path().join("cache").display()),
-        "--set",
-        "nodes.pairs.batch_size=8",
-        "--set",
-        "nodes.pairs.steps=6",
-        "--set",
-        "nodes.negatives.k=3",
-        "--set",
-        "nodes.negatives.in_batch=false",
-        "--set",
-        "nodes.negatives.margin=null",
-        "--set",
-        "nodes.evaluate.every=3",
-    ]);
-    let (stdout, stderr) = text(&o);
-    assert!(o.status.success(), "{stdout}{stderr}");
+    let two = |name: &str| {
+        let out2 = work.path().join(name);
+        let o = freshen(&[
+            "run",
+            &yaml.display().to_string(),
+            "-w",
+            "2",
+            "--set",
+            &format!("vars.data={}", data.display()),
+            "--set",
+            &format!("vars.out={}", out2.display()),
+            "--set",
+            &format!("nodes.cache.path={}-cache", out2.display()),
+            "--set",
+            "nodes.pairs.batch_size=8",
+            "--set",
+            "nodes.pairs.steps=6",
+            "--set",
+            "nodes.negatives.k=3",
+            "--set",
+            "nodes.negatives.in_batch=false",
+            "--set",
+            "nodes.negatives.margin=null",
+            "--set",
+            "nodes.evaluate.every=3",
+        ]);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{stdout}{stderr}");
+        out2
+    };
+    let out2 = two("two-workers");
+    // Two workers again, each store built afresh (rows arriving in another order): the
+    // same numbers, since caches are searched and corpora ranked in id order.
+    let again = two("two-workers-again");
+    for f in ["metrics.parquet", "summary.parquet"] {
+        let read = |dir: &Path| freshen::store::parquet_io::read_all(&dir.join(f)).unwrap();
+        let (a, b) = (read(&out2), read(&again));
+        let schema = a[0].schema();
+        for name in schema.fields().iter().map(|c| c.name()) {
+            if name.contains("seconds") || name == "settings" {
+                continue;
+            }
+            let col = |t: &[arrow::array::RecordBatch]| {
+                t.iter()
+                    .map(|b| format!("{:?}", b.column_by_name(name)))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(col(&a), col(&b), "{f}: {name}");
+        }
+    }
     // Both workers' halves of each batch are counted in one row per step.
     assert_eq!(
         column_u64(&out2.join("metrics.parquet"), "candidates"),

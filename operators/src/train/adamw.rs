@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::{Grad, Gradients};
 use crate::{Error, Result};
 
+/// Each parameter's first and second moments, by name, sorted by name: the optimiser
+/// state a resumable checkpoint keeps.
+pub type NamedMoments = Vec<(String, Tensor, Tensor)>;
+
 /// Settings of [`AdamW`] (PyTorch's defaults, weight decay included).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,7 +71,7 @@ impl AdamW {
 
     /// A copy of the state: the step count and each parameter's first and second moments,
     /// by name (what a resumable checkpoint keeps).
-    pub fn export(&self) -> Result<(u64, Vec<(String, Tensor, Tensor)>)> {
+    pub fn export(&self) -> Result<(u64, NamedMoments)> {
         let mut moments = Vec::with_capacity(self.state.len());
         for (name, m) in &self.state {
             moments.push((name.clone(), m.m.copy()?, m.v.copy()?));
@@ -78,7 +82,7 @@ impl AdamW {
 
     /// Sets the state to one [`AdamW::export`] gave: the next step continues exactly where
     /// that optimiser stopped.
-    pub fn import(&mut self, steps: u64, moments: Vec<(String, Tensor, Tensor)>) {
+    pub fn import(&mut self, steps: u64, moments: NamedMoments) {
         self.steps = steps;
         self.state = moments
             .into_iter()

@@ -24,7 +24,7 @@ mod adamw;
 mod grads;
 mod schedule;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use adamw::{AdamW, AdamWConfig, NamedMoments};
 pub use grads::{Grad, Gradients, HostGrad};
 pub use schedule::{Decay, Schedule};
 

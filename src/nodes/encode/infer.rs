@@ -21,7 +21,7 @@ use crate::dataflow::{
 };
 use crate::error::Result;
 use crate::store::batch::{self, Batch};
-use crate::store::cache::EmbeddingStore;
+use crate::store::cache::{EmbeddingStore, Part};
 use crate::store::tables::col;
 
 /// A row to embed: `(id, text_hash, text)`.
@@ -229,22 +229,23 @@ pub(super) fn cached<'s>(
     group: CachedGroup,
 ) -> Result<Vec<(String, BatchStream<'s>)>> {
     let rows = rows(cx.input(0)?, group.fields.clone()).as_collection();
-    let (store_input, stored): (StoreInput, VecCollection<'s, Time, (String, u64), isize>) =
-        cx.scope.new_collection::<(String, u64), isize>();
-    let mut store_input = store_input;
+    type Keys<'s> = VecCollection<'s, Time, (String, u64), isize>;
+    let (mut store_input, stored): (StoreInput, Keys<'s>) = cx.scope.new_collection();
+    let (mut retained_input, retained): (StoreInput, Keys<'s>) = cx.scope.new_collection();
     store_input.advance_to(cx.start());
+    retained_input.advance_to(cx.start());
     cx.assembly.feeds.push(Box::new(StoreFeed {
         input: store_input,
+        retained: retained_input,
         store: group.store.clone(),
         node: group.cache_id.clone(),
     }));
+    // Any stored row serves (the current corpus's or one kept for later); the counters
+    // of dropped and replaced rows compare with the current corpus's rows only.
+    let all = stored.clone().concat(retained);
     let keys = rows.clone().map(|(k, _)| k);
-    let todo = rows.antijoin(stored.clone()).consolidate();
-    let reused = stored
-        .clone()
-        .map(|k| (k, ()))
-        .semijoin(keys.clone())
-        .map(|(k, ())| k);
+    let todo = rows.antijoin(all.clone()).consolidate();
+    let reused = all.map(|k| (k, ())).semijoin(keys.clone()).map(|(k, ())| k);
     let (counter, cache_id) = (cx.run.clone(), group.cache_id.clone());
     let ids = keys.map(|(id, _)| id).distinct();
     stored
@@ -293,7 +294,10 @@ fn key_batches<'s>(keys: KeyStream<'s>) -> BatchStream<'s> {
 
 /// Sends this worker's share of a store's keys (block `b` to worker `b % peers`).
 struct StoreFeed {
+    /// The keys of the current corpus's rows.
     input: StoreInput,
+    /// The keys of the rows kept for later.
+    retained: StoreInput,
     store: EmbeddingStore,
     node: String,
 }
@@ -305,23 +309,31 @@ impl Feed for StoreFeed {
 
     fn feed(mut self: Box<Self>, worker: &mut Worker, run: &RunState) {
         let (index, peers) = (worker.index(), worker.peers());
-        match self.store.read_keys(8192) {
-            Ok(keys) => {
-                for (b, keys) in keys.enumerate() {
-                    match keys {
-                        Ok(keys) if b % peers == index => {
-                            run.count(&self.node, |s| s.stored += keys.len());
-                            for k in keys {
-                                self.input.insert(k);
+        for part in [Part::Current, Part::Retained] {
+            let input = match part {
+                Part::Current => &mut self.input,
+                Part::Retained => &mut self.retained,
+            };
+            match self.store.read_keys(part, 8192) {
+                Ok(keys) => {
+                    for (b, keys) in keys.enumerate() {
+                        match keys {
+                            Ok(keys) if b % peers == index => {
+                                if part == Part::Current {
+                                    run.count(&self.node, |s| s.stored += keys.len());
+                                }
+                                for k in keys {
+                                    input.insert(k);
+                                }
+                                worker.step();
                             }
-                            worker.step();
+                            Ok(_) => {}
+                            Err(e) => run.fail(e.with_node(&self.node)),
                         }
-                        Ok(_) => {}
-                        Err(e) => run.fail(e.with_node(&self.node)),
                     }
                 }
+                Err(e) => run.fail(e.with_node(&self.node)),
             }
-            Err(e) => run.fail(e.with_node(&self.node)),
         }
     }
 }

@@ -178,6 +178,19 @@ impl NodeKind for Encode {
         Ok(())
     }
 
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        // A model of `models:` is counted once, with the graph's models.
+        let Ok(ModelRef::Inline(m)) = self.model() else {
+            return Vec::new();
+        };
+        let params = m.parameters(0).unwrap_or(0) as f64;
+        vec![crate::graph::Cost {
+            what: format!("node {}: its model, {params:.0} parameters", cx.this().id),
+            bytes: params * crate::graph::memory::F32,
+            at: Some(format!("{}.model", LoadedSpec::node_path(cx.node))),
+        }]
+    }
+
     fn prints_counts(&self, cx: &CheckCx) -> bool {
         !cx.consumers()
             .iter()

@@ -281,6 +281,13 @@ impl NodeKind for Eval {
         out
     }
 
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        match self.models {
+            Some(_) => super::cache_copies(cx, 5, 3.0, "the stale and fresh caches and a tensor"),
+            None => super::cache_copies(cx, 1, 2.0, "the targets and their tensor"),
+        }
+    }
+
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let g = cx.graph;
         let device_of = |name: &str| -> Result<Device> {

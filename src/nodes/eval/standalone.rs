@@ -59,6 +59,7 @@ pub(super) fn eval<'s>(
                     if frontier.is_empty() {
                         if let Some(c) = cap.take() {
                             if leader && !shared.failed() {
+                                targets = std::mem::take(&mut targets).sorted_by_id();
                                 let data = (&queries, &targets, judgements.as_slice());
                                 match evaluate(&spec, data, &shared, &device) {
                                     Ok(b) => {

@@ -71,7 +71,11 @@ pub(super) fn train_eval<'s>(
         let mut out = Vec::new();
         if leader {
             // A resumed run writes the rows of the steps before it first.
-            out.extend(std::mem::take(&mut replay).into_iter().map(|r| (1, Batch(r))));
+            out.extend(
+                std::mem::take(&mut replay)
+                    .into_iter()
+                    .map(|r| (1, Batch(r))),
+            );
             let mut e = ev.borrow_mut();
             take_inputs(&mut e, &inputs)?;
             for row in rows_of(&inputs[0]) {
@@ -119,8 +123,14 @@ impl Checkpointable for EvalState {
 /// Keeps what the step brought: corpus and query texts, judgements, a new stale cache.
 fn take_inputs(e: &mut Evaluator, inputs: &[Vec<Batch>]) -> Result<()> {
     let (fields, query_fields) = (e.spec.fields.clone(), e.spec.query_fields.clone());
+    let before = e.corpus.len();
     for b in rows_of(&inputs[1]) {
         e.corpus.extend(joined_rows(b, &fields)?);
+    }
+    if e.corpus.len() > before {
+        // In id order, whatever order the workers' batches arrived in: a ranking breaks
+        // ties of score by row, so this makes it the same for every worker count.
+        e.corpus.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
     }
     for b in rows_of(&inputs[2]) {
         for ((id, _), text) in joined_rows(b, &query_fields)? {

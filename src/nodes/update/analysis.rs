@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
 use crate::graph::{CheckCx, Resumable, Training};
-use crate::nodes::update::Update;
 use crate::nodes::correct::Correct;
 use crate::nodes::encode::Encode;
 use crate::nodes::loss::Loss;
+use crate::nodes::update::Update;
 
 /// The training of the graph whose `update` node is `cx`'s.
 pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {

@@ -179,7 +179,9 @@ fn touched_rows(m: &Tensor, v: &Tensor) -> Result<Option<(Vec<u32>, usize)>> {
         return Ok(None);
     }
     let any = (m.abs()? + v.abs()?)?.sum(1)?.to_vec1::<f32>()?;
-    let ids: Vec<u32> = (0..height as u32).filter(|&r| any[r as usize] != 0.0).collect();
+    let ids: Vec<u32> = (0..height as u32)
+        .filter(|&r| any[r as usize] != 0.0)
+        .collect();
     Ok((ids.len() * 2 < height).then_some((ids, height)))
 }
 
@@ -193,7 +195,11 @@ fn scatter_rows(values: &Tensor, rows: &Tensor, height: usize) -> Result<Tensor>
 }
 
 /// Sets `optimisers` to the state a checkpoint's `dir` holds.
-fn restore(dir: &Path, optimisers: &mut BTreeMap<String, AdamW>, state: &WorkerModels) -> Result<()> {
+fn restore(
+    dir: &Path,
+    optimisers: &mut BTreeMap<String, AdamW>,
+    state: &WorkerModels,
+) -> Result<()> {
     let steps = load_json(&dir.join("steps.json"))?;
     for (model, opt) in optimisers.iter_mut() {
         let device = match state.encoders.get(model) {
@@ -212,12 +218,22 @@ fn restore(dir: &Path, optimisers: &mut BTreeMap<String, AdamW>, state: &WorkerM
         for p in params {
             let (m, v) = (saved.get(&format!("m/{p}")), saved.get(&format!("v/{p}")));
             let (Some(m), Some(v)) = (m, v) else {
-                return Err(Error::data(&path, None, format!("moments of `{p}` are incomplete")));
+                return Err(Error::data(
+                    &path,
+                    None,
+                    format!("moments of `{p}` are incomplete"),
+                ));
             };
-            let (m, v) = match (saved.get(&format!("rows/{p}")), saved.get(&format!("height/{p}"))) {
+            let (m, v) = match (
+                saved.get(&format!("rows/{p}")),
+                saved.get(&format!("height/{p}")),
+            ) {
                 (Some(rows), Some(height)) => {
                     let height = height.to_vec1::<u32>()?[0] as usize;
-                    (scatter_rows(m, rows, height)?, scatter_rows(v, rows, height)?)
+                    (
+                        scatter_rows(m, rows, height)?,
+                        scatter_rows(v, rows, height)?,
+                    )
                 }
                 _ => (m.clone(), v.clone()),
             };
@@ -255,7 +271,10 @@ fn losses(stats: &[Batch]) -> String {
             })
             .collect();
         if !v.is_empty() {
-            parts.push(format!("{name} {:.4}", v.iter().sum::<f64>() / v.len() as f64));
+            parts.push(format!(
+                "{name} {:.4}",
+                v.iter().sum::<f64>() / v.len() as f64
+            ));
         }
     }
     parts.join(", ")
@@ -289,7 +308,11 @@ impl Apply {
             .collect();
         let optimisers = Rc::new(RefCell::new(optimisers));
         if let Some(point) = &cx.resume {
-            restore(&point.node_dir(&cx.node), &mut optimisers.borrow_mut(), &state)?;
+            restore(
+                &point.node_dir(&cx.node),
+                &mut optimisers.borrow_mut(),
+                &state,
+            )?;
         }
         state.register_state(&cx.node, Rc::new(Optimisers(optimisers.clone())));
         let worker = cx.scope.index();

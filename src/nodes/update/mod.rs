@@ -59,7 +59,9 @@ pub struct Update {
     /// where the run can resume exactly: see README), and after the last step.
     #[serde(default)]
     pub resume_every: Option<usize>,
-    /// Also write one when this many minutes passed since the last (0: never by time).
+    /// Also write one when this many minutes passed since the last (0: never by time): a
+    /// kill loses at most about this much training. By time alone, the checkpoint after
+    /// the last step is written only when over a minute of training preceded it.
     #[serde(default = "default_resume_minutes")]
     pub resume_minutes: f64,
 }

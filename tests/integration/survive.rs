@@ -1,0 +1,293 @@
+//! Runs that survive: a run killed with `kill -9` resumes to the numbers of an
+//! uninterrupted one; outputs are committed together or not at all; a second run on a
+//! folder in use is refused; what dead runs left is swept.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+use crate::train::{dataset, pipeline};
+
+/// The tiny training run of these tests: 12 steps, checkpoints every 3 (where the
+/// corrector is applied), writing into `out`.
+fn args(work: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let data = work.join("data");
+    if !data.exists() {
+        dataset(&data, 120);
+    }
+    let yaml = pipeline(work);
+    let mut a: Vec<String> = vec!["run".into(), yaml.display().to_string()];
+    let sets = [
+        format!("vars.data={}", data.display()),
+        format!("vars.out={}", out.display()),
+        format!("nodes.cache.path={}-cache", out.display()),
+        "nodes.pairs.batch_size=8".into(),
+        "nodes.pairs.steps=12".into(),
+        "nodes.negatives.k=3".into(),
+        "nodes.evaluate.every=3".into(),
+        "nodes.corrected.apply_every=3".into(),
+        "nodes.update.resume_every=3".into(),
+    ];
+    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        a.push("--set".into());
+        a.push(s.to_string());
+    }
+    a
+}
+
+fn run(args: &[String], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_freshen"));
+    c.args(args).current_dir(root()).env_remove("FRESHEN_LOG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("the freshen binary runs")
+}
+
+/// Every column of two runs' summary and metrics tables but the seconds and the settings,
+/// as text, for comparing runs bit for bit (floats print exactly).
+fn numbers(out: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for file in ["summary.parquet", "metrics.parquet"] {
+        for b in freshen::store::parquet_io::read_all(&out.join(file)).unwrap() {
+            for (i, f) in b.schema().fields().iter().enumerate() {
+                let name = f.name();
+                if name.contains("seconds") || name == "settings" {
+                    continue;
+                }
+                let c = b.column(i);
+                for r in 0..b.num_rows() {
+                    let v = arrow::util::display::array_value_to_string(c, r).unwrap();
+                    rows.push(format!("{file}.{name}[{r}]={v}"));
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Asserts two runs' numbers are equal, naming the first difference.
+fn same(a: &[String], b: &[String]) {
+    assert_eq!(a.len(), b.len());
+    if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
+        panic!("the runs differ: {x} against {y}");
+    }
+}
+
+/// Starts the run and kills it (`SIGKILL`) once its log says `line`.
+fn kill_at(args: &[String], env: &[(&str, &str)], line: &str) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_freshen"));
+    c.args(args)
+        .current_dir(root())
+        .env_remove("FRESHEN_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for l in stderr.lines() {
+        let l = l.unwrap();
+        seen.push(l.clone());
+        if l.contains(line) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return;
+        }
+    }
+    let status = child.wait().unwrap();
+    panic!("the run ended ({status}) without logging `{line}`: {seen:?}");
+}
+
+#[test]
+fn a_run_killed_at_a_step_resumes_to_the_uninterrupted_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let full = work.join("full");
+    let o = run(&args(work, &full, &[]), &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // Killed after the checkpoint before step 6 (read from its log): nothing committed.
+    let out = work.join("killed");
+    kill_at(
+        &args(work, &out, &[]),
+        &[],
+        "wrote a resumable checkpoint step=6",
+    );
+    assert!(!out.join("summary.parquet").exists());
+    let checkpoints = contents(&out.join(".freshen/resume"));
+
+    // A setting that changes the numbers refuses to resume, naming it; nothing changes.
+    let changed = run(
+        &[
+            args(work, &out, &["nodes.loss.beta=10"]),
+            vec!["--resume".into()],
+        ]
+        .concat(),
+        &[],
+    );
+    let (_, stderr) = text(&changed);
+    assert_eq!(changed.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`nodes.loss.beta` was 20.0 and is now 10.0"),
+        "{stderr}"
+    );
+    assert_eq!(contents(&out.join(".freshen/resume")), checkpoints);
+
+    let resumed = run(
+        &[args(work, &out, &[]), vec!["--resume".into()]].concat(),
+        &[],
+    );
+    let (stdout, stderr) = text(&resumed);
+    assert!(resumed.status.success(), "{stdout}{stderr}");
+    // The kill lands right after the line; a fast machine may have passed step 9.
+    assert!(
+        stderr.contains("resuming step=6") || stderr.contains("resuming step=9"),
+        "{stderr}"
+    );
+    same(&numbers(&out), &numbers(&full));
+}
+
+#[test]
+fn a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let full = work.join("full");
+    assert!(run(&args(work, &full, &[]), &[]).status.success());
+    let out = work.join("torn");
+    // The process dies (abort, as a kill) after the models of the step-9 checkpoint are
+    // written and before it is complete.
+    let o = run(
+        &args(work, &out, &[]),
+        &[("FRESHEN_CRASH_AT", "checkpoint-9")],
+    );
+    assert!(!o.status.success());
+    let resume = out.join(".freshen/resume");
+    let mut names: Vec<String> = std::fs::read_dir(&resume)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?} {:?}", text(&o));
+    assert_eq!(&names[1..], ["step-000003", "step-000006"], "{names:?}");
+    assert!(
+        names[0].starts_with(".step-000009."),
+        "the torn one is staged: {names:?}"
+    );
+    let resumed = run(
+        &[args(work, &out, &[]), vec!["--resume".into()]].concat(),
+        &[],
+    );
+    let (stdout, stderr) = text(&resumed);
+    assert!(resumed.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("resuming step=6"), "{stderr}");
+    same(&numbers(&out), &numbers(&full));
+    assert!(!resume.exists(), "a finished run leaves no checkpoints");
+}
+
+/// Files of the out folder with their bytes (outputs and the checkpoint), sorted.
+fn contents(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().is_some_and(|n| n == ".freshen") {
+                continue;
+            }
+            match p.is_dir() {
+                true => stack.push(p),
+                false => files.push((p.clone(), std::fs::read(&p).unwrap())),
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn a_run_killed_while_committing_leaves_the_earlier_outputs_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let out = work.join("out");
+    assert!(run(&args(work, &out, &[]), &[]).status.success());
+    let before = contents(&out);
+    // Another run dies after moving its first output into place.
+    let o = run(
+        &args(work, &out, &["seed=8"]),
+        &[("FRESHEN_CRASH_AT", "commit")],
+    );
+    assert!(!o.status.success());
+    assert_ne!(contents(&out), before, "the kill left a mix");
+    // The next run on the folder rolls it back before anything else (it dies right
+    // after, so that what it found is what is left).
+    let o = run(
+        &args(work, &out, &["seed=8"]),
+        &[("FRESHEN_CRASH_AT", "started")],
+    );
+    assert!(!o.status.success());
+    assert_eq!(contents(&out), before);
+}
+
+#[test]
+fn a_folder_or_store_in_use_is_refused_and_leftovers_are_swept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let out = work.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(work.join("out-cache")).unwrap();
+    let lock = freshen::store::lock::Lock::acquire(&out.join(".freshen/lock"), "x").unwrap();
+    let o = run(&args(work, &out, &[]), &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    let pid = std::process::id();
+    assert!(
+        stderr.contains(&format!("is in use by another freshen run (pid {pid})")),
+        "{stderr}"
+    );
+    drop(lock);
+    let lock = freshen::store::lock::Lock::acquire(&work.join("out-cache/.lock"), "x").unwrap();
+    let o = run(&args(work, &out, &[]), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("the store"), "{:?}", text(&o));
+    drop(lock);
+    // Leftovers of a dead run (pid 4194304 is above Linux's pid_max: never alive).
+    let dead = [
+        out.join(".metrics.parquet.4194304.tmp"),
+        out.join(".checkpoint.4194304.old"),
+        work.join("out-cache/.embeddings-0123456789abcdef.parquet.4194304.tmp"),
+    ];
+    std::fs::write(&dead[0], b"").unwrap();
+    std::fs::create_dir(&dead[1]).unwrap();
+    std::fs::write(&dead[2], vec![0u8; 1024]).unwrap();
+    let o = run(&args(work, &out, &[]), &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    for d in &dead {
+        assert!(!d.exists(), "{} was left", d.display());
+    }
+}
+
+#[test]
+fn progress_lines_are_logged_when_stderr_is_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let a = [
+        args(work, &work.join("out"), &["nodes.pairs.steps=300"]),
+        vec!["--progress-every".into(), "0.02".into()],
+    ]
+    .concat();
+    let o = run(&a, &[]);
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("progress: train:"))
+        .unwrap_or_else(|| panic!("no progress line in {stderr}"));
+    assert!(
+        line.contains(" of 300 steps") && line.contains("steps/s"),
+        "{line}"
+    );
+}
