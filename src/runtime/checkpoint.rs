@@ -33,6 +33,8 @@ pub struct CheckpointPlan {
     pub inputs: Vec<InputFile>,
     /// The step of the checkpoint this run resumed from, if it did.
     pub resumed: Option<usize>,
+    /// Workers of the run, over all processes.
+    pub workers: usize,
 }
 
 /// Passes `ticks` on, writing a checkpoint (on the leader) after each step it is due.
@@ -117,6 +119,7 @@ fn write(plan: &CheckpointPlan, s: usize, models: &Rc<WorkerModels>, run: &RunSt
     let record = RunRecord {
         step: s,
         steps: plan.steps,
+        workers: plan.workers,
         settings: plan.settings.clone(),
         inputs: plan.inputs.clone(),
         ledger: run.ledger(),

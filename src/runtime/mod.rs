@@ -64,8 +64,9 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
         _ => None,
     };
     crate::store::commit::crash_point("started");
+    let all_workers = opts.workers.max(1) * opts.processes.max(1);
     let resumed = match (opts.resume, crate::graph::paths::run_folder(&graph)) {
-        (true, Some(dir)) => match resume::open(&graph, &dir)? {
+        (true, Some(dir)) => match resume::open(&graph, &dir, all_workers)? {
             // Every process reads the checkpoint process 0 wrote: one that finds none
             // would train from step 0 beside the others.
             None if opts.process > 0 => {
@@ -86,6 +87,7 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
     let plan = Arc::new(Plan::new(
         graph,
         opts.workers,
+        all_workers,
         resumed.as_ref().map(|r| r.0.clone()),
     )?);
     let state = Arc::new(RunState::new(opts.progress, opts.progress_every));

@@ -36,7 +36,12 @@ pub struct Plan {
 impl Plan {
     /// Prepares every node of `graph` for `workers` workers per process; a resumed run
     /// starts at `resume`'s step with its models' weights.
-    pub fn new(graph: Graph, workers: usize, resume: Option<ResumePoint>) -> Result<Self> {
+    pub fn new(
+        graph: Graph,
+        workers: usize,
+        all_workers: usize,
+        resume: Option<ResumePoint>,
+    ) -> Result<Self> {
         let workers = workers.max(1);
         let models = build_models(&graph, workers, resume.as_ref())?;
         let start = resume.as_ref().map_or(0, |r| r.step);
@@ -78,6 +83,7 @@ impl Plan {
                 settings: resume::comparable(&graph),
                 inputs: resume::input_files(&graph),
                 resumed: resume.as_ref().map(|r| r.step),
+                workers: all_workers,
             })),
             _ => None,
         };

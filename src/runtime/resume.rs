@@ -52,6 +52,9 @@ pub struct RunRecord {
     pub step: usize,
     /// The run's steps.
     pub steps: usize,
+    /// Its workers over all processes (each trains on its share of a step's batch, so
+    /// another count is another run).
+    pub workers: usize,
     /// The settings that decide the numbers ([`comparable`]).
     pub settings: Value,
     /// The input files.
@@ -168,7 +171,11 @@ pub fn warn_interrupted(run_dir: &Path) {
 /// The checkpoint a `--resume` run continues from, checked against this run: `None`
 /// when the folder has none (the run starts from step 0). A checkpoint of a run with
 /// other settings or other input files is refused, naming the first difference.
-pub fn open(graph: &Graph, run_dir: &Path) -> Result<Option<(ResumePoint, RunRecord)>> {
+pub fn open(
+    graph: &Graph,
+    run_dir: &Path,
+    workers: usize,
+) -> Result<Option<(ResumePoint, RunRecord)>> {
     let Some((step, dir)) = latest(run_dir) else {
         tracing::warn!(
             folder = %folder(run_dir).display(),
@@ -185,6 +192,12 @@ pub fn open(graph: &Graph, run_dir: &Path) -> Result<Option<(ResumePoint, RunRec
             dir.display()
         ))
     };
+    if record.workers != workers {
+        return Err(refuse(format!(
+            "it ran on {} workers and this run has {workers} (one worker's share of each batch decides the numbers; resume with as many)",
+            record.workers
+        )));
+    }
     if let Some((at, was, now)) = first_difference(&record.settings, &comparable(graph), "") {
         return Err(refuse(format!("`{at}` was {was} and is now {now}")));
     }

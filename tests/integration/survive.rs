@@ -188,6 +188,34 @@ fn a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole() {
     assert!(!resume.exists(), "a finished run leaves no checkpoints");
 }
 
+#[test]
+fn two_workers_resume_to_the_uninterrupted_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let two = |out: &Path| [args(work, out, &[]), vec!["-w".into(), "2".into()]].concat();
+    let full = work.join("full");
+    let o = run(&two(&full), &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let out = work.join("killed");
+    let o = run(&two(&out), &[("FRESHEN_CRASH_AT", "checkpoint-9")]);
+    assert!(!o.status.success());
+    let one = run(
+        &[args(work, &out, &[]), vec!["--resume".into()]].concat(),
+        &[],
+    );
+    let (_, stderr) = text(&one);
+    assert_eq!(one.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ran on 2 workers and this run has 1"),
+        "{stderr}"
+    );
+    let resumed = run(&[two(&out), vec!["--resume".into()]].concat(), &[]);
+    let (stdout, stderr) = text(&resumed);
+    assert!(resumed.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("resuming step=6"), "{stderr}");
+    same(&numbers(&out), &numbers(&full));
+}
+
 /// Files of the out folder with their bytes (outputs and the checkpoint), sorted.
 fn contents(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
