@@ -116,6 +116,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Spec { .. } | Error::Data { .. } | Error::Usage(_) => 2,
+            // A device that is missing or out of memory: the machine or the settings.
+            Error::Compute(freshen_operators::Error::Device { .. }) => 2,
             Error::Node { source, .. } => source.exit_code(),
             _ => 1,
         }

@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use clap::{Args, Subcommand};
-use freshen_operators::train::{AdamW, AdamWConfig, Trainable, TrainableEncoder};
+use freshen_operators::device::{DeviceChoice, Precision};
+use freshen_operators::train::{AdamW, AdamWConfig, Grad, Gradients, Trainable, TrainableEncoder};
 use freshen_operators::{BertEncoder, BertOptions, Encoder};
 use serde_json::json;
 
@@ -25,6 +26,23 @@ pub enum BenchCommand {
     TrainStep(TrainStepArgs),
     /// Exact top-k of queries over cached vectors (the `sample` operator's kernel).
     Topk(TopkArgs),
+    /// Cosines of a model's vectors with a fixture's (sentence-transformers' vectors, from
+    /// `scripts/parity_fixture.py`), and with this build's own f32 CPU vectors.
+    Parity(ParityArgs),
+}
+
+/// `freshen bench parity`.
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// A sentence-transformers folder.
+    #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+    pub model: PathBuf,
+    /// The fixture: `sentences`, `tokens` and `embeddings`.
+    #[arg(long, default_value = "tests/fixtures/minilm-parity.json")]
+    pub fixture: PathBuf,
+    /// Where the model runs, and in what precision.
+    #[command(flatten)]
+    pub on: On,
 }
 
 /// `freshen bench encode`.
@@ -48,6 +66,31 @@ pub struct EncodeArgs {
     /// Timed repetitions; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Where the model runs, and in what precision.
+    #[command(flatten)]
+    pub on: On,
+}
+
+/// The device and precision of a measurement.
+#[derive(Debug, Args)]
+pub struct On {
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// `f32`, `bf16` or `f16` (mixed precision: f32 master weights).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Precision,
+}
+
+impl On {
+    fn open(&self) -> Result<Device> {
+        Ok(self.device.open()?)
+    }
+}
+
+/// Waits for the device's queued work, so that a timer read after it is honest.
+fn sync(device: &Device) -> Result<()> {
+    Ok(device.synchronize()?)
 }
 
 /// `freshen bench train-step`.
@@ -71,6 +114,9 @@ pub struct TrainStepArgs {
     /// Keep the lowest this many layers fixed (and the embeddings, when > 0).
     #[arg(long, default_value_t = 0)]
     pub freeze_layers: usize,
+    /// Where the model runs, and in what precision.
+    #[command(flatten)]
+    pub on: On,
 }
 
 /// `freshen bench topk`.
@@ -94,6 +140,9 @@ pub struct TopkArgs {
     /// Timed repetitions; the best is reported.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
 }
 
 /// Runs one measurement and returns its JSON.
@@ -102,6 +151,7 @@ pub fn run(cmd: &BenchCommand) -> Result<serde_json::Value> {
         BenchCommand::Encode(a) => encode(a),
         BenchCommand::TrainStep(a) => train_step(a),
         BenchCommand::Topk(a) => topk(a),
+        BenchCommand::Parity(a) => parity(a),
     }
 }
 
@@ -140,9 +190,12 @@ fn encode(a: &EncodeArgs) -> Result<serde_json::Value> {
     let options = BertOptions {
         max_batch: a.batch,
         batch_tokens: a.batch_tokens.unwrap_or(a.batch * probe.max_length()),
+        dtype: a.on.dtype,
         ..BertOptions::default()
     };
-    let enc = BertEncoder::load(&a.model, options)?;
+    drop(probe);
+    let device = a.on.open()?;
+    let enc = BertEncoder::load_on(&a.model, options, &device)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     enc.encode(&refs[..refs.len().min(a.batch)])?; // warm-up
     let mut best = f64::INFINITY;
@@ -153,7 +206,8 @@ fn encode(a: &EncodeArgs) -> Result<serde_json::Value> {
         std::hint::black_box(v);
     }
     Ok(json!({
-        "engine": "freshen", "batch": a.batch, "texts": texts.len(), "seconds": best,
+        "engine": "freshen", "device": a.on.device.to_string(), "dtype": a.on.dtype.to_string(),
+        "batch": a.batch, "texts": texts.len(), "seconds": best,
         "sent_per_s": texts.len() as f64 / best, "threads": threads(),
         "peak_rss_mb": peak_rss_mb(),
     }))
@@ -167,7 +221,7 @@ fn contrastive(q: &Tensor, t: &Tensor, per: usize) -> Result<(f32, Tensor, Tenso
     let scores = (qv.matmul(&tv.t()?)? * 20.0)?;
     let nq = q.dim(0)?;
     let labels: Vec<u32> = (0..nq).map(|i| (i * per) as u32).collect();
-    let labels = Tensor::from_vec(labels, nq, &freshen_operators::device::cpu())?;
+    let labels = Tensor::from_vec(labels, nq, q.device())?;
     let loss = candle_nn::loss::cross_entropy(&scores, &labels)?;
     let g = loss.backward()?;
     let grad = |v: &Var| -> Result<Tensor> {
@@ -195,13 +249,16 @@ fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
         .collect();
     let qrefs: Vec<&str> = queries.iter().map(String::as_str).collect();
     let trefs: Vec<&str> = texts[..nq * per].iter().map(String::as_str).collect();
-    let enc = BertEncoder::load(
+    let device = a.on.open()?;
+    let enc = BertEncoder::load_on(
         &a.model,
         BertOptions {
             freeze_layers: a.freeze_layers,
             freeze_embeddings: a.freeze_layers > 0,
+            dtype: a.on.dtype,
             ..BertOptions::default()
         },
+        &device,
     )?;
     let mut opt = AdamW::new(AdamWConfig {
         weight_decay: 0.01,
@@ -209,6 +266,7 @@ fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
     });
     let params = enc.params();
     let mut rows = Vec::new();
+    let mut without_gradient: Vec<String> = Vec::new();
     for step in 0..a.steps.max(1) {
         let t0 = Instant::now();
         let rq = enc.forward_train(&qrefs)?;
@@ -218,8 +276,17 @@ fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
         let mut grads = enc.backward(&rq, &gq)?;
         grads.accumulate(enc.backward(&rt, &gt)?)?;
         drop((rq, rt));
+        if step == 0 {
+            without_gradient = params
+                .iter()
+                .filter(|(name, _)| !has_gradient(&grads, name))
+                .map(|(name, _)| name.clone())
+                .collect();
+        }
+        sync(&device)?;
         let t2 = Instant::now();
         opt.step(&params, &grads, &|_| 2e-5)?;
+        sync(&device)?;
         let t3 = Instant::now();
         let r = [
             (t1 - t0).as_secs_f64(),
@@ -250,13 +317,26 @@ fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
         }
     };
     Ok(json!({
-        "engine": "freshen", "queries": nq, "targets": nq * per, "threads": threads(),
+        "engine": "freshen", "device": a.on.device.to_string(), "dtype": a.on.dtype.to_string(),
+        "queries": nq, "targets": nq * per, "threads": threads(),
         "steps": rows.len(), "freeze_layers": a.freeze_layers,
         "trainable_params": params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
         "forward_s": median(0), "backward_s": median(1), "adamw_s": median(2), "step_s": median(3),
         "losses": rows.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        "params_without_gradient": without_gradient,
         "peak_rss_mb": peak_rss_mb(),
     }))
+}
+
+/// Whether `name` got a finite gradient with a non-zero entry (the layer-norm trap leaves
+/// weights with none).
+fn has_gradient(grads: &Gradients, name: &str) -> bool {
+    let size = match grads.get(name) {
+        Some(Grad::Dense(g)) => (|| g.abs().ok()?.sum_all().ok()?.to_scalar::<f32>().ok())(),
+        Some(Grad::Rows { values, .. }) => Some(values.iter().map(|v| v.abs()).sum()),
+        None => None,
+    };
+    size.is_some_and(|s| s > 0.0 && s.is_finite())
 }
 
 fn read_f32(path: &Path, dim: usize) -> Result<Tensor> {
@@ -281,8 +361,9 @@ fn read_f32(path: &Path, dim: usize) -> Result<Tensor> {
 }
 
 fn topk(a: &TopkArgs) -> Result<serde_json::Value> {
-    let cache = read_f32(&a.vectors, a.dim)?;
-    let queries = read_f32(&a.queries, a.dim)?;
+    let device = a.device.open()?;
+    let cache = read_f32(&a.vectors, a.dim)?.to_device(&device)?;
+    let queries = read_f32(&a.queries, a.dim)?.to_device(&device)?;
     let b = queries.dim(0)?;
     let mut best = f64::INFINITY;
     let mut result = Vec::new();
@@ -297,8 +378,63 @@ fn topk(a: &TopkArgs) -> Result<serde_json::Value> {
         .map(|r| r.iter().map(|(i, _)| *i).collect())
         .collect();
     Ok(json!({
-        "engine": "freshen", "queries": b, "rows": cache.dim(0)?, "k": a.k, "chunk": a.chunk,
+        "engine": "freshen", "device": a.device.to_string(), "queries": b, "rows": cache.dim(0)?,
+        "k": a.k, "chunk": a.chunk,
         "seconds": best, "queries_per_s": b as f64 / best, "ids_first": first,
         "threads": threads(),
+    }))
+}
+
+/// Lowest and mean cosine of matching rows.
+fn cosines(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f64) {
+    let cos: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+            let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum::<f64>().sqrt();
+            dot / (nx * ny)
+        })
+        .collect();
+    let lowest = cos.iter().copied().fold(f64::INFINITY, f64::min);
+    (lowest, cos.iter().sum::<f64>() / cos.len().max(1) as f64)
+}
+
+fn parity(a: &ParityArgs) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(&a.fixture).map_err(|e| Error::io(&a.fixture, e))?;
+    let bad = |m: String| Error::Usage(format!("{}: {m}", a.fixture.display()));
+    let fixture: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("bad JSON: {e}")))?;
+    let field = |name: &str| {
+        fixture
+            .get(name)
+            .cloned()
+            .ok_or_else(|| bad(format!("no `{name}`")))
+    };
+    let sentences: Vec<String> =
+        serde_json::from_value(field("sentences")?).map_err(|e| bad(e.to_string()))?;
+    let reference: Vec<Vec<f32>> =
+        serde_json::from_value(field("embeddings")?).map_err(|e| bad(e.to_string()))?;
+    let tokens: Vec<usize> =
+        serde_json::from_value(field("tokens")?).map_err(|e| bad(e.to_string()))?;
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let rows = |t: Tensor| -> Result<Vec<Vec<f32>>> { Ok(t.to_vec2::<f32>()?) };
+    let options = BertOptions {
+        dtype: a.on.dtype,
+        ..BertOptions::default()
+    };
+    let enc = BertEncoder::load_on(&a.model, options, &a.on.open()?)?;
+    let ids = enc.tokenize(&refs)?;
+    let ours = rows(enc.encode(&refs)?)?;
+    let cpu = rows(BertEncoder::load(&a.model, BertOptions::default())?.encode(&refs)?)?;
+    let (st_lowest, st_mean) = cosines(&ours, &reference);
+    let (cpu_lowest, cpu_mean) = cosines(&ours, &cpu);
+    Ok(json!({
+        "engine": "freshen", "device": a.on.device.to_string(), "dtype": a.on.dtype.to_string(),
+        "sentences": sentences.len(),
+        "tokens_match": ids.iter().map(Vec::len).collect::<Vec<_>>() == tokens,
+        "lowest_cosine_vs_st": st_lowest, "mean_cosine_vs_st": st_mean,
+        "lowest_cosine_vs_cpu_f32": cpu_lowest, "mean_cosine_vs_cpu_f32": cpu_mean,
     }))
 }

@@ -12,7 +12,9 @@ is passed. One warm-up batch is encoded first; then the whole list is encoded
 --repeats times and the best wall time is reported. Note that ST sorts the
 texts by length before batching, so batches hold similar lengths and padding
 (to the longest in the batch, at most max_seq_length) is small. Tokenisation
-is included in the time. Prints one JSON object on stdout.
+is included in the time (and the copy of the vectors to the host on a GPU).
+--device cuda and --dtype bf16|f16 run it on a GPU in half precision. Prints
+one JSON object on stdout.
 """
 import argparse
 import os
@@ -31,6 +33,9 @@ def main():
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"],
+                    help="the model's weights and compute (bf16/f16: model.to(dtype), as ST users do)")
     args = ap.parse_args()
     set_thread_env(args.threads)
 
@@ -48,7 +53,9 @@ def main():
 
     torch.set_num_threads(args.threads)
     texts = read_lines(args.texts, args.limit)
-    model = SentenceTransformer(args.model, device="cpu")
+    model = SentenceTransformer(args.model, device=args.device)
+    if args.dtype != "f32":
+        model.to({"bf16": torch.bfloat16, "f16": torch.float16}[args.dtype])
     model.eval()
     has_norm = any(isinstance(m, Normalize) for m in model)
     log(f"encode: {len(texts)} texts, batch {args.batch}, threads {torch.get_num_threads()}, "
@@ -71,6 +78,7 @@ def main():
     norms = np.linalg.norm(emb, axis=1)
     emit({
         "engine": "sentence-transformers", "model": args.model, "batch": args.batch, "texts": len(texts),
+        "device": args.device, "dtype": args.dtype,
         "threads": args.threads, "repeats": args.repeats,
         "seconds": round(best, 4), "sent_per_s": round(len(texts) / best, 1),
         "dim": int(emb.shape[1]), "max_norm_error": float(np.abs(norms - 1).max()),

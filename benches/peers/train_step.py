@@ -47,6 +47,9 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--scale", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"],
+                    help="bf16/f16: torch.autocast over the forward (f32 weights and AdamW state)")
     args = ap.parse_args()
     set_thread_env(args.threads)
 
@@ -66,10 +69,11 @@ def main():
         sys.exit(f"train_step: need {nq * per} texts, {args.texts} has {len(texts)}")
     queries = [" ".join(t.split()[:3]) for t in texts[:nq]]
     targets = texts[: nq * per]
-    labels = torch.arange(nq) * per
+    dev = torch.device(args.device)
+    labels = (torch.arange(nq) * per).to(dev)
 
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModel.from_pretrained(args.model)
+    model = AutoModel.from_pretrained(args.model).to(dev)
     model.eval()  # dropout off; autograd is still on
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -77,27 +81,37 @@ def main():
     def batch(items):
         return tok(items, padding="longest", truncation=True, max_length=args.max_length, return_tensors="pt")
 
-    qb, tb = batch(queries), batch(targets)
+    qb, tb = batch(queries).to(dev), batch(targets).to(dev)
+    half = {"bf16": torch.bfloat16, "f16": torch.float16}.get(args.dtype)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     log(f"train_step: {type(model).__name__}, {sum(p.numel() for p in params):,} params, "
         f"queries {tuple(qb['input_ids'].shape)}, targets {tuple(tb['input_ids'].shape)}, "
         f"threads {torch.get_num_threads()}")
 
     def embed(b):
-        hidden = model(**b).last_hidden_state
+        with torch.autocast(dev.type, dtype=half, enabled=half is not None):
+            hidden = model(**b).last_hidden_state.float()
         mask = b["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2, dim=1)
 
     rows = []
     for step in range(args.steps):
+        sync()
         t0 = time.perf_counter()
         q, t = embed(qb), embed(tb)
         loss = F.cross_entropy(args.scale * q @ t.T, labels)
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         t3 = time.perf_counter()
         rows.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0, loss.item()))
         log(f"  step {step}: loss {loss.item():.6f} forward {t1 - t0:.3f}s backward {t2 - t1:.3f}s "
@@ -110,6 +124,7 @@ def main():
 
     emit({
         "engine": "pytorch", "model": args.model, "queries": nq, "targets": nq * per,
+        "device": args.device, "dtype": args.dtype,
         "query_tokens": int(qb["input_ids"].shape[1]), "target_tokens": int(tb["input_ids"].shape[1]),
         "threads": args.threads, "steps": args.steps, "timed_steps": len(timed),
         "forward_s": med(0), "backward_s": med(1), "adamw_s": med(2), "step_s": med(3),

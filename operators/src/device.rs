@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result};
@@ -15,6 +15,26 @@ use crate::{Error, Result};
 /// The host: where data is read and written, and where models run by default.
 pub fn cpu() -> Device {
     Device::Cpu
+}
+
+/// A device as logs and summaries name it: `cpu`, `cuda:N`, `metal:N`.
+pub fn name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Why a CUDA device did not open, in one line (candle's error may carry a backtrace),
+/// with what to check.
+fn cannot_open(e: &candle_core::Error) -> String {
+    let text = e.to_string();
+    format!(
+        "cannot open it ({}); check `nvidia-smi`, and that the CUDA 13 libraries (pip's \
+         nvidia/cu13/lib) are on LD_LIBRARY_PATH",
+        text.lines().next().unwrap_or_default().trim()
+    )
 }
 
 /// Whether this build can run on CUDA devices (`--features cuda`).
@@ -53,10 +73,7 @@ impl DeviceChoice {
                 }
                 Device::new_cuda(*n).map_err(|e| Error::Device {
                     device: self.to_string(),
-                    message: format!(
-                        "cannot open it ({e}); check `nvidia-smi` and that libcuda.so.1 \
-                         is on the library path"
-                    ),
+                    message: cannot_open(&e),
                 })
             }
         }
@@ -65,6 +82,15 @@ impl DeviceChoice {
     /// Checks that this build can run on the device (a CUDA device needs a CUDA build);
     /// the error names the `device` setting, for `freshen check`.
     pub fn check_build(&self) -> Result<()> {
+        if let (DeviceChoice::Cuda(n), true) = (self, CUDA_BUILD) {
+            // A CUDA build opens the device, so that `check` finds a missing GPU or driver.
+            return Device::new_cuda(*n).map(|_| ()).map_err(|e| {
+                crate::ranges::field_error(
+                    "device",
+                    format!("`device` is `{self}`: {}", cannot_open(&e)),
+                )
+            });
+        }
         match (self, CUDA_BUILD) {
             (DeviceChoice::Cuda(_), false) => Err(crate::ranges::field_error(
                 "device",
@@ -175,5 +201,64 @@ mod tests {
                 "{e}"
             );
         }
+    }
+}
+
+/// The precision a model computes in: `f32` (the default), or `bf16` / `f16` for mixed
+/// precision as PyTorch's autocast does it: the weights the optimiser updates and its
+/// moments stay f32 (the master copy), each forward casts them to the compute type,
+/// layer norms and softmaxes run in f32, and the vectors a model returns are f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats throughout.
+    #[default]
+    F32,
+    /// bfloat16 matrix products (the range of f32, 8 bits of mantissa).
+    Bf16,
+    /// IEEE half matrix products (more mantissa, a narrow range).
+    F16,
+}
+
+impl Precision {
+    /// candle's dtype for the compute.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    /// Whether this is a half type (anything but f32).
+    pub fn is_half(self) -> bool {
+        self != Precision::F32
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            other => Err(crate::ranges::field_error(
+                "dtype",
+                format!("`dtype` is `{other}` (expected f32, bf16 or f16)"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
     }
 }

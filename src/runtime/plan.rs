@@ -14,7 +14,7 @@ use super::resume;
 use crate::dataflow::{Operator, ProcessModels, ResumePoint};
 use crate::error::{Error, Result};
 use crate::graph::{paths, Facts, Graph, PlanCx};
-use crate::models::Role;
+use crate::models::{Built, Role};
 
 /// The graph plus the run-time form of each node.
 pub struct Plan {
@@ -126,6 +126,18 @@ fn build_models(
                 .spec
                 .error(&format!("models.{name}"), None, e.to_string())
         })?;
+        // Each model's device, where it was opened: nothing falls back unannounced.
+        let device = match &m {
+            Built::Encoder(e) => e.device().clone(),
+            Built::Corrector(h) => h.device().clone(),
+        };
+        tracing::info!(
+            model = %name,
+            kind = %model.kind(),
+            device = %freshen_operators::device::name(&device),
+            setting = %model.common().device,
+            "model"
+        );
         built.insert(name.clone(), m);
     }
     ProcessModels::new(built, workers, &|name, model| match resume {

@@ -489,3 +489,67 @@ fn minilm_towers_fine_tune_and_checkpoint_as_sentence_transformers_folders() {
         "training changed nothing"
     );
 }
+
+/// Every model honours `device`: in a CPU build `cuda` is refused by `check` and `run`
+/// (one line naming the model's setting, exit 2, nothing written), and `auto` runs on the
+/// CPU, which the log says for each model.
+#[test]
+fn each_model_runs_where_its_device_says() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    dataset(&data, 120);
+    let yaml = pipeline(work.path()).display().to_string();
+    let out = work.path().join("out");
+    let args = |cmd: &str, sets: &[String]| -> Vec<String> {
+        let mut a = vec![cmd.to_string(), yaml.clone()];
+        let base = [
+            format!("vars.data={}", data.display()),
+            format!("vars.out={}", out.display()),
+            format!("nodes.cache.path={}-cache", out.display()),
+            "nodes.pairs.batch_size=8".into(),
+            "nodes.pairs.steps=2".into(),
+            "nodes.negatives.k=3".into(),
+        ];
+        for s in base.iter().chain(sets) {
+            a.extend(["--set".to_string(), s.clone()]);
+        }
+        a
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        freshen(&refs)
+    };
+    for model in ["f", "g", "h"] {
+        for cmd in ["check", "run"] {
+            let o = run(args(cmd, &[format!("models.{model}.device=cuda")]));
+            let (_, stderr) = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{model} {cmd}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.contains(&format!("models.{model}.device"))
+                    && stderr.contains("`device` is `cuda:0` but this build has no CUDA"),
+                "{model} {cmd}: {stderr}"
+            );
+        }
+    }
+    assert!(!out.exists(), "a refused run writes nothing");
+    let auto: Vec<String> = ["f", "g", "h"]
+        .iter()
+        .map(|m| format!("models.{m}.device=auto"))
+        .collect();
+    let o = run(args("run", &auto));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    for m in ["f", "g", "h"] {
+        assert!(
+            stderr.contains(&format!("model={m} kind=")) && {
+                let line = stderr
+                    .lines()
+                    .find(|l| l.contains(&format!("model={m} ")))
+                    .unwrap();
+                line.contains("device=cpu setting=auto")
+            },
+            "{m}: {stderr}"
+        );
+    }
+}

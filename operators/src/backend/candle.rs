@@ -69,11 +69,14 @@ impl Kernels for CandleOps {
         let q = heads((q * scale)?)?;
         let k = heads(k.clone())?;
         let v = heads(v.clone())?;
-        let mut scores = q.matmul(&k.t()?)?;
+        // Half-precision scores are masked and normalised in f32, as autocast does (the
+        // padding bias does not fit f16).
+        let dt = q.dtype();
+        let mut scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
         if let Some(bias) = bias {
-            scores = scores.broadcast_add(&bias.to_dtype(scores.dtype())?)?;
+            scores = scores.broadcast_add(bias)?;
         }
-        let probs = self.softmax_last_dim(&scores, train)?;
+        let probs = self.softmax_last_dim(&scores, train)?.to_dtype(dt)?;
         Ok(probs
             .matmul(&v)?
             .transpose(1, 2)?

@@ -25,4 +25,7 @@ pub trait Encoder: Send + Sync {
     /// Identity of weights + settings as 16 hex digits: equal fingerprints ⇒ equal
     /// vectors. Persisted cache keys use it.
     fn fingerprint(&self) -> &str;
+
+    /// Where the model computes (its vectors are returned on the host all the same).
+    fn device(&self) -> &candle_core::Device;
 }

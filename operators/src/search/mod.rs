@@ -18,6 +18,8 @@
 //!   small buffer, never a sort of the whole row. Rows are scanned in parallel on scoped
 //!   threads (the matmul itself is parallelised by gemm).
 //! * Memory is bounded by one score block, `b × chunk` f32, whatever `N`.
+//! * On a GPU the block stays on the device: only per-group maxima and the groups that can
+//!   hold a winner are copied to the host (`grouped.rs`, exact, ties included).
 //!
 //! # Order and ties
 //!
@@ -28,6 +30,7 @@
 //! scores differing in the last bit with another `chunk` or batch size; near-ties may then
 //! swap. Integer-valued data (exact in any order) has no such effect.
 
+mod grouped;
 mod sampler;
 mod select;
 #[cfg(test)]
@@ -72,6 +75,19 @@ pub fn top_k(
     exclude: &[Vec<u32>],
     chunk: usize,
 ) -> Result<Vec<Vec<(u32, f32)>>> {
+    top_k_as(queries, cache, k, exclude, chunk, !cache.device().is_cpu())
+}
+
+/// [`top_k`], with the score blocks read through group maxima ([`grouped`]) or in place
+/// on the host. The tests run the device path on the CPU through this.
+fn top_k_as(
+    queries: &Tensor,
+    cache: &Tensor,
+    k: usize,
+    exclude: &[Vec<u32>],
+    chunk: usize,
+    by_groups: bool,
+) -> Result<Vec<Vec<(u32, f32)>>> {
     let (b, n) = check_inputs(queries, cache, exclude, chunk)?;
     let k = k.min(n);
     if k == 0 || b == 0 {
@@ -92,16 +108,16 @@ pub fn top_k(
         } else {
             scores.to_dtype(DType::F32)?
         };
-        let scores = match scores.device() {
-            d if d.is_cpu() => scores,
-            _ => scores.to_device(&crate::device::cpu())?,
-        };
         let base = start as u32;
-        let scanned = with_cpu_f32(&scores, |flat| scan_rows(&mut selectors, flat, rows, base));
-        if scanned.is_none() {
-            // Not reachable for a fresh matmul output, but stay correct if candle changes.
-            let flat = scores.flatten_all()?.to_vec1::<f32>()?;
-            scan_rows(&mut selectors, &flat, rows, base);
+        if by_groups {
+            grouped::scan_block(&mut selectors, &scores, k, exclude, base)?;
+        } else {
+            let scanned = with_cpu_f32(&scores, |flat| scan_rows(&mut selectors, flat, rows, base));
+            if scanned.is_none() {
+                // Not reachable for a fresh matmul output, but stay correct if candle changes.
+                let flat = scores.flatten_all()?.to_vec1::<f32>()?;
+                scan_rows(&mut selectors, &flat, rows, base);
+            }
         }
         start += rows;
     }

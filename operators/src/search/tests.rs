@@ -101,6 +101,63 @@ fn top_k_matches_brute_force_on_integer_data() {
     }
 }
 
+/// The device path (group maxima, then the winning groups) run on the CPU: the same
+/// results as brute force, ties, exclusions and NaN rows included.
+#[test]
+fn the_grouped_device_path_matches_brute_force() {
+    let mut rng = SplitMix64::new(12);
+    let cases = [
+        (3, 1, 4, 2, 1, 1),
+        (5, 37, 8, 2, 8, 5),
+        (4, 300, 3, 1, 30, 128),
+        (6, 1037, 8, 2, 10, 64),
+        (6, 1037, 8, 2, 200, 1000),
+        (6, 5000, 3, 1, 50, DEFAULT_CHUNK),
+        (40, 3001, 8, 2, 10, 999),
+        (40, 3001, 3, 1, 1, 2048),
+    ];
+    for (b, n, d, range, k, chunk) in cases {
+        let q = int_data(&mut rng, b, d, range);
+        let mut c = int_data(&mut rng, n, d, range);
+        let nan_row = n / 2;
+        c[nan_row * d..(nan_row + 1) * d].fill(f32::NAN);
+        let exclude = random_exclude(&mut rng, b, n);
+        let (qt, ct) = (tensor(&q, b, d), tensor(&c, n, d));
+        let got = top_k_as(&qt, &ct, k, &exclude, chunk, true).unwrap();
+        let mut with_nan_excluded = exclude.clone();
+        with_nan_excluded
+            .iter_mut()
+            .for_each(|e| e.push(nan_row as u32));
+        let mut clean = c.clone();
+        clean[nan_row * d..(nan_row + 1) * d].fill(0.0);
+        let want = brute(&q, &clean, d, k, &with_nan_excluded);
+        assert_eq!(got, want, "b {b} n {n} d {d} k {k} chunk {chunk}");
+        assert_eq!(got, top_k(&qt, &ct, k, &exclude, chunk).unwrap());
+    }
+    // Float data puts each winner in a group of its own: every chosen group counts.
+    let (b, n, d) = (16, 20_000, 16);
+    let q: Vec<f32> = (0..b * d).map(|_| rng.normal()).collect();
+    let c: Vec<f32> = (0..n * d).map(|_| rng.normal()).collect();
+    let exclude = random_exclude(&mut rng, b, n);
+    let (qt, ct) = (tensor(&q, b, d), tensor(&c, n, d));
+    for (k, chunk) in [(20, 4096), (3, 20_000), (64, 8192)] {
+        let got = top_k_as(&qt, &ct, k, &exclude, chunk, true).unwrap();
+        assert_eq!(got, top_k(&qt, &ct, k, &exclude, chunk).unwrap(), "k {k}");
+    }
+    // Excluded indices at the top of their groups: each takes one more group.
+    let mut scores = vec![0.0f32; 4 * 64];
+    for (g, (top, second)) in [(100.0, 50.0), (99.0, 60.0), (98.0, 1.0), (97.0, 1.0)]
+        .into_iter()
+        .enumerate()
+    {
+        scores[g * 64] = top;
+        scores[g * 64 + 1] = second;
+    }
+    let one = tensor(&[1.0, 0.0], 1, 2);
+    let got = top_k_as(&one, &scored_cache(&scores), 2, &[vec![0, 64]], 256, true).unwrap();
+    assert_eq!(got, [vec![(128, 98.0), (192, 97.0)]]);
+}
+
 #[test]
 fn top_k_float_data_agrees_with_f64_reference() {
     let (b, n, d, k) = (8, 5000, 32, 20);

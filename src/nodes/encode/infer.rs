@@ -42,6 +42,10 @@ impl Encoder for Shared {
     fn fingerprint(&self) -> &str {
         self.0.fingerprint()
     }
+
+    fn device(&self) -> &candle_core::Device {
+        self.0.device()
+    }
 }
 
 /// The rows of `batch` with their embedded text (its `fields` joined by a space, empty

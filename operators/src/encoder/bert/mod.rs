@@ -35,8 +35,9 @@ pub use tokenize::plan_batches;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
+use crate::device::Precision;
 use crate::hashing::Hasher64;
 use crate::ranges::at_least;
 use crate::{Encoder, Result};
@@ -73,6 +74,9 @@ pub struct BertOptions {
     pub freeze_embeddings: bool,
     /// When training: keep the lowest this many transformer layers fixed.
     pub freeze_layers: usize,
+    /// Compute precision: `f32`, or `bf16` / `f16` mixed precision (f32 master weights
+    /// and optimiser state; see [`Precision`]).
+    pub dtype: Precision,
 }
 
 impl Default for BertOptions {
@@ -86,6 +90,7 @@ impl Default for BertOptions {
             max_batch: 256,
             freeze_embeddings: false,
             freeze_layers: 0,
+            dtype: Precision::F32,
         }
     }
 }
@@ -198,8 +203,9 @@ impl BertEncoder {
                 })
             }
         };
-        let train_net = BertNet::new(&folder.bert, true, &lookup(false))?;
-        let infer_net = BertNet::new(&folder.bert, false, &lookup(true))?;
+        let dtype = options.dtype.dtype();
+        let train_net = BertNet::new(&folder.bert, true, dtype, &lookup(false))?;
+        let infer_net = BertNet::new(&folder.bert, false, dtype, &lookup(true))?;
         let mut enc = Self {
             pooling: options.pooling.unwrap_or(folder.pooling),
             normalize: options.normalize.unwrap_or(folder.normalize),
@@ -269,7 +275,8 @@ impl BertEncoder {
         for batch in &batches {
             let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
             let tb = tokenize::pad_batch(&rows, self.tokenizer.pad_id(), &self.device)?;
-            let tokens = net.forward(&tb)?;
+            // Token vectors in the compute type; pooled and normalised in f32.
+            let tokens = net.forward(&tb)?.to_dtype(DType::F32)?;
             let mut v = model::pool(&tokens, &tb.mask, self.pooling)?;
             if self.normalize {
                 v = model::l2_normalize(&v)?;
@@ -298,6 +305,10 @@ impl BertEncoder {
         h.update_u64(self.normalize as u64);
         h.update_u64(self.tokenizer.max_length() as u64);
         h.update_framed(self.options.prefix.as_bytes());
+        // f32 adds nothing, so stores written before the setting existed stay valid.
+        if self.options.dtype.is_half() {
+            h.update_framed(self.options.dtype.to_string().as_bytes());
+        }
         let tok = std::fs::read(self.folder.dir.join("tokenizer.json")).unwrap_or_default();
         h.update_framed(&tok);
         for p in &self.params {
@@ -329,6 +340,10 @@ impl BertEncoder {
 impl Encoder for BertEncoder {
     fn dim(&self) -> usize {
         self.folder.bert.hidden_size
+    }
+
+    fn device(&self) -> &Device {
+        BertEncoder::device(self)
     }
 
     /// Inference forward (records nothing), returned on the CPU.

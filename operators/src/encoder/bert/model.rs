@@ -11,7 +11,7 @@
 //! Weight names are Hugging Face's (`embeddings.word_embeddings.weight`,
 //! `encoder.layer.3.attention.self.query.weight`, ...), so files load and save unchanged.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::config::{BertConfig, Pooling};
 use crate::backend::{self, AttentionShape, Kernels};
@@ -75,9 +75,13 @@ struct Linear {
 }
 
 impl Linear {
-    /// `x (rows, in) · Wᵀ + b`; gemm reads the transposed weight through its strides.
+    /// `x (rows, in) · Wᵀ + b` in `x`'s dtype; gemm reads the transposed weight through
+    /// its strides. The f32 weights are cast for a half-precision `x` (a no-op for f32),
+    /// so gradients reach the f32 master weights through the cast.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        let dt = x.dtype();
+        Ok(x.matmul(&self.weight.to_dtype(dt)?.t()?)?
+            .broadcast_add(&self.bias.to_dtype(dt)?)?)
     }
 }
 
@@ -110,6 +114,8 @@ pub struct BertNet {
     layers: Vec<Layer>,
     /// Whether forwards must be differentiable (chooses the kernels' training paths).
     train: bool,
+    /// The compute type (the weights stay as they are; see [`crate::device::Precision`]).
+    dtype: DType,
     /// The device's kernels, chosen from where the weights live.
     kernels: &'static dyn Kernels,
 }
@@ -130,6 +136,7 @@ impl BertNet {
     pub fn new(
         cfg: &BertConfig,
         train: bool,
+        dtype: DType,
         get: &dyn Fn(&str) -> Result<Tensor>,
     ) -> Result<Self> {
         let eps = cfg.layer_norm_eps;
@@ -161,7 +168,7 @@ impl BertNet {
             });
         }
         let word = get("embeddings.word_embeddings.weight")?;
-        let kernels = backend::for_device(word.device(), word.dtype());
+        let kernels = backend::for_device(word.device(), dtype);
         Ok(Self {
             cfg: cfg.clone(),
             word,
@@ -170,13 +177,14 @@ impl BertNet {
             emb_norm: norm("embeddings.LayerNorm")?,
             layers,
             train,
+            dtype,
             kernels,
         })
     }
 
     fn norm(&self, x: &Tensor, n: &Norm) -> Result<Tensor> {
-        self.kernels
-            .layer_norm(x, &n.weight, &n.bias, n.eps, self.train)
+        let (w, b) = (n.weight.to_dtype(self.dtype)?, n.bias.to_dtype(self.dtype)?);
+        self.kernels.layer_norm(x, &w, &b, n.eps, self.train)
     }
 
     /// Token vectors `(b, t, hidden)` of one padded batch.
@@ -192,7 +200,8 @@ impl BertNet {
             .reshape((b, t, h))?
             .broadcast_add(&positions)?
             .broadcast_add(&segment)?
-            .reshape((b * t, h))?;
+            .reshape((b * t, h))?
+            .to_dtype(self.dtype)?;
         let mut x = self.norm(&x, &self.emb_norm)?;
         let bias = self.kernels.attention_bias(&batch.mask)?;
         let shape = AttentionShape {

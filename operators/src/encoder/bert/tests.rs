@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor, Var};
 
 use super::model::expected_shapes;
 use super::{BertEncoder, BertOptions, Pooling};
+use crate::device::Precision;
 use crate::random::SplitMix64;
 use crate::train::{AdamW, AdamWConfig, Grad, Trainable, TrainableEncoder};
 use crate::Encoder;
@@ -213,6 +214,48 @@ fn every_trainable_weight_gets_a_gradient() {
         };
         let size: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
         assert!(size > 0.0 && size.is_finite(), "{name}: gradient {size}");
+    }
+}
+
+/// bf16 and f16 compute on the CPU (candle's ops; the fused kernels are f32): vectors
+/// close to f32's, returned as f32, another fingerprint, and f32 gradients for every
+/// f32 master weight.
+#[test]
+fn mixed_precision_stays_close_and_trains_the_f32_master_weights() {
+    let (tmp, enc) = tiny("m", BertOptions::default());
+    let want = rows(&enc.encode(TEXTS).unwrap());
+    for dtype in [Precision::Bf16, Precision::F16] {
+        let half = BertEncoder::load(
+            tmp.path().join("m").as_path(),
+            BertOptions {
+                dtype,
+                ..BertOptions::default()
+            },
+        )
+        .unwrap();
+        assert_ne!(half.fingerprint(), enc.fingerprint(), "{dtype}");
+        let got = half.encode(TEXTS).unwrap();
+        assert_eq!(got.dtype(), DType::F32);
+        for (a, b) in rows(&got).iter().zip(&want) {
+            let cos = a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+                / (a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|y| y * y).sum::<f32>())
+                    .sqrt();
+            assert!(cos > 0.99, "{dtype}: cosine {cos}");
+        }
+        let rec = half.forward_train(TEXTS).unwrap();
+        let grads = half.backward(&rec, &random_like(&rec.output, 5)).unwrap();
+        for (name, var) in half.params() {
+            assert_eq!(var.dtype(), DType::F32, "{name} master weight");
+            let Some(Grad::Dense(g)) = grads.get(&name) else {
+                panic!("{dtype}: {name} got no gradient");
+            };
+            assert_eq!(g.dtype(), DType::F32, "{name}");
+            let size: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(
+                size > 0.0 && size.is_finite(),
+                "{dtype}: {name}: gradient {size}"
+            );
+        }
     }
 }
 

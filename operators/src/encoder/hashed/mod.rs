@@ -237,6 +237,10 @@ impl Encoder for HashedEncoder {
         self.cfg.dim
     }
 
+    fn device(&self) -> &Device {
+        HashedEncoder::device(self)
+    }
+
     /// Chunks of [`ENCODE_CHUNK`] texts, spread over the CPU cores; bit-identical to
     /// [`HashedEncoder::forward`].
     fn encode(&self, texts: &[&str]) -> Result<Tensor> {

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Every measurement of BENCHMARKS.md's GPU section, in one go, writing its tables to $OUT:
+#   1. correctness on the device: the parity fixture (f32, bf16) against sentence-transformers
+#      and the CPU; one training step's loss against the CPU's; weights without a gradient;
+#      the same step twice (determinism)
+#   2. speed against the peers on the same device, side by side: MiniLM encoding (batch 32
+#      and 256, f32 and bf16, glosses and ~200-token passages) against sentence-transformers;
+#      one training step (32 × 8 and 128 × 8) against PyTorch; exact top-10 of 1,024 queries
+#      over 1,000,000 × 384 against torch.topk of a matmul
+#   3. the claim at GPU speed: the MiniLM arms (benches/arms.sh) on $DATA
+# The GPU machine is lent now and then for minutes, so this must work the first time: it
+# is tested here with `DEVICE=cpu SMALL=1 benches/gpu.sh` (the same steps at toy sizes).
+#
+#   scripts/build-cuda.sh && benches/gpu-pack.sh     # here: the binary and a model that travel
+#   benches/gpu.sh                                   # there (DEVICE=cuda BIN=dist/freshen-cuda)
+#
+# Settings (environment): DEVICE (cuda), BIN, MODEL (models/all-MiniLM-L6-v2, or the packed
+# fp16 folder dist/minilm-f16 when present), OUT (out/gpu), PYTHON (python3 there, with
+# torch and sentence-transformers), DATA (data/wordnet-sample), CLAIM (1: run the arms),
+# SMALL (1: toy sizes, for testing the script). On the CPU, PyTorch's bf16 autocast fails
+# in layer_norm (torch 2.15), so that peer's cell stays empty there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=${DEVICE:-cuda}
+SMALL=${SMALL:-0}
+OUT=${OUT:-out/gpu}
+P=${PYTHON:-python3}
+DATA=${DATA:-data/wordnet-sample}
+CLAIM=${CLAIM:-1}
+if [ -z "${MODEL:-}" ]; then
+  MODEL=models/all-MiniLM-L6-v2
+  [ -f dist/minilm-f16/model.safetensors ] && MODEL=dist/minilm-f16
+fi
+if [ -z "${BIN:-}" ]; then
+  BIN=dist/freshen-cuda
+  [ -x "$BIN" ] || { [ -f "$BIN.xz" ] && xz -dkf "$BIN.xz" && chmod +x "$BIN"; }
+fi
+[ -x "$BIN" ] || { echo "gpu: no binary at $BIN (scripts/build-cuda.sh)" >&2; exit 1; }
+if [ "$DEVICE" != cpu ]; then
+  # The CUDA libraries of the pip packages (nvidia is a namespace package).
+  NV=$($P -c 'import nvidia; print(list(nvidia.__path__)[0])')
+  LIBS=$(find "$NV" -maxdepth 3 -type d -name lib | tr '\n' ':')
+  export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:-}"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || true
+fi
+mkdir -p "$OUT"
+exec 2> >(tee -a "$OUT/gpu.log" >&2)
+echo "gpu: device $DEVICE, binary $BIN, model $MODEL, out $OUT, small $SMALL" >&2
+start=$SECONDS
+
+if [ "$SMALL" = 1 ]; then
+  TEXTS=200; PASSAGES=40; BATCHES="8 32"; STEP_SHAPES="4x4"; TOPK_N=20000; TOPK_Q=64; REPEATS=1
+else
+  TEXTS=4000; PASSAGES=1000; BATCHES="32 256"; STEP_SHAPES="32x8 128x8"; TOPK_N=1000000; TOPK_Q=1024; REPEATS=3
+fi
+
+run() { # name command...: saves $OUT/name.json and $OUT/name.log
+  local name=$1; shift
+  echo "gpu: $name ($((SECONDS - start)) s)" >&2
+  "$@" 2>"$OUT/$name.log" >"$OUT/$name.json" || { tail -5 "$OUT/$name.log" >&2; echo '{}' >"$OUT/$name.json"; return 0; }
+}
+
+# Inputs: glosses, ~200-token passages (consecutive glosses joined until 198 word pieces),
+# the corpus's texts (the training step's targets), vectors.
+[ -f "$OUT/glosses.txt" ] || $P benches/peers/texts.py --source queries --n "$TEXTS" --out "$OUT/glosses.txt" >&2
+[ -f "$OUT/targets.txt" ] || $P benches/peers/texts.py --source corpus --n "$TEXTS" --out "$OUT/targets.txt" >&2
+[ -f "$OUT/passages.txt" ] || $P - "$OUT/glosses.txt" "$OUT/passages.txt" "$MODEL" "$PASSAGES" <<'PY'
+import sys
+from tokenizers import Tokenizer
+src, dst, model, want = sys.argv[1:5]
+tok = Tokenizer.from_file(f"{model}/tokenizer.json")
+tok.no_truncation(); tok.no_padding()
+lines = [l.strip() for l in open(src, encoding="utf-8") if l.strip()]
+out, cur, n = [], [], 0
+for l in lines * 12:
+    cur.append(l); n += len(tok.encode(l, add_special_tokens=False).ids)
+    if n >= 198:
+        out.append(" ".join(cur)); cur, n = [], 0
+    if len(out) >= int(want):
+        break
+open(dst, "w", encoding="utf-8").write("\n".join(out) + "\n")
+print(f"passages: {len(out)} of about 200 word pieces", file=sys.stderr)
+PY
+[ -f "$OUT/vec/vectors.f32" ] || $P benches/peers/make_vectors.py --n "$TOPK_N" --dim 384 --queries "$TOPK_Q" --seed 0 --out "$OUT/vec" >&2
+
+# 1. Correctness.
+for dt in f32 bf16; do
+  run "parity-$dt" "$BIN" bench parity --model "$MODEL" --device "$DEVICE" --dtype "$dt"
+done
+for dev in cpu "$DEVICE"; do
+  run "step-loss-$dev" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries 8 --targets-per-query 4 --steps 2 --device "$dev"
+done
+run "step-loss-again" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries 8 --targets-per-query 4 --steps 2 --device "$DEVICE"
+
+# 2. Speed, each pair back to back.
+for texts in glosses passages; do
+  for dt in f32 bf16; do
+    for b in $BATCHES; do
+      run "st-$texts-$dt-$b" $P benches/peers/encode.py --model "$MODEL" --texts "$OUT/$texts.txt" --batch "$b" --device "$DEVICE" --dtype "$dt" --repeats "$REPEATS"
+      run "freshen-$texts-$dt-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/$texts.txt" --batch "$b" --device "$DEVICE" --dtype "$dt" --repeats "$REPEATS"
+    done
+  done
+done
+for shape in $STEP_SHAPES; do
+  q=${shape%x*}; t=${shape#*x}
+  for dt in f32 bf16; do
+    run "torch-step-$shape-$dt" $P benches/peers/train_step.py --model "$MODEL" --texts "$OUT/targets.txt" --queries "$q" --targets-per-query "$t" --steps 4 --device "$DEVICE" --dtype "$dt"
+    run "freshen-step-$shape-$dt" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries "$q" --targets-per-query "$t" --steps 4 --device "$DEVICE" --dtype "$dt"
+  done
+done
+run "torch-topk" $P benches/peers/torch_topk.py --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --device "$DEVICE" --repeats "$REPEATS"
+run "freshen-topk" "$BIN" bench topk --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --chunk 65536 --device "$DEVICE" --repeats "$REPEATS"
+
+# The tables (also written to $OUT/tables.md).
+$P - "$OUT" "$DEVICE" "$BATCHES" "$STEP_SHAPES" <<'PY' | tee "$OUT/tables.md"
+import json, os, sys
+out, device, batches, shapes = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+def j(name):
+    try:
+        return json.load(open(os.path.join(out, name + ".json")))
+    except (OSError, ValueError):
+        return {}
+def f(x, d=4):
+    return "—" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "—"
+print(f"### Correctness on `{device}`\n")
+print("| check | figure |\n|---|---|")
+for dt in ("f32", "bf16"):
+    p = j(f"parity-{dt}")
+    print(f"| parity fixture, {dt}: lowest cosine vs sentence-transformers | {f(p.get('lowest_cosine_vs_st'), 7)} |")
+    print(f"| parity fixture, {dt}: lowest cosine vs this binary on the CPU (f32) | {f(p.get('lowest_cosine_vs_cpu_f32'), 7)} |")
+cpu, dev, again = j("step-loss-cpu"), j(f"step-loss-{device}"), j("step-loss-again")
+lc, ld = (cpu.get("losses") or [None])[0], (dev.get("losses") or [None])[0]
+print(f"| first training step's loss: CPU / {device} | {f(lc, 6)} / {f(ld, 6)} |")
+missing = dev.get("params_without_gradient")
+print(f"| trainable weight tensors without a gradient on {device} | {'—' if missing is None else (len(missing) or 'none')} {' '.join(missing or [])} |")
+print(f"| the same two steps twice on {device}: losses equal | {dev.get('losses') == again.get('losses') and bool(dev)} |")
+print(f"\n### Speed on `{device}` (freshen / peer; > 1 means freshen is faster)\n")
+print("| work | peer | freshen | ratio |\n|---|---|---|---|")
+for texts in ("glosses", "passages"):
+    for dt in ("f32", "bf16"):
+        for b in batches:
+            s, r = j(f"st-{texts}-{dt}-{b}"), j(f"freshen-{texts}-{dt}-{b}")
+            print(f"| encode {texts}, {dt}, batch {b} (sent/s) | {f(s.get('sent_per_s'), 1)} | {f(r.get('sent_per_s'), 1)} | {ratio(r.get('sent_per_s'), s.get('sent_per_s'))} |")
+for shape in shapes:
+    for dt in ("f32", "bf16"):
+        t, r = j(f"torch-step-{shape}-{dt}"), j(f"freshen-step-{shape}-{dt}")
+        print(f"| training step {shape}, {dt} (s) | {f(t.get('step_s'))} | {f(r.get('step_s'))} | {ratio(t.get('step_s'), r.get('step_s'))} |")
+t, r = j("torch-topk"), j("freshen-topk")
+print(f"| top-10, {t.get('n_queries', '?')} queries × {t.get('n', '?')} rows (s) | {f(t.get('seconds'))} | {f(r.get('seconds'))} | {ratio(t.get('seconds'), r.get('seconds'))} |")
+same = bool(t) and bool(r) and t.get("ids_first") == r.get("ids_first")
+print(f"\nTop-k ids of the first two queries equal to torch's: {same}.")
+PY
+echo "gpu: measurements done in $((SECONDS - start)) s" >&2
+
+# 3. The claim at GPU speed: the MiniLM arms, sharing one store.
+if [ "$CLAIM" = 1 ]; then
+  if [ "$SMALL" = 1 ]; then
+    STEPS=${STEPS:-4}; EVERY=${EVERY:-2}; ARMS=${ARMS:-"stale corrector refresh-2"}; SEEDS=${SEEDS:-1}
+  else
+    STEPS=${STEPS:-1000}; EVERY=${EVERY:-100}; ARMS=${ARMS:-"inbatch stale corrector refresh-100 refresh-500"}; SEEDS=${SEEDS:-"1 2"}
+  fi
+  # Every layer trains at GPU speed (the CPU benchmark froze half), so the cache drifts.
+  sets="--set vars.model=$MODEL"
+  for m in f g; do
+    sets="$sets --set models.$m.device=$DEVICE --set models.$m.freeze_layers=0 --set models.$m.freeze_embeddings=false"
+  done
+  sets="$sets --set models.h.device=$DEVICE"
+  PIPELINE=pipelines/wordnet-minilm.yaml DATA="$DATA" OUT="$OUT/arms" STEPS="$STEPS" EVERY="$EVERY" \
+    ARMS="$ARMS" SEEDS="$SEEDS" SHARED_STORE=1 BIN="$BIN" EXTRA="$sets" benches/arms.sh | tee "$OUT/arms.md"
+fi
+echo "gpu: all done in $((SECONDS - start)) s" >&2
