@@ -4,6 +4,9 @@
 #   2. one training step (32 queries × 8 targets, forward + backward + AdamW): freshen vs PyTorch
 #   3. exact top-10 of 64 queries over 200,000 × 384 vectors: freshen's `sample` kernel vs
 #      numpy and FAISS IndexFlatIP
+#   4. passages of 64, 128 and 256 word pieces (LENGTHS): encoding at batch 32 and 128 and
+#      with freshen's batching, and a training step (32 × 8) at 128 and 256 (STEP_LENGTHS)
+#      against PyTorch; BEFORE=<binary> adds an older build's encoding beside this one
 # Prints one Markdown table of ratios (freshen / peer; > 1 means freshen is faster) and
 # keeps every raw JSON in $OUT.
 #
@@ -23,6 +26,12 @@ BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
 [ -x "$P" ] || { echo "speed: $P missing: run benches/peers/setup.sh" >&2; exit 1; }
 [ -f "$MODEL/model.safetensors" ] || { echo "speed: $MODEL missing: run scripts/fetch-model.sh all-MiniLM-L6-v2" >&2; exit 1; }
 export RAYON_NUM_THREADS=$THREADS
+LENGTHS=${LENGTHS:-"64 128 256"}
+STEP_LENGTHS=${STEP_LENGTHS:-"128 256"}
+PASSAGE_LIMIT=${PASSAGE_LIMIT:-500}
+PASSAGE_REPEATS=${PASSAGE_REPEATS:-2}
+# BEFORE: another freshen binary (an older build) measured beside this one on the passages.
+BEFORE=${BEFORE:-}
 
 mkdir -p "$OUT"
 [ -f "$OUT/glosses.txt" ] || $P benches/peers/texts.py --source queries --n 2000 --out "$OUT/glosses.txt"
@@ -38,6 +47,7 @@ run() { # name command...: runs, saves $OUT/name.json, echoes progress
 for b in 32 128; do
   run "st-encode-$b" $P benches/peers/encode.py --model "$MODEL" --texts "$OUT/glosses.txt" --batch $b --threads "$THREADS" --repeats 3
   run "freshen-encode-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch $b --repeats 3
+  [ -z "$BEFORE" ] || run "before-encode-$b" "$BEFORE" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch $b --repeats 3
 done
 # freshen's own batching (a token budget of 1,024, at most 256 texts), for reference.
 run "freshen-encode-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch 256 --batch-tokens 1024 --repeats 3
@@ -45,6 +55,58 @@ run "torch-train-step" $P benches/peers/train_step.py --model "$MODEL" --texts "
 run "freshen-train-step" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries 32 --targets-per-query 8 --steps 4
 run "peers-topk" $P benches/peers/topk.py --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --threads "$THREADS" --repeats 5
 run "freshen-topk" "$BIN" bench topk --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --repeats 5
+
+# Passages of 64, 128 and 256 word pieces (benches/peers/passages.py, from CPython's
+# docstrings): encoding at batch 32 and 128 and with freshen's own batching, and one
+# training step of 32 queries × 8 passages at 128 and 256 pieces.
+for L in $LENGTHS; do
+  [ -f "$OUT/passages-$L.txt" ] || $P benches/peers/passages.py --tokens "$L" --n "$PASSAGE_LIMIT" --out "$OUT/passages-$L.txt" >&2
+  for b in 32 128; do
+    run "st-passages-$L-$b" $P benches/peers/encode.py --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --threads "$THREADS" --repeats "$PASSAGE_REPEATS"
+    run "freshen-passages-$L-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
+    [ -z "$BEFORE" ] || run "before-passages-$L-$b" "$BEFORE" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
+  done
+  run "freshen-passages-$L-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch 256 --batch-tokens 1024 --repeats "$PASSAGE_REPEATS"
+done
+for L in $STEP_LENGTHS; do
+  run "torch-step-$L" $P benches/peers/train_step.py --model "$MODEL" --texts "$OUT/passages-$L.txt" --queries 32 --targets-per-query 8 --steps 3 --threads "$THREADS"
+  run "freshen-step-$L" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/passages-$L.txt" --queries 32 --targets-per-query 8 --steps 3
+done
+
+python3 - "$OUT" "$LENGTHS" "$STEP_LENGTHS" "$BEFORE" <<'PY'
+import json, os, sys
+out, lengths, step_lengths, before = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
+def j(n):
+    try:
+        return json.load(open(f"{out}/{n}.json"))
+    except (OSError, ValueError):
+        return {}
+print(f"\nPassages ({', '.join(lengths)} word pieces); freshen / sentence-transformers (> 1: freshen faster)"
+      + (f"; 'before' is {before}" if before else ""))
+print("| passages | batch | sentence-transformers (sent/s) | freshen (sent/s) | freshen tokens/s | freshen / ST |" + (" before (sent/s) | after / before |" if before else ""))
+print("|---|---|---:|---:|---:|---:|" + ("---:|---:|" if before else ""))
+if before:
+    for b in ("32", "128"):
+        f, s, bf = j(f"freshen-encode-{b}"), j(f"st-encode-{b}"), j(f"before-encode-{b}")
+        if f and s and bf:
+            print(f"| glosses | {b} | {s['sent_per_s']:.1f} | {f['sent_per_s']:.1f} | — | **{f['sent_per_s'] / s['sent_per_s']:.2f}x** | {bf['sent_per_s']:.1f} | {f['sent_per_s'] / bf['sent_per_s']:.2f}x |")
+for L in lengths:
+    for b in ("32", "128", "default"):
+        f, s = j(f"freshen-passages-{L}-{b}"), j(f"st-passages-{L}-{'32' if b == 'default' else b}")
+        if not f or not s:
+            continue
+        label = "freshen's budget (vs ST b32)" if b == "default" else b
+        row = f"| {L} | {label} | {s['sent_per_s']:.1f} | {f['sent_per_s']:.1f} | {f['sent_per_s'] * int(L):,.0f} | **{f['sent_per_s'] / s['sent_per_s']:.2f}x** |"
+        bf = j(f"before-passages-{L}-{b}")
+        if before:
+            row += f" {bf['sent_per_s']:.1f} | {f['sent_per_s'] / bf['sent_per_s']:.2f}x |" if bf else " — | — |"
+        print(row)
+print("\n| training step, 32 q × 8 passages | PyTorch (s) | freshen (s) | PyTorch / freshen | peak MB PyTorch / freshen |\n|---|---:|---:|---:|---|")
+for L in step_lengths:
+    f, t = j(f"freshen-step-{L}"), j(f"torch-step-{L}")
+    if f and t:
+        print(f"| {L} pieces | {t['step_s']:.2f} | {f['step_s']:.2f} | **{t['step_s'] / f['step_s']:.2f}x** | {t['peak_rss_mb']:.0f} / {f['peak_rss_mb']:.0f} |")
+PY
 
 python3 - "$OUT" "$THREADS" <<'PY'
 import json, sys

@@ -29,19 +29,16 @@ impl AttentionShape {
     fn weights(&self, q: &[f32], k: &[f32], i: usize, h: usize, len: usize, out: &mut [f32]) {
         let d = self.head_dim;
         let qi = &q[self.at(i, h)..self.at(i, h) + d];
-        let mut max = f32::NEG_INFINITY;
-        for (j, s) in out[..len].iter_mut().enumerate() {
+        let mut scores = [0f32; 512];
+        let scores = match len <= scores.len() {
+            true => &mut scores[..len],
+            false => &mut vec![0f32; len][..],
+        };
+        for (j, s) in scores.iter_mut().enumerate() {
             let kj = &k[self.at(j, h)..self.at(j, h) + d];
             *s = dot(qi, kj) * self.scale();
-            max = max.max(*s);
         }
-        let mut sum = 0.0;
-        for s in &mut out[..len] {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        out[..len].iter_mut().for_each(|s| *s *= inv);
+        super::softmax_row(scores, &mut out[..len]);
     }
 
     /// Runs the fused kernel: `q`, `k`, `v` are `(batch·tokens, heads·head_dim)`.
@@ -50,8 +47,22 @@ impl AttentionShape {
     }
 }
 
+/// Inner product with eight partial sums (one running sum would not vectorise).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
 impl CustomOp3 for AttentionShape {
@@ -215,29 +226,43 @@ mod tests {
             Var::from_tensor(&rand(&[21, 8], 3)).unwrap(),
         );
         let probe = rand(&[21, 8], 4);
-        let fused = a.fused(&q, &k, &v).unwrap();
         let slow = reference(&a, &q, &k, &v);
-        assert!(max_diff(&fused, &slow) < 1e-5);
-        let gf = (fused * &probe)
+        // The fused kernel, then the batched-matmul path long batches take.
+        for long in [false, true] {
+            let fused = match long {
+                false => a.fused(&q, &k, &v).unwrap(),
+                true => {
+                    super::super::matmul_attention(&super::super::FusedCpu, &q, &k, &v, &a, true)
+                        .unwrap()
+                }
+            };
+            check_against(&fused, &slow, &probe, [&q, &k, &v], long);
+        }
+    }
+
+    fn check_against(fused: &Tensor, slow: &Tensor, probe: &Tensor, vars: [&Var; 3], long: bool) {
+        let [q, k, v] = vars;
+        assert!(max_diff(fused, slow) < 1e-5, "long {long}");
+        let gf = (fused * probe)
             .unwrap()
             .sum_all()
             .unwrap()
             .backward()
             .unwrap();
-        let gs = (slow * &probe)
+        let gs = (slow * probe)
             .unwrap()
             .sum_all()
             .unwrap()
             .backward()
             .unwrap();
-        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+        for (name, x) in [("q", q), ("k", k), ("v", v)] {
             let (a, b) = (
                 gf.get(x.as_tensor()).unwrap(),
                 gs.get(x.as_tensor()).unwrap(),
             );
             assert!(
                 max_diff(a, b) < 1e-4,
-                "d{name} differs by {}",
+                "long {long}: d{name} differs by {}",
                 max_diff(a, b)
             );
         }

@@ -46,10 +46,10 @@ impl Kernels for FusedCpu {
     }
 
     fn softmax_last_dim(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match train {
-            true => softmax_last_dim(x),
-            false => Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?),
-        }
+        // One kernel both ways (its vectorised exp beat candle-nn's libm calls); on
+        // detached inputs it records nothing.
+        let _ = train;
+        softmax_last_dim(x)
     }
 
     fn gelu(&self, x: &Tensor) -> Result<Tensor> {
@@ -61,6 +61,11 @@ impl Kernels for FusedCpu {
         Ok(None)
     }
 
+    /// The fused kernel for short batches and for training; batched matrix products
+    /// (gemm) for inference from [`matmul_attention_from`] tokens on, where the kernel's
+    /// per-row dot products cost more than the copies to and from the heads' layout. Not
+    /// when training: the backward would keep every `(b·heads, t, t)` score block (a
+    /// 256-token step of 256 passages grew past 24 GB), where the kernel recomputes them.
     fn attention(
         &self,
         q: &Tensor,
@@ -68,10 +73,69 @@ impl Kernels for FusedCpu {
         v: &Tensor,
         shape: &AttentionShape,
         _bias: Option<&Tensor>,
-        _train: bool,
+        train: bool,
     ) -> Result<Tensor> {
-        Ok(shape.fused(q, k, v)?)
+        match !train && shape.tokens >= matmul_attention_from() {
+            true => matmul_attention(self, q, k, v, shape, train),
+            false => Ok(shape.fused(q, k, v)?),
+        }
     }
+}
+
+/// Padded length from which attention runs as batched matrix products. Measured on
+/// MiniLM (BENCHMARKS.md, "What changed"); `FRESHEN_MATMUL_ATTENTION_FROM` overrides it for
+/// such measurements (0: always; a huge value: never).
+pub fn matmul_attention_from() -> usize {
+    static FROM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FROM.get_or_init(|| {
+        std::env::var("FRESHEN_MATMUL_ATTENTION_FROM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MATMUL_ATTENTION_FROM)
+    })
+}
+
+/// The default of [`matmul_attention_from`].
+pub const MATMUL_ATTENTION_FROM: usize = 64;
+
+/// Attention as `softmax(q kᵀ / √d + padding bias) v` over `(b·heads, t, d)` copies of
+/// the projections, with this backend's softmax (its own backward when training).
+fn matmul_attention(
+    kernels: &FusedCpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    shape: &AttentionShape,
+    train: bool,
+) -> Result<Tensor> {
+    let (b, t, nh, dh) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
+    let heads = |y: &Tensor| -> Result<Tensor> {
+        Ok(y.reshape((b, t, nh, dh))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * nh, t, dh))?)
+    };
+    let scale = 1.0 / (dh as f64).sqrt();
+    let (qh, kh, vh) = (heads(&(q * scale)?)?, heads(k)?, heads(v)?);
+    let mut scores = qh.matmul(&kh.transpose(1, 2)?)?;
+    if shape.lengths.iter().any(|&n| n < t) {
+        // Padded keys get -1e9: exactly zero weight after the softmax.
+        let mut bias = vec![0f32; b * t];
+        for (i, &n) in shape.lengths.iter().enumerate() {
+            bias[i * t + n.min(t)..(i + 1) * t].fill(-1e9);
+        }
+        let bias = Tensor::from_vec(bias, (b, 1, 1, t), q.device())?;
+        scores = scores
+            .reshape((b, nh, t, t))?
+            .broadcast_add(&bias)?
+            .reshape((b * nh, t, t))?;
+    }
+    let probs = kernels.softmax_last_dim(&scores, train)?;
+    Ok(probs
+        .matmul(&vh)?
+        .reshape((b, nh, t, dh))?
+        .transpose(1, 2)?
+        .reshape((b * t, nh * dh))?)
 }
 
 /// Rows per parallel task: small rows are not worth a task each.
@@ -96,6 +160,62 @@ pub(crate) fn gelu(x: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(Gelu)?)
 }
 
+/// e^x in a form the compiler vectorises (libm's `expf` is a call per element: a ninth of
+/// the encoder's time at 256 tokens, in the softmaxes and GELU): 2^(x·log2 e) split into
+/// an integer power n, put in the exponent bits, and e^f for f = x - n·ln 2 (|f| ≤ ½ ln 2)
+/// by its degree-6 Taylor polynomial. Relative error below 2.5e-7 (tested); exactly 0 below -87 (so padding
+/// biased by -1e9 gets no weight), and inputs above 88 give e^88.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
+                                     // ln 2 in two parts (Cody and Waite), so that x - n·ln 2 loses no bits.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(-87.0, 88.0);
+    let r = xc * std::f32::consts::LOG2_E + MAGIC;
+    let n = r - MAGIC;
+    let f = xc - n * LN2_HI - n * LN2_LO; // |f| ≤ ½ ln 2
+    let p = 1.0
+        + f * (1.0
+            + f * (0.5
+                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
+    let power = f32::from_bits(((r.to_bits() as i32 - MAGIC.to_bits() as i32 + 127) << 23) as u32);
+    match x < -87.0 {
+        true => 0.0,
+        false => p * power,
+    }
+}
+
+/// `out = softmax(x)` for one row, in passes the compiler vectorises: a float reduction
+/// written as one running sum or maximum stays scalar (its order is fixed), so these keep
+/// [`LANES`] partial ones.
+pub(crate) fn softmax_row(x: &[f32], out: &mut [f32]) {
+    let max = lanes(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = exp(x - max);
+    }
+    let inv = 1.0 / lanes(out, 0.0, |a, b| a + b);
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Partial reductions kept per lane.
+const LANES: usize = 16;
+
+/// `v` reduced by `f` from `init`, over [`LANES`] partial results then combined.
+#[inline(always)]
+fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    let acc = acc.into_iter().fold(init, &f);
+    rest.iter().fold(acc, |a, &b| f(a, b))
+}
+
 /// erf(x) by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7).
 #[inline]
 fn erf(x: f32) -> f32 {
@@ -104,7 +224,7 @@ fn erf(x: f32) -> f32 {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * (-a * a).exp();
+    let y = 1.0 - poly * exp(-a * a);
     y.copysign(x)
 }
 
@@ -141,7 +261,7 @@ impl CustomOp1 for Gelu {
             .for_each(|(o, (x, g))| {
                 for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
                     let cdf = 0.5 * (1.0 + erf(x * SQRT_HALF));
-                    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+                    let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
                     *o = g * (cdf + x * pdf);
                 }
             });
@@ -282,14 +402,7 @@ impl CustomOp1 for Softmax {
             .zip(x.par_chunks(n * ROWS_PER_TASK))
             .for_each(|(o, x)| {
                 for (o, x) in o.chunks_mut(n).zip(x.chunks(n)) {
-                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (o, x) in o.iter_mut().zip(x) {
-                        *o = (x - max).exp();
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|o| *o *= inv);
+                    softmax_row(x, o);
                 }
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -321,6 +434,20 @@ impl CustomOp1 for Softmax {
 pub(crate) mod tests {
     use super::*;
     use candle_core::{Var, D};
+
+    #[test]
+    fn the_vectorised_exp_is_within_2_5e_7_of_libm() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(exp(-1e9), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
 
     /// Seeded standard-normal values of `shape`.
     pub(crate) fn rand(shape: &[usize], seed: u64) -> Tensor {
