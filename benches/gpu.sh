@@ -4,7 +4,7 @@
 #      and the CPU; one training step's loss against the CPU's; weights without a gradient;
 #      the same step twice (determinism)
 #   2. speed against the peers on the same device, side by side: MiniLM encoding (batch 32
-#      and 256, f32 and bf16, glosses and ~200-token passages) against sentence-transformers;
+#      and 256, f32 and bf16, glosses and 200-piece passages) against sentence-transformers;
 #      one training step (32 × 8 and 128 × 8) against PyTorch; exact top-10 of 1,024 queries
 #      over 1,000,000 × 384 against torch.topk of a matmul
 #   3. the claim at GPU speed: the MiniLM arms (benches/arms.sh) on $DATA
@@ -61,27 +61,11 @@ run() { # name command...: saves $OUT/name.json and $OUT/name.log
   "$@" 2>"$OUT/$name.log" >"$OUT/$name.json" || { tail -5 "$OUT/$name.log" >&2; echo '{}' >"$OUT/$name.json"; return 0; }
 }
 
-# Inputs: glosses, ~200-token passages (consecutive glosses joined until 198 word pieces),
-# the corpus's texts (the training step's targets), vectors.
+# Inputs: glosses, passages of 200 word pieces (benches/peers/passages.py), the corpus's
+# texts (the training step's targets), vectors.
 [ -f "$OUT/glosses.txt" ] || $P benches/peers/texts.py --source queries --n "$TEXTS" --out "$OUT/glosses.txt" >&2
 [ -f "$OUT/targets.txt" ] || $P benches/peers/texts.py --source corpus --n "$TEXTS" --out "$OUT/targets.txt" >&2
-[ -f "$OUT/passages.txt" ] || $P - "$OUT/glosses.txt" "$OUT/passages.txt" "$MODEL" "$PASSAGES" <<'PY'
-import sys
-from tokenizers import Tokenizer
-src, dst, model, want = sys.argv[1:5]
-tok = Tokenizer.from_file(f"{model}/tokenizer.json")
-tok.no_truncation(); tok.no_padding()
-lines = [l.strip() for l in open(src, encoding="utf-8") if l.strip()]
-out, cur, n = [], [], 0
-for l in lines * 12:
-    cur.append(l); n += len(tok.encode(l, add_special_tokens=False).ids)
-    if n >= 198:
-        out.append(" ".join(cur)); cur, n = [], 0
-    if len(out) >= int(want):
-        break
-open(dst, "w", encoding="utf-8").write("\n".join(out) + "\n")
-print(f"passages: {len(out)} of about 200 word pieces", file=sys.stderr)
-PY
+[ -f "$OUT/passages.txt" ] || $P benches/peers/passages.py --tokens 200 --n "$PASSAGES" --model "$MODEL" --out "$OUT/passages.txt" >&2
 [ -f "$OUT/vec/vectors.f32" ] || $P benches/peers/make_vectors.py --n "$TOPK_N" --dim 384 --queries "$TOPK_Q" --seed 0 --out "$OUT/vec" >&2
 
 # 1. Correctness.

@@ -25,6 +25,17 @@ def peak_rss_mb() -> float:
     return round(peak / 1024, 1)
 
 
+def read_f32_matrix(path: str, dim: int):
+    """A raw little-endian float32 row-major file (make_vectors.py) as a contiguous
+    (rows, dim) numpy array; exits naming the file when its size is not whole rows."""
+    import numpy as np
+
+    a = np.fromfile(path, dtype="<f4")
+    if a.size % dim:
+        sys.exit(f"{path} holds {a.size} floats, not a multiple of --dim {dim}")
+    return np.ascontiguousarray(a.reshape(-1, dim), dtype=np.float32)
+
+
 def log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 

@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, log, peak_rss_mb, set_thread_env  # noqa: E402
+from _common import emit, log, peak_rss_mb, read_f32_matrix, set_thread_env  # noqa: E402
 
 
 def main():
@@ -45,14 +45,8 @@ def main():
     except ImportError:
         blas = []
 
-    def load(path):
-        a = np.fromfile(path, dtype="<f4")
-        if a.size % args.dim:
-            sys.exit(f"topk: {path} holds {a.size} floats, not a multiple of --dim {args.dim}")
-        return np.ascontiguousarray(a.reshape(-1, args.dim), dtype=np.float32)
-
-    C = load(args.vectors)
-    Q = load(args.queries)
+    C = read_f32_matrix(args.vectors, args.dim)
+    Q = read_f32_matrix(args.queries, args.dim)
     k = args.k
     log(f"topk: corpus {C.shape}, queries {Q.shape}, k={k}, threads={args.threads}, blas={blas}")
 

@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, log, set_thread_env  # noqa: E402
+from _common import emit, log, read_f32_matrix, set_thread_env  # noqa: E402
 
 
 def main():
@@ -35,17 +35,13 @@ def main():
     args = ap.parse_args()
     set_thread_env(args.threads)
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
 
     def load(path):
-        a = np.fromfile(path, dtype="<f4")
-        if a.size % args.dim:
-            sys.exit(f"torch_topk: {path} holds {a.size} floats, not a multiple of --dim {args.dim}")
-        return torch.from_numpy(a.reshape(-1, args.dim).copy()).to(dev)
+        return torch.from_numpy(read_f32_matrix(path, args.dim)).to(dev)
 
     C, Q, k = load(args.vectors), load(args.queries), args.k
     n = C.shape[0]

@@ -103,15 +103,6 @@ impl DeviceChoice {
             _ => Ok(()),
         }
     }
-
-    /// Whether the choice can only be the CPU in this build.
-    pub fn is_cpu_here(&self) -> bool {
-        match self {
-            DeviceChoice::Cpu => true,
-            DeviceChoice::Auto => !CUDA_BUILD,
-            DeviceChoice::Cuda(_) => false,
-        }
-    }
 }
 
 impl fmt::Display for DeviceChoice {
@@ -240,16 +231,15 @@ impl Precision {
 impl FromStr for Precision {
     type Err = Error;
 
+    /// The names serde reads (`f32`, `bf16`, `f16`), for command-line flags.
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            "f16" => Ok(Precision::F16),
-            other => Err(crate::ranges::field_error(
+        use serde::de::value::{Error as DeError, StrDeserializer};
+        Precision::deserialize(StrDeserializer::<DeError>::new(s)).map_err(|_| {
+            crate::ranges::field_error(
                 "dtype",
-                format!("`dtype` is `{other}` (expected f32, bf16 or f16)"),
-            )),
-        }
+                format!("`dtype` is `{s}` (expected f32, bf16 or f16)"),
+            )
+        })
     }
 }
 

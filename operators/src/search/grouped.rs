@@ -39,9 +39,9 @@ pub(crate) fn scan_block(
     let groups = rows / GROUP;
     let full = groups * GROUP;
     if groups > 0 {
-        let maxima = scores
-            .narrow(1, 0, full)?
-            .contiguous()?
+        // A view (no copy) unless the block ends in a partial group.
+        let body = scores.narrow(1, 0, full)?.contiguous()?;
+        let maxima = body
             .reshape((b, groups, GROUP))?
             .max(2)?
             .to_dtype(DType::F32)?
@@ -63,9 +63,7 @@ pub(crate) fn scan_block(
                 }
             }
             let index = Tensor::from_vec(index, (b, width * GROUP), scores.device())?;
-            let gathered = scores
-                .narrow(1, 0, full)?
-                .contiguous()?
+            let gathered = body
                 .gather(&index, 1)?
                 .to_dtype(DType::F32)?
                 .to_vec2::<f32>()?;

@@ -231,10 +231,7 @@ mod tests {
         for long in [false, true] {
             let fused = match long {
                 false => a.fused(&q, &k, &v).unwrap(),
-                true => {
-                    super::super::matmul_attention(&super::super::FusedCpu, &q, &k, &v, &a, true)
-                        .unwrap()
-                }
+                true => super::super::matmul_attention(&q, &k, &v, &a).unwrap(),
             };
             check_against(&fused, &slow, &probe, [&q, &k, &v], long);
         }

@@ -45,10 +45,9 @@ impl Kernels for FusedCpu {
         }
     }
 
-    fn softmax_last_dim(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // One kernel both ways (its vectorised exp beat candle-nn's libm calls); on
-        // detached inputs it records nothing.
-        let _ = train;
+    /// One kernel for training and inference (its vectorised exp beat candle-nn's libm
+    /// calls); on detached inputs it records nothing.
+    fn softmax_last_dim(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         softmax_last_dim(x)
     }
 
@@ -76,7 +75,7 @@ impl Kernels for FusedCpu {
         train: bool,
     ) -> Result<Tensor> {
         match !train && shape.tokens >= matmul_attention_from() {
-            true => matmul_attention(self, q, k, v, shape, train),
+            true => matmul_attention(q, k, v, shape),
             false => Ok(shape.fused(q, k, v)?),
         }
     }
@@ -99,15 +98,8 @@ pub fn matmul_attention_from() -> usize {
 pub const MATMUL_ATTENTION_FROM: usize = 64;
 
 /// Attention as `softmax(q kᵀ / √d + padding bias) v` over `(b·heads, t, d)` copies of
-/// the projections, with this backend's softmax (its own backward when training).
-fn matmul_attention(
-    kernels: &FusedCpu,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    shape: &AttentionShape,
-    train: bool,
-) -> Result<Tensor> {
+/// the projections, with this backend's softmax (differentiable, which the tests use).
+fn matmul_attention(q: &Tensor, k: &Tensor, v: &Tensor, shape: &AttentionShape) -> Result<Tensor> {
     let (b, t, nh, dh) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
     let heads = |y: &Tensor| -> Result<Tensor> {
         Ok(y.reshape((b, t, nh, dh))?
@@ -130,7 +122,7 @@ fn matmul_attention(
             .broadcast_add(&bias)?
             .reshape((b * nh, t, t))?;
     }
-    let probs = kernels.softmax_last_dim(&scores, train)?;
+    let probs = softmax_last_dim(&scores)?;
     Ok(probs
         .matmul(&vh)?
         .reshape((b, nh, t, dh))?
