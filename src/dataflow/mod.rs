@@ -7,11 +7,13 @@
 //! on it and the runtime assembles their operators.
 
 pub mod checkpoint;
+pub mod ledger;
 mod models;
 mod operator;
 mod progress;
 mod rows;
 mod run_state;
+pub mod shard;
 mod stepwise;
 mod streams;
 

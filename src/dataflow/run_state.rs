@@ -34,6 +34,10 @@ pub struct RunState {
     pending: Mutex<Vec<PendingFile>>,
     stats: Mutex<BTreeMap<String, NodeStats>>,
     ledger: Mutex<BTreeMap<String, (u64, f64)>>,
+    /// The part of the ledger this process has already sent to the leader's.
+    sent: Mutex<BTreeMap<String, (u64, f64)>>,
+    /// Whether this process holds worker 0 (whose ledger is the run's).
+    leads: bool,
     /// Seconds of earlier runs this one resumes.
     offset: Mutex<f64>,
     summary: Mutex<Option<arrow::array::RecordBatch>>,
@@ -50,6 +54,8 @@ impl RunState {
             pending: Mutex::new(Vec::new()),
             stats: Mutex::new(BTreeMap::new()),
             ledger: Mutex::new(BTreeMap::new()),
+            sent: Mutex::new(BTreeMap::new()),
+            leads: true,
             summary: Mutex::new(None),
             started: std::time::Instant::now(),
             offset: Mutex::new(0.0),
@@ -104,6 +110,38 @@ impl RunState {
     /// Adds `n` target-encoder forward passes taking `seconds` to the ledger under
     /// `reason` (`initial`, `refresh`, `touched`, `eval`).
     pub fn forwards(&self, reason: &'static str, n: u64, seconds: f64) {
+        self.add_sent(reason, n, seconds);
+    }
+
+    /// The state of process `process` of a run over several: a process other than 0
+    /// sends its ledger to process 0's ([`RunState::take_unsent`]).
+    pub fn in_process(mut self, process: usize) -> Self {
+        self.leads = process == 0;
+        self
+    }
+
+    /// What this process counted since the last call, to add to the leader's ledger:
+    /// empty on the leader's own process (its ledger is the run's already).
+    pub fn take_unsent(&self) -> BTreeMap<String, (u64, f64)> {
+        let (Ok(ledger), Ok(mut sent)) = (self.ledger.lock(), self.sent.lock()) else {
+            return BTreeMap::new();
+        };
+        if self.leads {
+            return BTreeMap::new();
+        }
+        let mut delta = BTreeMap::new();
+        for (reason, &(n, secs)) in ledger.iter() {
+            let (n0, s0) = sent.get(reason).copied().unwrap_or((0, 0.0));
+            if n > n0 || secs > s0 {
+                delta.insert(reason.clone(), (n - n0, secs - s0));
+            }
+        }
+        *sent = ledger.clone();
+        delta
+    }
+
+    /// Adds another process's counts ([`RunState::take_unsent`]) to this ledger.
+    pub fn add_sent(&self, reason: &str, n: u64, seconds: f64) {
         if let Ok(mut l) = self.ledger.lock() {
             let e = l.entry(reason.to_string()).or_default();
             e.0 += n;
@@ -130,6 +168,10 @@ impl RunState {
         stats: BTreeMap<String, NodeStats>,
         seconds: f64,
     ) {
+        // What the checkpoint counted was sent already (it is the run's ledger).
+        if let Ok(mut sent) = self.sent.lock() {
+            *sent = ledger.clone();
+        }
         if let Ok(mut l) = self.ledger.lock() {
             *l = ledger;
         }

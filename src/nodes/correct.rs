@@ -6,19 +6,20 @@
 //! it gives `loss` h(B[y]) for the targets a step touches, keeping the forward on the tape
 //! so that the corrector's loss can train h.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::vec::Broadcast;
 
 use super::cache::Cache;
-use super::touched::touched_ids;
+use super::touched::{touched_ids, touched_requests};
 use super::Settings;
-use crate::dataflow::{BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, TapeEntry, Time};
+use crate::dataflow::shard::{fetch, to_owners};
+use crate::dataflow::{
+    rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, TapeEntry, Time,
+};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
 use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
@@ -194,8 +195,8 @@ fn cache_batches(cache: &EmbeddingRows, values: &[f32]) -> Result<Vec<(usize, Ba
     Ok(out)
 }
 
-/// The corrected cache for `sample`. Inputs: the cache (broadcast: every worker searches
-/// all of it), and the feedback.
+/// The corrected cache for `sample`. Inputs: the cache (sharded: each worker corrects
+/// its own rows, which are the rows its `sample` searches), and the feedback.
 fn correct_cache<'s>(
     cx: &BuildCx<'_, 's>,
     spec: Correct,
@@ -231,14 +232,17 @@ fn correct_cache<'s>(
         cache_batches(&stale, &corrected)
     };
     Ok(Stepwise::new("CorrectCache")
-        .local_inputs(vec![cx.input(0)?.broadcast(), cx.feedback()?])
+        .local_inputs(vec![
+            to_owners(cx.input(0)?, col::ID, cx.scope.peers()),
+            cx.feedback()?,
+        ])
         .build(cx, logic)
         .remove(0))
 }
 
 /// h(B[y]) for the targets each step touches, in the order `encode` embeds them. Inputs:
-/// the cache (broadcast), the `sample` rows, and the feedback. With `record`, the forward
-/// goes on the tape for `update`.
+/// the rows B[y] fetched from their owners' shards of the cache, the `sample` rows, and
+/// the feedback. With `record`, the forward goes on the tape for `update`.
 fn correct_touched<'s>(
     cx: &BuildCx<'_, 's>,
     model: String,
@@ -246,13 +250,20 @@ fn correct_touched<'s>(
 ) -> Result<BatchStream<'s>> {
     let state = cx.models()?;
     let h = state.corrector(&model)?;
-    let mut stale = EmbeddingRows::default();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let sample = cx.input(1)?;
+    let fetched = fetch(
+        cx,
+        "cache",
+        touched_requests(cx, sample.clone()),
+        cx.input(0)?,
+    );
     let tape_node = cx.node.clone();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        if replace_cache(&mut stale, &inputs[0])? {
-            index = stale.index();
+        let mut stale = EmbeddingRows::default();
+        for b in rows_of(&inputs[0]) {
+            stale.push(b)?;
         }
+        let index = stale.index();
         let ids = touched_ids(&inputs[1])?;
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -291,7 +302,7 @@ fn correct_touched<'s>(
         Ok(vec![(0, Batch(out))])
     };
     Ok(Stepwise::new("CorrectTouched")
-        .local_inputs(vec![cx.input(0)?.broadcast(), cx.input(1)?, cx.feedback()?])
+        .local_inputs(vec![fetched, sample, cx.feedback()?])
         .build(cx, logic)
         .remove(0))
 }

@@ -26,3 +26,23 @@ pub(crate) fn touched_ids(batches: &[Batch]) -> Result<Vec<String>> {
     }
     Ok(ids)
 }
+
+/// Per step, the touched targets of this worker's `sample` rows as a request for a
+/// sharded table ([`crate::dataflow::shard::fetch`]): each worker asks the owners for the
+/// rows it must embed or correct.
+pub(crate) fn touched_requests<'s>(
+    cx: &crate::dataflow::BuildCx<'_, 's>,
+    sample: crate::dataflow::BatchStream<'s>,
+) -> crate::dataflow::BatchStream<'s> {
+    let logic = |_t: crate::dataflow::Time, inputs: Vec<Vec<Batch>>| {
+        let ids = touched_ids(&inputs[0])?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![(0, crate::dataflow::shard::request(ids)?)])
+    };
+    crate::dataflow::Stepwise::new("TouchedIds")
+        .local_inputs(vec![sample])
+        .build(cx, logic)
+        .remove(0)
+}

@@ -90,7 +90,8 @@ pub fn run(graph: Graph, opts: &RunOptions) -> Result<RunReport> {
         all_workers,
         resumed.as_ref().map(|r| r.0.clone()),
     )?);
-    let state = Arc::new(RunState::new(opts.progress, opts.progress_every));
+    let state =
+        Arc::new(RunState::new(opts.progress, opts.progress_every).in_process(opts.process));
     if let Some((_, record)) = &resumed {
         resume::restore_counters(&state, record);
     }

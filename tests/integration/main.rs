@@ -8,5 +8,6 @@ mod errors;
 mod eval;
 mod inputs;
 mod refusals;
+mod shards;
 mod survive;
 mod train;

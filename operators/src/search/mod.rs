@@ -36,7 +36,7 @@ mod select;
 #[cfg(test)]
 mod tests;
 
-pub use sampler::{NegativeSampler, Strategy};
+pub use sampler::{merge_top, NegativeSampler, Strategy};
 
 use candle_core::{DType, Tensor};
 

@@ -125,35 +125,64 @@ impl NegativeSampler {
         let pools = top_k(queries, cache, self.pool, positives, chunk)?;
         let mut out = Vec::with_capacity(b);
         for (i, pool) in pools.into_iter().enumerate() {
-            let mut cands: Vec<(u32, f32)> = pool.into_iter().skip(self.skip_top).collect();
-            if let Some(margin) = self.margin {
-                let limit = positive_scores[i] - margin;
-                cands.retain(|&(_, s)| s <= limit);
-            }
-            let chosen = match self.strategy {
-                Strategy::TopK => {
-                    cands.truncate(self.k);
-                    cands
-                }
-                Strategy::Gumbel => gumbel_top_k(cands, self.k, self.beta, rng),
-            };
-            out.push(chosen);
+            out.push(self.choose(pool, positive_scores.get(i).copied(), rng));
         }
         Ok(out)
     }
+
+    /// The negatives of one query from its candidate pool (the top `pool` non-positives,
+    /// best first, ties by lower key: [`top_k`]'s order, or [`merge_top`]'s across
+    /// shards): drop the first `skip_top`, apply the margin filter against
+    /// `positive_score` (kept all when it is `None`), take `k` by `strategy`. A pool with
+    /// any key type works, so a sharded search chooses from ids.
+    pub fn choose<K>(
+        &self,
+        pool: Vec<(K, f32)>,
+        positive_score: Option<f32>,
+        rng: &mut SplitMix64,
+    ) -> Vec<(K, f32)> {
+        let mut cands: Vec<(K, f32)> = pool.into_iter().skip(self.skip_top).collect();
+        if let (Some(margin), Some(p)) = (self.margin, positive_score) {
+            let limit = p - margin;
+            cands.retain(|(_, s)| *s <= limit);
+        }
+        match self.strategy {
+            Strategy::TopK => {
+                cands.truncate(self.k);
+                cands
+            }
+            Strategy::Gumbel => gumbel_top_k(cands, self.k, self.beta, rng),
+        }
+    }
+}
+
+/// The `n` best of candidates gathered from several shards' top lists: by score
+/// descending, ties by lower key, as [`top_k`] over the union of the shards would rank
+/// them when its rows are in key order. Each shard must send its own top `n` (fewer
+/// only when it holds fewer rows): then the merged `n` are exactly the global top `n`.
+pub fn merge_top<K: Ord>(mut candidates: Vec<(K, f32)>, n: usize) -> Vec<(K, f32)> {
+    candidates.retain(|(_, s)| !s.is_nan());
+    // As `top_k`: −0.0 and 0.0 are equal scores, so the key decides between them.
+    candidates.sort_by(|a, b| {
+        b.1.partial_cmp(&a.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    candidates.truncate(n);
+    candidates
 }
 
 /// `k` of `cands` without replacement, by the `k` largest keys `β·score + Gumbel(0, 1)`,
 /// in decreasing key order (ties, practically impossible, by pool order). Draws exactly one
 /// uniform per candidate, in order. Keys are computed in f64.
-fn gumbel_top_k(
-    cands: Vec<(u32, f32)>,
+fn gumbel_top_k<K>(
+    cands: Vec<(K, f32)>,
     k: usize,
     beta: f32,
     rng: &mut SplitMix64,
-) -> Vec<(u32, f32)> {
+) -> Vec<(K, f32)> {
     let beta = f64::from(beta);
-    let mut keyed: Vec<(f64, (u32, f32))> = cands
+    let mut keyed: Vec<(f64, (K, f32))> = cands
         .into_iter()
         .map(|c| {
             let key = beta * f64::from(c.1) + gumbel(rng);

@@ -8,9 +8,10 @@ use freshen_operators::train::TrainableEncoder;
 
 use super::infer::joined_rows;
 use super::TrainEncode;
+use crate::dataflow::shard::fetch;
 use crate::dataflow::{rows_of, BatchStream, BuildCx, Stepwise, TapeEntry, Time, WorkerModels};
 use crate::error::{Error, Result};
-use crate::nodes::touched::touched_ids;
+use crate::nodes::touched::{touched_ids, touched_requests};
 use crate::store::batch::{self, Batch};
 
 /// A step's rows to embed: ids, text hashes and texts.
@@ -85,14 +86,24 @@ pub(super) fn queries<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
 
 /// The target tower on the targets a step touches: the positive and negatives of every
 /// row of the `sample` node, each distinct target once. Inputs: the sample rows, the
-/// corpus (every worker needs all of it: it is broadcast), and the feedback.
+/// texts of those targets fetched from the owners' shards of the corpus, and the
+/// feedback. The forward runs here, on the worker whose queries touched the targets,
+/// because its autograd graph must sit on the tape of the worker that computes their
+/// loss: a text (a few hundred bytes) travels, not a 768-float embedding and its
+/// gradient back.
 pub(super) fn touched<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<BatchStream<'s>> {
-    use timely::dataflow::operators::vec::Broadcast;
     let state = cx.models()?;
     let enc = state.encoder(&spec.model)?;
     let (counter, node) = (cx.run.clone(), cx.node.clone());
-    let mut texts: HashMap<String, (u64, String)> = HashMap::new();
+    let sample = cx.input(0)?;
+    let fetched = fetch(
+        cx,
+        "corpus",
+        touched_requests(cx, sample.clone()),
+        cx.input(1)?,
+    );
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        let mut texts: HashMap<String, (u64, String)> = HashMap::new();
         for b in rows_of(&inputs[1]) {
             for ((id, hash), text) in joined_rows(b, &spec.fields)? {
                 texts.insert(id, (hash, text));
@@ -128,7 +139,7 @@ pub(super) fn touched<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
         Ok(vec![(0, out)])
     };
     Ok(Stepwise::new("EncodeTouched")
-        .local_inputs(vec![cx.input(0)?, cx.input(1)?.broadcast(), cx.feedback()?])
+        .local_inputs(vec![sample, fetched, cx.feedback()?])
         .build(cx, logic)
         .remove(0))
 }

@@ -351,8 +351,14 @@ impl Operator for EvalOp {
                 let ticks = cx.assembly.ticks.take().ok_or_else(|| {
                     Error::invariant("a training eval built before the update node")
                 })?;
-                let [summary, steps, ticks] =
-                    training::train_eval(cx, spec.clone(), models.clone(), plan.clone(), ticks)?;
+                let counts = cx.assembly.ledger.take();
+                let [summary, steps, ticks] = training::train_eval(
+                    cx,
+                    spec.clone(),
+                    models.clone(),
+                    plan.clone(),
+                    (ticks, counts),
+                )?;
                 cx.assembly.ticks = Some(ticks);
                 Ok(vec![
                     (MAIN.to_string(), summary),

@@ -31,14 +31,14 @@ use crate::store::batch::Batch;
 use crate::store::tables;
 
 /// A training eval. Inputs: `update`'s rows, corpus, queries, dev qrels, test qrels, the
-/// cache, and the ticks of the finished steps. Returns the summary (once, at the end),
+/// cache, the ticks of the finished steps, and the other processes' ledger counts. Returns the summary (once, at the end),
 /// the per-step rows, and the ticks that close the feedback loop.
 pub(super) fn train_eval<'s>(
     cx: &BuildCx<'_, 's>,
     spec: Eval,
     models: EvalModels,
     plan: EvalPlan,
-    ticks: BatchStream<'s>,
+    (ticks, counts): (BatchStream<'s>, Option<BatchStream<'s>>),
 ) -> Result<[BatchStream<'s>; 3]> {
     let leader = cx.leader();
     let (every, steps) = (spec.every, plan.steps);
@@ -84,6 +84,9 @@ pub(super) fn train_eval<'s>(
                 out.push((1, Batch(r)));
             }
         }
+        if let Some(counts) = inputs.get(7) {
+            crate::dataflow::ledger::add(&ev.borrow().shared, counts)?;
+        }
         if !inputs[6].is_empty() {
             out.push((2, tick()));
         }
@@ -102,7 +105,11 @@ pub(super) fn train_eval<'s>(
     for stream in cx.inputs()? {
         op = op.input(stream, Route::Leader);
     }
-    let mut ports = op.input(ticks, Route::Local).build(cx, logic).into_iter();
+    op = op.input(ticks, Route::Local);
+    if let Some(counts) = counts {
+        op = op.input(counts, Route::Leader);
+    }
+    let mut ports = op.build(cx, logic).into_iter();
     let mut next = || {
         ports
             .next()

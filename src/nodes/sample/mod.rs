@@ -1,0 +1,222 @@
+//! `sample`: hard negatives per query by exact search of the (corrected) cache, sharded
+//! across the workers (`search`).
+
+mod search;
+
+use arrow::datatypes::SchemaRef;
+use candle_core::Device;
+use freshen_operators::search::{NegativeSampler, Strategy};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::cache::Cache;
+use super::correct::Correct;
+use super::encode::Encode;
+use super::source::{Source, TableName};
+use super::Settings;
+use crate::dataflow::{BatchStream, BuildCx, Operator};
+use crate::error::Result;
+use crate::graph::needs::{self, Need};
+use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, MAIN};
+use crate::store::tables::{self, col};
+
+/// Settings of `sample`. Inputs, in order: query embeddings, the cache to search, the
+/// training pairs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    /// Hard negatives per query (0: in-batch negatives only).
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// `top_k` or `gumbel` (k drawn without replacement from softmax(β·score) over the
+    /// top `pool`).
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Inverse temperature of `gumbel` sampling.
+    #[serde(default = "default_beta")]
+    pub beta: f32,
+    /// Skip the best `skip_top` non-positive candidates (likely unlabelled positives).
+    #[serde(default)]
+    pub skip_top: usize,
+    /// Candidates considered before skipping and filtering (at least k + skip_top);
+    /// default: 4 × (k + skip_top).
+    #[serde(default)]
+    pub pool: Option<usize>,
+    /// Drop candidates scoring above `positive score − margin` (0 drops those that beat
+    /// the positive: likely false negatives). Absent: no filter.
+    #[serde(default)]
+    pub margin: Option<f32>,
+    /// Add the other queries' positives of the batch as negatives.
+    #[serde(default = "default_true")]
+    pub in_batch: bool,
+    /// Cache rows scored per matmul (memory: batch × chunk scores).
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+}
+
+fn default_k() -> usize {
+    16
+}
+
+fn default_beta() -> f32 {
+    20.0
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_chunk() -> usize {
+    freshen_operators::search::DEFAULT_CHUNK
+}
+
+impl Sample {
+    /// The compute crate's sampler for these settings.
+    pub fn sampler(&self) -> NegativeSampler {
+        let need = self.k + self.skip_top;
+        NegativeSampler {
+            k: self.k,
+            strategy: self.strategy,
+            skip_top: self.skip_top,
+            pool: self.pool.unwrap_or(4 * need),
+            margin: self.margin,
+            beta: self.beta,
+        }
+    }
+}
+
+impl Settings for Sample {
+    const TYPE: &'static str = "sample";
+
+    fn validate(&self) -> freshen_operators::Result<()> {
+        freshen_operators::ranges::at_least("chunk", self.chunk, 1)?;
+        self.sampler().validate()
+    }
+}
+
+impl NodeKind for Sample {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        &[3]
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        vec![
+            needs::embeddings(),
+            needs::embeddings(),
+            vec![
+                needs::text(col::ID),
+                needs::text(col::CORPUS_ID),
+                needs::id_list(col::POSITIVES),
+            ],
+        ]
+    }
+
+    fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        Ok(vec![(MAIN.to_string(), tables::negatives_schema())])
+    }
+
+    fn check(&self, cx: &CheckCx) -> Result<()> {
+        let queries = cx
+            .producer_as::<Encode>(0)
+            .is_some_and(|e| e.model_name().is_some());
+        super::want(
+            cx,
+            0,
+            queries,
+            "an `encode` node with a model from `models:`: the query tower",
+        )?;
+        let cache = cx.producer_as::<Cache>(1).is_some()
+            || (cx.producer_as::<Correct>(1).is_some() && cx.producer_inputs(1) == 1);
+        super::want(
+            cx,
+            1,
+            cache,
+            "a `cache` or a one-input `correct` node: the cache to search",
+        )?;
+        let pairs = cx
+            .producer_as::<Source>(2)
+            .is_some_and(|s| s.table == TableName::Pairs);
+        super::want(cx, 2, pairs, "a `source` with `table: pairs`")
+    }
+
+    fn check_files(&self, cx: &CheckCx, rows: bool, _seen: &mut Vec<String>) -> Result<()> {
+        if rows {
+            return Ok(());
+        }
+        if let Some(n) = super::upstream_rows(cx, 1) {
+            let most = n.saturating_sub(1);
+            if self.k + self.skip_top > most {
+                return Err(cx.error(
+                    "k",
+                    format!(
+                        "`k` + `skip_top` is {} but the corpus has {n} targets (expected at most {most}: a query's negatives are the other targets)",
+                        self.k + self.skip_top
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        let mut out = super::cache_copies(cx, 1, 2.0, "the searched cache and its tensor");
+        if let Some((b, _)) = cx
+            .producer_index(2)
+            .and_then(|p| super::pairs_per_step(cx.graph, p))
+        {
+            out.push(crate::graph::Cost {
+                what: format!(
+                    "node {}: {b} queries × {} scores per search block",
+                    cx.this().id,
+                    self.chunk
+                ),
+                bytes: (b * self.chunk) as f64 * crate::graph::memory::F32 * 2.0,
+                at: Some(format!(
+                    "{}.chunk",
+                    crate::spec::LoadedSpec::node_path(cx.node)
+                )),
+            });
+        }
+        out
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let graph = cx.graph;
+        let queries = graph.producers(cx.node)[0];
+        let device = match graph.nodes()[queries]
+            .settings::<Encode>()
+            .and_then(|e| e.model_name())
+            .and_then(|name| graph.models.get(name))
+        {
+            Some(m) => m.common().device.open()?,
+            None => freshen_operators::device::cpu(),
+        };
+        Ok(Planned::operator(SampleOp {
+            spec: self.clone(),
+            seed: graph.spec.pipeline.seed,
+            device,
+        }))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// A sample node at run time: searches on the query tower's device.
+struct SampleOp {
+    spec: Sample,
+    seed: u64,
+    device: Device,
+}
+
+impl Operator for SampleOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        let out = search::sample(cx, self.spec.clone(), self.seed, self.device.clone())?;
+        Ok(vec![(MAIN.to_string(), out)])
+    }
+}

@@ -1,0 +1,441 @@
+//! `sample`'s distributed search over a sharded cache.
+//!
+//! Each worker holds about N/W rows of the searched cache (its shard, by
+//! [`crate::dataflow::shard::owner`]). A step runs in three stages:
+//!
+//! 1. **Ask** (each worker): its queries of the step with their positives go to every
+//!    worker (b × d floats: small next to a shard).
+//! 2. **Search** (each worker, its shard): every query of the step is scored against the
+//!    shard, which answers the query's worker with its top `pool` non-positives, the
+//!    positive's score if it holds the positive, and the scores of the step's positives
+//!    it holds (the in-batch negatives).
+//! 3. **Choose** (each query's worker): the shards' candidates are merged by score, ties
+//!    by id ([`merge_top`]): exactly the top `pool` of the whole cache, so the result
+//!    does not depend on W. The sampler then skips, filters and picks as before, with a
+//!    random stream per query (seed, node, step, query id), not per worker.
+//!
+//! Bytes exchanged per step: the queries once to each worker, and per query and shard
+//! `pool` (id, score) pairs plus the in-batch scores.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float32Array, Float32Builder, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::Float32Type;
+use candle_core::{Device, Tensor};
+use freshen_operators::hashing::hash64_seeded;
+use freshen_operators::random::SplitMix64;
+use freshen_operators::search::{merge_top, top_k};
+use timely::dataflow::operators::vec::Broadcast;
+
+use super::Sample;
+use crate::dataflow::shard::{addressed, to_addressed, to_owners};
+use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Stepwise, Time};
+use crate::error::{Error, Result};
+use crate::store::batch::{self, Batch};
+use crate::store::pairs::string_lists;
+use crate::store::tables::{self, col};
+
+/// Columns of the messages between the stages.
+const ORIGIN: &str = "origin";
+const QUERY: &str = "query";
+const CANDIDATES: &str = "candidates";
+const CANDIDATE_SCORES: &str = "candidate_scores";
+const BATCH_IDS: &str = "batch_ids";
+const BATCH_SCORES: &str = "batch_scores";
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Each query's positive and all its positives, from the step's training pairs.
+fn positives_of(pairs: &[Batch]) -> Result<HashMap<String, (String, Vec<String>)>> {
+    let mut out = HashMap::new();
+    for b in rows_of(pairs) {
+        let ids = batch::strings(b, col::ID)?;
+        let pos = batch::strings(b, col::CORPUS_ID)?;
+        for (r, all) in string_lists(b, col::POSITIVES)?.into_iter().enumerate() {
+            out.insert(ids.value(r).to_string(), (pos.value(r).to_string(), all));
+        }
+    }
+    Ok(out)
+}
+
+/// The float lists of column `name`.
+fn float_lists(b: &RecordBatch, name: &str) -> Result<Vec<Vec<f32>>> {
+    let list = b
+        .column_by_name(name)
+        .and_then(|c| c.as_list_opt::<i32>())
+        .ok_or_else(|| Error::Column {
+            column: name.to_string(),
+            expected: "a list of float32",
+        })?;
+    Ok((0..list.len())
+        .map(|r| {
+            list.value(r)
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect())
+}
+
+/// Builds a list column from per-row lists.
+fn string_list_column(rows: &[Vec<String>]) -> ArrayRef {
+    let mut b = ListBuilder::new(StringBuilder::new());
+    for row in rows {
+        for v in row {
+            b.values().append_value(v);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+fn float_list_column(rows: &[Vec<f32>]) -> ArrayRef {
+    let mut b = ListBuilder::new(Float32Builder::new());
+    for row in rows {
+        b.values().append_slice(row);
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+/// Stage 1: this worker's queries of the step (ids, positive, positives, vectors, this
+/// worker), for every worker.
+fn ask<'s>(
+    cx: &BuildCx<'_, 's>,
+    queries: BatchStream<'s>,
+    pairs: BatchStream<'s>,
+) -> BatchStream<'s> {
+    let me = cx.scope.index() as u32;
+    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+        let mut q = EmbeddingRows::default();
+        for b in rows_of(&inputs[0]) {
+            q.push(b)?;
+        }
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let info = positives_of(&inputs[1])?;
+        let (mut pos, mut all) = (Vec::with_capacity(q.len()), Vec::with_capacity(q.len()));
+        for id in &q.ids {
+            let (p, a) = info
+                .get(id)
+                .ok_or_else(|| Error::invariant(format!("query `{id}` has no training pair")))?;
+            pos.push(p.clone());
+            all.push(a.clone());
+        }
+        let out = RecordBatch::try_from_iter(vec![
+            (
+                col::ID,
+                Arc::new(StringArray::from(q.ids.clone())) as ArrayRef,
+            ),
+            (col::CORPUS_ID, Arc::new(StringArray::from(pos))),
+            (col::POSITIVES, string_list_column(&all)),
+            (
+                col::EMBEDDING,
+                batch::vector_column(q.values.clone(), q.dim)?,
+            ),
+            (ORIGIN, Arc::new(UInt32Array::from(vec![me; q.len()]))),
+        ])?;
+        Ok(vec![(0, Batch(out))])
+    };
+    Stepwise::new("SampleAsk")
+        .local_inputs(vec![queries, pairs])
+        .build(cx, logic)
+        .remove(0)
+        .broadcast()
+}
+
+/// The searched shard: the latest version a step brought, in id order.
+#[derive(Default)]
+struct Searched {
+    rows: EmbeddingRows,
+    index: HashMap<String, usize>,
+    tensor: Option<Tensor>,
+}
+
+impl Searched {
+    fn update(&mut self, batches: &[Batch], device: &Device) -> Result<()> {
+        let fresh = EmbeddingRows::table(batches)?;
+        if !fresh.is_empty() {
+            self.index = fresh.index();
+            self.tensor = Some(fresh.tensor(device)?);
+            self.rows = fresh;
+        }
+        Ok(())
+    }
+}
+
+/// The step's queries as stage 2 reads them.
+struct StepQueries {
+    q: EmbeddingRows,
+    positive: Vec<String>,
+    all: Vec<Vec<String>>,
+    origin: Vec<u32>,
+}
+
+fn step_queries(batches: &[Batch]) -> Result<StepQueries> {
+    let mut s = StepQueries {
+        q: EmbeddingRows::default(),
+        positive: Vec::new(),
+        all: Vec::new(),
+        origin: Vec::new(),
+    };
+    for b in rows_of(batches) {
+        s.q.push(b)?;
+        let pos = batch::strings(b, col::CORPUS_ID)?;
+        s.positive
+            .extend((0..b.num_rows()).map(|r| pos.value(r).to_string()));
+        s.all.extend(string_lists(b, col::POSITIVES)?);
+        let origin = b
+            .column_by_name(ORIGIN)
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+            .ok_or_else(|| Error::Column {
+                column: ORIGIN.to_string(),
+                expected: "a uint32",
+            })?;
+        s.origin.extend(origin.values().iter().copied());
+    }
+    Ok(s)
+}
+
+/// Stage 2: every query of the step against this worker's shard; answers per query's
+/// worker.
+fn search<'s>(
+    cx: &BuildCx<'_, 's>,
+    spec: &Sample,
+    asked: BatchStream<'s>,
+    cache: BatchStream<'s>,
+    device: Device,
+) -> BatchStream<'s> {
+    let (pool, chunk, k, in_batch) = (spec.sampler().pool, spec.chunk, spec.k, spec.in_batch);
+    let mut searched = Searched::default();
+    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+        searched.update(&inputs[1], &device)?;
+        let s = step_queries(&inputs[0])?;
+        let Some(tensor) = searched.tensor.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if s.q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let index = &searched.index;
+        let exclude: Vec<Vec<u32>> = s
+            .all
+            .iter()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|a| index.get(a).map(|&r| r as u32))
+                    .collect()
+            })
+            .collect();
+        let pools = match k {
+            0 => vec![Vec::new(); s.q.len()],
+            _ => top_k(&s.q.tensor(&device)?, tensor, pool, &exclude, chunk)?,
+        };
+        // The step's positives this shard holds, in id order.
+        let held: Vec<(&str, usize)> = match in_batch {
+            true => s
+                .positive
+                .iter()
+                .filter_map(|p| index.get(p).map(|&r| (p.as_str(), r)))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+            false => Vec::new(),
+        };
+        let mut by_origin: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, &o) in s.origin.iter().enumerate() {
+            by_origin.entry(o).or_default().push(i);
+        }
+        let mut out = Vec::new();
+        for (origin, members) in by_origin {
+            let mut cands = Vec::new();
+            let mut scores = Vec::new();
+            let mut positive = Vec::new();
+            let mut batch_ids = Vec::new();
+            let mut batch_scores = Vec::new();
+            for &i in &members {
+                let qi = s.q.row(i);
+                cands.push(
+                    pools[i]
+                        .iter()
+                        .map(|&(r, _)| searched.rows.ids[r as usize].clone())
+                        .collect::<Vec<_>>(),
+                );
+                scores.push(pools[i].iter().map(|&(_, sc)| sc).collect::<Vec<_>>());
+                positive.push(
+                    index
+                        .get(&s.positive[i])
+                        .map(|&r| dot(qi, searched.rows.row(r))),
+                );
+                batch_ids.push(held.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>());
+                batch_scores.push(
+                    held.iter()
+                        .map(|&(_, r)| dot(qi, searched.rows.row(r)))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            let ids: Vec<String> = members.iter().map(|&i| s.q.ids[i].clone()).collect();
+            let b = RecordBatch::try_from_iter(vec![
+                (QUERY, Arc::new(StringArray::from(ids)) as ArrayRef),
+                (CANDIDATES, string_list_column(&cands)),
+                (CANDIDATE_SCORES, float_list_column(&scores)),
+                (col::POSITIVE_SCORE, Arc::new(Float32Array::from(positive))),
+                (BATCH_IDS, string_list_column(&batch_ids)),
+                (BATCH_SCORES, float_list_column(&batch_scores)),
+            ])?;
+            out.push((0, Batch(addressed(&b, origin as usize)?)));
+        }
+        Ok(out)
+    };
+    Stepwise::new("SampleSearch")
+        .local_inputs(vec![asked, cache])
+        .build(cx, logic)
+        .remove(0)
+}
+
+/// What the shards sent for one query.
+#[derive(Default)]
+struct Gathered {
+    candidates: Vec<(String, f32)>,
+    positive: Option<f32>,
+    batch: Vec<(String, f32)>,
+}
+
+fn gather(batches: &[Batch]) -> Result<HashMap<String, Gathered>> {
+    let mut out: HashMap<String, Gathered> = HashMap::new();
+    for b in rows_of(batches) {
+        let queries = batch::strings(b, QUERY)?;
+        let cands = string_lists(b, CANDIDATES)?;
+        let scores = float_lists(b, CANDIDATE_SCORES)?;
+        let positive = b
+            .column_by_name(col::POSITIVE_SCORE)
+            .and_then(|c| c.as_primitive_opt::<Float32Type>())
+            .ok_or_else(|| Error::Column {
+                column: col::POSITIVE_SCORE.to_string(),
+                expected: "a float32",
+            })?;
+        let batch_ids = string_lists(b, BATCH_IDS)?;
+        let batch_scores = float_lists(b, BATCH_SCORES)?;
+        for r in 0..b.num_rows() {
+            let g = out.entry(queries.value(r).to_string()).or_default();
+            g.candidates
+                .extend(cands[r].iter().cloned().zip(scores[r].iter().copied()));
+            if positive.is_valid(r) {
+                g.positive = Some(positive.value(r));
+            }
+            g.batch.extend(
+                batch_ids[r]
+                    .iter()
+                    .cloned()
+                    .zip(batch_scores[r].iter().copied()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Stage 3: each query's negatives from the merged candidates; the `sample` node's rows.
+fn choose<'s>(
+    cx: &BuildCx<'_, 's>,
+    spec: Sample,
+    seed: u64,
+    inputs: Vec<BatchStream<'s>>,
+) -> BatchStream<'s> {
+    let sampler = spec.sampler();
+    let (counter, node) = (cx.run.clone(), cx.node.clone());
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        let mut q = EmbeddingRows::default();
+        for b in rows_of(&inputs[1]) {
+            q.push(b)?;
+        }
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let info = positives_of(&inputs[2])?;
+        let mut got = gather(&inputs[0])?;
+        let mut positives = Vec::with_capacity(q.len());
+        let mut positive_scores = Vec::with_capacity(q.len());
+        let mut negatives = ListBuilder::new(StringBuilder::new());
+        let mut scores = ListBuilder::new(Float32Builder::new());
+        for id in &q.ids {
+            let (pos, all) = info
+                .get(id)
+                .ok_or_else(|| Error::invariant(format!("query `{id}` has no training pair")))?;
+            let g = got.remove(id).unwrap_or_default();
+            let score = g.positive.ok_or_else(|| {
+                Error::invariant(format!("positive `{pos}` is not in the searched cache"))
+            })?;
+            let chosen = match spec.k {
+                0 => Vec::new(),
+                _ => {
+                    let pool = merge_top(g.candidates, sampler.pool);
+                    let mut rng = SplitMix64::new(hash64_seeded(
+                        seed,
+                        format!("sample/{node}/{t}/{id}").as_bytes(),
+                    ));
+                    sampler.choose(pool, Some(score), &mut rng)
+                }
+            };
+            let mut taken: HashSet<String> = HashSet::new();
+            for (n, s) in chosen {
+                negatives.values().append_value(&n);
+                scores.values().append_value(s);
+                taken.insert(n);
+            }
+            if spec.in_batch {
+                let own: HashSet<&String> = all.iter().collect();
+                let mut others = g.batch;
+                others.sort_by(|a, b| a.0.cmp(&b.0));
+                for (n, s) in others {
+                    if !own.contains(&n) && taken.insert(n.clone()) {
+                        negatives.values().append_value(&n);
+                        scores.values().append_value(s);
+                    }
+                }
+            }
+            negatives.append(true);
+            scores.append(true);
+            positives.push(pos.clone());
+            positive_scores.push(score);
+        }
+        counter.count(&node, |s| s.rows_out += q.len());
+        let out = RecordBatch::try_new(
+            tables::negatives_schema(),
+            vec![
+                Arc::new(UInt64Array::from(vec![t; q.len()])) as ArrayRef,
+                Arc::new(StringArray::from(q.ids.clone())),
+                Arc::new(StringArray::from(positives)),
+                Arc::new(Float32Array::from(positive_scores)),
+                Arc::new(negatives.finish()),
+                Arc::new(scores.finish()),
+            ],
+        )?;
+        Ok(vec![(0, Batch(out))])
+    };
+    Stepwise::new("SampleChoose")
+        .local_inputs(inputs)
+        .build(cx, logic)
+        .remove(0)
+}
+
+/// Picks negatives for each step's queries. Inputs: query embeddings, the cache to search
+/// (sharded here; the latest version seen is kept), the training pairs.
+pub(super) fn sample<'s>(
+    cx: &BuildCx<'_, 's>,
+    spec: Sample,
+    seed: u64,
+    device: Device,
+) -> Result<BatchStream<'s>> {
+    let (queries, cache, pairs) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let asked = ask(cx, queries.clone(), pairs.clone());
+    let cache = to_owners(cache, col::ID, cx.scope.peers());
+    let answers = to_addressed(search(cx, &spec, asked, cache, device));
+    Ok(choose(cx, spec, seed, vec![answers, queries, pairs]))
+}
