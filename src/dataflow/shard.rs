@@ -110,7 +110,7 @@ fn destination(b: &Batch) -> u64 {
 /// The worker named in column `name` of `b`'s first row (0 when there is none).
 fn worker_in(b: &RecordBatch, name: &str) -> u64 {
     b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>().map(|a| a.clone()))
+        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>().cloned())
         .filter(|a| !a.is_empty())
         .map_or(0, |a| u64::from(a.value(0)))
 }

@@ -98,7 +98,10 @@ impl SpawnQuiet for Command {
 fn negatives(out: &Path) -> BTreeMap<(u64, String), (String, Vec<String>)> {
     let mut m = BTreeMap::new();
     for b in freshen::store::parquet_io::read_all(&out.join("negatives.parquet")).unwrap() {
-        let step = b.column_by_name("step").unwrap().as_primitive::<UInt64Type>();
+        let step = b
+            .column_by_name("step")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
         let ids = freshen::store::batch::strings(&b, "id").unwrap();
         let pos = freshen::store::batch::strings(&b, "corpus_id").unwrap();
         let negs = freshen::store::pairs::string_lists(&b, "negatives").unwrap();
