@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, interleave_record_batch, take_record_batch};
+use arrow::compute::{interleave_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema};
 use freshen_operators::hashing::hash64_seeded;
 use timely::container::CapacityContainerBuilder;
@@ -184,16 +184,6 @@ impl Shard {
         Ok(true)
     }
 
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Whether no row is held.
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
     /// The rows with these ids, in this order; an id not held is an error naming it.
     pub fn rows(&self, ids: &[String], what: &str) -> Result<RecordBatch> {
         let mut at = Vec::with_capacity(ids.len());
@@ -207,14 +197,6 @@ impl Shard {
             Some(first) if at.is_empty() => Ok(RecordBatch::new_empty(first.schema())),
             Some(_) => Ok(interleave_record_batch(&refs, &at)?),
             None => Err(Error::invariant(format!("no {what} rows on this worker"))),
-        }
-    }
-
-    /// The whole shard as one batch (`None` when empty).
-    pub fn table(&self) -> Result<Option<RecordBatch>> {
-        match self.batches.first() {
-            Some(first) => Ok(Some(concat_batches(&first.schema(), &self.batches)?)),
-            None => Ok(None),
         }
     }
 }
