@@ -36,7 +36,7 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Run(RunArgs),
     /// Check a pipeline (syntax, types, graph, schemas, input files) without running it.
-    Check(SpecArgs),
+    Check(CheckArgs),
     /// Print a pipeline's graph as Mermaid and DOT.
     Graph(GraphArgs),
     /// Print the JSON Schema of the pipeline format.
@@ -78,6 +78,30 @@ pub struct SpecArgs {
     /// has available. `check` and `run` refuse a plan estimated to need more.
     #[arg(long, value_name = "SIZE", env = "FRESHEN_MAX_MEMORY")]
     pub max_memory: Option<String>,
+}
+
+/// `freshen check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The pipeline and overrides.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Worker threads per process the memory estimate is for.
+    #[arg(
+        short = 'w',
+        long = "workers",
+        default_value_t = 1,
+        env = "FRESHEN_WORKERS"
+    )]
+    pub workers: usize,
+    /// Processes the memory estimate is for (the sharded cache splits over all workers).
+    #[arg(
+        short = 'n',
+        long = "processes",
+        default_value_t = 1,
+        env = "FRESHEN_PROCESSES"
+    )]
+    pub processes: usize,
 }
 
 /// `freshen run`.
@@ -161,6 +185,48 @@ pub enum GraphFormat {
 pub enum DataCommand {
     /// A reverse-dictionary retrieval set (gloss → synset) from Debian's wordnet-base.
     Wordnet(WordnetArgs),
+    /// A real set grown to `--targets` rows with generated distractor targets, its
+    /// queries and qrels unchanged (seeded; deduplicated against the real texts).
+    Distractors(DistractorArgs),
+    /// A purely synthetic set of any size, for time and memory measurements.
+    Synthetic(SyntheticArgs),
+}
+
+/// `freshen data distractors`.
+#[derive(Debug, Args)]
+pub struct DistractorArgs {
+    /// The real set (BEIR layout, Parquet).
+    #[arg(long, default_value = "data/full/wordnet")]
+    pub from: PathBuf,
+    /// Output folder.
+    #[arg(long, default_value = "data/full/wordnet-1m")]
+    pub out: PathBuf,
+    /// Corpus rows in all, the real ones included.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub targets: usize,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+}
+
+/// `freshen data synthetic`.
+#[derive(Debug, Args)]
+pub struct SyntheticArgs {
+    /// Output folder.
+    #[arg(long, default_value = "data/full/synthetic-4m")]
+    pub out: PathBuf,
+    /// Corpus rows.
+    #[arg(long, default_value_t = 4_000_000)]
+    pub targets: usize,
+    /// One target in this many gets a query.
+    #[arg(long, default_value_t = 40)]
+    pub every: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 50_000)]
+    pub vocab: usize,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
 }
 
 /// `freshen data wordnet`.

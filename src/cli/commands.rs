@@ -3,8 +3,11 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use super::args::{Cli, Command, DataCommand, GraphFormat, LogFormat, RunArgs, SpecArgs};
+use super::args::{
+    CheckArgs, Cli, Command, DataCommand, GraphFormat, LogFormat, RunArgs, SpecArgs,
+};
 use crate::data::wordnet::{self, WordnetOptions};
+use crate::data::{distractors, synthetic};
 use crate::error::Result;
 use crate::graph::{self, CheckCx, Graph};
 use crate::runtime::{self, RunOptions};
@@ -66,12 +69,45 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Data(DataCommand::Distractors(args)) => {
+            let stats = distractors::build(&distractors::DistractorOptions {
+                from: args.from.clone(),
+                out: args.out.clone(),
+                targets: args.targets,
+                seed: args.seed,
+            })?;
+            println!(
+                "{}: {} real targets, {} distractors ({} redrawn as duplicates)",
+                args.out.display(),
+                stats.real,
+                stats.distractors,
+                stats.redrawn
+            );
+            Ok(())
+        }
+        Command::Data(DataCommand::Synthetic(args)) => {
+            let stats = synthetic::build(&synthetic::SyntheticOptions {
+                out: args.out.clone(),
+                targets: args.targets,
+                every: args.every,
+                vocab: args.vocab,
+                seed: args.seed,
+            })?;
+            let [train, dev, test] = stats.splits;
+            println!(
+                "{}: {} targets, {} queries (train {train}, dev {dev}, test {test})",
+                args.out.display(),
+                stats.targets,
+                stats.queries
+            );
+            Ok(())
+        }
     }
 }
 
-/// Loads and checks the graph, its files and their rows, and its memory for `workers`
-/// workers: everything `run` needs first.
-fn checked(spec: &SpecArgs, workers: usize) -> Result<Graph> {
+/// Loads and checks the graph, its files and their rows, and its memory for `processes`
+/// processes of `workers` workers: everything `run` needs first.
+fn checked(spec: &SpecArgs, workers: usize, processes: usize) -> Result<Graph> {
     let graph = nodes::load(&spec.file, &spec.sets)?;
     graph.check_files(true)?;
     let max = spec
@@ -79,17 +115,24 @@ fn checked(spec: &SpecArgs, workers: usize) -> Result<Graph> {
         .as_deref()
         .map(graph::memory::parse_size)
         .transpose()?;
-    graph::memory::check(&graph, workers, max)?;
+    graph::memory::check(&graph, workers, processes, max)?;
     Ok(graph)
 }
 
-fn check(args: &SpecArgs) -> Result<()> {
-    let graph = checked(args, 1)?;
+fn check(args: &CheckArgs) -> Result<()> {
+    let (w, n) = (args.workers.max(1), args.processes.max(1));
+    let graph = checked(&args.spec, w, n)?;
+    let layout = match (w, n) {
+        (1, 1) => "on one worker".to_string(),
+        (w, 1) => format!("with {w} workers"),
+        (1, n) => format!("per process, {n} processes of one worker"),
+        (w, n) => format!("per process, {n} processes of {w} workers"),
+    };
     println!(
-        "{}: ok ({} nodes; peak memory about {} on one worker)",
-        args.file.display(),
+        "{}: ok ({} nodes; peak memory about {} {layout})",
+        args.spec.file.display(),
         graph.nodes().len(),
-        graph::memory::shown(graph::memory::estimate(&graph, 1))
+        graph::memory::shown(graph::memory::estimate(&graph, w, n))
     );
     Ok(())
 }
@@ -114,7 +157,7 @@ fn graph_name(file: &Path) -> String {
 }
 
 fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
-    let graph = checked(&args.spec, args.workers)?;
+    let graph = checked(&args.spec, args.workers, args.processes)?;
     let opts = RunOptions {
         workers: args.workers,
         processes: args.processes,

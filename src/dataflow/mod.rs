@@ -7,6 +7,7 @@
 //! on it and the runtime assembles their operators.
 
 pub mod checkpoint;
+pub mod held;
 pub mod ledger;
 mod models;
 mod operator;

@@ -32,7 +32,11 @@ impl Phase {
             0 => format!("{}: {} {}", self.name, self.done, self.unit),
             t => format!("{}: {} of {t} {}", self.name, self.done, self.unit),
         };
-        s.push_str(&format!(", {rate:.1} {}/s", self.unit));
+        // No rate before a unit is done inside the phase: it would be 0, or, for a phase
+        // started as its first unit ended, a unit over no time.
+        if self.done > self.done_at_start {
+            s.push_str(&format!(", {rate:.1} {}/s", self.unit));
+        }
         if let Some(eta) = eta {
             s.push_str(&format!(", ETA {}", clock(eta)));
         }

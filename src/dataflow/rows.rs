@@ -25,6 +25,16 @@ pub struct EmbeddingRows {
 }
 
 impl EmbeddingRows {
+    /// Bytes held: the vectors, the hashes and the ids (with their `String` headers).
+    pub fn bytes(&self) -> u64 {
+        let ids: usize = self
+            .ids
+            .iter()
+            .map(|i| i.len() + std::mem::size_of::<String>())
+            .sum();
+        (self.values.len() * 4 + self.hashes.len() * 8 + ids) as u64
+    }
+
     /// A whole table sent as `batches` (a cache version), in id order; empty when they
     /// hold no rows.
     pub fn table(batches: &[crate::store::batch::Batch]) -> Result<Self> {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use super::held::{peak_rss_bytes, Held};
 use super::progress::Progress;
 use crate::error::Error;
 use crate::store::parquet_io::PendingFile;
@@ -38,6 +39,11 @@ pub struct RunState {
     sent: Mutex<BTreeMap<String, (u64, f64)>>,
     /// Whether this process holds worker 0 (whose ledger is the run's).
     leads: bool,
+    /// This process's index among the run's processes.
+    process: usize,
+    /// Shard sizes per worker and peak memory per process (this one's, and the others'
+    /// as they sent them).
+    held: Mutex<Held>,
     /// Seconds of earlier runs this one resumes.
     offset: Mutex<f64>,
     summary: Mutex<Option<arrow::array::RecordBatch>>,
@@ -56,6 +62,8 @@ impl RunState {
             ledger: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(BTreeMap::new()),
             leads: true,
+            process: 0,
+            held: Mutex::new(Held::default()),
             summary: Mutex::new(None),
             started: std::time::Instant::now(),
             offset: Mutex::new(0.0),
@@ -117,7 +125,38 @@ impl RunState {
     /// sends its ledger to process 0's ([`RunState::take_unsent`]).
     pub fn in_process(mut self, process: usize) -> Self {
         self.leads = process == 0;
+        self.process = process;
         self
+    }
+
+    /// Whether this process holds worker 0 and writes the run's summary.
+    pub fn leads(&self) -> bool {
+        self.leads
+    }
+
+    /// Records that `worker` now holds `rows` rows (`bytes`) of the sharded `table`.
+    pub fn hold(&self, worker: usize, table: &str, rows: u64, bytes: u64) {
+        if let Ok(mut h) = self.held.lock() {
+            h.hold(worker, table, rows, bytes);
+        }
+    }
+
+    /// Adds what another process holds ([`RunState::held`] there).
+    pub fn merge_held(&self, other: &Held) {
+        if let Ok(mut h) = self.held.lock() {
+            h.merge(other);
+        }
+    }
+
+    /// What the workers known here hold, with this process's peak memory read now.
+    pub fn held(&self) -> Held {
+        let Ok(mut h) = self.held.lock() else {
+            return Held::default();
+        };
+        if let Some(peak) = peak_rss_bytes() {
+            h.peak(self.process, peak);
+        }
+        h.clone()
     }
 
     /// What this process counted since the last call, to add to the leader's ledger:

@@ -184,6 +184,14 @@ impl Shard {
         Ok(true)
     }
 
+    /// Bytes the held batches take.
+    pub fn bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum()
+    }
+
     /// The rows with these ids, in this order; an id not held is an error naming it.
     pub fn rows(&self, ids: &[String], what: &str) -> Result<RecordBatch> {
         let mut at = Vec::with_capacity(ids.len());
@@ -239,8 +247,11 @@ pub fn fetch<'s>(
     let asks = to_owners(asks, col::ID, workers);
     let table = to_owners(table, col::ID, workers);
     let mut shard = Shard::default();
+    let (run, held_as) = (cx.run.clone(), format!("{}: {name}", cx.node));
     let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
-        shard.replace(&inputs[1], col::ID)?;
+        if shard.replace(&inputs[1], col::ID)? {
+            run.hold(me, &held_as, shard.index.len() as u64, shard.bytes());
+        }
         let mut out = Vec::new();
         for b in rows_of(&inputs[0]) {
             let ids = batch::strings(b, col::ID)?;

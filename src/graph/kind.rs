@@ -377,4 +377,18 @@ pub struct Cost {
     pub bytes: f64,
     /// The dotted path of the setting to change (`nodes.1.batch_size`), if one decides it.
     pub at: Option<String>,
+    /// Who holds it: every worker a copy, the workers a shard each, or the leader alone.
+    pub per: Per,
+}
+
+/// How a [`Cost`] scales with workers and processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Per {
+    /// Each worker holds its own copy (models, a step's score blocks).
+    #[default]
+    Worker,
+    /// The workers hold disjoint shards of about `1/W` each (the sharded cache).
+    Shard,
+    /// Worker 0 alone holds it (the training evaluation's corpus and caches).
+    Leader,
 }

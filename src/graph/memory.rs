@@ -9,7 +9,7 @@
 //! change. The estimate is meant to be right within a factor of about two: it counts the
 //! large tensors, not every allocation.
 
-use super::kind::{CheckCx, Cost};
+use super::kind::{CheckCx, Cost, Per};
 use super::Graph;
 use crate::error::{Error, Result};
 use crate::models::Role;
@@ -54,9 +54,13 @@ pub fn shown(bytes: f64) -> String {
     }
 }
 
-/// Every cost of the graph for `workers` workers per process.
-pub fn costs(g: &Graph, workers: usize) -> Vec<(Option<usize>, Cost)> {
+/// Every cost of the graph for the leader's process of a run over `processes` processes
+/// of `workers` workers each (the leader's is the largest: it also holds the evaluation).
+/// A per-worker cost counts `workers` times, a sharded one the process's share of the
+/// shards (`1/processes`), a leader's once.
+pub fn costs(g: &Graph, workers: usize, processes: usize) -> Vec<(Option<usize>, Cost)> {
     let w = workers.max(1) as f64;
+    let p = processes.max(1) as f64;
     let mut out = Vec::new();
     let trained = g
         .training
@@ -80,13 +84,18 @@ pub fn costs(g: &Graph, workers: usize) -> Vec<(Option<usize>, Cost)> {
                 ),
                 bytes: params * F32 * copies * w,
                 at: Some(format!("models.{name}")),
+                per: Per::Worker,
             },
         ));
     }
     for i in 0..g.nodes().len() {
         let cx = CheckCx { graph: g, node: i };
         for mut c in g.nodes()[i].kind.memory(&cx) {
-            c.bytes *= w;
+            c.bytes *= match c.per {
+                Per::Worker => w,
+                Per::Shard => 1.0 / p,
+                Per::Leader => 1.0,
+            };
             out.push((Some(i), c));
         }
     }
@@ -109,13 +118,15 @@ fn corrector_width(g: &Graph, name: &str) -> usize {
 }
 
 /// The estimated peak in bytes: the sum of [`costs`].
-pub fn estimate(g: &Graph, workers: usize) -> f64 {
+pub fn estimate(g: &Graph, workers: usize, processes: usize) -> f64 {
     // A fold from +0 (an empty f64 `sum` is -0).
-    costs(g, workers).iter().fold(0.0, |a, (_, c)| a + c.bytes)
+    costs(g, workers, processes)
+        .iter()
+        .fold(0.0, |a, (_, c)| a + c.bytes)
 }
 
 /// Refuses a plan estimated to need more than `max` bytes (default: what is available).
-pub fn check(g: &Graph, workers: usize, max: Option<u64>) -> Result<()> {
+pub fn check(g: &Graph, workers: usize, processes: usize, max: Option<u64>) -> Result<()> {
     let (limit, given) = match max {
         Some(m) => (m, true),
         None => match available() {
@@ -123,8 +134,8 @@ pub fn check(g: &Graph, workers: usize, max: Option<u64>) -> Result<()> {
             None => return Ok(()),
         },
     };
-    let costs = costs(g, workers);
-    let total = estimate(g, workers);
+    let costs = costs(g, workers, processes);
+    let total = estimate(g, workers, processes);
     if total <= limit as f64 {
         return Ok(());
     }

@@ -51,7 +51,7 @@ use crate::models::{Model, ModelCx};
 use crate::spec::LoadedSpec;
 
 pub use kind::{
-    Access, CheckCx, Cost, Facts, FileUse, NodeEntry, NodeKind, ParseCx, PlanCx, Planned,
+    Access, CheckCx, Cost, Facts, FileUse, NodeEntry, NodeKind, ParseCx, Per, PlanCx, Planned,
     References, Registry, Store,
 };
 pub use needs::{Need, MAIN};

@@ -103,8 +103,20 @@ impl NodeKind for Correct {
 
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
         match cx.inputs() {
-            1 => super::cache_copies(cx, 0, 2.0, "the cache and h(B)"),
-            _ => super::cache_copies(cx, 0, 1.0, "the cache"),
+            1 => super::cache_copies(
+                cx,
+                0,
+                2.0,
+                "its shard of the cache and h(B)",
+                crate::graph::Per::Shard,
+            ),
+            _ => super::cache_copies(
+                cx,
+                0,
+                1.0,
+                "its shard of the cache",
+                crate::graph::Per::Shard,
+            ),
         }
     }
 
@@ -207,8 +219,16 @@ fn correct_cache<'s>(
     let h = cx.models()?.corrector(&spec.model)?;
     let start = cx.start();
     let mut stale = EmbeddingRows::default();
+    let (run, table, me) = (
+        cx.run.clone(),
+        format!("{}: cache", cx.node),
+        cx.scope.index(),
+    );
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let replaced = replace_cache(&mut stale, &inputs[0])?;
+        if replaced {
+            run.hold(me, &table, stale.len() as u64, stale.bytes());
+        }
         let s = t as usize;
         let due = s < steps
             && trained
@@ -224,12 +244,32 @@ fn correct_cache<'s>(
         if !due || stale.is_empty() {
             return Ok(Vec::new());
         }
-        let b = stale.tensor(h.device())?;
-        let corrected = h
-            .apply_chunked(&b, spec.chunk)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        cache_batches(&stale, &corrected)
+        // h chunk by chunk, straight into the output batches: no whole-cache tensor, no
+        // whole h(B) beside the batches (at 4M rows each would be 2 GB more at the peak).
+        let (d, chunk) = (stale.dim, spec.chunk);
+        let mut out = Vec::new();
+        for start in (0..stale.len()).step_by(chunk) {
+            let end = (start + chunk).min(stale.len());
+            let part = candle_core::Tensor::from_slice(
+                &stale.values[start * d..end * d],
+                (end - start, d),
+                h.device(),
+            )?;
+            let values = h
+                .apply_chunked(&part, chunk)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            out.push((
+                0,
+                Batch(batch::embeddings_batch(
+                    stale.ids[start..end].to_vec(),
+                    stale.hashes[start..end].to_vec(),
+                    values,
+                    d,
+                )?),
+            ));
+        }
+        Ok(out)
     };
     Ok(Stepwise::new("CorrectCache")
         .local_inputs(vec![

@@ -125,12 +125,14 @@ fn pairs_per_step(g: &crate::graph::Graph, source: usize) -> Option<(usize, Stri
     ))
 }
 
-/// A full cache's copies held by a node: `copies` × rows × width floats.
+/// A cache's copies held by a node: `copies` × rows × width floats, in all (`per`
+/// says whether each worker holds them, a shard of them, or worker 0).
 fn cache_copies(
     cx: &crate::graph::CheckCx,
     j: usize,
     copies: f64,
     what: &str,
+    per: crate::graph::Per,
 ) -> Vec<crate::graph::Cost> {
     let (Some(n), d) = (upstream_rows(cx, j), cx.input_dim(j)) else {
         return Vec::new();
@@ -142,6 +144,7 @@ fn cache_copies(
         ),
         bytes: copies * (n * d) as f64 * crate::graph::memory::F32,
         at: None,
+        per,
     }]
 }
 
@@ -194,5 +197,31 @@ mod tests {
         for n in names {
             assert!(schema.contains(&format!("{{\"const\":\"{n}\"}}")), "{n}");
         }
+    }
+
+    #[test]
+    fn the_sharded_cache_splits_over_all_workers_in_the_memory_estimate() {
+        use crate::graph::{Cost, Per};
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/quickstart.yaml");
+        let g = load(&file, &[]).unwrap();
+        let by = |costs: &[(Option<usize>, Cost)], per: Per| -> f64 {
+            costs
+                .iter()
+                .filter(|(_, c)| c.per == per)
+                .map(|(_, c)| c.bytes)
+                .sum()
+        };
+        let one = crate::graph::memory::costs(&g, 1, 1);
+        // Two processes of two workers: the leader's process holds half the shards (its
+        // two workers' quarters), two copies of each per-worker cost, and the evaluation.
+        let four = crate::graph::memory::costs(&g, 2, 2);
+        assert!(by(&one, Per::Shard) > 1e6, "the sample's cache is sharded");
+        assert!(
+            by(&one, Per::Leader) > 1e6,
+            "the evaluation's caches are the leader's"
+        );
+        assert_eq!(by(&four, Per::Shard), by(&one, Per::Shard) / 2.0);
+        assert_eq!(by(&four, Per::Worker), by(&one, Per::Worker) * 2.0);
+        assert_eq!(by(&four, Per::Leader), by(&one, Per::Leader));
     }
 }

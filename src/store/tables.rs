@@ -234,6 +234,11 @@ pub fn eval_steps_schema(recall_at: &[usize]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// A list of uint64, one per worker or process.
+fn u64_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::UInt64, true)))
+}
+
 /// The ledger's reasons for a target-encoder forward pass.
 pub const LEDGER_REASONS: [&str; 4] = ["initial", "refresh", "touched", "eval"];
 
@@ -241,7 +246,8 @@ pub const LEDGER_REASONS: [&str; 4] = ["initial", "refresh", "touched", "eval"];
 /// test metrics at that step with the corpus re-embedded (`test_*`) and against the
 /// corrected cache with no re-embedding (`corrected_*`, null without a corrector), the
 /// best dev value, the ledger of target-encoder forwards and seconds by reason with totals
-/// with and without the touched targets, the wall seconds, and the settings as JSON.
+/// with and without the touched targets, the wall seconds, the memory held per worker
+/// and process, and the settings as JSON.
 pub fn summary_schema(recall_at: &[usize]) -> SchemaRef {
     let mut fields = vec![
         Field::new("run", DataType::Utf8, false),
@@ -288,6 +294,14 @@ pub fn summary_schema(recall_at: &[usize]) -> SchemaRef {
         Field::new("forwards_total", DataType::UInt64, false),
         Field::new("forwards_without_touched", DataType::UInt64, false),
         Field::new("seconds", DataType::Float64, false),
+        // Memory: the timely workers over all processes; per worker the rows of its
+        // largest sharded table (about N/W) and the bytes of everything it holds in
+        // tables (shards, and on worker 0 the evaluation's whole corpus and cache); per
+        // process its peak resident bytes.
+        Field::new("workers", DataType::UInt64, false),
+        Field::new("shard_rows", u64_list(), false),
+        Field::new("held_bytes", u64_list(), false),
+        Field::new("peak_bytes", u64_list(), false),
         Field::new("settings", DataType::Utf8, false),
     ]);
     Arc::new(Schema::new(fields))

@@ -165,4 +165,24 @@ fn one_worker_two_workers_and_two_processes_choose_the_same_negatives() {
         assert_eq!(l1[reason], l2[reason], "{reason}");
     }
     assert!(l2["forwards_touched"] >= l1["forwards_touched"]);
+
+    // Memory: each worker holds its shard, about N/W rows, the same rows whether the
+    // workers are threads or processes; peak memory comes from every process.
+    assert_eq!(summary_list(&one, "shard_rows"), vec![120]);
+    let rows = summary_list(&two, "shard_rows");
+    assert_eq!(rows.iter().sum::<u64>(), 120, "{rows:?}");
+    assert!(rows.iter().all(|&r| (40..=80).contains(&r)), "{rows:?}");
+    assert_eq!(summary_list(&procs, "shard_rows"), rows);
+    assert_eq!(summary_list(&two, "held_bytes").len(), 2);
+    let peaks = summary_list(&procs, "peak_bytes");
+    assert_eq!(peaks.len(), 2, "{peaks:?}");
+    assert!(peaks.iter().all(|&p| p > 1 << 20), "{peaks:?}");
+    assert_eq!(summary_list(&two, "peak_bytes").len(), 1);
+}
+
+/// The summary's list column `name`.
+fn summary_list(out: &Path, name: &str) -> Vec<u64> {
+    let b = &freshen::store::parquet_io::read_all(&out.join("summary.parquet")).unwrap()[0];
+    let list = b.column_by_name(name).unwrap().as_list::<i32>().value(0);
+    list.as_primitive::<UInt64Type>().values().to_vec()
 }

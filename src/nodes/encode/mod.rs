@@ -188,6 +188,7 @@ impl NodeKind for Encode {
             what: format!("node {}: its model, {params:.0} parameters", cx.this().id),
             bytes: params * crate::graph::memory::F32,
             at: Some(format!("{}.model", LoadedSpec::node_path(cx.node))),
+            per: crate::graph::Per::Worker,
         }]
     }
 

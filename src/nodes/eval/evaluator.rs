@@ -49,6 +49,9 @@ type Snapshots = Vec<(String, Vec<(String, Tensor)>)>;
 /// The best dev step so far: its step, its dev value and its weights.
 type Best = (Time, f64, Snapshots);
 
+/// Rows per batch of the written embeddings.
+const EMBEDDINGS_BATCH_ROWS: usize = 65_536;
+
 /// The leader's state of a training eval.
 pub(super) struct Evaluator {
     pub spec: Eval,
@@ -56,6 +59,8 @@ pub(super) struct Evaluator {
     pub plan: EvalPlan,
     pub state: Rc<WorkerModels>,
     pub shared: Arc<RunState>,
+    /// Timely workers of the run, over every process.
+    pub workers: usize,
     pub corpus: Vec<((String, u64), String)>,
     pub queries: HashMap<String, String>,
     pub dev: Vec<(String, String, i32)>,
@@ -217,9 +222,11 @@ impl Evaluator {
         self.shared
             .progress()
             .set_done("train", t + 1, "evaluating on dev".into());
-        let fresh = self.embed_corpus()?;
+        let mut fresh = self.embed_corpus()?;
         let queries = self.embed_queries(&self.dev)?;
-        let cache = fresh.tensor(&self.plan.device)?;
+        // The vectors move into the tensor: one copy of the corpus at a time, not two.
+        let shape = (fresh.len(), fresh.dim);
+        let cache = Tensor::from_vec(std::mem::take(&mut fresh.values), shape, &self.plan.device)?;
         let ranked = self.rank(&queries, &fresh.ids, &cache, &self.dev)?;
         let diag = if self.spec.diagnostics {
             let stale = self.stale_aligned(&fresh.ids)?;
@@ -269,14 +276,28 @@ impl Evaluator {
             }
             None => (self.last_step.unwrap_or(0), f64::NAN),
         };
-        let fresh = self.embed_corpus()?;
+        let mut fresh = self.embed_corpus()?;
         let queries = self.embed_queries(&self.test)?;
-        let ranked = self.rank(
-            &queries,
-            &fresh.ids,
-            &fresh.tensor(&self.plan.device)?,
-            &self.test,
-        )?;
+        // The embeddings are written first, so that the vectors can then move into the
+        // ranking's tensor: one copy of the corpus at a time.
+        if let Some(path) = &self.spec.embeddings {
+            let mut w = AtomicParquetWriter::create(path, tables::embeddings_schema(fresh.dim))?;
+            let d = fresh.dim;
+            for start in (0..fresh.len()).step_by(EMBEDDINGS_BATCH_ROWS) {
+                let end = (start + EMBEDDINGS_BATCH_ROWS).min(fresh.len());
+                w.write(&batch::embeddings_batch(
+                    fresh.ids[start..end].to_vec(),
+                    fresh.hashes[start..end].to_vec(),
+                    fresh.values[start * d..end * d].to_vec(),
+                    d,
+                )?)?;
+            }
+            self.shared.add_pending(w.finish()?);
+        }
+        let shape = (fresh.len(), fresh.dim);
+        let cache = Tensor::from_vec(std::mem::take(&mut fresh.values), shape, &self.plan.device)?;
+        let ranked = self.rank(&queries, &fresh.ids, &cache, &self.test)?;
+        drop(cache);
         write_runs(&self.spec, &ranked, &fresh.ids, &self.shared)?;
         let corrected = match self.stale.is_empty() {
             true => None,
@@ -290,16 +311,6 @@ impl Evaluator {
         };
         if let Some(dir) = &self.spec.checkpoint {
             self.save_checkpoint(dir)?;
-        }
-        if let Some(path) = &self.spec.embeddings {
-            let mut w = AtomicParquetWriter::create(path, tables::embeddings_schema(fresh.dim))?;
-            w.write(&batch::embeddings_batch(
-                fresh.ids.clone(),
-                fresh.hashes.clone(),
-                fresh.values.clone(),
-                fresh.dim,
-            )?)?;
-            self.shared.add_pending(w.finish()?);
         }
         self.summary(best_step, best_value, &ranked.metrics, corrected.as_ref())
     }
@@ -359,11 +370,33 @@ impl Evaluator {
             cols.push(f(Some(secs)));
         }
         let touched = ledger.get("touched").map_or(0, |e| e.0);
+        let held = self.shared.held();
+        let shards: Vec<u64> = (0..self.workers)
+            .map(|w| {
+                held.tables
+                    .iter()
+                    .filter(|((hw, table), _)| *hw == w && !table.starts_with("eval:"))
+                    .map(|(_, &(rows, _))| rows)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let list = |v: Vec<u64>| {
+            Arc::new(arrow::array::ListArray::from_iter_primitive::<
+                arrow::datatypes::UInt64Type,
+                _,
+                _,
+            >([Some(v.into_iter().map(Some))])) as ArrayRef
+        };
         cols.extend([
             u(self.candidates),
             u(total),
             u(total - touched),
             f(Some(self.shared.elapsed())),
+            u(self.workers as u64),
+            list(shards),
+            list(held.bytes_per_worker(self.workers)),
+            list(held.peaks.values().copied().collect()),
             s(&self.plan.settings),
         ]);
         Ok(RecordBatch::try_new(

@@ -283,8 +283,20 @@ impl NodeKind for Eval {
 
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
         match self.models {
-            Some(_) => super::cache_copies(cx, 5, 3.0, "the stale and fresh caches and a tensor"),
-            None => super::cache_copies(cx, 1, 2.0, "the targets and their tensor"),
+            Some(_) => super::cache_copies(
+                cx,
+                5,
+                3.0,
+                "the stale and fresh caches and a tensor",
+                crate::graph::Per::Leader,
+            ),
+            None => super::cache_copies(
+                cx,
+                1,
+                2.0,
+                "the targets and their tensor",
+                crate::graph::Per::Leader,
+            ),
         }
     }
 

@@ -48,6 +48,7 @@ pub(super) fn train_eval<'s>(
         plan,
         state: cx.models()?,
         shared: cx.run.clone(),
+        workers: cx.scope.peers(),
         corpus: Vec::new(),
         queries: HashMap::new(),
         dev: Vec::new(),
@@ -138,6 +139,15 @@ fn take_inputs(e: &mut Evaluator, inputs: &[Vec<Batch>]) -> Result<()> {
         // In id order, whatever order the workers' batches arrived in: a ranking breaks
         // ties of score by row, so this makes it the same for every worker count.
         e.corpus.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        // Not sharded: the evaluation holds every text on the leader (see the design
+        // note in BENCHMARKS.md); reported with the shards so the summary shows it.
+        let bytes: usize = e
+            .corpus
+            .iter()
+            .map(|((id, _), t)| id.len() + t.len() + 56)
+            .sum();
+        e.shared
+            .hold(0, "eval: corpus", e.corpus.len() as u64, bytes as u64);
     }
     for b in rows_of(&inputs[2]) {
         for ((id, _), text) in joined_rows(b, &query_fields)? {
@@ -155,6 +165,8 @@ fn take_inputs(e: &mut Evaluator, inputs: &[Vec<Batch>]) -> Result<()> {
         fresh.push(b)?;
     }
     if !fresh.is_empty() {
+        e.shared
+            .hold(0, "eval: cache", fresh.len() as u64, fresh.bytes());
         e.stale = fresh;
     }
     Ok(())

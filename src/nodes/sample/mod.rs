@@ -2,6 +2,8 @@
 //! across the workers (`search`).
 
 mod search;
+#[cfg(test)]
+mod tests;
 
 use arrow::datatypes::SchemaRef;
 use candle_core::Device;
@@ -17,6 +19,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::Result;
 use crate::graph::needs::{self, Need};
+use crate::graph::Per::Shard;
 use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, MAIN};
 use crate::store::tables::{self, col};
 
@@ -163,7 +166,13 @@ impl NodeKind for Sample {
     }
 
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
-        let mut out = super::cache_copies(cx, 1, 2.0, "the searched cache and its tensor");
+        let mut out = super::cache_copies(
+            cx,
+            1,
+            1.0,
+            "its shard of the searched cache (a tensor)",
+            Shard,
+        );
         if let Some((b, _)) = cx
             .producer_index(2)
             .and_then(|p| super::pairs_per_step(cx.graph, p))
@@ -179,6 +188,7 @@ impl NodeKind for Sample {
                     "{}.chunk",
                     crate::spec::LoadedSpec::node_path(cx.node)
                 )),
+                per: crate::graph::Per::Worker,
             });
         }
         out

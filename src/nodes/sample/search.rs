@@ -151,23 +151,91 @@ fn ask<'s>(
         .broadcast()
 }
 
-/// The searched shard: the latest version a step brought, in id order.
+/// The searched shard: the latest version a step brought, in id order. The vectors live
+/// in the tensor only (one copy of the shard, not two).
 #[derive(Default)]
-struct Searched {
+pub(super) struct Searched {
+    /// Ids and hashes of the rows (their `values` moved into `tensor`).
     rows: EmbeddingRows,
     index: HashMap<String, usize>,
     tensor: Option<Tensor>,
 }
 
 impl Searched {
-    fn update(&mut self, batches: &[Batch], device: &Device) -> Result<()> {
-        let fresh = EmbeddingRows::table(batches)?;
-        if !fresh.is_empty() {
-            self.index = fresh.index();
-            self.tensor = Some(fresh.tensor(device)?);
-            self.rows = fresh;
+    /// Keeps the version `batches` bring, if they hold any rows; returns whether they did.
+    pub(super) fn update(&mut self, batches: &[Batch], device: &Device) -> Result<bool> {
+        if rows_of(batches).all(|b| b.num_rows() == 0) {
+            return Ok(false);
         }
-        Ok(())
+        // The old version goes first: a shard's two versions are never held at once.
+        self.tensor = None;
+        let mut fresh = EmbeddingRows::table(batches)?;
+        self.index = fresh.index();
+        let shape = (fresh.len(), fresh.dim);
+        self.tensor = Some(Tensor::from_vec(
+            std::mem::take(&mut fresh.values),
+            shape,
+            device,
+        )?);
+        self.rows = fresh;
+        Ok(true)
+    }
+
+    /// The vector of row `r`.
+    fn row(&self, r: usize) -> Result<Vec<f32>> {
+        let t = self
+            .tensor
+            .as_ref()
+            .ok_or_else(|| Error::invariant("no searched rows"))?;
+        Ok(t.get(r)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?)
+    }
+
+    /// Bytes held: the ids and hashes, and the vectors' tensor.
+    pub(super) fn bytes(&self) -> u64 {
+        let tensor = self
+            .tensor
+            .as_ref()
+            .map_or(0, |t| t.elem_count() * t.dtype().size_in_bytes());
+        self.rows.bytes() + tensor as u64
+    }
+
+    /// Rows held.
+    pub(super) fn len(&self) -> usize {
+        self.rows.ids.len()
+    }
+
+    /// Per query, the shard's top `pool` `(id, score)` that are not among its positives
+    /// `all[i]`, by score then id (the shard is in id order, and `top_k` breaks ties by
+    /// row): merged by [`merge_top`] across shards they are the whole cache's top `pool`.
+    pub(super) fn pools(
+        &self,
+        queries: &Tensor,
+        all: &[Vec<String>],
+        pool: usize,
+        chunk: usize,
+    ) -> Result<Vec<Vec<(String, f32)>>> {
+        let Some(tensor) = self.tensor.as_ref() else {
+            return Ok(vec![Vec::new(); all.len()]);
+        };
+        let exclude: Vec<Vec<u32>> = all
+            .iter()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| self.index.get(p).map(|&r| r as u32))
+                    .collect()
+            })
+            .collect();
+        let found = top_k(queries, tensor, pool, &exclude, chunk)?;
+        Ok(found
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(r, sc)| (self.rows.ids[r as usize].clone(), sc))
+                    .collect()
+            })
+            .collect())
     }
 }
 
@@ -215,29 +283,34 @@ fn search<'s>(
 ) -> BatchStream<'s> {
     let (pool, chunk, k, in_batch) = (spec.sampler().pool, spec.chunk, spec.k, spec.in_batch);
     let mut searched = Searched::default();
+    let (run, table, me) = (
+        cx.run.clone(),
+        format!("{}: searched", cx.node),
+        cx.scope.index(),
+    );
     let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
-        searched.update(&inputs[1], &device)?;
+        if searched.update(&inputs[1], &device)? {
+            run.hold(me, &table, searched.len() as u64, searched.bytes());
+        }
         let s = step_queries(&inputs[0])?;
-        let Some(tensor) = searched.tensor.as_ref() else {
-            return Ok(Vec::new());
-        };
-        if s.q.is_empty() {
+        if searched.tensor.is_none() || s.q.is_empty() {
             return Ok(Vec::new());
         }
-        let index = &searched.index;
-        let exclude: Vec<Vec<u32>> = s
-            .all
-            .iter()
-            .map(|all| {
-                all.iter()
-                    .filter_map(|a| index.get(a).map(|&r| r as u32))
-                    .collect()
-            })
-            .collect();
         let pools = match k {
             0 => vec![Vec::new(); s.q.len()],
-            _ => top_k(&s.q.tensor(&device)?, tensor, pool, &exclude, chunk)?,
+            _ => searched.pools(&s.q.tensor(&device)?, &s.all, pool, chunk)?,
         };
+        let index = &searched.index;
+        // The vectors of the step's positives this shard holds (the positive's score and
+        // the in-batch negatives' are read from them).
+        let mut vectors: HashMap<usize, Vec<f32>> = HashMap::new();
+        for p in &s.positive {
+            if let Some(&r) = index.get(p) {
+                if let std::collections::hash_map::Entry::Vacant(e) = vectors.entry(r) {
+                    e.insert(searched.row(r)?);
+                }
+            }
+        }
         // The step's positives this shard holds, in id order.
         let held: Vec<(&str, usize)> = match in_batch {
             true => s
@@ -265,19 +338,15 @@ fn search<'s>(
                 cands.push(
                     pools[i]
                         .iter()
-                        .map(|&(r, _)| searched.rows.ids[r as usize].clone())
+                        .map(|(id, _)| id.clone())
                         .collect::<Vec<_>>(),
                 );
                 scores.push(pools[i].iter().map(|&(_, sc)| sc).collect::<Vec<_>>());
-                positive.push(
-                    index
-                        .get(&s.positive[i])
-                        .map(|&r| dot(qi, searched.rows.row(r))),
-                );
+                positive.push(index.get(&s.positive[i]).map(|r| dot(qi, &vectors[r])));
                 batch_ids.push(held.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>());
                 batch_scores.push(
                     held.iter()
-                        .map(|&(_, r)| dot(qi, searched.rows.row(r)))
+                        .map(|&(_, r)| dot(qi, &vectors[&r]))
                         .collect::<Vec<_>>(),
                 );
             }

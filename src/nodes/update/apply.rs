@@ -425,8 +425,10 @@ impl Apply {
         self.bar.inc(1);
         if self.worker == 0 {
             let p = self.run.progress();
+            // The phase starts as its first step ends (that step waited for the starting
+            // cache), so the rate and ETA measure the steps after it.
             if t as usize == self.start {
-                p.phase_at("train", "steps", t, self.plan.steps as u64);
+                p.phase_at("train", "steps", t + 1, self.plan.steps as u64);
             }
             p.set_done("train", t + 1, losses(&inputs[1]));
         }

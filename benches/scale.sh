@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Step time and memory against corpus size: the quickstart's training (hashed encoder,
+# corrector, 64 queries a step) on synthetic corpora of 100k, 1M and 4M targets
+# (`freshen data synthetic`), with 1 and 2 workers, in one table. Each run trains STEPS
+# steps and evaluates once, after the last (1,000 dev and 1,000 test queries).
+#
+#   benches/scale.sh                                # 100k 1M 4M, -w 1 and -w 2
+#   SIZES="100000 1000000" WORKERS="1" STEPS=20 benches/scale.sh
+#
+# Columns: median seconds per training step (the steps with neither the initial cache
+# nor an evaluation in them), the rows of worker 0's shard, the bytes the workers hold
+# in tables (shards, and on worker 0 the evaluation's corpus and cache), the process's
+# peak resident memory, and the whole run's seconds. Run it on an idle machine: the
+# seconds are wall time.
+# Settings (environment): SIZES, WORKERS ("1 2"), STEPS (30), OUT, BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-"100000 1000000 4000000"}
+WORKERS=${WORKERS:-"1 2"}
+STEPS=${STEPS:-30}
+OUT=${OUT:-out/bench/scale}
+[ -n "${BIN:-}" ] || cargo build --release --quiet
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
+
+mkdir -p "$OUT"
+runs=()
+for n in $SIZES; do
+  data="data/full/synthetic-$n"
+  # 10,000 queries whatever the size: 8,000 to train on, 1,000 dev, 1,000 test.
+  [ -f "$data/corpus.parquet" ] || "$BIN" data synthetic --targets "$n" --every $((n / 10000)) --out "$data" >&2
+  for w in $WORKERS; do
+    dir="$OUT/n$n-w$w"
+    runs+=("$n $w $dir")
+    [ -f "$dir/summary.parquet" ] && continue
+    echo "== $n targets, -w $w" >&2
+    rm -rf "$dir"
+    "$BIN" run pipelines/quickstart.yaml -w "$w" \
+      --set vars.data="$data" --set vars.out="$dir" --set nodes.cache.path="$dir/cache" \
+      --set nodes.pairs.steps="$STEPS" --set nodes.evaluate.every=100000 \
+      --set nodes.evaluate.diagnostics=false > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
+    rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet" "$dir/run.trec" "$dir/rankings.parquet"
+  done
+done
+
+python3 - "${runs[@]}" <<'EOF'
+import statistics, sys
+import pyarrow.parquet as pq
+
+print("| targets | workers | s / step | shard rows (worker 0) | held GB (per worker) | peak GB (per process) | run s |")
+print("|---|---|---|---|---|---|---|")
+for run in sys.argv[1:]:
+    n, w, d = run.split()
+    steps = pq.read_table(f"{d}/metrics.parquet").to_pylist()
+    # Step 0 waits for the initial cache; the last step runs the evaluation.
+    inner = [r["seconds"] for r in steps[1:-1]]
+    s = pq.read_table(f"{d}/summary.parquet").to_pylist()[0]
+    gb = lambda xs: " / ".join(f"{x / 2**30:.2f}" for x in xs)
+    print(f"| {int(n):,} | {w} | {statistics.median(inner):.3f} | {s['shard_rows'][0]:,} "
+          f"| {gb(s['held_bytes'])} | {gb(s['peak_bytes'])} | {s['seconds']:.0f} |")
+EOF
