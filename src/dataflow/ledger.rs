@@ -41,9 +41,10 @@ pub fn share<'s>(cx: &BuildCx<'_, 's>, ticks: BatchStream<'s>) -> BatchStream<'s
         if run.leads() {
             return Ok(Vec::new());
         }
+        let held = run.held();
         let mut out = vec![
-            (0, Batch(held_batch(&run.held())?)),
-            (0, Batch(peaks_batch(&run.held())?)),
+            (0, Batch(held_batch(&held)?)),
+            (0, Batch(peaks_batch(&held)?)),
         ];
         let delta = run.take_unsent();
         if delta.is_empty() {
