@@ -23,13 +23,13 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, StringArray};
+use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
-use freshen_operators::hashing::{hash64_seeded, mix64};
 
+use super::tables::{below, corpus_batch, stream};
 use crate::error::{Error, Result};
+use crate::store::batch;
 use crate::store::parquet_io::{read_batches, AtomicParquetWriter};
 use crate::store::tables::{col, corpus_schema};
 
@@ -58,28 +58,6 @@ pub struct DistractorStats {
     pub distractors: usize,
     /// Generated texts thrown away because they equalled a real or earlier text.
     pub redrawn: usize,
-}
-
-/// A splitmix64 stream: the generator's only source of randomness, the same on every
-/// platform.
-pub(crate) struct Stream(u64);
-
-impl Stream {
-    /// The stream of `(seed, key)`.
-    pub(crate) fn new(seed: u64, key: u64) -> Self {
-        Self(hash64_seeded(seed, &key.to_le_bytes()))
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// A uniform index below `n` (`n > 0`), by multiply-shift.
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
 }
 
 /// The real targets' texts and their word distribution.
@@ -124,12 +102,12 @@ pub fn build(opts: &DistractorOptions) -> Result<DistractorStats> {
         AtomicParquetWriter::create(&opts.out.join("corpus.parquet"), corpus_schema())?;
     for start in (0..ids.len()).step_by(BATCH_ROWS) {
         let rows = start..(start + BATCH_ROWS).min(ids.len());
-        let batch = corpus_batch(
+        let part = corpus_batch(
             &ids[rows.clone()],
             Some(&titles[rows.clone()]),
             &vocab.texts[rows],
         )?;
-        writer.write(&batch)?;
+        writer.write(&part)?;
     }
     let (mut out_ids, mut out_texts) = (Vec::new(), Vec::new());
     let mut draw = 0u64;
@@ -174,8 +152,8 @@ pub fn build(opts: &DistractorOptions) -> Result<DistractorStats> {
 
 /// The text of draw `draw`: a real template with each word replaced by a unigram draw.
 fn distractor(vocab: &Vocabulary, seed: u64, draw: u64) -> String {
-    let mut rng = Stream::new(seed, draw);
-    let template = &vocab.texts[rng.below(vocab.texts.len())];
+    let mut rng = stream(seed, draw);
+    let template = &vocab.texts[below(&mut rng, vocab.texts.len())];
     let mut out = String::with_capacity(template.len() + 8);
     for (i, token) in template.split(' ').enumerate() {
         if i > 0 {
@@ -186,7 +164,7 @@ fn distractor(vocab: &Vocabulary, seed: u64, draw: u64) -> String {
             continue;
         }
         let core = token.trim_end_matches([',', ';']);
-        out.push_str(&vocab.words[rng.below(vocab.words.len())]);
+        out.push_str(&vocab.words[below(&mut rng, vocab.words.len())]);
         out.push_str(&token[core.len()..]);
     }
     out
@@ -239,30 +217,7 @@ fn read_corpus(path: &Path) -> Result<(Vec<String>, Vec<String>, Vocabulary)> {
 
 /// The string column `name` of `batch`, or an error naming the file.
 fn string_column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a StringArray> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or_else(|| Error::data(path, None, format!("no UTF-8 column {name:?}")))
-}
-
-/// A corpus batch of ids, titles (empty when `None`) and texts.
-pub(crate) fn corpus_batch(
-    ids: &[String],
-    titles: Option<&[String]>,
-    texts: &[String],
-) -> Result<RecordBatch> {
-    let titles = match titles {
-        Some(t) => StringArray::from_iter_values(t),
-        None => StringArray::from_iter_values(std::iter::repeat_n("", ids.len())),
-    };
-    Ok(RecordBatch::try_new(
-        corpus_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(ids)) as ArrayRef,
-            Arc::new(titles) as ArrayRef,
-            Arc::new(StringArray::from_iter_values(texts)) as ArrayRef,
-        ],
-    )?)
+    batch::strings(batch, name).map_err(|e| Error::data(path, None, e.to_string()))
 }
 
 /// Copies the queries, the qrels and any licence file unchanged.

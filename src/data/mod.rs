@@ -3,4 +3,5 @@
 
 pub mod distractors;
 pub mod synthetic;
+mod tables;
 pub mod wordnet;

@@ -14,14 +14,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, StringArray};
+use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
 use freshen_operators::hashing::hash64_seeded;
+use freshen_operators::random::SplitMix64;
 
-use super::distractors::{corpus_batch, Stream};
+use super::tables::{below, corpus_batch, stream, write_qrels};
 use crate::error::{Error, Result};
 use crate::store::parquet_io::{write_parquet, AtomicParquetWriter};
-use crate::store::tables::{qrels_schema, queries_schema};
+use crate::store::tables::queries_schema;
 
 /// Rows per written corpus batch.
 const BATCH_ROWS: usize = 65_536;
@@ -69,8 +70,8 @@ pub(crate) fn word(j: usize) -> String {
 }
 
 /// A word rank drawn log-uniformly below `vocab`.
-fn rank(rng: &mut Stream, vocab: usize) -> usize {
-    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+fn rank(rng: &mut SplitMix64, vocab: usize) -> usize {
+    let u = rng.next_f64();
     ((vocab as f64).powf(u) as usize)
         .saturating_sub(1)
         .min(vocab - 1)
@@ -78,8 +79,8 @@ fn rank(rng: &mut Stream, vocab: usize) -> usize {
 
 /// The words of target `i`.
 fn target_words(seed: u64, i: usize, vocab: usize) -> Vec<usize> {
-    let mut rng = Stream::new(seed, i as u64);
-    let len = 8 + rng.below(9);
+    let mut rng = stream(seed, i as u64);
+    let len = 8 + below(&mut rng, 9);
     (0..len).map(|_| rank(&mut rng, vocab)).collect()
 }
 
@@ -111,12 +112,14 @@ pub fn build(opts: &SyntheticOptions) -> Result<SyntheticStats> {
             texts.push(text(&words));
             let key = (i as u64).to_le_bytes();
             if hash64_seeded(opts.seed ^ 0x5157, &key).is_multiple_of(opts.every as u64) {
-                let mut rng = Stream::new(opts.seed ^ 0x9e37, i as u64);
-                let mut q: Vec<usize> = (0..4).map(|_| words[rng.below(words.len())]).collect();
+                let mut rng = stream(opts.seed ^ 0x9e37, i as u64);
+                let mut q: Vec<usize> = (0..4)
+                    .map(|_| words[below(&mut rng, words.len())])
+                    .collect();
                 q.push(rank(&mut rng, opts.vocab));
                 q.push(rank(&mut rng, opts.vocab));
                 for k in (1..q.len()).rev() {
-                    q.swap(k, rng.below(k + 1));
+                    q.swap(k, below(&mut rng, k + 1));
                 }
                 let qid = format!("q{id}");
                 qids.push(qid.clone());
@@ -145,24 +148,9 @@ pub fn build(opts: &SyntheticOptions) -> Result<SyntheticStats> {
         queries_schema(),
         &[queries],
     )?;
-    for (split, name) in ["train", "dev", "test"].iter().enumerate() {
-        let rows = &qrels[split];
-        stats.splits[split] = rows.len();
-        let batch = RecordBatch::try_new(
-            qrels_schema(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| r.0.as_str()),
-                )) as ArrayRef,
-                Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| r.1.as_str()),
-                )) as ArrayRef,
-                Arc::new(Int32Array::from(vec![1; rows.len()])) as ArrayRef,
-            ],
-        )?;
-        let path = opts.out.join("qrels").join(format!("{name}.parquet"));
-        write_parquet(&path, qrels_schema(), &[batch])?;
-    }
+    stats.splits = qrels.each_ref().map(Vec::len);
+    let [train, dev, test] = &qrels;
+    write_qrels(&opts.out, &[("train", train), ("dev", dev), ("test", test)])?;
     writer.finish()?.commit()?;
     Ok(stats)
 }

@@ -43,11 +43,16 @@ impl Held {
         }
     }
 
-    /// Rows of `table` per worker `0..workers` (0 where a worker held none).
-    pub fn rows_of(&self, table: &str, workers: usize) -> Vec<u64> {
-        (0..workers)
-            .map(|w| self.tables.get(&(w, table.to_string())).map_or(0, |e| e.0))
-            .collect()
+    /// Per worker `0..workers`, the rows of its largest sharded table (about N/W; the
+    /// evaluation's tables, named `eval: ...`, are not shards), 0 where it held none.
+    pub fn shard_rows(&self, workers: usize) -> Vec<u64> {
+        let mut out = vec![0; workers];
+        for ((w, table), &(rows, _)) in &self.tables {
+            if let Some(o) = out.get_mut(*w).filter(|_| !table.starts_with("eval:")) {
+                *o = (*o).max(rows);
+            }
+        }
+        out
     }
 
     /// Bytes of every table per worker `0..workers`.
@@ -80,13 +85,14 @@ mod tests {
         a.hold(0, "searched", 10, 40);
         a.hold(0, "searched", 8, 32);
         a.hold(0, "texts", 10, 100);
+        a.hold(0, "eval: corpus", 50, 500);
         a.peak(0, 1000);
         let mut b = Held::default();
         b.hold(1, "searched", 12, 48);
         b.peak(1, 900);
         a.merge(&b);
-        assert_eq!(a.rows_of("searched", 3), vec![10, 12, 0]);
-        assert_eq!(a.bytes_per_worker(2), vec![140, 48]);
+        assert_eq!(a.shard_rows(3), vec![10, 12, 0]);
+        assert_eq!(a.bytes_per_worker(2), vec![640, 48]);
         assert_eq!(
             a.peaks.values().copied().collect::<Vec<_>>(),
             vec![1000, 900]

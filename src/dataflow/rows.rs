@@ -127,6 +127,23 @@ impl EmbeddingRows {
         m
     }
 
+    /// Rows `rows` as an embeddings batch, with `values` (`rows.len() × dim`, row-major)
+    /// in place of the stored vectors when given.
+    pub fn batch_of(
+        &self,
+        rows: std::ops::Range<usize>,
+        values: Option<Vec<f32>>,
+    ) -> Result<RecordBatch> {
+        let d = self.dim;
+        let values = values.unwrap_or_else(|| self.values[rows.start * d..rows.end * d].to_vec());
+        batch::embeddings_batch(
+            self.ids[rows.clone()].to_vec(),
+            self.hashes[rows].to_vec(),
+            values,
+            d,
+        )
+    }
+
     /// The table as a `(rows, dim)` tensor.
     pub fn tensor(&self, device: &Device) -> Result<Tensor> {
         Ok(Tensor::from_slice(

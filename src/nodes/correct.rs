@@ -188,21 +188,20 @@ fn replace_cache(cache: &mut EmbeddingRows, batches: &[Batch]) -> Result<bool> {
     Ok(true)
 }
 
-/// The cache as embeddings batches, with `values` in place of the stored vectors.
-fn cache_batches(cache: &EmbeddingRows, values: &[f32]) -> Result<Vec<(usize, Batch)>> {
+/// The cache as embeddings batches of `rows` rows, each batch's vectors mapped by `map`
+/// (given the batch's stored vectors; `None` keeps them): a whole h(B) is never held
+/// beside its batches.
+fn cache_batches(
+    cache: &EmbeddingRows,
+    rows: usize,
+    mut map: impl FnMut(&[f32], usize) -> Result<Option<Vec<f32>>>,
+) -> Result<Vec<(usize, Batch)>> {
     let d = cache.dim;
     let mut out = Vec::new();
-    for start in (0..cache.len()).step_by(CACHE_BATCH_ROWS) {
-        let end = (start + CACHE_BATCH_ROWS).min(cache.len());
-        out.push((
-            0,
-            Batch(batch::embeddings_batch(
-                cache.ids[start..end].to_vec(),
-                cache.hashes[start..end].to_vec(),
-                values[start * d..end * d].to_vec(),
-                d,
-            )?),
-        ));
+    for start in (0..cache.len()).step_by(rows.max(1)) {
+        let end = (start + rows).min(cache.len());
+        let values = map(&cache.values[start * d..end * d], end - start)?;
+        out.push((0, Batch(cache.batch_of(start..end, values)?)));
     }
     Ok(out)
 }
@@ -239,37 +238,21 @@ fn correct_cache<'s>(
         // run starts with, unless the corrector is due at that step: then h(B), as the
         // uninterrupted run computed there (checkpoints are taken only where this holds).
         if (replaced || t == 0) && !(t > 0 && t == start && due) {
-            return cache_batches(&stale, &stale.values);
+            return cache_batches(&stale, CACHE_BATCH_ROWS, |_, _| Ok(None));
         }
         if !due || stale.is_empty() {
             return Ok(Vec::new());
         }
-        // h chunk by chunk, straight into the output batches: no whole-cache tensor, no
-        // whole h(B) beside the batches (at 4M rows each would be 2 GB more at the peak).
-        let (d, chunk) = (stale.dim, spec.chunk);
-        let mut out = Vec::new();
-        for start in (0..stale.len()).step_by(chunk) {
-            let end = (start + chunk).min(stale.len());
-            let part = candle_core::Tensor::from_slice(
-                &stale.values[start * d..end * d],
-                (end - start, d),
-                h.device(),
-            )?;
+        // h chunk by chunk, straight into the output batches.
+        let d = stale.dim;
+        cache_batches(&stale, spec.chunk, |part, rows| {
+            let part = candle_core::Tensor::from_slice(part, (rows, d), h.device())?;
             let values = h
-                .apply_chunked(&part, chunk)?
+                .apply_chunked(&part, spec.chunk)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            out.push((
-                0,
-                Batch(batch::embeddings_batch(
-                    stale.ids[start..end].to_vec(),
-                    stale.hashes[start..end].to_vec(),
-                    values,
-                    d,
-                )?),
-            ));
-        }
-        Ok(out)
+            Ok(Some(values))
+        })
     };
     Ok(Stepwise::new("CorrectCache")
         .local_inputs(vec![

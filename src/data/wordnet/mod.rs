@@ -29,17 +29,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, StringArray};
+use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::store::parquet_io::write_parquet;
-use crate::store::tables::{corpus_schema, qrels_schema, queries_schema};
+use crate::store::tables::{corpus_schema, queries_schema};
 
 use self::gloss::gloss_definition;
 use self::licence::copy_licence;
 use self::parse::{read_all_synsets, Synset};
 use self::split::{seeded_hash, split_of, Split, SAMPLE_SALT};
+use super::tables::{corpus_batch, write_qrels};
 
 /// Where Debian's `wordnet-base` package installs the WordNet database files; the
 /// default input so that `freshen data wordnet` works right after the package install.
@@ -158,20 +159,8 @@ pub fn build(opts: &WordnetOptions) -> Result<WordnetStats> {
     stats.test = qrels[Split::Test as usize].len();
 
     let out = &opts.out;
-    let titles = vec![""; corpus.ids.len()];
-    let corpus_batch = RecordBatch::try_new(
-        corpus_schema(),
-        vec![
-            string_array(&corpus.ids),
-            Arc::new(StringArray::from(titles)) as ArrayRef,
-            string_array(&corpus.texts),
-        ],
-    )?;
-    write_parquet(
-        &out.join("corpus.parquet"),
-        corpus_schema(),
-        &[corpus_batch],
-    )?;
+    let corpus_rows = corpus_batch(&corpus.ids, None, &corpus.texts)?;
+    write_parquet(&out.join("corpus.parquet"), corpus_schema(), &[corpus_rows])?;
     let queries_batch = RecordBatch::try_new(
         queries_schema(),
         vec![string_array(&queries.ids), string_array(&queries.texts)],
@@ -181,21 +170,9 @@ pub fn build(opts: &WordnetOptions) -> Result<WordnetStats> {
         queries_schema(),
         &[queries_batch],
     )?;
-    for split in [Split::Train, Split::Dev, Split::Test] {
-        let rows = &qrels[split as usize];
-        let qids: Vec<&str> = rows.iter().map(|(q, _)| q.as_str()).collect();
-        let cids: Vec<&str> = rows.iter().map(|(_, c)| c.as_str()).collect();
-        let batch = RecordBatch::try_new(
-            qrels_schema(),
-            vec![
-                Arc::new(StringArray::from(qids)) as ArrayRef,
-                Arc::new(StringArray::from(cids)) as ArrayRef,
-                Arc::new(Int32Array::from(vec![1; rows.len()])) as ArrayRef,
-            ],
-        )?;
-        let path = out.join("qrels").join(format!("{}.parquet", split.name()));
-        write_parquet(&path, qrels_schema(), &[batch])?;
-    }
+    let splits = [Split::Train, Split::Dev, Split::Test];
+    let splits = splits.map(|split| (split.name(), qrels[split as usize].as_slice()));
+    write_qrels(out, &splits)?;
     copy_licence(&opts.wordnet_dir, out)?;
     tracing::info!(
         synsets = stats.synsets,

@@ -19,7 +19,6 @@ use super::{Eval, EvalModels};
 use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
 use crate::dataflow::{EmbeddingRows, RunState, Time, WorkerModels};
 use crate::error::{Error, Result};
-use crate::store::batch;
 use crate::store::parquet_io::{AtomicParquetWriter, PendingFile};
 use crate::store::tables::{self, LEDGER_REASONS};
 
@@ -282,15 +281,9 @@ impl Evaluator {
         // ranking's tensor: one copy of the corpus at a time.
         if let Some(path) = &self.spec.embeddings {
             let mut w = AtomicParquetWriter::create(path, tables::embeddings_schema(fresh.dim))?;
-            let d = fresh.dim;
             for start in (0..fresh.len()).step_by(EMBEDDINGS_BATCH_ROWS) {
                 let end = (start + EMBEDDINGS_BATCH_ROWS).min(fresh.len());
-                w.write(&batch::embeddings_batch(
-                    fresh.ids[start..end].to_vec(),
-                    fresh.hashes[start..end].to_vec(),
-                    fresh.values[start * d..end * d].to_vec(),
-                    d,
-                )?)?;
+                w.write(&fresh.batch_of(start..end, None)?)?;
             }
             self.shared.add_pending(w.finish()?);
         }
@@ -371,16 +364,6 @@ impl Evaluator {
         }
         let touched = ledger.get("touched").map_or(0, |e| e.0);
         let held = self.shared.held();
-        let shards: Vec<u64> = (0..self.workers)
-            .map(|w| {
-                held.tables
-                    .iter()
-                    .filter(|((hw, table), _)| *hw == w && !table.starts_with("eval:"))
-                    .map(|(_, &(rows, _))| rows)
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
         let list = |v: Vec<u64>| {
             Arc::new(arrow::array::ListArray::from_iter_primitive::<
                 arrow::datatypes::UInt64Type,
@@ -394,7 +377,7 @@ impl Evaluator {
             u(total - touched),
             f(Some(self.shared.elapsed())),
             u(self.workers as u64),
-            list(shards),
+            list(held.shard_rows(self.workers)),
             list(held.bytes_per_worker(self.workers)),
             list(held.peaks.values().copied().collect()),
             s(&self.plan.settings),
