@@ -36,7 +36,9 @@ pub mod loss;
 pub mod metrics;
 pub mod random;
 pub mod ranges;
+pub mod reader;
 pub mod search;
+pub mod synthetic;
 pub mod train;
 mod weights_file;
 

@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `graph`, `schema`, `data` and `compare`.
+//! The command line: `run`, `check`, `graph`, `schema`, `data`, `compare`, `study` and
+//! `bench`.
 //!
 //! Every flag has an environment fallback (`FRESHEN_*`), the way services configure
 //! tools in CI. Timely's process options (`-w`, `-n`, `-p`, `-h`) pass straight through,
@@ -46,6 +47,9 @@ pub enum Command {
     Data(DataCommand),
     /// Compare finished training runs: one table (seeds of an arm averaged), as Parquet.
     Compare(CompareArgs),
+    /// Summarise synthetic-study runs (pipelines/synthetic.yaml): KL(P‖P_h) against
+    /// KL(P‖P_stale) by setting, seeds averaged, as Parquet and PNG; draw the toy picture.
+    Study(StudyArgs),
     /// Time the compute kernels on the peer benchmarks' inputs (benches/speed.sh).
     #[command(subcommand)]
     Bench(crate::speed::BenchCommand),
@@ -64,6 +68,28 @@ pub struct CompareArgs {
     /// Also draw test Recall@20 against target-encoder forwards as a PNG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+/// `freshen study`.
+#[derive(Debug, Args)]
+pub struct StudyArgs {
+    /// Output folders of synthetic-study runs (each holds the `fit` node's
+    /// metrics.parquet). Runs differing only in their seed are averaged.
+    pub runs: Vec<PathBuf>,
+    /// Where to write the table as Parquet.
+    #[arg(long, default_value = "out/study.parquet")]
+    pub out: PathBuf,
+    /// Also draw KL(P‖P_h) against the training fraction, per h size and staleness, as a
+    /// PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// A run folder (with targets.parquet and softmax.parquet) to draw the toy picture
+    /// of.
+    #[arg(long, requires = "picture_out")]
+    pub picture: Option<PathBuf>,
+    /// Where to write the toy picture (PNG).
+    #[arg(long, requires = "picture")]
+    pub picture_out: Option<PathBuf>,
 }
 
 /// A pipeline file and its overrides.

@@ -40,6 +40,24 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             println!("{}", crate::speed::run(cmd)?);
             Ok(())
         }
+        Command::Study(args) => {
+            let toy = args.picture.as_deref().zip(args.picture_out.as_deref());
+            if args.runs.is_empty() && (args.plot.is_some() || toy.is_none()) {
+                return Err(crate::Error::Usage(
+                    "study: name run folders (for the table and --plot) or --picture DIR --picture-out PNG".into(),
+                ));
+            }
+            let table = report::study::study(&args.runs, &args.out, args.plot.as_deref(), toy)?;
+            print!("{table}");
+            if !args.runs.is_empty() {
+                println!("wrote {}", args.out.display());
+            }
+            let written = [args.plot.as_deref(), toy.map(|(_, png)| png)];
+            for p in written.into_iter().flatten() {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
         Command::Compare(args) => {
             let table = report::compare(&args.runs, &args.out, args.plot.as_deref())?;
             print!("{table}");

@@ -10,10 +10,12 @@ pub mod cache;
 pub mod correct;
 pub mod encode;
 pub mod eval;
+pub mod fit;
 pub mod loss;
 pub mod sample;
 pub mod sink;
 pub mod source;
+pub mod synthetic;
 mod touched;
 pub mod update;
 
@@ -32,6 +34,7 @@ use crate::spec::LoadedSpec;
 /// Every node type, in the order messages list them.
 pub static KINDS: &Registry = &[
     entry::<source::Source>(),
+    entry::<synthetic::Synthetic>(),
     entry::<encode::Encode>(),
     entry::<cache::Cache>(),
     entry::<correct::Correct>(),
@@ -39,6 +42,7 @@ pub static KINDS: &Registry = &[
     entry::<loss::Loss>(),
     entry::<update::Update>(),
     entry::<eval::Eval>(),
+    entry::<fit::Fit>(),
     entry::<sink::Sink>(),
 ];
 
@@ -191,7 +195,19 @@ mod tests {
         let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
         assert_eq!(
             names,
-            ["source", "encode", "cache", "correct", "sample", "loss", "update", "eval", "sink"]
+            [
+                "source",
+                "synthetic",
+                "encode",
+                "cache",
+                "correct",
+                "sample",
+                "loss",
+                "update",
+                "eval",
+                "fit",
+                "sink"
+            ]
         );
         let schema = schema().to_string();
         for n in names {

@@ -3,6 +3,8 @@
 //! table as Parquet and the accuracy-against-cost plot as PNG.
 
 mod plot;
+pub mod study;
+mod study_plot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@ const FONT_PATHS: [&str; 4] = [
     "/System/Library/Fonts/Supplemental/Arial.ttf",
 ];
 
-fn register_font() -> Result<()> {
+pub(super) fn register_font() -> Result<()> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let candidates: Vec<String> = std::env::var("FRESHEN_FONT")

@@ -9,5 +9,6 @@ mod eval;
 mod inputs;
 mod refusals;
 mod shards;
+mod study;
 mod survive;
 mod train;

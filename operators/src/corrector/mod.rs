@@ -7,7 +7,9 @@
 //! ```
 //!
 //! * `LN` is a layer norm over the embedding dimension with a learnable gain and bias
-//!   (initialised to 1 and 0, eps [`LN_EPS`]). It is built from basic tensor ops, so it
+//!   (initialised to 1 and 0, eps [`LN_EPS`]); `norm: none` leaves it out, so that h
+//!   sees the vector itself (in 2 dimensions a layer norm keeps nothing but a sign, and
+//!   with `depth: 0` and no norm h is exactly linear: `v + W·v + b`). It is built from basic tensor ops, so it
 //!   has a backward pass: candle-nn's fused `ops::layer_norm` has none and would silently
 //!   cut the graph, leaving the gain and bias untrained.
 //! * `depth` hidden layers of `width` units (`depth = 0` gives the linear residual
@@ -22,7 +24,7 @@
 //!
 //! # Parameters and initialisation (seeded, [`SplitMix64`])
 //!
-//! Variables in the [`VarMap`], by name: `ln.weight`, `ln.bias` `(dim)`;
+//! Variables in the [`VarMap`], by name: `ln.weight`, `ln.bias` `(dim)` (with `norm: layer`);
 //! `hidden.{i}.weight` `(width, fan_in)`, `hidden.{i}.bias` `(width)` for i in 0..depth;
 //! `out.weight` `(dim, width)` (or `(dim, dim)` at depth 0), `out.bias` `(dim)`. Weights
 //! are stored `(out, in)` like `torch.nn.Linear`. Hidden weights and biases are
@@ -100,6 +102,18 @@ fn default_depth() -> usize {
     1
 }
 
+/// What h normalises its input with before the hidden layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// A layer norm with a learnable gain and bias. The default.
+    #[default]
+    Layer,
+    /// None: the hidden layers see the raw vector.
+    None,
+}
+
 /// Settings of a [`Corrector`]. `dim` is required; the rest have defaults, and unknown
 /// fields are rejected when deserialising.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +131,9 @@ pub struct CorrectorConfig {
     /// Non-linearity. Default GELU.
     #[serde(default)]
     pub activation: Activation,
+    /// The input's normalisation. Default `layer`.
+    #[serde(default)]
+    pub norm: Norm,
     /// Seed of the initialisation. Default 0.
     #[serde(default)]
     pub seed: u64,
@@ -130,6 +147,7 @@ impl CorrectorConfig {
             width: default_width(),
             depth: default_depth(),
             activation: Activation::default(),
+            norm: Norm::default(),
             seed: 0,
         }
     }
@@ -163,7 +181,11 @@ impl CorrectorConfig {
         } else {
             (d * w + w) + (self.depth - 1) * (w * w + w)
         };
-        2 * d + hidden + d * last + d
+        let norm = match self.norm {
+            Norm::Layer => 2 * d,
+            Norm::None => 0,
+        };
+        norm + hidden + d * last + d
     }
 
     /// The settings that make weights incompatible (everything but `seed`), as JSON.
@@ -179,8 +201,8 @@ impl CorrectorConfig {
 /// The weights a forward pass uses: the variables themselves (differentiable) or detached
 /// views of them (no graph).
 struct Weights {
-    ln_gain: Tensor,
-    ln_bias: Tensor,
+    /// The layer norm's gain and bias (`norm: layer`).
+    ln: Option<(Tensor, Tensor)>,
     hidden: Vec<(Tensor, Tensor)>,
     out_w: Tensor,
     out_b: Tensor,
@@ -234,10 +256,11 @@ impl Corrector {
                 .map(|_| f64::from(rng.uniform(-bound, bound)))
                 .collect()
         };
-        let mut named = vec![
-            ("ln.weight".to_string(), var(vec![1.0; d], &[d])?),
-            ("ln.bias".to_string(), var(vec![0.0; d], &[d])?),
-        ];
+        let mut named = Vec::new();
+        if cfg.norm == Norm::Layer {
+            named.push(("ln.weight".to_string(), var(vec![1.0; d], &[d])?));
+            named.push(("ln.bias".to_string(), var(vec![0.0; d], &[d])?));
+        }
         let mut fan_in = d;
         for i in 0..cfg.depth {
             let (wn, bn) = (format!("hidden.{i}.weight"), format!("hidden.{i}.bias"));
@@ -404,11 +427,14 @@ impl Corrector {
             }
         };
         let last = self.named.len() - 2;
+        let first = match self.cfg.norm {
+            Norm::Layer => 2,
+            Norm::None => 0,
+        };
         Weights {
-            ln_gain: t(0),
-            ln_bias: t(1),
+            ln: (first == 2).then(|| (t(0), t(1))),
             hidden: (0..self.cfg.depth)
-                .map(|i| (t(2 + 2 * i), t(3 + 2 * i)))
+                .map(|i| (t(first + 2 * i), t(first + 1 + 2 * i)))
                 .collect(),
             out_w: t(last),
             out_b: t(last + 1),
@@ -421,7 +447,10 @@ impl Corrector {
             return Ok(stale.clone());
         }
         let v = stale.reshape((rows, d))?;
-        let mut x = layer_norm(&v, &w.ln_gain, &w.ln_bias)?;
+        let mut x = match &w.ln {
+            Some((gain, bias)) => layer_norm(&v, gain, bias)?,
+            None => v.clone(),
+        };
         for (weight, bias) in &w.hidden {
             x = self
                 .cfg

@@ -28,6 +28,7 @@ fn cfg(dim: usize, width: usize, depth: usize, activation: Activation) -> Correc
         width,
         depth,
         activation,
+        norm: Norm::Layer,
         seed: 3,
     }
 }
@@ -303,6 +304,7 @@ fn config_serde_and_validation() {
             width: 4,
             depth: 0,
             activation: Activation::Silu,
+            norm: Norm::Layer,
             seed: 9
         }
     );

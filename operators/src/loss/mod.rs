@@ -235,6 +235,55 @@ pub fn retriever_loss_in_batch(
     Ok(own_positive.neg()?.mean_all()?)
 }
 
+/// The negative log marginal likelihood of a retrieval-augmented model with retrieval as a
+/// latent variable: for each query `i`,
+///
+/// ```text
+/// −log Σ_z p(z | q_i) · p(a_i | q_i, z),   p(z | q_i) = softmax_z(β · scores[i, z])
+/// ```
+///
+/// over the `k` retrieved passages of row `i`, computed as
+/// `−logsumexp_z(log_softmax(β·scores)_z + log_lik[i, z])`. `scores: (b, k)` are the
+/// retrieval scores `⟨f(q), g(z)⟩`; `log_lik: (b, k)` the reader's `log p(a | q, z)`; an
+/// optional `mask: (b, k)` (1/0) drops padded passages. Returns the mean over queries,
+/// differentiable in both: the gradient of row `i` with respect to `scores[i, z]` is
+/// `−β (posterior_z − prior_z)`, so retrieval learns to rank the passages that explain the
+/// answer, with no passage labels.
+pub fn marginal_nll(
+    scores: &Tensor,
+    log_lik: &Tensor,
+    mask: Option<&Tensor>,
+    beta: f64,
+) -> Result<Tensor> {
+    check_beta(beta)?;
+    let (b, k) = scores.dims2()?;
+    if log_lik.dims() != [b, k] || b == 0 || k == 0 {
+        return Err(setting(format!(
+            "marginal likelihood: scores {:?} and reader log-likelihoods {:?} must both be \
+             (b, k) with b, k ≥ 1",
+            scores.dims(),
+            log_lik.dims()
+        )));
+    }
+    let logits = (scores * beta)?;
+    let logits = match mask {
+        Some(mask) => {
+            check_mask(mask, b, k, false)?;
+            apply_mask(&logits, mask)?
+        }
+        None => logits,
+    };
+    let joint = (log_softmax_rows(&logits)? + log_lik)?;
+    let max = joint.max_keepdim(D::Minus1)?.detach();
+    let log_marginal = (joint
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?;
+    Ok(log_marginal.neg()?.mean_all()?)
+}
+
 /// Corrector drift loss: mean over rows of `||h(B[y]) − stopgrad(g(y))||²` (the fresh side
 /// is detached inside). Rows are everything but the last dimension, so `(n, d)` and
 /// `(b, m, d)` both work; the shapes must be equal.

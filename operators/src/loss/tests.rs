@@ -456,3 +456,58 @@ fn corrector_loss_setting_serde() {
     assert!(serde_json::from_str::<CorrectorLoss>(r#""huber""#).is_err());
     assert!(serde_json::from_str::<CorrectorLoss>(r#"{"both": {"weight": 1}}"#).is_err());
 }
+
+#[test]
+fn marginal_likelihood_matches_a_hand_computed_example_and_finite_differences() {
+    // Two passages, scores (1, 0) at β = 1: p(z) = (e/(1+e), 1/(1+e)) = (0.7311, 0.2689);
+    // the reader gives the answer probability 0.5 with passage 0 and 0.1 with passage 1:
+    // the marginal is 0.7311·0.5 + 0.2689·0.1 = 0.39242, its negative log 0.93541.
+    let scores = f64_tensor(&[1.0, 0.0], &[1, 2]);
+    let log_lik = f64_tensor(&[0.5f64.ln(), 0.1f64.ln()], &[1, 2]);
+    let e = std::f64::consts::E;
+    let want = -((e / (1.0 + e)) * 0.5 + (1.0 / (1.0 + e)) * 0.1).ln();
+    let got = scalar(&marginal_nll(&scores, &log_lik, None, 1.0).unwrap());
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    assert!((got - 0.935_414).abs() < 1e-6);
+
+    // Its gradient in the scores is −β (posterior − prior): posterior ∝ prior · p(a|z).
+    let s = Var::from_tensor(&scores).unwrap();
+    let loss = marginal_nll(s.as_tensor(), &log_lik, None, 1.0).unwrap();
+    let g = flat(loss.backward().unwrap().get(s.as_tensor()).unwrap());
+    let prior = [e / (1.0 + e), 1.0 / (1.0 + e)];
+    let joint = [prior[0] * 0.5, prior[1] * 0.1];
+    let post = [
+        joint[0] / (joint[0] + joint[1]),
+        joint[1] / (joint[0] + joint[1]),
+    ];
+    for z in 0..2 {
+        assert!((g[z] + (post[z] - prior[z])).abs() < 1e-12, "{g:?}");
+    }
+
+    // Random batches, both inputs, with and without a mask: autograd = finite differences.
+    let beta = 3.0;
+    gradcheck(&[input(1, &[3, 4], true), input(2, &[3, 4], true)], |t| {
+        marginal_nll(&t[0], &t[1], None, beta)
+    });
+    let mask = f64_tensor(&[1., 1., 0., 1., 1., 1., 1., 0., 1., 0., 1., 1.], &[3, 4]);
+    gradcheck(&[input(3, &[3, 4], true), input(4, &[3, 4], true)], |t| {
+        marginal_nll(&t[0], &t[1], Some(&mask), beta)
+    });
+    // A masked passage counts for nothing: dropping it gives the same loss.
+    let full = marginal_nll(
+        &f64_tensor(&[0.3, -1.0, 2.0], &[1, 3]),
+        &f64_tensor(&[-0.2, -3.0, -0.7], &[1, 3]),
+        Some(&f64_tensor(&[1., 0., 1.], &[1, 3])),
+        2.0,
+    )
+    .unwrap();
+    let dropped = marginal_nll(
+        &f64_tensor(&[0.3, 2.0], &[1, 2]),
+        &f64_tensor(&[-0.2, -0.7], &[1, 2]),
+        None,
+        2.0,
+    )
+    .unwrap();
+    assert!((scalar(&full) - scalar(&dropped)).abs() < 1e-9);
+    assert!(marginal_nll(&scores, &f64_tensor(&[0.0; 3], &[1, 3]), None, 1.0).is_err());
+}

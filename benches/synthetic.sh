@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The synthetic study (BENCHMARKS.md "The synthetic study"): pipelines/synthetic.yaml
+# swept over h's size and the fraction of targets it trains on, at two staleness levels,
+# several seeds each, then `freshen study` for the table and the plots.
+#
+#   benches/synthetic.sh                       # the BENCHMARKS.md sweep (~8 minutes)
+#   LOSS=softmax WIDTHS="16 64" benches/synthetic.sh   # h trained on the softmax instead
+#   DIM=16 WIDTHS="16 64 256" benches/synthetic.sh     # on the sphere of 16 dimensions
+#   SEEDS="1" FRACTIONS="0.1 1" benches/synthetic.sh
+#
+# Every run trains h for the pipeline's 1,000 full-batch steps (no setting is chosen on
+# the held-out queries: there is nothing to select); KL(P‖P_h) is h's after its last
+# step, on 500 held-out queries over all 1,000 targets.
+# Settings (environment): DIM (2), AMPLITUDES ("0.25 1.0"), WIDTHS ("4 16 64 256"),
+# FRACTIONS ("0.01 0.03 0.1 0.3 1"), SEEDS ("1 2 3"), LOSS (drift), OUT, DOCS, BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIM=${DIM:-2}
+AMPLITUDES=${AMPLITUDES:-"0.25 1.0"}
+WIDTHS=${WIDTHS:-"4 16 64 256"}
+FRACTIONS=${FRACTIONS:-"0.01 0.03 0.1 0.3 1"}
+SEEDS=${SEEDS:-"1 2 3"}
+LOSS=${LOSS:-drift}
+OUT=${OUT:-out/bench/synthetic-d$DIM-$LOSS}
+DOCS=${DOCS:-docs/bench}
+[ -n "${BIN:-}" ] || cargo build --release --quiet
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
+
+runs=()
+for a in $AMPLITUDES; do
+  for w in $WIDTHS; do
+    for f in $FRACTIONS; do
+      for s in $SEEDS; do
+        dir="$OUT/a$a-w$w-f$f-s$s"
+        runs+=("$dir")
+        [ -f "$dir/metrics.parquet" ] && continue
+        "$BIN" run pipelines/synthetic.yaml --set seed="$s" --set vars.out="$dir" \
+          --set nodes.world.dim="$DIM" --set nodes.world.drift.amplitude="$a" \
+          --set models.h.width="$w" --set nodes.fit.train.fraction="$f" \
+          --set nodes.fit.train.loss="$LOSS" > /dev/null 2>&1 \
+          || { echo "failed: $dir" >&2; exit 1; }
+      done
+    done
+  done
+done
+mkdir -p "$DOCS"
+"$BIN" study "${runs[@]}" --out "$OUT/study.parquet" --plot "$DOCS/synthetic-d$DIM-$LOSS.png"
+# The toy picture (on the circle only): the largest staleness, h of width 64, a tenth of
+# the targets, seed 1.
+[ "$DIM" = 2 ] || exit 0
+set -- $AMPLITUDES
+toy="$OUT/toy"
+[ -f "$toy/metrics.parquet" ] || "$BIN" run pipelines/synthetic.yaml --set seed=1 \
+  --set vars.out="$toy" --set nodes.world.dim="$DIM" --set nodes.world.drift.amplitude="${!#}" \
+  --set models.h.width=64 --set nodes.fit.train.loss="$LOSS" > /dev/null 2>&1
+"$BIN" study --picture "$toy" --picture-out "$DOCS/synthetic-toy-d$DIM-$LOSS.png"
