@@ -216,6 +216,20 @@ pub enum DataCommand {
     Distractors(DistractorArgs),
     /// A purely synthetic set of any size, for time and memory measurements.
     Synthetic(SyntheticArgs),
+    /// The retrieval-augmented LM's task from a reverse-dictionary set: definition →
+    /// the word it defines, the dictionary's entries as passages.
+    Rlm(RlmArgs),
+}
+
+/// `freshen data rlm`.
+#[derive(Debug, Args)]
+pub struct RlmArgs {
+    /// The reverse-dictionary set (BEIR layout, Parquet).
+    #[arg(long, default_value = "data/wordnet-sample")]
+    pub from: PathBuf,
+    /// Output folder.
+    #[arg(long, default_value = "data/rlm-sample")]
+    pub out: PathBuf,
 }
 
 /// `freshen data distractors`.

@@ -103,6 +103,20 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Data(DataCommand::Rlm(args)) => {
+            let stats = crate::data::rlm::build(&crate::data::rlm::RlmOptions {
+                from: args.from.clone(),
+                out: args.out.clone(),
+            })?;
+            println!(
+                "{}: {} passages, {} queries with an answer ({} without, left out)",
+                args.out.display(),
+                stats.passages,
+                stats.queries,
+                stats.dropped
+            );
+            Ok(())
+        }
         Command::Data(DataCommand::Synthetic(args)) => {
             let stats = synthetic::build(&synthetic::SyntheticOptions {
                 out: args.out.clone(),

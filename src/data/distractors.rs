@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 
-use super::tables::{below, corpus_batch, stream};
+use super::tables::{below, copy_tables, corpus_batch, stream};
 use crate::error::{Error, Result};
 use crate::store::batch;
 use crate::store::parquet_io::{read_batches, AtomicParquetWriter};
@@ -138,7 +138,7 @@ pub fn build(opts: &DistractorOptions) -> Result<DistractorStats> {
             out_texts.clear();
         }
     }
-    copy_rest(&opts.from, &opts.out)?;
+    copy_tables(&opts.from, &opts.out, &["queries.parquet"])?;
     writer.finish()?.commit()?;
     tracing::info!(
         real = stats.real,
@@ -218,30 +218,6 @@ fn read_corpus(path: &Path) -> Result<(Vec<String>, Vec<String>, Vocabulary)> {
 /// The string column `name` of `batch`, or an error naming the file.
 fn string_column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a StringArray> {
     batch::strings(batch, name).map_err(|e| Error::data(path, None, e.to_string()))
-}
-
-/// Copies the queries, the qrels and any licence file unchanged.
-fn copy_rest(from: &Path, out: &Path) -> Result<()> {
-    let qrels = out.join("qrels");
-    std::fs::create_dir_all(&qrels).map_err(|e| Error::io(&qrels, e))?;
-    let mut files = vec![from.join("queries.parquet")];
-    let split_dir = from.join("qrels");
-    for entry in std::fs::read_dir(&split_dir).map_err(|e| Error::io(&split_dir, e))? {
-        files.push(entry.map_err(|e| Error::io(&split_dir, e))?.path());
-    }
-    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
-        let path = entry.map_err(|e| Error::io(from, e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("LICENSE") {
-            files.push(path);
-        }
-    }
-    for src in files {
-        let rel = src.strip_prefix(from).unwrap_or(&src);
-        let dest = out.join(rel);
-        std::fs::copy(&src, &dest).map_err(|e| Error::io(&src, e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

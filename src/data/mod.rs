@@ -2,6 +2,7 @@
 //! same sets grown with distractors, and synthetic sets for time and memory at any size.
 
 pub mod distractors;
+pub mod rlm;
 pub mod synthetic;
 mod tables;
 pub mod wordnet;

@@ -1,7 +1,7 @@
 //! What the dataset builders share: their seeded random streams and the BEIR tables they
 //! write.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, StringArray};
@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use freshen_operators::hashing::hash64_seeded;
 use freshen_operators::random::SplitMix64;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::parquet_io::write_parquet;
 use crate::store::tables::{corpus_schema, qrels_schema};
 
@@ -61,6 +61,31 @@ pub(crate) fn write_qrels(out: &Path, splits: &[(&str, &[(String, String)])]) ->
         )?;
         let path = out.join("qrels").join(format!("{name}.parquet"));
         write_parquet(&path, qrels_schema(), &[batch])?;
+    }
+    Ok(())
+}
+
+/// Copies the files `names` of the set `from`, its qrels and any licence file into `out`
+/// unchanged.
+pub(crate) fn copy_tables(from: &Path, out: &Path, names: &[&str]) -> Result<()> {
+    let qrels = out.join("qrels");
+    std::fs::create_dir_all(&qrels).map_err(|e| Error::io(&qrels, e))?;
+    let mut files: Vec<PathBuf> = names.iter().map(|n| from.join(n)).collect();
+    let split_dir = from.join("qrels");
+    for entry in std::fs::read_dir(&split_dir).map_err(|e| Error::io(&split_dir, e))? {
+        files.push(entry.map_err(|e| Error::io(&split_dir, e))?.path());
+    }
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let path = entry.map_err(|e| Error::io(from, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("LICENSE") {
+            files.push(path);
+        }
+    }
+    for src in files {
+        let rel = src.strip_prefix(from).unwrap_or(&src);
+        let dest = out.join(rel);
+        std::fs::copy(&src, &dest).map_err(|e| Error::io(&src, e))?;
     }
     Ok(())
 }

@@ -13,8 +13,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Mutex;
 
+use candle_core::Device;
 use freshen_operators::corrector::Corrector;
-use freshen_operators::train::{Recorded, TrainableEncoder};
+use freshen_operators::reader::Reader;
+use freshen_operators::train::{Recorded, Trainable, TrainableEncoder};
 
 use super::checkpoint::Checkpointable;
 use super::streams::Time;
@@ -49,6 +51,7 @@ impl ProcessModels {
                 instances.push(Some(match &first {
                     Built::Encoder(e) => Built::Encoder(e.replica()?),
                     Built::Corrector(c) => Built::Corrector(c.replica()?),
+                    Built::Reader(r) => Built::Reader(r.replica()?),
                 }));
             }
             instances.insert(0, Some(first));
@@ -107,6 +110,8 @@ pub struct WorkerModels {
     pub encoders: BTreeMap<String, Rc<dyn TrainableEncoder>>,
     /// Correctors of `models:`, by name.
     pub correctors: BTreeMap<String, Rc<Corrector>>,
+    /// Readers of `models:`, by name.
+    pub readers: BTreeMap<String, Rc<Reader>>,
     tape: RefCell<HashMap<(String, Time), Vec<TapeEntry>>>,
     touched: RefCell<BTreeMap<Time, u64>>,
     states: RefCell<BTreeMap<String, Rc<dyn Checkpointable>>>,
@@ -119,6 +124,7 @@ impl WorkerModels {
         let mut state = WorkerModels {
             encoders: BTreeMap::new(),
             correctors: BTreeMap::new(),
+            readers: BTreeMap::new(),
             tape: RefCell::new(HashMap::new()),
             touched: RefCell::new(BTreeMap::new()),
             states: RefCell::new(BTreeMap::new()),
@@ -130,6 +136,9 @@ impl WorkerModels {
                 }
                 Built::Corrector(c) => {
                     state.correctors.insert(name.clone(), Rc::new(c));
+                }
+                Built::Reader(r) => {
+                    state.readers.insert(name.clone(), Rc::new(r));
                 }
             }
         }
@@ -150,6 +159,49 @@ impl WorkerModels {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::invariant(format!("no corrector named `{name}` on this worker")))
+    }
+
+    /// The reader named `name`.
+    pub fn reader(&self, name: &str) -> Result<Rc<Reader>> {
+        self.readers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::invariant(format!("no reader named `{name}` on this worker")))
+    }
+
+    /// The model named `name`, whatever its kind, as something that trains.
+    pub fn trainable(&self, name: &str) -> Result<Rc<dyn Trainable>> {
+        if let Some(e) = self.encoders.get(name) {
+            return Ok(e.clone());
+        }
+        if let Some(h) = self.correctors.get(name) {
+            return Ok(h.clone());
+        }
+        Ok(self.reader(name)?)
+    }
+
+    /// The device of model `name`'s weights (the CPU for a model without any).
+    pub fn device_of(&self, name: &str) -> Result<Device> {
+        Ok(self
+            .trainable(name)?
+            .params()
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or_else(freshen_operators::device::cpu))
+    }
+
+    /// Writes model `name` into the folder `dir` as its kind saves it (an encoder its
+    /// checkpoint layout, a corrector or a reader `<name>.safetensors`); returns the path.
+    pub fn save_model(&self, name: &str, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        if let Some(e) = self.encoders.get(name) {
+            return Ok(e.save_checkpoint(dir, name)?);
+        }
+        let path = dir.join(format!("{name}.safetensors"));
+        match self.correctors.get(name) {
+            Some(h) => h.save(&path)?,
+            None => self.reader(name)?.save(&path)?,
+        }
+        Ok(path)
     }
 
     /// Keeps the forward that `node` computed at step `t`.

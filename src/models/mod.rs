@@ -1,7 +1,7 @@
 //! Model kinds: what a `kind:` under `models:` (or an inline `model:`) may say, how it is
 //! checked, and how it is built.
 //!
-//! A model kind is one module ([`hashed`], [`bert`], [`corrector`]) whose settings are
+//! A model kind is one module ([`hashed`], [`bert`], [`corrector`], [`reader`]) whose settings are
 //! the compute crate's own config type, read straight from the pipeline (as candle's
 //! models read their `Config` straight from `config.json`), so each default and each
 //! range is written once, in `freshen-operators`. On top of its kind's settings every
@@ -14,6 +14,7 @@ pub mod bert;
 pub mod corrector;
 pub mod hashed;
 mod read;
+pub mod reader;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub enum Role {
     Encoder,
     /// Maps stale vectors towards fresh ones (`correct` nodes).
     Corrector,
+    /// Scores an answer given a query and a passage (`read` nodes).
+    Reader,
 }
 
 impl Role {
@@ -45,6 +48,7 @@ impl Role {
         match self {
             Role::Encoder => "an encoder",
             Role::Corrector => "a corrector",
+            Role::Reader => "a reader",
         }
     }
 }
@@ -89,6 +93,8 @@ pub enum Built {
     Encoder(Box<dyn TrainableEncoder>),
     /// A corrector.
     Corrector(Corrector),
+    /// A reader.
+    Reader(freshen_operators::reader::Reader),
 }
 
 /// A model kind: its settings, checked, and how to build it.
@@ -138,7 +144,7 @@ pub struct KindEntry {
 }
 
 /// Every model kind, by name.
-pub const KINDS: &[KindEntry] = &[hashed::KIND, bert::KIND, corrector::KIND];
+pub const KINDS: &[KindEntry] = &[hashed::KIND, bert::KIND, corrector::KIND, reader::KIND];
 
 /// Reads the model written at `path` (`models.g`, or `nodes.3.model` in node `node`).
 pub fn parse(spec: &LoadedSpec, path: &str, node: Option<&str>, value: &Value) -> Result<Model> {

@@ -12,6 +12,7 @@ pub mod encode;
 pub mod eval;
 pub mod fit;
 pub mod loss;
+pub mod read;
 pub mod sample;
 pub mod sink;
 pub mod source;
@@ -39,6 +40,7 @@ pub static KINDS: &Registry = &[
     entry::<cache::Cache>(),
     entry::<correct::Correct>(),
     entry::<sample::Sample>(),
+    entry::<read::Read>(),
     entry::<loss::Loss>(),
     entry::<update::Update>(),
     entry::<eval::Eval>(),
@@ -202,6 +204,7 @@ mod tests {
                 "cache",
                 "correct",
                 "sample",
+                "read",
                 "loss",
                 "update",
                 "eval",

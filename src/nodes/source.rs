@@ -20,8 +20,8 @@ use crate::graph::{
 use crate::spec::InputFormat;
 use crate::store::batch::Batch;
 use crate::store::beir::{Dataset, Format, Table};
-use crate::store::pairs::{pairs_batch, TrainingPairs};
-use crate::store::tables;
+use crate::store::pairs::{answers_batch, pairs_batch, TrainingPairs};
+use crate::store::tables::{self, col};
 
 /// A table of a BEIR dataset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -37,6 +37,10 @@ pub enum TableName {
     /// Training pairs of one split, one batch per step: `id` (query), `text`, `corpus_id`
     /// (its positive) and `positives` (every relevant id, excluded from its negatives).
     Pairs,
+    /// Training questions of one split, one batch per step, as `pairs` walks them: `id`,
+    /// `text` and `answer` (the queries' `answer` column); no passage label (the qrels
+    /// only say which queries the split holds).
+    Answers,
 }
 
 /// Settings of `source`.
@@ -80,9 +84,10 @@ impl Settings for Source {
         if let Some(steps) = self.steps {
             at_least("steps", steps, 1)?;
         }
-        if matches!(self.table, TableName::Qrels | TableName::Pairs) && self.split.is_none() {
+        if self.table.per_split() && self.split.is_none() {
             let (table, example) = match self.table {
                 TableName::Pairs => ("pairs", "train"),
+                TableName::Answers => ("answers", "train"),
                 _ => ("qrels", "test"),
             };
             return Err(field_error(
@@ -94,13 +99,25 @@ impl Settings for Source {
     }
 }
 
+impl TableName {
+    /// Whether the table is read by split (qrels, and the per-step training tables).
+    pub fn per_split(self) -> bool {
+        matches!(self, Self::Qrels | Self::Pairs | Self::Answers)
+    }
+
+    /// Whether the source sends one batch per training step.
+    pub fn per_step(self) -> bool {
+        matches!(self, Self::Pairs | Self::Answers)
+    }
+}
+
 impl Source {
     /// The dataset's table this source reads (pairs: the qrels of its split).
     pub fn data_table(&self) -> Table {
         match self.table {
             TableName::Corpus => Table::Corpus,
             TableName::Queries => Table::Queries,
-            TableName::Qrels | TableName::Pairs => {
+            TableName::Qrels | TableName::Pairs | TableName::Answers => {
                 Table::Qrels(self.split.clone().unwrap_or_default())
             }
         }
@@ -176,6 +193,7 @@ impl NodeKind for Source {
             TableName::Queries => tables::queries_schema(),
             TableName::Qrels => tables::qrels_schema(),
             TableName::Pairs => tables::pairs_schema(),
+            TableName::Answers => tables::answers_schema(),
         };
         Ok(vec![(MAIN.to_string(), schema)])
     }
@@ -193,11 +211,26 @@ impl NodeKind for Source {
             return Ok(());
         }
         let mut tables = vec![self.data_table()];
-        if self.table == TableName::Pairs {
+        if self.table.per_step() {
             tables.push(Table::Queries);
         }
         for table in tables {
             ds.check_columns(&table).map_err(|e| self.at_path(cx, e))?;
+        }
+        if self.table == TableName::Answers {
+            let path = ds.path(&Table::Queries);
+            let (schema, _) =
+                crate::store::parquet_io::read_schema(&path).map_err(|e| self.at_path(cx, e))?;
+            if schema.field_with_name(col::ANSWER).is_err() {
+                return Err(self.at_path(
+                    cx,
+                    crate::Error::data(
+                        &path,
+                        None,
+                        "no `answer` column (expected a question set, e.g. from `freshen data rlm`)",
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -230,9 +263,13 @@ impl NodeKind for Source {
         let table = self.data_table();
         let rows = dataset.row_count(&table).map_err(|e| e.with_node(id))?;
         let pairs = match self.table {
-            TableName::Pairs => {
+            TableName::Pairs | TableName::Answers => {
                 let split = self.split.clone().unwrap_or_default();
-                let pairs = TrainingPairs::load(&dataset, &split).map_err(|e| e.with_node(id))?;
+                let mut pairs =
+                    TrainingPairs::load(&dataset, &split).map_err(|e| e.with_node(id))?;
+                if self.table == TableName::Answers {
+                    pairs = pairs.with_answers(&dataset).map_err(|e| e.with_node(id))?;
+                }
                 if pairs.is_empty() {
                     return Err(cx.error(
                         "split",
@@ -240,6 +277,7 @@ impl NodeKind for Source {
                     ));
                 }
                 Some(Arc::new(PairsPlan {
+                    answers: self.table == TableName::Answers,
                     steps: self
                         .steps
                         .unwrap_or_else(|| pairs.steps_per_epoch(self.batch_size)),
@@ -282,6 +320,8 @@ pub struct PairsPlan {
     pub shuffle: bool,
     /// The pipeline's seed.
     pub seed: u64,
+    /// Whether it sends questions (`table: answers`) rather than pairs.
+    pub answers: bool,
 }
 
 /// A source at run time.
@@ -396,7 +436,11 @@ impl Feed for PairsFeed {
                 .map(|(_, row)| row)
                 .collect();
             self.input.advance_to(step as Time);
-            match pairs_batch(&mine) {
+            let batch = match p.answers {
+                true => answers_batch(&mine),
+                false => pairs_batch(&mine),
+            };
+            match batch {
                 Ok(b) => {
                     run.count(&self.node, |s| s.rows_out += b.num_rows());
                     self.input.send(Batch(b));

@@ -143,6 +143,13 @@ pub fn result_table(s: &RunSummary) -> String {
         }
         out.push('\n');
     }
+    if let Some(em) = s.values.get("test_exact_match") {
+        out.push_str(&format!(
+            "answers: exact match {:.1} %, answer NLL {:.3}\n",
+            100.0 * em,
+            s.get("test_answer_nll")
+        ));
+    }
     out.push_str("target-encoder forwards:");
     for reason in LEDGER_REASONS {
         out.push_str(&format!(
@@ -228,14 +235,18 @@ pub fn arms(runs: &[RunSummary]) -> Vec<Arm> {
 /// The comparison table as Markdown: test metrics (mean ± std over seeds, in %), target
 /// forwards by reason, the seconds spent on refreshes, and wall seconds.
 pub fn compare_table(arms: &[Arm]) -> String {
+    let answers = arms.iter().any(|a| a.mean.contains_key("test_exact_match"));
     let mut out = String::from("| arm | runs |");
     for (_, h) in METRICS {
         out.push_str(&format!(" {h} |"));
     }
+    if answers {
+        out.push_str(" EM | answer NLL |");
+    }
     out.push_str(
         " refresh fwd | refresh s | touched fwd | eval fwd | total fwd | seconds |\n|---|---|",
     );
-    out.push_str(&"---|".repeat(METRICS.len() + 6));
+    out.push_str(&"---|".repeat(METRICS.len() + 6 + 2 * answers as usize));
     out.push('\n');
     for a in arms {
         let m = |k: &str| a.mean.get(k).copied().unwrap_or(f64::NAN);
@@ -247,6 +258,15 @@ pub fn compare_table(arms: &[Arm]) -> String {
                 " {:.1} ± {:.1} |",
                 100.0 * m(&key),
                 100.0 * s(&key)
+            ));
+        }
+        if answers {
+            out.push_str(&format!(
+                " {:.1} ± {:.1} | {:.3} ± {:.3} |",
+                100.0 * m("test_exact_match"),
+                100.0 * s("test_exact_match"),
+                m("test_answer_nll"),
+                s("test_answer_nll")
             ));
         }
         out.push_str(&format!(" {} |", thousands(m("forwards_refresh"))));

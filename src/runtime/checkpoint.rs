@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::graph::Resumable;
 use crate::store::batch::Batch;
 use crate::store::commit::crash_point;
-use freshen_operators::train::Trainable;
 
 /// When and where a run writes its checkpoints, and what they record of it.
 pub struct CheckpointPlan {
@@ -98,16 +97,11 @@ fn write(plan: &CheckpointPlan, s: usize, models: &Rc<WorkerModels>, run: &RunSt
     }
     let model_dir = staged.join("models");
     std::fs::create_dir_all(&model_dir).map_err(|e| io(&model_dir, e))?;
-    for (name, e) in &models.encoders {
+    let names = models.encoders.keys().chain(models.correctors.keys());
+    for name in names.chain(models.readers.keys()) {
         save_tensors(
             &model_dir.join(format!("{name}.safetensors")),
-            &e.snapshot()?,
-        )?;
-    }
-    for (name, h) in &models.correctors {
-        save_tensors(
-            &model_dir.join(format!("{name}.safetensors")),
-            &h.snapshot()?,
+            &models.trainable(name)?.snapshot()?,
         )?;
     }
     crash_point(&format!("checkpoint-{s}"));

@@ -119,7 +119,7 @@ fn build_models(
                 Some(&d) => d,
                 None => continue, // used by no node
             },
-            Role::Encoder => 0,
+            Role::Encoder | Role::Reader => 0,
         };
         let m = model.build(dim).map_err(|e| {
             graph
@@ -130,6 +130,7 @@ fn build_models(
         let device = match &m {
             Built::Encoder(e) => e.device().clone(),
             Built::Corrector(h) => h.device().clone(),
+            Built::Reader(r) => r.device().clone(),
         };
         tracing::info!(
             model = %name,

@@ -255,6 +255,7 @@ pub fn restore_model(point: &ResumePoint, name: &str, model: &Built) -> Result<(
     let params = match model {
         Built::Encoder(e) => e.params(),
         Built::Corrector(c) => c.params(),
+        Built::Reader(r) => r.params(),
     };
     let device = params
         .first()

@@ -30,6 +30,8 @@ pub struct Example {
     pub text: String,
     /// Every relevant corpus id, in qrels order.
     pub positives: Vec<String>,
+    /// The answer, for questions (read by [`TrainingPairs::with_answers`]).
+    pub answer: Option<String>,
 }
 
 /// The training examples of one split, in query-id order.
@@ -80,10 +82,26 @@ impl TrainingPairs {
                     id,
                     text,
                     positives,
+                    answer: None,
                 })
             })
             .collect();
         Ok(Self { examples })
+    }
+
+    /// The same examples with their answers: the `answer` column of the dataset's
+    /// queries (Parquet only). A missing column, or an example without an answer, is an
+    /// error naming the queries file.
+    pub fn with_answers(mut self, dataset: &Dataset) -> Result<Self> {
+        let path = dataset.path(&Table::Queries);
+        let mut answers = read_answers(dataset)?;
+        for e in &mut self.examples {
+            let a = answers.remove(&e.id).filter(|a| !a.trim().is_empty());
+            e.answer = Some(a.ok_or_else(|| {
+                Error::data(&path, None, format!("query `{}` has no answer", e.id))
+            })?);
+        }
+        Ok(self)
     }
 
     /// Examples from memory (tests, synthetic data).
@@ -183,6 +201,49 @@ pub fn pairs_batch(rows: &[(&Example, &str)]) -> Result<RecordBatch> {
     )?)
 }
 
+/// Every query's answer, by id: the `answer` column of the dataset's queries (Parquet
+/// only); a missing column is an error naming the file.
+pub fn read_answers(dataset: &Dataset) -> Result<HashMap<String, String>> {
+    let path = dataset.path(&Table::Queries);
+    let (schema, _) = crate::store::parquet_io::read_schema(&path)?;
+    if schema.field_with_name(col::ANSWER).is_err() {
+        return Err(Error::data(
+            &path,
+            None,
+            "no `answer` column (expected a question set, e.g. from `freshen data rlm`)",
+        ));
+    }
+    let mut answers = HashMap::new();
+    for b in crate::store::parquet_io::read_batches(&path, 8192)? {
+        let b = b.map_err(|e| Error::data(&path, None, e.to_string()))?;
+        let ids = batch::strings(&b, col::ID)?;
+        let a = batch::strings(&b, col::ANSWER)?;
+        for r in 0..b.num_rows() {
+            answers.insert(ids.value(r).to_string(), a.value(r).to_string());
+        }
+    }
+    Ok(answers)
+}
+
+/// A batch of questions in [`tables::answers_schema`] (no passage label).
+pub fn answers_batch(rows: &[(&Example, &str)]) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        tables::answers_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(e, _)| e.id.as_str()),
+            )) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(e, _)| e.text.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter()
+                    .map(|(e, _)| e.answer.as_deref().unwrap_or_default()),
+            )),
+        ],
+    )?)
+}
+
 /// The values of a list-of-strings column, row by row.
 pub fn string_lists(b: &RecordBatch, name: &str) -> Result<Vec<Vec<String>>> {
     let list = b
@@ -221,6 +282,7 @@ mod tests {
                     } else {
                         vec![format!("d{i}")]
                     },
+                    answer: None,
                 })
                 .collect(),
         )

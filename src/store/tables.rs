@@ -29,6 +29,8 @@ pub mod col {
     pub const POSITIVES: &str = "positives";
     /// The chosen negatives of a query.
     pub const NEGATIVES: &str = "negatives";
+    /// The answer of a question (the retrieval-augmented model's target).
+    pub const ANSWER: &str = "answer";
     /// The scores of the chosen negatives.
     pub const SCORES: &str = "scores";
     /// The score of a query's positive against the searched cache.
@@ -139,6 +141,15 @@ pub fn pairs_schema() -> SchemaRef {
     ]))
 }
 
+/// Training questions, one batch per step: `id`, `text`, `answer`; no passage label.
+pub fn answers_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::ID, DataType::Utf8, false),
+        Field::new(col::TEXT, DataType::Utf8, false),
+        Field::new(col::ANSWER, DataType::Utf8, false),
+    ]))
+}
+
 /// Chosen negatives, one row per query and step: `step`, `id`, `corpus_id` (its
 /// positive), `positive_score`, `negatives` and their `scores` against the searched cache.
 pub fn negatives_schema() -> SchemaRef {
@@ -228,6 +239,8 @@ pub fn eval_steps_schema(recall_at: &[usize]) -> SchemaRef {
             "overlap_corrected",
             "kl_stale",
             "kl_corrected",
+            "dev_exact_match",
+            "dev_answer_nll",
         ]
         .map(|n| f(n.to_string())),
     );
@@ -276,6 +289,10 @@ pub fn summary_schema(recall_at: &[usize]) -> SchemaRef {
             DataType::Float64,
             nullable,
         ));
+    }
+    // The answer metrics of a retrieval-augmented model (null without a reader).
+    for name in ["test_exact_match", "test_answer_nll"] {
+        fields.push(Field::new(name, DataType::Float64, true));
     }
     for reason in LEDGER_REASONS {
         fields.push(Field::new(

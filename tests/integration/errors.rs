@@ -83,7 +83,7 @@ fn unknown_operator_type() {
         &c,
         "11:11",
         "enc",
-        "unknown operator type `encoder` (expected one of source, synthetic, encode, cache, correct, sample, loss, update, eval, fit, sink)",
+        "unknown operator type `encoder` (expected one of source, synthetic, encode, cache, correct, sample, read, loss, update, eval, fit, sink)",
     );
 }
 

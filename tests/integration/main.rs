@@ -8,6 +8,7 @@ mod errors;
 mod eval;
 mod inputs;
 mod refusals;
+mod rlm;
 mod shards;
 mod study;
 mod survive;

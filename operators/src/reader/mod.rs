@@ -209,6 +209,15 @@ impl Reader {
         })
     }
 
+    /// An independent copy with the same weights (another worker's replica).
+    pub fn replica(&self) -> Result<Self> {
+        let copy = Self::new(self.cfg.clone(), &self.device)?;
+        for ((_, mine), (_, theirs)) in copy.named.iter().zip(&self.named) {
+            mine.set(theirs.as_tensor())?;
+        }
+        Ok(copy)
+    }
+
     /// The settings.
     pub fn config(&self) -> &ReaderConfig {
         &self.cfg

@@ -156,10 +156,13 @@ impl NodeKind for Encode {
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
         if let ModelRef::Inline(m) = self.model()? {
-            if m.role() == Role::Corrector {
+            if m.role() != Role::Encoder {
                 return Err(cx.error(
                     "model",
-                    "a corrector cannot embed text (expected an encoder such as {kind: hashed})",
+                    format!(
+                        "{} cannot embed text (expected an encoder such as {{kind: hashed}})",
+                        m.role().expected()
+                    ),
                 ));
             }
         }
@@ -312,8 +315,8 @@ impl Encode {
                         let e: Arc<dyn freshen_operators::train::TrainableEncoder> = Arc::from(e);
                         e
                     }
-                    Built::Corrector(_) => {
-                        return Err(Error::invariant("an inline corrector in an encode node"))
+                    Built::Corrector(_) | Built::Reader(_) => {
+                        return Err(Error::invariant("an inline non-encoder in an encode node"))
                     }
                 };
                 let (fp, dim) = (enc.fingerprint().to_string(), enc.dim());

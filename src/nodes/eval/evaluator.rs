@@ -12,8 +12,9 @@ use candle_core::{Device, Tensor};
 use freshen_operators::loss::softmax_kl;
 use freshen_operators::metrics::MetricSet;
 use freshen_operators::search::{top_k, DEFAULT_CHUNK};
-use freshen_operators::train::{Trainable, TrainableEncoder};
+use freshen_operators::train::TrainableEncoder;
 
+use super::answers::{answer_metrics, AnswerCx, AnswerMetrics};
 use super::rank::{rank_and_score, write_runs, RankCx, Ranked};
 use super::{Eval, EvalModels};
 use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
@@ -40,6 +41,8 @@ pub(super) struct EvalPlan {
     pub settings: String,
     /// The device of the towers: where the evaluation embeds and searches.
     pub device: Device,
+    /// The queries' answers, by id (with `models.reader`).
+    pub answers: std::sync::Arc<HashMap<String, String>>,
 }
 
 /// Every model's weights, by model name.
@@ -80,6 +83,7 @@ impl Evaluator {
             Some(m.query.clone()),
             Some(m.target.clone()),
             m.corrector.clone(),
+            m.reader.clone(),
         ]
         .into_iter()
         .flatten()
@@ -216,8 +220,27 @@ impl Evaluator {
         ])
     }
 
-    /// The dev evaluation of step `t`: metrics, diagnostics, and the best step's weights.
-    pub(super) fn dev_step(&mut self, t: Time) -> Result<(MetricSet, [Option<f64>; 4])> {
+    /// The answer metrics of `ranked` over the corpus rows `ids` (with a reader).
+    fn answers(&self, ranked: &Ranked) -> Result<Option<AnswerMetrics>> {
+        let Some(name) = &self.models.reader else {
+            return Ok(None);
+        };
+        let reader = self.state.reader(name)?;
+        let passages: Vec<&str> = self.corpus.iter().map(|(_, t)| t.as_str()).collect();
+        let cx = AnswerCx {
+            reader: &reader,
+            k: self.spec.answer_k,
+            beta: self.plan.beta,
+            passages: &passages,
+            questions: &self.queries,
+            answers: &self.plan.answers,
+        };
+        answer_metrics(&cx, ranked)
+    }
+
+    /// The dev evaluation of step `t`: metrics, diagnostics (the caches' overlap and KL,
+    /// then the answers' exact match and NLL), and the best step's weights.
+    pub(super) fn dev_step(&mut self, t: Time) -> Result<(MetricSet, [Option<f64>; 6])> {
         self.shared
             .progress()
             .set_done("train", t + 1, "evaluating on dev".into());
@@ -227,14 +250,26 @@ impl Evaluator {
         let shape = (fresh.len(), fresh.dim);
         let cache = Tensor::from_vec(std::mem::take(&mut fresh.values), shape, &self.plan.device)?;
         let ranked = self.rank(&queries, &fresh.ids, &cache, &self.dev)?;
-        let diag = if self.spec.diagnostics {
+        let [a, b, c, d] = if self.spec.diagnostics {
             let stale = self.stale_aligned(&fresh.ids)?;
             let corrected = self.corrected(&stale)?;
             self.diagnostics(&queries, &cache, &stale, corrected.as_ref())?
         } else {
             [None; 4]
         };
-        let value = select(&ranked.metrics, &self.spec.select_by);
+        let answers = self.answers(&ranked)?;
+        let diag = [
+            a,
+            b,
+            c,
+            d,
+            answers.map(|m| m.exact_match),
+            answers.map(|m| m.answer_nll),
+        ];
+        let value = match self.spec.select_by.as_str() {
+            "exact_match" => answers.map_or(0.0, |m| m.exact_match),
+            other => select(&ranked.metrics, other),
+        };
         tracing::info!(
             step = t + 1,
             metric = self.spec.select_by.as_str(),
@@ -245,10 +280,7 @@ impl Evaluator {
         if self.best.as_ref().is_none_or(|b| value > b.1) {
             let mut snaps = Vec::new();
             for name in self.models() {
-                let snap = match self.state.encoders.get(&name) {
-                    Some(e) => e.snapshot()?,
-                    None => self.state.corrector(&name)?.snapshot()?,
-                };
+                let snap = self.state.trainable(&name)?.snapshot()?;
                 snaps.push((name, snap));
             }
             self.best = Some((t, value, snaps));
@@ -266,10 +298,7 @@ impl Evaluator {
         let (best_step, best_value) = match &self.best {
             Some((t, v, snaps)) => {
                 for (name, snap) in snaps {
-                    match self.state.encoders.get(name) {
-                        Some(e) => e.restore(snap)?,
-                        None => self.state.corrector(name)?.restore(snap)?,
-                    }
+                    self.state.trainable(name)?.restore(snap)?;
                 }
                 (*t, *v)
             }
@@ -292,6 +321,7 @@ impl Evaluator {
         let ranked = self.rank(&queries, &fresh.ids, &cache, &self.test)?;
         drop(cache);
         write_runs(&self.spec, &ranked, &fresh.ids, &self.shared)?;
+        let answers = self.answers(&ranked)?;
         let corrected = match self.stale.is_empty() {
             true => None,
             false => {
@@ -305,7 +335,13 @@ impl Evaluator {
         if let Some(dir) = &self.spec.checkpoint {
             self.save_checkpoint(dir)?;
         }
-        self.summary(best_step, best_value, &ranked.metrics, corrected.as_ref())
+        self.summary(
+            best_step,
+            best_value,
+            &ranked.metrics,
+            corrected.as_ref(),
+            answers,
+        )
     }
 
     /// Writes the best step's weights into a staged folder that replaces `dest` when the
@@ -314,15 +350,7 @@ impl Evaluator {
         let staged = PendingFile::folder(dest)?;
         let dir = staged.tmp_path();
         for name in self.models() {
-            match self.state.encoders.get(&name) {
-                Some(e) => {
-                    e.save_checkpoint(dir, &name)?;
-                }
-                None => self
-                    .state
-                    .corrector(&name)?
-                    .save(&dir.join(format!("{name}.safetensors")))?,
-            }
+            self.state.save_model(&name, dir)?;
         }
         self.shared.add_pending(staged);
         Ok(())
@@ -334,6 +362,7 @@ impl Evaluator {
         best_value: f64,
         test: &MetricSet,
         corrected: Option<&MetricSet>,
+        answers: Option<AnswerMetrics>,
     ) -> Result<RecordBatch> {
         let recall_at = &self.spec.recall_at;
         let f = |v: Option<f64>| Arc::new(Float64Array::from(vec![v])) as ArrayRef;
@@ -354,6 +383,8 @@ impl Evaluator {
             cols.push(f(m.map(|m| m.mrr_at_10)));
             cols.push(f(m.map(|m| m.ndcg_at_10)));
         }
+        cols.push(f(answers.map(|a| a.exact_match)));
+        cols.push(f(answers.map(|a| a.answer_nll)));
         let ledger = self.shared.ledger();
         let mut total = 0;
         for reason in LEDGER_REASONS {
@@ -428,10 +459,7 @@ impl Evaluator {
                     let name = m.as_str().unwrap_or_default().to_string();
                     let path = dir.join(format!("best-{name}.safetensors"));
                     let saved = load_tensors(&path, &self.plan.device)?;
-                    let params = match self.state.encoders.get(&name) {
-                        Some(e) => e.params(),
-                        None => self.state.corrector(&name)?.params(),
-                    };
+                    let params = self.state.trainable(&name)?.params();
                     let mut snap = Vec::with_capacity(params.len());
                     for (p, _) in params {
                         let t = saved.get(&p).cloned().ok_or_else(|| {

@@ -7,6 +7,7 @@
 //! and the stale cache; it then evaluates on dev every `every` steps, keeps the best
 //! step, and reports test at it ([`training`]).
 
+mod answers;
 mod evaluator;
 mod rank;
 mod standalone;
@@ -83,6 +84,14 @@ pub struct Eval {
     /// caches with the fresh one (top-k overlap, softmax KL).
     #[serde(default)]
     pub diagnostics: bool,
+    /// During training with `models.reader`: passages the reader reads per question for
+    /// the answer metrics (`exact_match`, `answer_nll`).
+    #[serde(default = "default_answer_k")]
+    pub answer_k: usize,
+}
+
+fn default_answer_k() -> usize {
+    8
 }
 
 /// The models a training-time `eval` node evaluates, by name.
@@ -96,6 +105,10 @@ pub struct EvalModels {
     /// The corrector, for evaluating against the corrected cache with no re-embedding.
     #[serde(default)]
     pub corrector: Option<String>,
+    /// The reader of a retrieval-augmented model: adds the answer metrics
+    /// (`exact_match`, `answer_nll`) on the queries' `answer` column.
+    #[serde(default)]
+    pub reader: Option<String>,
 }
 
 fn default_select_by() -> String {
@@ -140,8 +153,11 @@ impl Settings for Eval {
         if let Some(every) = self.every {
             at_least("every", every, 1)?;
         }
+        let reader = self.models.as_ref().is_some_and(|m| m.reader.is_some());
+        at_least("answer_k", self.answer_k, 1)?;
         let known = self.select_by == "mrr_at_10"
             || self.select_by == "ndcg_at_10"
+            || (reader && self.select_by == "exact_match")
             || self
                 .select_by
                 .strip_prefix("recall_at_")
@@ -151,7 +167,7 @@ impl Settings for Eval {
             return Err(field_error(
                 "select_by",
                 format!(
-                    "`select_by` is `{}` (expected mrr_at_10, ndcg_at_10 or recall_at_K for a K of recall_at)",
+                    "`select_by` is `{}` (expected mrr_at_10, ndcg_at_10, recall_at_K for a K of recall_at, or exact_match with models.reader)",
                     self.select_by
                 ),
             ));
@@ -179,6 +195,9 @@ impl NodeKind for Eval {
             models.push(("models.target", m.target.clone(), Role::Encoder));
             if let Some(h) = &m.corrector {
                 models.push(("models.corrector", h.clone(), Role::Corrector));
+            }
+            if let Some(r) = &m.reader {
+                models.push(("models.reader", r.clone(), Role::Reader));
             }
         }
         References {
@@ -308,30 +327,42 @@ impl NodeKind for Eval {
                 None => Ok(freshen_operators::device::cpu()),
             }
         };
-        let op = match &self.models {
-            None => EvalOp::Standalone {
-                spec: self.clone(),
-                device: freshen_operators::device::cpu(),
-            },
-            Some(models) => {
-                let training = g
-                    .training
-                    .as_ref()
-                    .ok_or_else(|| Error::invariant("a training eval outside a training graph"))?;
-                let plan = EvalPlan {
-                    steps: cx.steps,
-                    beta: training.beta,
-                    run: g.spec.pipeline.name.clone().unwrap_or_else(|| "run".into()),
-                    settings: g.settings_json().to_string(),
-                    device: device_of(&models.target)?,
-                };
-                EvalOp::Training {
+        let op =
+            match &self.models {
+                None => EvalOp::Standalone {
                     spec: self.clone(),
-                    models: models.clone(),
-                    plan,
+                    device: freshen_operators::device::cpu(),
+                },
+                Some(models) => {
+                    let training = g.training.as_ref().ok_or_else(|| {
+                        Error::invariant("a training eval outside a training graph")
+                    })?;
+                    let answers = match &models.reader {
+                        Some(_) => {
+                            let queries = cx.check().producer_as::<Source>(2).ok_or_else(|| {
+                                Error::invariant("a training eval without queries")
+                            })?;
+                            let ds = queries.open(&cx.check())?;
+                            crate::store::pairs::read_answers(&ds)
+                                .map_err(|e| e.with_node(&cx.this().id))?
+                        }
+                        None => Default::default(),
+                    };
+                    let plan = EvalPlan {
+                        answers: std::sync::Arc::new(answers),
+                        steps: cx.steps,
+                        beta: training.beta,
+                        run: g.spec.pipeline.name.clone().unwrap_or_else(|| "run".into()),
+                        settings: g.settings_json().to_string(),
+                        device: device_of(&models.target)?,
+                    };
+                    EvalOp::Training {
+                        spec: self.clone(),
+                        models: models.clone(),
+                        plan,
+                    }
                 }
-            }
-        };
+            };
         Ok(Planned::operator(op))
     }
 

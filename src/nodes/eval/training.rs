@@ -206,7 +206,7 @@ fn step_row(
 fn with_dev_columns(
     row: &RecordBatch,
     recall_at: &[usize],
-    dev: Option<&(MetricSet, [Option<f64>; 4])>,
+    dev: Option<&(MetricSet, [Option<f64>; 6])>,
 ) -> Result<RecordBatch> {
     let mut cols = row.columns().to_vec();
     let f = |v: Option<f64>| Arc::new(Float64Array::from(vec![v])) as ArrayRef;
@@ -215,7 +215,7 @@ fn with_dev_columns(
     }
     cols.push(f(dev.map(|d| d.0.mrr_at_10)));
     cols.push(f(dev.map(|d| d.0.ndcg_at_10)));
-    for i in 0..4 {
+    for i in 0..6 {
         cols.push(f(dev.and_then(|d| d.1[i])));
     }
     Ok(RecordBatch::try_new(

@@ -55,6 +55,12 @@ pub struct Sample {
     /// Cache rows scored per matmul (memory: batch × chunk scores).
     #[serde(default = "default_chunk")]
     pub chunk: usize,
+    /// Retrieval as a latent variable (the retrieval-augmented model): the pairs are
+    /// questions with no passage label (`table: answers`), nothing is excluded, and the
+    /// `k` passages chosen are the query's retrieved set: the best is written as
+    /// `corpus_id` (not a label) and the rest as `negatives`.
+    #[serde(default)]
+    pub latent: bool,
 }
 
 fn default_k() -> usize {
@@ -92,7 +98,22 @@ impl Settings for Sample {
     const TYPE: &'static str = "sample";
 
     fn validate(&self) -> freshen_operators::Result<()> {
-        freshen_operators::ranges::at_least("chunk", self.chunk, 1)?;
+        use freshen_operators::ranges::{at_least, field_error};
+        at_least("chunk", self.chunk, 1)?;
+        if self.latent {
+            at_least("k", self.k, 1)?;
+            let labelled = [
+                ("in_batch", self.in_batch),
+                ("margin", self.margin.is_some()),
+                ("skip_top", self.skip_top > 0),
+            ];
+            if let Some((key, _)) = labelled.iter().find(|(_, set)| *set) {
+                return Err(field_error(
+                    key,
+                    format!("`{key}` needs a positive, and `latent: true` has none (expected `in_batch: false`, no `margin`, `skip_top: 0`)"),
+                ));
+            }
+        }
         self.sampler().validate()
     }
 }
@@ -107,15 +128,15 @@ impl NodeKind for Sample {
     }
 
     fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
-        vec![
-            needs::embeddings(),
-            needs::embeddings(),
-            vec![
+        let pairs = match self.latent {
+            true => vec![needs::text(col::ID)],
+            false => vec![
                 needs::text(col::ID),
                 needs::text(col::CORPUS_ID),
                 needs::id_list(col::POSITIVES),
             ],
-        ]
+        };
+        vec![needs::embeddings(), needs::embeddings(), pairs]
     }
 
     fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
@@ -140,10 +161,17 @@ impl NodeKind for Sample {
             cache,
             "a `cache` or a one-input `correct` node: the cache to search",
         )?;
+        let (table, what) = match self.latent {
+            true => (
+                TableName::Answers,
+                "a `source` with `table: answers` (latent: true)",
+            ),
+            false => (TableName::Pairs, "a `source` with `table: pairs`"),
+        };
         let pairs = cx
             .producer_as::<Source>(2)
-            .is_some_and(|s| s.table == TableName::Pairs);
-        super::want(cx, 2, pairs, "a `source` with `table: pairs`")
+            .is_some_and(|s| s.table == table);
+        super::want(cx, 2, pairs, what)
     }
 
     fn check_files(&self, cx: &CheckCx, rows: bool, _seen: &mut Vec<String>) -> Result<()> {

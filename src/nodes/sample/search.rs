@@ -51,11 +51,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Each query's positive and all its positives, from the step's training pairs.
+/// Each query's positive and all its positives, from the step's training pairs (none for
+/// questions, which have no passage label).
 fn positives_of(pairs: &[Batch]) -> Result<HashMap<String, (String, Vec<String>)>> {
     let mut out = HashMap::new();
     for b in rows_of(pairs) {
         let ids = batch::strings(b, col::ID)?;
+        if b.column_by_name(col::CORPUS_ID).is_none() {
+            for r in 0..b.num_rows() {
+                out.insert(ids.value(r).to_string(), (String::new(), Vec::new()));
+            }
+            continue;
+        }
         let pos = batch::strings(b, col::CORPUS_ID)?;
         for (r, all) in string_lists(b, col::POSITIVES)?.into_iter().enumerate() {
             out.insert(ids.value(r).to_string(), (pos.value(r).to_string(), all));
@@ -438,6 +445,27 @@ fn choose<'s>(
                 .get(id)
                 .ok_or_else(|| Error::invariant(format!("query `{id}` has no training pair")))?;
             let g = got.remove(id).unwrap_or_default();
+            let mut rng = SplitMix64::new(hash64_seeded(
+                seed,
+                format!("sample/{node}/{t}/{id}").as_bytes(),
+            ));
+            if spec.latent {
+                // The retrieved set: the best as `corpus_id`, the rest as negatives.
+                let pool = merge_top(g.candidates, sampler.pool);
+                let mut chosen = sampler.choose(pool, None, &mut rng).into_iter();
+                let (best, score) = chosen
+                    .next()
+                    .ok_or_else(|| Error::invariant(format!("query `{id}` retrieved nothing")))?;
+                for (n, s) in chosen {
+                    negatives.values().append_value(&n);
+                    scores.values().append_value(s);
+                }
+                negatives.append(true);
+                scores.append(true);
+                positives.push(best);
+                positive_scores.push(score);
+                continue;
+            }
             let score = g.positive.ok_or_else(|| {
                 Error::invariant(format!("positive `{pos}` is not in the searched cache"))
             })?;
@@ -445,10 +473,6 @@ fn choose<'s>(
                 0 => Vec::new(),
                 _ => {
                     let pool = merge_top(g.candidates, sampler.pool);
-                    let mut rng = SplitMix64::new(hash64_seeded(
-                        seed,
-                        format!("sample/{node}/{t}/{id}").as_bytes(),
-                    ));
                     sampler.choose(pool, Some(score), &mut rng)
                 }
             };

@@ -9,6 +9,7 @@ use crate::graph::{CheckCx, Resumable, Training};
 use crate::nodes::correct::Correct;
 use crate::nodes::encode::Encode;
 use crate::nodes::loss::Loss;
+use crate::nodes::read::Read;
 use crate::nodes::update::Update;
 
 /// The training of the graph whose `update` node is `cx`'s.
@@ -60,16 +61,15 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
                 let cache = input(e.node, 0)?;
                 trains(&c.model) && !refresh_every.contains_key(&cache)
             }
-            _ => false,
+            _ => n.settings::<Read>().is_some_and(|r| trains(&r.model)),
         };
         if records {
             recorded.insert(e.node);
         }
     }
-    let corrector_trains = g
-        .inputs(loss)
-        .get(3)
-        .is_some_and(|e| recorded.contains(&e.node));
+    let corrector_trains = g.inputs(loss).get(3).is_some_and(|e| {
+        recorded.contains(&e.node) && g.nodes()[e.node].settings::<Correct>().is_some()
+    });
     let mut cadences: Vec<(usize, usize)> = refresh_every.values().map(|&e| (0, e)).collect();
     for (i, n) in g.nodes().iter().enumerate() {
         let Some(c) = n.settings::<Correct>() else {

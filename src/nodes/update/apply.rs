@@ -110,12 +110,9 @@ fn backward_step(
                 continue;
             }
             let grad_out = Tensor::from_vec(g, (r, d), entry.recorded.output.device())?;
-            let grads = match state.encoders.get(&entry.model) {
-                Some(m) => m.backward(&entry.recorded, &grad_out)?,
-                None => state
-                    .corrector(&entry.model)?
-                    .backward(&entry.recorded, &grad_out)?,
-            };
+            let grads = state
+                .trainable(&entry.model)?
+                .backward(&entry.recorded, &grad_out)?;
             per_model
                 .entry(entry.model.clone())
                 .or_default()
@@ -202,11 +199,7 @@ fn restore(
 ) -> Result<()> {
     let steps = load_json(&dir.join("steps.json"))?;
     for (model, opt) in optimisers.iter_mut() {
-        let device = match state.encoders.get(model) {
-            Some(e) => e.params().first().map(|(_, v)| v.device().clone()),
-            None => state.corrector(model).ok().map(|h| h.device().clone()),
-        }
-        .unwrap_or_else(freshen_operators::device::cpu);
+        let device = state.device_of(model)?;
         let path = dir.join(format!("{model}.safetensors"));
         let saved = load_tensors(&path, &device)?;
         let mut params: Vec<String> = saved
@@ -348,15 +341,7 @@ impl Apply {
         }
         let mut grads = BTreeMap::new();
         for (model, parts) in per_model {
-            let device = match self.state.encoders.get(&model) {
-                Some(e) => e.params().first().map(|(_, v)| v.device().clone()),
-                None => self
-                    .state
-                    .corrector(&model)
-                    .ok()
-                    .map(|h| h.device().clone()),
-            }
-            .unwrap_or_else(freshen_operators::device::cpu);
+            let device = self.state.device_of(&model)?;
             let mut g = Gradients::from_host(parts, &device)?;
             g.scale(1.0 / self.peers as f64)?;
             grads.insert(model, g);
@@ -401,7 +386,7 @@ impl Apply {
                 let lr = self.spec.corrector_lr * factor * scale;
                 opt.step(&h.params(), g, &|_| lr)?;
             } else {
-                let m = self.state.encoder(model)?;
+                let m = self.state.trainable(model)?;
                 let sparse = m.sparse_params();
                 let (lr, table_lr) = (
                     self.spec.lr * factor * scale,

@@ -1,5 +1,7 @@
-//! `loss`: the retriever's truncated softmax and the corrector's objective, turned into
-//! gradients of the embedding rows that `update` carries back into the models.
+//! `loss`: the retriever's truncated softmax (or, with `objective: marginal`, the
+//! retrieval-augmented model's marginal likelihood, [`marginal`]) and the corrector's
+//! objective, turned into gradients of the embedding rows that `update` carries back into
+//! the models.
 //!
 //! The operator sees embedding values only, so stop-gradients are structural: the
 //! retriever loss is differentiated with respect to the query and fresh target rows (the
@@ -16,8 +18,11 @@ use freshen_operators::loss::{corrector_loss, relative_staleness, retriever_loss
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod marginal;
+
 use super::correct::Correct;
 use super::encode::Encode;
+use super::read::Read;
 use super::sample::Sample;
 use super::Settings;
 use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, Time};
@@ -31,8 +36,21 @@ use crate::store::tables::{self, col};
 /// The per-step statistics port of `loss`.
 pub const STATS: &str = "stats";
 
+/// What the retriever side of the loss is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The truncated softmax of the positive over the candidates. The default.
+    #[default]
+    Retriever,
+    /// `−log Σ_z p(z | q) p(a | q, z)` over the retrieved passages, with `p(a | q, z)`
+    /// from a `read` node (the last input): retrieval as a latent variable.
+    Marginal,
+}
+
 /// Settings of `loss`. Inputs, in order: query embeddings, fresh target embeddings, the
-/// `sample` node, and optionally the `correct` node of the touched targets.
+/// `sample` node, optionally the `correct` node of the touched targets, and with
+/// `objective: marginal` the `read` node.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Loss {
@@ -45,6 +63,10 @@ pub struct Loss {
     #[serde(default, with = "serde_yaml::with::singleton_map")]
     #[schemars(with = "CorrectorLoss")]
     pub corrector: CorrectorLoss,
+    /// `retriever` (the truncated softmax) or `marginal` (the retrieval-augmented model's
+    /// marginal likelihood, with a `read` node as the last input).
+    #[serde(default)]
+    pub objective: Objective,
 }
 
 fn default_beta() -> f64 {
@@ -68,11 +90,11 @@ impl NodeKind for Loss {
     }
 
     fn arity(&self) -> &'static [usize] {
-        &[3, 4]
+        &[3, 4, 5]
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
-        vec![
+    fn needs(&self, cx: &CheckCx) -> Vec<Vec<Need>> {
+        let mut out = vec![
             needs::embeddings(),
             needs::embeddings(),
             vec![
@@ -80,12 +102,18 @@ impl NodeKind for Loss {
                 needs::text(col::CORPUS_ID),
                 needs::id_list(col::NEGATIVES),
             ],
-            vec![
-                needs::text(col::ID),
-                needs::vector(col::EMBEDDING),
-                needs::vector(col::STALE),
-            ],
-        ]
+        ];
+        for j in 3..cx.inputs() {
+            out.push(match cx.producer_as::<Read>(j) {
+                Some(_) => vec![needs::text(col::ID), needs::vector(super::read::LOG_LIK)],
+                None => vec![
+                    needs::text(col::ID),
+                    needs::vector(col::EMBEDDING),
+                    needs::vector(col::STALE),
+                ],
+            });
+        }
+        out
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
@@ -114,14 +142,27 @@ impl NodeKind for Loss {
             cx.producer_as::<Sample>(2).is_some(),
             "the `sample` node",
         )?;
-        if cx.inputs() == 4 {
-            let correct = cx.producer_as::<Correct>(3).is_some() && cx.producer_inputs(3) == 2;
+        let marginal = self.objective == Objective::Marginal;
+        let last = cx.inputs() - 1;
+        for j in 3..cx.inputs() {
+            let read = cx.producer_as::<Read>(j).is_some();
+            if marginal && j == last {
+                super::want(cx, j, read, "the `read` node (objective: marginal)")?;
+                continue;
+            }
+            let correct = cx.producer_as::<Correct>(j).is_some() && cx.producer_inputs(j) == 2;
             super::want(
                 cx,
-                3,
-                correct,
-                "the two-input `correct` node of the chosen targets",
+                j,
+                correct && j == 3,
+                "the two-input `correct` node of the chosen targets, as input 3",
             )?;
+        }
+        if marginal && last < 3 {
+            return Err(cx.error(
+                "objective",
+                "`objective: marginal` needs a `read` node as the loss's last input",
+            ));
         }
         let stats_read = cx.consumers().iter().any(|&c| {
             cx.graph
@@ -184,12 +225,19 @@ impl NodeKind for Loss {
             Some(m) => m.common().device.open()?,
             None => freshen_operators::device::cpu(),
         };
+        let n = g.inputs(cx.node).len();
+        let marginal = self.objective == Objective::Marginal;
+        let corrected = match (marginal, n) {
+            (true, 5) | (false, 4) => name(3),
+            _ => None,
+        };
         Ok(Planned::operator(LossOp {
             spec: self.clone(),
             nodes: LossNodes {
                 queries: name(0).unwrap_or_default(),
                 targets: name(1).unwrap_or_default(),
-                corrected: name(3),
+                read: marginal.then(|| name(n - 1)).flatten(),
+                corrected,
                 train_corrector: g.training.as_ref().is_some_and(|t| t.corrector_trains),
             },
             device,
@@ -210,6 +258,8 @@ struct LossNodes {
     targets: String,
     /// The touched targets' correct node, if the loss has one.
     corrected: Option<String>,
+    /// The `read` node of `objective: marginal`.
+    read: Option<String>,
     /// Whether `update` trains the corrector (else only its staleness is measured).
     train_corrector: bool,
 }
@@ -345,15 +395,32 @@ fn step(
     let qv = Var::from_tensor(&q.gather(&cands.query_rows, dev)?)?;
     let tv = Var::from_tensor(&fresh.tensor(dev)?)?;
     let targets = tv.as_tensor().index_select(&index, 0)?.reshape((b, m, d))?;
-    let loss = retriever_loss(qv.as_tensor(), &targets, Some(&mask), spec.beta)?;
+    let mut out = Vec::new();
+    let read = match &nodes.read {
+        Some(node) => {
+            let rows = inputs.last().map_or(&[][..], Vec::as_slice);
+            Some((node, marginal::log_likelihoods(t, rows, &cands, m, dev)?))
+        }
+        None => None,
+    };
+    let loss = match &read {
+        Some((_, ll)) => {
+            marginal::loss(qv.as_tensor(), &targets, ll.as_tensor(), &mask, spec.beta)?
+        }
+        None => retriever_loss(qv.as_tensor(), &targets, Some(&mask), spec.beta)?,
+    };
     let retriever = f64::from(loss.to_scalar::<f32>()?);
     let grads = loss.backward()?;
-    let mut out = Vec::new();
     if let Some(g) = grads.get(qv.as_tensor()) {
         out.push((0, grads_batch(&nodes.queries, &cands.query_ids, g)?));
     }
     if let Some(g) = grads.get(tv.as_tensor()) {
         out.push((0, grads_batch(&nodes.targets, &fresh.ids, g)?));
+    }
+    if let Some((node, ll)) = &read {
+        if let Some(g) = grads.get(ll.as_tensor()) {
+            out.push((0, grads_batch(node, &cands.query_ids, g)?));
+        }
     }
     let part = match (&nodes.corrected, inputs.get(3)) {
         (Some(node), Some(rows)) => {

@@ -1,0 +1,266 @@
+//! `read`: the reader of a retrieval-augmented model on each step's retrieved passages:
+//! `log p(a | q, z)` for every question and each of its passages, the forward kept on the
+//! tape so that `update` trains the reader through the marginal likelihood that `loss`
+//! (`objective: marginal`) computes.
+//!
+//! Inputs: a `sample` node with `latent: true` (each question's retrieved passages: its
+//! `corpus_id` and `negatives`, in that order), the questions (`source` with
+//! `table: answers`: the query text and the answer), and the corpus (the passages'
+//! texts, fetched from the workers that own them, as the touched `encode` fetches them).
+//! The output has one row per question: `id`, and `log_lik`, a vector of the sample's `k`
+//! values in the order of its passages (a question with fewer passages pads with the
+//! floor `log ε`, which the loss masks out).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use freshen_operators::reader::Example;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::encode::joined_rows;
+use super::sample::Sample;
+use super::source::{Source, TableName};
+use super::touched::touched_requests;
+use super::Settings;
+use crate::dataflow::shard::fetch;
+use crate::dataflow::{rows_of, BatchStream, BuildCx, Operator, Stepwise, TapeEntry, Time};
+use crate::error::{Error, Result};
+use crate::graph::needs::{self, Need};
+use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::models::Role;
+use crate::store::batch::{self, Batch};
+use crate::store::pairs::string_lists;
+use crate::store::tables::{col, embedding_type};
+
+/// The column of the reader's log-likelihoods.
+pub const LOG_LIK: &str = "log_lik";
+
+/// Settings of `read`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Read {
+    /// A reader of the pipeline's `models:`.
+    pub model: String,
+    /// The corpus columns a passage's text joins. Default `[title, text]`.
+    #[serde(default = "default_fields")]
+    pub fields: Vec<String>,
+}
+
+fn default_fields() -> Vec<String> {
+    vec![col::TITLE.to_string(), col::TEXT.to_string()]
+}
+
+impl Settings for Read {
+    const TYPE: &'static str = "read";
+}
+
+/// The output's schema for `k` passages per question.
+pub fn read_schema(k: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::ID, DataType::Utf8, false),
+        Field::new(LOG_LIK, embedding_type(k), false),
+    ]))
+}
+
+impl NodeKind for Read {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn arity(&self) -> &'static [usize] {
+        &[3]
+    }
+
+    fn references(&self) -> References {
+        References {
+            models: vec![("model", self.model.clone(), Role::Reader)],
+            ..References::default()
+        }
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+        vec![
+            vec![
+                needs::text(col::ID),
+                needs::text(col::CORPUS_ID),
+                needs::id_list(col::NEGATIVES),
+            ],
+            vec![
+                needs::text(col::ID),
+                needs::text(col::TEXT),
+                needs::text(col::ANSWER),
+            ],
+            needs::rows(&self.fields),
+        ]
+    }
+
+    fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
+        let k = cx.producer_as::<Sample>(0).map_or(1, |s| s.k.max(1));
+        Ok(vec![(MAIN.to_string(), read_schema(k))])
+    }
+
+    fn check(&self, cx: &CheckCx) -> Result<()> {
+        let latent = cx.producer_as::<Sample>(0).is_some_and(|s| s.latent);
+        super::want(cx, 0, latent, "a `sample` node with `latent: true`")?;
+        let table =
+            |j: usize, t: TableName| cx.producer_as::<Source>(j).is_some_and(|s| s.table == t);
+        super::want(
+            cx,
+            1,
+            table(1, TableName::Answers),
+            "a `source` with `table: answers`",
+        )?;
+        super::want(
+            cx,
+            2,
+            table(2, TableName::Corpus),
+            "a `source` with `table: corpus`",
+        )
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Result<Planned> {
+        let k = cx
+            .check()
+            .producer_as::<Sample>(0)
+            .map_or(1, |s| s.k.max(1));
+        let record = cx
+            .graph
+            .training
+            .as_ref()
+            .is_some_and(|t| t.records(cx.node));
+        Ok(Planned::operator(ReadOp {
+            spec: self.clone(),
+            k,
+            record,
+        }))
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        super::json(self)
+    }
+}
+
+/// A read node at run time.
+struct ReadOp {
+    spec: Read,
+    k: usize,
+    record: bool,
+}
+
+impl Operator for ReadOp {
+    fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
+        let state = cx.models()?;
+        let reader = state.reader(&self.spec.model)?;
+        let (spec, k, record) = (self.spec.clone(), self.k, self.record);
+        let (counter, node) = (cx.run.clone(), cx.node.clone());
+        let sample = cx.input(0)?;
+        let fetched = fetch(
+            cx,
+            "corpus",
+            touched_requests(cx, sample.clone()),
+            cx.input(2)?,
+        );
+        let floor = reader.config().epsilon.ln() as f32;
+        let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+            let mut passages: HashMap<String, String> = HashMap::new();
+            for b in rows_of(&inputs[1]) {
+                for ((id, _), text) in joined_rows(b, &spec.fields)? {
+                    passages.insert(id, text);
+                }
+            }
+            let mut questions: HashMap<String, (String, String)> = HashMap::new();
+            for b in rows_of(&inputs[2]) {
+                let (ids, texts) = (batch::strings(b, col::ID)?, batch::strings(b, col::TEXT)?);
+                let answers = batch::strings(b, col::ANSWER)?;
+                for r in 0..b.num_rows() {
+                    questions.insert(
+                        ids.value(r).to_string(),
+                        (texts.value(r).to_string(), answers.value(r).to_string()),
+                    );
+                }
+            }
+            let (mut ids, mut sets) = (Vec::new(), Vec::new());
+            for b in rows_of(&inputs[0]) {
+                let q = batch::strings(b, col::ID)?;
+                let best = batch::strings(b, col::CORPUS_ID)?;
+                for (r, rest) in string_lists(b, col::NEGATIVES)?.into_iter().enumerate() {
+                    ids.push(q.value(r).to_string());
+                    sets.push(
+                        std::iter::once(best.value(r).to_string())
+                            .chain(rest)
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut examples = Vec::with_capacity(ids.len() * k);
+            let mut present = Vec::with_capacity(ids.len() * k);
+            for (id, set) in ids.iter().zip(&sets) {
+                let (query, answer) = questions.get(id).ok_or_else(|| {
+                    Error::invariant(format!("question `{id}` has no text at step {t}"))
+                })?;
+                for j in 0..k {
+                    // A missing passage is scored on an empty text (the floor) and masked.
+                    let passage = match set.get(j) {
+                        Some(z) => passages.get(z).map(String::as_str).ok_or_else(|| {
+                            Error::invariant(format!("passage `{z}` is not in the corpus input"))
+                        })?,
+                        None => "",
+                    };
+                    present.push(j < set.len());
+                    examples.push(Example {
+                        query,
+                        passage,
+                        answer,
+                    });
+                }
+            }
+            let n = ids.len();
+            let lp = match record {
+                true => {
+                    let lp = reader.log_likelihood(&examples)?.reshape((n, k))?;
+                    let values = lp.detach();
+                    state.record(
+                        &node,
+                        t,
+                        TapeEntry {
+                            model: spec.model.clone(),
+                            ids: ids.clone(),
+                            recorded: freshen_operators::train::Recorded {
+                                output: lp,
+                                rows: None,
+                            },
+                        },
+                    );
+                    values
+                }
+                false => reader.log_likelihood(&examples)?.reshape((n, k))?.detach(),
+            };
+            let mut values: Vec<f32> = lp.flatten_all()?.to_vec1()?;
+            for (v, p) in values.iter_mut().zip(&present) {
+                if !p {
+                    *v = floor;
+                }
+            }
+            counter.count(&node, |s| s.rows_out += n);
+            let out = RecordBatch::try_new(
+                read_schema(k),
+                vec![
+                    Arc::new(StringArray::from(ids)) as ArrayRef,
+                    batch::vector_column(values, k)?,
+                ],
+            )?;
+            Ok(vec![(0, Batch(out))])
+        };
+        let out = Stepwise::new("Read")
+            .local_inputs(vec![sample, fetched, cx.input(1)?, cx.feedback()?])
+            .build(cx, logic)
+            .remove(0);
+        Ok(vec![(MAIN.to_string(), out)])
+    }
+}
