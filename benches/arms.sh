@@ -8,7 +8,7 @@
 #     SEEDS="1 2" STEPS=60 EVERY=60 ARMS="inbatch stale corrector refresh-10 refresh-20 refresh-30" \
 #     SHARED_STORE=1 benches/arms.sh
 #   PIPELINE=pipelines/rlm.yaml DATA=data/rlm-sample OUT=out/bench/rlm SEEDS="1 2" \
-#     ARMS="frozen-retriever stale refresh-50 refresh-100 corrector" benches/arms.sh
+#     ARMS="reader-alone frozen-retriever stale refresh-50 refresh-100 corrector" benches/arms.sh
 #
 # Settings (environment): DATA, OUT, SEEDS ("1 2 3"), ARMS (see arm_sets), STEPS (500),
 # EVERY (dev evaluation interval, 50), EXTRA (more --set flags for every run).
@@ -41,6 +41,7 @@ arm_sets() {
     inbatch) echo "--set nodes.negatives.k=0" ;;
     query-side) echo "--set models.g.frozen=true" ;;
     frozen-retriever) echo "--set models.f.frozen=true --set models.g.frozen=true" ;;
+    reader-alone) echo "--set nodes.read.context=question --set nodes.evaluate.answer_context=question --set models.f.frozen=true --set models.g.frozen=true --set models.h.frozen=true" ;;
     oracle) echo "--set nodes.cache.refresh_every=1" ;;
     refresh-*) echo "--set nodes.cache.refresh_every=${1#refresh-}" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;

@@ -6,13 +6,15 @@
 #   benches/synthetic.sh                       # the BENCHMARKS.md sweep (~8 minutes)
 #   LOSS=softmax WIDTHS="16 64" benches/synthetic.sh   # h trained on the softmax instead
 #   DIM=16 WIDTHS="16 64 256" benches/synthetic.sh     # on the sphere of 16 dimensions
+#   LOSS=procrustes DEPTH=0 WIDTHS=1 benches/synthetic.sh  # the orthogonal Procrustes fit
 #   SEEDS="1" FRACTIONS="0.1 1" benches/synthetic.sh
 #
 # Every run trains h for the pipeline's 1,000 full-batch steps (no setting is chosen on
 # the held-out queries: there is nothing to select); KL(P‖P_h) is h's after its last
 # step, on 500 held-out queries over all 1,000 targets.
 # Settings (environment): DIM (2), AMPLITUDES ("0.25 1.0"), WIDTHS ("4 16 64 256"),
-# FRACTIONS ("0.01 0.03 0.1 0.3 1"), SEEDS ("1 2 3"), LOSS (drift), OUT, DOCS, BIN.
+# FRACTIONS ("0.01 0.03 0.1 0.3 1"), SEEDS ("1 2 3"), LOSS (drift), DEPTH (1), OUT, DOCS,
+# BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +24,8 @@ WIDTHS=${WIDTHS:-"4 16 64 256"}
 FRACTIONS=${FRACTIONS:-"0.01 0.03 0.1 0.3 1"}
 SEEDS=${SEEDS:-"1 2 3"}
 LOSS=${LOSS:-drift}
-OUT=${OUT:-out/bench/synthetic-d$DIM-$LOSS}
+DEPTH=${DEPTH:-1}
+OUT=${OUT:-out/bench/synthetic-d$DIM-$LOSS-depth$DEPTH}
 DOCS=${DOCS:-docs/bench}
 [ -n "${BIN:-}" ] || cargo build --release --quiet
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
@@ -38,14 +41,16 @@ for a in $AMPLITUDES; do
         "$BIN" run pipelines/synthetic.yaml --set seed="$s" --set vars.out="$dir" \
           --set nodes.world.dim="$DIM" --set nodes.world.drift.amplitude="$a" \
           --set models.h.width="$w" --set nodes.fit.train.fraction="$f" \
-          --set nodes.fit.train.loss="$LOSS" > /dev/null 2>&1 \
+          --set nodes.fit.train.loss="$LOSS" --set models.h.depth="$DEPTH" > /dev/null 2>&1 \
           || { echo "failed: $dir" >&2; exit 1; }
       done
     done
   done
 done
 mkdir -p "$DOCS"
-"$BIN" study "${runs[@]}" --out "$OUT/study.parquet" --plot "$DOCS/synthetic-d$DIM-$LOSS.png"
+plot="$DOCS/synthetic-d$DIM-$LOSS.png"
+[ "$DEPTH" = 1 ] || plot="$DOCS/synthetic-d$DIM-$LOSS-depth$DEPTH.png"
+"$BIN" study "${runs[@]}" --out "$OUT/study.parquet" --plot "$plot"
 # The toy picture (on the circle only): the largest staleness, h of width 64, a tenth of
 # the targets, seed 1.
 [ "$DIM" = 2 ] || exit 0
@@ -53,5 +58,7 @@ set -- $AMPLITUDES
 toy="$OUT/toy"
 [ -f "$toy/metrics.parquet" ] || "$BIN" run pipelines/synthetic.yaml --set seed=1 \
   --set vars.out="$toy" --set nodes.world.dim="$DIM" --set nodes.world.drift.amplitude="${!#}" \
-  --set models.h.width=64 --set nodes.fit.train.loss="$LOSS" > /dev/null 2>&1
+  --set models.h.width=64 --set nodes.fit.train.loss="$LOSS" --set models.h.depth="$DEPTH" \
+  > /dev/null 2>&1
+[ "$LOSS" = drift ] || exit 0
 "$BIN" study --picture "$toy" --picture-out "$DOCS/synthetic-toy-d$DIM-$LOSS.png"

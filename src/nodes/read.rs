@@ -47,6 +47,22 @@ pub struct Read {
     /// The corpus columns a passage's text joins. Default `[title, text]`.
     #[serde(default = "default_fields")]
     pub fields: Vec<String>,
+    /// What the reader reads: the `retrieved` passages (the default), or the `question`
+    /// itself in place of every passage: the no-retrieval baseline, whose marginal
+    /// likelihood gives retrieval no gradient.
+    #[serde(default)]
+    pub context: Context,
+}
+
+/// What a reader reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Context {
+    /// The retrieved passages.
+    #[default]
+    Retrieved,
+    /// The question alone (no retrieval).
+    Question,
 }
 
 fn default_fields() -> Vec<String> {
@@ -155,6 +171,7 @@ impl Operator for ReadOp {
         let state = cx.models()?;
         let reader = state.reader(&self.spec.model)?;
         let (spec, k, record) = (self.spec.clone(), self.k, self.record);
+        let alone = spec.context == Context::Question;
         let (counter, node) = (cx.run.clone(), cx.node.clone());
         let sample = cx.input(0)?;
         let fetched = fetch(
@@ -207,6 +224,7 @@ impl Operator for ReadOp {
                 for j in 0..k {
                     // A missing passage is scored on an empty text (the floor) and masked.
                     let passage = match set.get(j) {
+                        Some(_) if alone => query.as_str(),
                         Some(z) => passages.get(z).map(String::as_str).ok_or_else(|| {
                             Error::invariant(format!("passage `{z}` is not in the corpus input"))
                         })?,

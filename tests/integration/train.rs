@@ -553,3 +553,82 @@ fn each_model_runs_where_its_device_says() {
         );
     }
 }
+
+#[test]
+fn the_corrected_cache_is_written_as_a_deployable_index() {
+    use freshen_operators::corrector::{Corrector, CorrectorConfig};
+    use freshen_operators::{Encoder, HashedEncoder, HashedEncoderConfig};
+    let work = tempfile::tempdir().unwrap();
+    let out = train(work.path(), "deploy", &[]);
+    let cpu = freshen_operators::device::cpu();
+    // B: the starting cache (never refreshed), in the store.
+    let stale = read_embeddings(&store_file(&work.path().join("cache")));
+    let b: Vec<f32> = stale
+        .iter()
+        .flat_map(|(_, _, v)| v.iter().map(|x| f32::from_bits(*x)))
+        .collect();
+    let b = candle_core::Tensor::from_vec(b, (stale.len(), 16), &cpu).unwrap();
+    // h as the best step left it, from the checkpoint.
+    let mut h = Corrector::new(
+        CorrectorConfig {
+            width: 32,
+            ..CorrectorConfig::new(16)
+        },
+        &cpu,
+    )
+    .unwrap();
+    h.load(&out.join("checkpoint/h.safetensors")).unwrap();
+    assert!(!h.is_identity().unwrap(), "h trained");
+    let want = h.apply_chunked(&b, 8192).unwrap().to_vec2::<f32>().unwrap();
+    // The written index is h(B) row by row.
+    let written = read_embeddings(&out.join("corrected-embeddings.parquet"));
+    assert_eq!(written.len(), stale.len());
+    for ((id, hash, v), ((sid, shash, _), w)) in written.iter().zip(stale.iter().zip(&want)) {
+        assert_eq!((id, hash), (sid, shash));
+        for (x, y) in v.iter().zip(w) {
+            assert!((f32::from_bits(*x) - y).abs() < 1e-6, "{id}");
+        }
+    }
+    // Searched with the query tower's checkpoint, it gives the summary's corrected_*
+    // metrics: the corpus in file order (d0, d1, ...), the test queries i % 5 == 4.
+    let cfg: HashedEncoderConfig = serde_json::from_value(
+        serde_json::json!({"buckets": 4096, "bag_dim": 32, "dim": 16, "seed": 7}),
+    )
+    .unwrap();
+    let mut f = HashedEncoder::new(cfg, &cpu).unwrap();
+    f.load_weights(&out.join("checkpoint/f.safetensors"))
+        .unwrap();
+    let by_id: std::collections::HashMap<&str, &Vec<u32>> =
+        written.iter().map(|(id, _, v)| (id.as_str(), v)).collect();
+    let docs = corpus(120);
+    let index: Vec<f32> = docs
+        .iter()
+        .flat_map(|(id, _)| by_id[id.as_str()].iter().map(|x| f32::from_bits(*x)))
+        .collect();
+    let index = candle_core::Tensor::from_vec(index, (docs.len(), 16), &cpu).unwrap();
+    let mut qrels = freshen_operators::metrics::Qrels::new();
+    let (mut ids, mut texts) = (Vec::new(), Vec::new());
+    for (i, (_, text)) in docs.iter().enumerate().filter(|(i, _)| i % 5 == 4) {
+        ids.push(format!("q{i}"));
+        texts.push(format!(
+            "which {} is {}",
+            text.split(' ').next().unwrap(),
+            i % 13
+        ));
+        qrels.insert(format!("q{i}"), i as u32, 1);
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let q = f.encode(&refs).unwrap();
+    let hits = freshen_operators::search::top_k(&q, &index, 100, &[], 8192).unwrap();
+    let rankings: Vec<(String, Vec<u32>)> = ids
+        .into_iter()
+        .zip(hits)
+        .map(|(id, h)| (id, h.into_iter().map(|(d, _)| d).collect()))
+        .collect();
+    let m = freshen_operators::metrics::evaluate(&rankings, &qrels);
+    for (k, got) in &m.recall {
+        let key = format!("corrected_recall_at_{k}");
+        assert!((got - summary(&out, &key)).abs() < 1e-9, "{key}: {got}");
+    }
+    assert!((m.mrr_at_10 - summary(&out, "corrected_mrr_at_10")).abs() < 1e-9);
+}

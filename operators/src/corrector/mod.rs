@@ -52,6 +52,7 @@ use crate::train::{Recorded, Trainable};
 use crate::weights_file;
 use crate::{Error, Result};
 
+pub mod procrustes;
 #[cfg(test)]
 mod tests;
 
@@ -350,6 +351,33 @@ impl Corrector {
             mine.set(theirs.as_tensor())?;
         }
         Ok(copy)
+    }
+
+    /// Makes a linear corrector (`depth: 0`, `norm: none`) the map `v ↦ v·R` for the
+    /// row-major `d × d` matrix `r` (an orthogonal Procrustes fit, say): `W = Rᵀ − I`,
+    /// `b = 0`.
+    pub fn set_linear(&self, r: &[f64]) -> Result<()> {
+        let d = self.cfg.dim;
+        if self.cfg.depth != 0 || self.cfg.norm != Norm::None || r.len() != d * d {
+            return Err(Error::Setting(format!(
+                "corrector: a linear map needs `depth: 0` and `norm: none` and a {d} × {d} matrix (this one is depth {}, norm {:?}, {} values)",
+                self.cfg.depth,
+                self.cfg.norm,
+                r.len()
+            )));
+        }
+        let mut w = vec![0f64; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                w[i * d + j] = r[j * d + i] - if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let last = self.named.len() - 2;
+        let weight = Tensor::from_vec(w, (d, d), &self.device)?.to_dtype(self.dtype)?;
+        self.named[last].1.set(&weight)?;
+        let bias = Tensor::zeros(d, self.dtype, &self.device)?;
+        self.named[last + 1].1.set(&bias)?;
+        Ok(())
     }
 
     /// Whether `h` is still exactly the identity (the output layer is all zeros), so that

@@ -24,7 +24,8 @@
 //! h is trained on a seeded subset of the targets ([`training_rows`]: a `fraction` of
 //! them), full batch with AdamW, by the drift loss `‖h(B[y]) − g(y)‖²` (what freshen's
 //! corrector learns from the touched targets) or by the softmax loss `KL(P ‖ P_h)` of the
-//! training queries over the subset (the task the corrected scores serve). Every
+//! training queries over the subset (the task the corrected scores serve), or sets a
+//! linear h to the orthogonal Procrustes fit of the subset in closed form. Every
 //! evaluation reports `KL(P ‖ P_stale)` and `KL(P ‖ P_h)` over all targets, for the
 //! held-out queries ([`Measured`]).
 
@@ -261,6 +262,9 @@ pub enum FitLoss {
     Drift,
     /// `KL(P ‖ P_h)` of the training queries, over the training targets.
     Softmax,
+    /// The orthogonal Procrustes fit on the training targets, in closed form (one
+    /// "step"; h must be linear: `depth: 0`, `norm: none`).
+    Procrustes,
 }
 
 /// Settings of [`fit`].
@@ -420,11 +424,22 @@ pub fn fit(h: &Corrector, world: &World, rows: &[u32], cfg: &FitConfig) -> Resul
     let fresh = judge.fresh.index_select(&index, 0)?;
     let train_queries = world.tensor(&world.train_queries, &device)?;
     let log_p = match cfg.loss {
-        FitLoss::Drift => None,
+        FitLoss::Drift | FitLoss::Procrustes => None,
         FitLoss::Softmax => Some(log_softmax(
             &(train_queries.matmul(&fresh.t()?)? * cfg.beta)?,
         )?),
     };
+    if cfg.loss == FitLoss::Procrustes {
+        let to_host = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+        let r = crate::corrector::procrustes::procrustes(
+            &to_host(&stale)?,
+            &to_host(&fresh)?,
+            world.dim,
+        )?;
+        let before = judge.measure(h, 0, f64::NAN)?;
+        h.set_linear(&r)?;
+        return Ok(vec![before, judge.measure(h, 1, f64::NAN)?]);
+    }
     let params = h.named_vars().to_vec();
     let mut adam = AdamW::new(AdamWConfig {
         weight_decay: 0.0,

@@ -167,3 +167,33 @@ fn the_toy_softmaxes_are_distributions() {
 fn fit_defaults() -> FitConfig {
     serde_json::from_str("{}").unwrap()
 }
+
+#[test]
+fn the_procrustes_fit_undoes_an_orthogonal_drift_to_float_tolerance() {
+    let w = World::generate(
+        &WorldConfig {
+            dim: 8,
+            targets: 300,
+            queries: 100,
+            drift: DriftConfig {
+                amplitude: 0.7,
+                frequency: 0,
+                noise: 0.0,
+            },
+        },
+        4,
+    )
+    .unwrap();
+    let rows = training_rows(w.targets(), 0.1, 0).unwrap();
+    let cfg = FitConfig {
+        loss: FitLoss::Procrustes,
+        ..fit_defaults()
+    };
+    let m = fit(&corrector(8, 1, 0, Norm::None), &w, &rows, &cfg).unwrap();
+    let (first, last) = (m[0], m[1]);
+    assert!(first.kl_stale > 0.5, "{first:?}");
+    assert!(last.kl_corrected < 1e-6, "{last:?}");
+    assert!(last.held_out_staleness < 1e-10, "{last:?}");
+    // A non-linear h cannot take a linear map.
+    assert!(fit(&corrector(8, 4, 1, Norm::None), &w, &rows, &cfg).is_err());
+}

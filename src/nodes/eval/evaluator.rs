@@ -20,6 +20,7 @@ use super::{Eval, EvalModels};
 use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
 use crate::dataflow::{EmbeddingRows, RunState, Time, WorkerModels};
 use crate::error::{Error, Result};
+use crate::store::batch;
 use crate::store::parquet_io::{AtomicParquetWriter, PendingFile};
 use crate::store::tables::{self, LEDGER_REASONS};
 
@@ -228,6 +229,7 @@ impl Evaluator {
         let reader = self.state.reader(name)?;
         let passages: Vec<&str> = self.corpus.iter().map(|(_, t)| t.as_str()).collect();
         let cx = AnswerCx {
+            alone: self.spec.answer_context == crate::nodes::read::Context::Question,
             reader: &reader,
             k: self.spec.answer_k,
             beta: self.plan.beta,
@@ -327,7 +329,12 @@ impl Evaluator {
             false => {
                 let stale = self.stale_aligned(&fresh.ids)?;
                 match self.corrected(&stale)? {
-                    Some(c) => Some(self.rank(&queries, &fresh.ids, &c, &self.test)?.metrics),
+                    Some(c) => {
+                        if let Some(path) = &self.spec.corrected_embeddings {
+                            self.write_corrected(path, &fresh, &c)?;
+                        }
+                        Some(self.rank(&queries, &fresh.ids, &c, &self.test)?.metrics)
+                    }
                     None => None,
                 }
             }
@@ -342,6 +349,25 @@ impl Evaluator {
             corrected.as_ref(),
             answers,
         )
+    }
+
+    /// Writes the corrected cache `corrected` (rows in the order of `rows`, whose ids and
+    /// text hashes it takes) as the deployable index, committed with the run.
+    fn write_corrected(&self, path: &Path, rows: &EmbeddingRows, corrected: &Tensor) -> Result<()> {
+        let dim = corrected.dim(1)?;
+        let values: Vec<f32> = corrected.flatten_all()?.to_vec1()?;
+        let mut w = AtomicParquetWriter::create(path, tables::embeddings_schema(dim))?;
+        for start in (0..rows.len()).step_by(EMBEDDINGS_BATCH_ROWS) {
+            let end = (start + EMBEDDINGS_BATCH_ROWS).min(rows.len());
+            w.write(&batch::embeddings_batch(
+                rows.ids[start..end].to_vec(),
+                rows.hashes[start..end].to_vec(),
+                values[start * dim..end * dim].to_vec(),
+                dim,
+            )?)?;
+        }
+        self.shared.add_pending(w.finish()?);
+        Ok(())
     }
 
     /// Writes the best step's weights into a staged folder that replaces `dest` when the

@@ -80,6 +80,11 @@ pub struct Eval {
     /// During training: where to write the corpus embedded by the best target tower.
     #[serde(default)]
     pub embeddings: Option<PathBuf>,
+    /// During training with `models.corrector`: where to write the corrected starting
+    /// cache h(B) of the best step (`id`, `text_hash`, `embedding`), the index that the
+    /// query tower's checkpoint searches with no re-embedding of the corpus at all.
+    #[serde(default)]
+    pub corrected_embeddings: Option<PathBuf>,
     /// During training: at each dev evaluation, also compare the stale and corrected
     /// caches with the fresh one (top-k overlap, softmax KL).
     #[serde(default)]
@@ -88,6 +93,10 @@ pub struct Eval {
     /// the answer metrics (`exact_match`, `answer_nll`).
     #[serde(default = "default_answer_k")]
     pub answer_k: usize,
+    /// During training with `models.reader`: what the reader reads, as the `read` node's
+    /// `context` (`retrieved` passages, or the `question` alone: no retrieval).
+    #[serde(default)]
+    pub answer_context: super::read::Context,
 }
 
 fn default_answer_k() -> usize {
@@ -154,6 +163,13 @@ impl Settings for Eval {
             at_least("every", every, 1)?;
         }
         let reader = self.models.as_ref().is_some_and(|m| m.reader.is_some());
+        let corrector = self.models.as_ref().is_some_and(|m| m.corrector.is_some());
+        if self.corrected_embeddings.is_some() && !corrector {
+            return Err(field_error(
+                "corrected_embeddings",
+                "`corrected_embeddings` writes h(B) and needs a corrector (expected models.corrector)",
+            ));
+        }
         at_least("answer_k", self.answer_k, 1)?;
         let known = self.select_by == "mrr_at_10"
             || self.select_by == "ndcg_at_10"
@@ -287,6 +303,11 @@ impl NodeKind for Eval {
             ("trec", &self.trec, Access::Write),
             ("rankings", &self.rankings, Access::Write),
             ("embeddings", &self.embeddings, Access::Write),
+            (
+                "corrected_embeddings",
+                &self.corrected_embeddings,
+                Access::Write,
+            ),
             ("checkpoint", &self.checkpoint, Access::WriteFolder),
         ] {
             if let Some(p) = path {
