@@ -21,7 +21,7 @@ use crate::spec::InputFormat;
 use crate::store::batch::Batch;
 use crate::store::beir::{Dataset, Format, Table};
 use crate::store::pairs::{answers_batch, pairs_batch, TrainingPairs};
-use crate::store::tables::{self, col};
+use crate::store::tables;
 
 /// A table of a BEIR dataset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -218,19 +218,7 @@ impl NodeKind for Source {
             ds.check_columns(&table).map_err(|e| self.at_path(cx, e))?;
         }
         if self.table == TableName::Answers {
-            let path = ds.path(&Table::Queries);
-            let (schema, _) =
-                crate::store::parquet_io::read_schema(&path).map_err(|e| self.at_path(cx, e))?;
-            if schema.field_with_name(col::ANSWER).is_err() {
-                return Err(self.at_path(
-                    cx,
-                    crate::Error::data(
-                        &path,
-                        None,
-                        "no `answer` column (expected a question set, e.g. from `freshen data rlm`)",
-                    ),
-                ));
-            }
+            crate::store::pairs::check_answers(&ds).map_err(|e| self.at_path(cx, e))?;
         }
         Ok(())
     }

@@ -60,6 +60,21 @@ pub fn sweep(settings: &[Setting], path: &Path) -> Result<()> {
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// The series' legend box, at `at`.
+fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    at: SeriesLabelPosition,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(at)
+        .draw()?;
+    Ok(())
+}
+
 fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, loss: &str, s: &[&Setting]) -> DrawResult {
     let positive = |x: f64| x.is_finite() && x > 0.0;
     let ys: Vec<f64> = s
@@ -132,13 +147,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, loss: &str, s: &[&Settin
             })
         }))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     Ok(())
 }
 
@@ -223,13 +232,7 @@ fn draw_circle(
             .label(NAMES[i])
             .legend(move |(x, y)| Circle::new((x, y), 5, c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -273,12 +276,6 @@ fn draw_softmaxes(
             .label(names[i])
             .legend(move |(x, y)| Circle::new((x, y), 5, c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }

@@ -186,24 +186,32 @@ pub fn pairs_batch(rows: &[(&Example, &str)]) -> Result<RecordBatch> {
         positives.values().clone(),
         positives.nulls().cloned(),
     );
+    let [id, text] = id_and_text(rows);
     Ok(RecordBatch::try_new(
         tables::pairs_schema(),
         vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(e, _)| e.id.as_str()),
-            )) as ArrayRef,
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(e, _)| e.text.as_str()),
-            )),
+            id,
+            text,
             Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, p)| *p))),
             Arc::new(positives),
         ],
     )?)
 }
 
-/// Every query's answer, by id: the `answer` column of the dataset's queries (Parquet
-/// only); a missing column is an error naming the file.
-pub fn read_answers(dataset: &Dataset) -> Result<HashMap<String, String>> {
+/// The query ids and texts of `rows`, as the first two columns of a step's batch.
+fn id_and_text(rows: &[(&Example, &str)]) -> [ArrayRef; 2] {
+    [
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(e, _)| e.id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(e, _)| e.text.as_str()),
+        )),
+    ]
+}
+
+/// Checks that the dataset's queries carry answers; returns the queries file.
+pub fn check_answers(dataset: &Dataset) -> Result<std::path::PathBuf> {
     let path = dataset.path(&Table::Queries);
     let (schema, _) = crate::store::parquet_io::read_schema(&path)?;
     if schema.field_with_name(col::ANSWER).is_err() {
@@ -213,6 +221,13 @@ pub fn read_answers(dataset: &Dataset) -> Result<HashMap<String, String>> {
             "no `answer` column (expected a question set, e.g. from `freshen data rlm`)",
         ));
     }
+    Ok(path)
+}
+
+/// Every query's answer, by id: the `answer` column of the dataset's queries (Parquet
+/// only); a missing column is an error naming the file.
+pub fn read_answers(dataset: &Dataset) -> Result<HashMap<String, String>> {
+    let path = check_answers(dataset)?;
     let mut answers = HashMap::new();
     for b in crate::store::parquet_io::read_batches(&path, 8192)? {
         let b = b.map_err(|e| Error::data(&path, None, e.to_string()))?;
@@ -227,15 +242,12 @@ pub fn read_answers(dataset: &Dataset) -> Result<HashMap<String, String>> {
 
 /// A batch of questions in [`tables::answers_schema`] (no passage label).
 pub fn answers_batch(rows: &[(&Example, &str)]) -> Result<RecordBatch> {
+    let [id, text] = id_and_text(rows);
     Ok(RecordBatch::try_new(
         tables::answers_schema(),
         vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(e, _)| e.id.as_str()),
-            )) as ArrayRef,
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(e, _)| e.text.as_str()),
-            )),
+            id,
+            text,
             Arc::new(StringArray::from_iter_values(
                 rows.iter()
                     .map(|(e, _)| e.answer.as_deref().unwrap_or_default()),
