@@ -96,3 +96,38 @@ fn the_rlm_trains_from_answers_alone_and_its_reader_checkpoint_loads() {
         .load(&out.join("checkpoint/r.safetensors"))
         .is_err());
 }
+
+#[test]
+fn a_latent_graph_refuses_labels_and_a_marginal_loss_needs_its_reader() {
+    let yaml = std::fs::read_to_string(root().join("pipelines/rlm.yaml")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    for (from, to, message) in [
+        (
+            "    latent: true",
+            "    latent: false",
+            "node retrieved: input `pairs` lacks column `corpus_id`",
+        ),
+        (
+            "    in_batch: false",
+            "    in_batch: true",
+            "node retrieved: `in_batch` needs a positive, and `latent: true` has none",
+        ),
+        (
+            "inputs: [queries, passages, retrieved, drift, read]",
+            "inputs: [queries, passages, retrieved, drift]",
+            "node loss: input `drift` is a node of type `correct` (expected the `read` node",
+        ),
+    ] {
+        assert!(yaml.contains(from), "{from}");
+        let file = work.path().join("bad.yaml");
+        std::fs::write(&file, yaml.replace(from, to)).unwrap();
+        let o = freshen(&["check", file.to_str().unwrap()]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("bad.yaml:") && stderr.contains(message),
+            "{stderr}"
+        );
+    }
+}
