@@ -59,15 +59,11 @@ pub struct Fit {
     pub model: String,
     /// How h trains: `fraction`, `steps`, `lr`, `loss` (`drift` or `softmax`), `beta`,
     /// `eval_every`.
-    #[serde(default = "default_train")]
+    #[serde(default)]
     pub train: FitConfig,
     /// The held-out query whose softmaxes the `softmax` port carries. Default 0.
     #[serde(default)]
     pub query: usize,
-}
-
-fn default_train() -> FitConfig {
-    serde_json::from_value(serde_json::json!({})).expect("every fit setting has a default")
 }
 
 impl Settings for Fit {
@@ -176,22 +172,6 @@ impl NodeKind for Fit {
         for j in 0..2 {
             let ok = cx.producer_as::<Synthetic>(j).is_some();
             super::want(cx, j, ok, "a `synthetic` node")?;
-        }
-        let ports = [MAIN, synthetic::QUERIES];
-        for (j, want) in ports.iter().enumerate() {
-            if cx.port(j) != *want {
-                return Err(cx.input_error(
-                    j,
-                    format!(
-                        "input {j} reads port `{}` (expected the world's {})",
-                        cx.port(j),
-                        match j {
-                            0 => "targets: its main port",
-                            _ => "queries: `<id>.queries`",
-                        }
-                    ),
-                ));
-            }
         }
         let world = cx.producer_as::<Synthetic>(0).map(|s| s.world);
         if let Some(w) = world {

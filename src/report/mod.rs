@@ -30,6 +30,34 @@ pub struct RunSummary {
     pub select_by: String,
 }
 
+/// Row `row` of `b`: its numeric columns (float64 and uint64, as f64) and its string
+/// columns, by name; nulls left out.
+pub(crate) fn row_values(
+    b: &RecordBatch,
+    row: usize,
+) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
+    let (mut values, mut strings) = (BTreeMap::new(), BTreeMap::new());
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if c.is_null(row) {
+            continue;
+        }
+        let name = f.name().clone();
+        match f.data_type() {
+            DataType::Float64 => {
+                values.insert(name, c.as_primitive::<Float64Type>().value(row));
+            }
+            DataType::UInt64 => {
+                values.insert(name, c.as_primitive::<UInt64Type>().value(row) as f64);
+            }
+            DataType::Utf8 => {
+                strings.insert(name, c.as_string::<i32>().value(row).to_string());
+            }
+            _ => {}
+        }
+    }
+    (values, strings)
+}
+
 impl RunSummary {
     /// Reads the single row of a summary batch.
     pub fn from_batch(label: &str, b: &RecordBatch) -> Result<Self> {
@@ -39,28 +67,8 @@ impl RunSummary {
                 b.num_rows()
             )));
         }
-        let mut values = BTreeMap::new();
-        let mut select_by = String::new();
-        for (f, c) in b.schema().fields().iter().zip(b.columns()) {
-            if c.is_null(0) {
-                continue;
-            }
-            match f.data_type() {
-                DataType::Float64 => {
-                    values.insert(f.name().clone(), c.as_primitive::<Float64Type>().value(0));
-                }
-                DataType::UInt64 => {
-                    values.insert(
-                        f.name().clone(),
-                        c.as_primitive::<UInt64Type>().value(0) as f64,
-                    );
-                }
-                DataType::Utf8 if f.name() == "select_by" => {
-                    select_by = c.as_string::<i32>().value(0).to_string();
-                }
-                _ => {}
-            }
-        }
+        let (values, mut strings) = row_values(b, 0);
+        let select_by = strings.remove("select_by").unwrap_or_default();
         Ok(Self {
             label: label.to_string(),
             values,

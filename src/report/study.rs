@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt64Type};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::error::{Error, Result};
 use crate::store::parquet_io::{self, AtomicParquetWriter};
@@ -82,29 +82,8 @@ fn last_row(dir: &Path) -> Result<(String, BTreeMap<String, f64>)> {
         .rev()
         .find(|b| b.num_rows() > 0)
         .ok_or_else(|| Error::Usage(format!("{}: no rows", path.display())))?;
-    let row = b.num_rows() - 1;
-    let mut values = BTreeMap::new();
-    let mut loss = String::new();
-    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
-        if c.is_null(row) {
-            continue;
-        }
-        match f.data_type() {
-            DataType::Float64 => {
-                values.insert(f.name().clone(), c.as_primitive::<Float64Type>().value(row));
-            }
-            DataType::UInt64 => {
-                values.insert(
-                    f.name().clone(),
-                    c.as_primitive::<UInt64Type>().value(row) as f64,
-                );
-            }
-            DataType::Utf8 if f.name() == "loss_kind" => {
-                loss = c.as_string::<i32>().value(row).to_string();
-            }
-            _ => {}
-        }
-    }
+    let (values, mut strings) = super::row_values(b, b.num_rows() - 1);
+    let loss = strings.remove("loss_kind").unwrap_or_default();
     for k in KEY.iter().chain(&MEASURED) {
         if !values.contains_key(*k) {
             return Err(Error::Usage(format!(

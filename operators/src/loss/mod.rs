@@ -129,16 +129,18 @@ fn apply_mask(logits: &Tensor, mask: &Tensor) -> Result<Tensor> {
     Ok(logits.mul(&mask)?.add(&penalty)?)
 }
 
-/// Row-wise log-softmax over the last dimension, with the (detached) row max subtracted.
-fn log_softmax_rows(logits: &Tensor) -> Result<Tensor> {
+/// Row-wise log-softmax over the last dimension, with the (detached) row max subtracted
+/// (differentiable).
+pub fn log_softmax_rows(logits: &Tensor) -> Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     Ok(shifted.broadcast_sub(&log_sum)?)
 }
 
-/// `(b, m)` scores `<q_i, t_ij>` of `q: (b, d)` against `targets: (b, m, d)`.
-fn candidate_scores(q: &Tensor, targets: &Tensor, what: &str) -> Result<Tensor> {
+/// `(b, m)` scores `<q_i, t_ij>` of `q: (b, d)` against `targets: (b, m, d)`; `what`
+/// names the caller in errors.
+pub fn candidate_scores(q: &Tensor, targets: &Tensor, what: &str) -> Result<Tensor> {
     let (b, d) = q.dims2()?;
     let (tb, m, td) = targets.dims3()?;
     if (tb, td) != (b, d) {

@@ -30,7 +30,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::hashing::hash64_seeded;
@@ -313,11 +313,7 @@ impl Reader {
             .broadcast_add(&start.unsqueeze(2)?)?
             .broadcast_add(&self.var(4).reshape((1, 1, s))?)?
             .reshape((n, lz * s))?;
-        let logits = (spans + &enc.span_penalty)?;
-        let max = logits.max_keepdim(D::Minus1)?.detach();
-        let shifted = logits.broadcast_sub(&max)?;
-        let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-        Ok(shifted.broadcast_sub(&log_sum)?)
+        crate::loss::log_softmax_rows(&(spans + &enc.span_penalty)?)
     }
 
     /// `(n,)` values of `log p(a | q, z)` for each example, differentiable in the reader's

@@ -1,7 +1,7 @@
 use super::*;
 use crate::device::cpu;
 use crate::loss::marginal_nll;
-use crate::train::{AdamW, AdamWConfig, Grad, Gradients};
+use crate::train::{AdamW, AdamWConfig, Gradients};
 
 fn small() -> ReaderConfig {
     ReaderConfig {
@@ -75,12 +75,7 @@ fn an_absent_answer_scores_the_floor_and_a_present_one_more() {
 
 fn step(r: &Reader, adam: &mut AdamW, loss: &Tensor) {
     let store = loss.backward().unwrap();
-    let mut grads = Gradients::default();
-    for (name, var) in r.params() {
-        if let Some(g) = store.get(var.as_tensor()) {
-            grads.insert(name, Grad::Dense(g.clone()));
-        }
-    }
+    let grads = Gradients::of_vars(&r.params(), &store);
     adam.step(&r.params(), &grads, &|_| 0.05).unwrap();
 }
 

@@ -29,15 +29,15 @@
 //! evaluation reports `KL(P ‖ P_stale)` and `KL(P ‖ P_h)` over all targets, for the
 //! held-out queries ([`Measured`]).
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::corrector::Corrector;
 use crate::hashing::hash64_seeded;
-use crate::loss::{relative_staleness, softmax_kl};
+use crate::loss::{log_softmax_rows as log_softmax, relative_staleness, softmax_kl};
 use crate::random::SplitMix64;
 use crate::ranges::{at_least, field_error, finite, finite_non_negative, finite_positive, within};
-use crate::train::{AdamW, AdamWConfig, Grad, Gradients};
+use crate::train::{AdamW, AdamWConfig, Gradients};
 use crate::Result;
 
 #[cfg(test)]
@@ -312,6 +312,19 @@ fn default_eval_every() -> usize {
     50
 }
 
+impl Default for FitConfig {
+    fn default() -> Self {
+        Self {
+            fraction: default_fraction(),
+            steps: default_steps(),
+            lr: default_lr(),
+            loss: FitLoss::default(),
+            beta: default_beta(),
+            eval_every: default_eval_every(),
+        }
+    }
+}
+
 impl FitConfig {
     /// Checks the ranges; the error names the field.
     pub fn validate(&self) -> Result<()> {
@@ -457,31 +470,12 @@ pub fn fit(h: &Corrector, world: &World, rows: &[u32], cfg: &FitConfig) -> Resul
         };
         let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         let store = loss.backward()?;
-        adam.step(&params, &gradients(&params, &store), &|_| cfg.lr)?;
+        adam.step(&params, &Gradients::of_vars(&params, &store), &|_| cfg.lr)?;
         if step % cfg.eval_every == 0 || step == cfg.steps {
             out.push(judge.measure(h, step, value)?);
         }
     }
     Ok(out)
-}
-
-/// Row-wise log-softmax of `(rows, n)`, differentiable.
-fn log_softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let log_sum = shifted.exp()?.sum_keepdim(1)?.log()?;
-    Ok(shifted.broadcast_sub(&log_sum)?)
-}
-
-/// The dense gradients of `params` in candle's store.
-fn gradients(params: &[(String, Var)], store: &candle_core::backprop::GradStore) -> Gradients {
-    let mut grads = Gradients::default();
-    for (name, var) in params {
-        if let Some(g) = store.get(var.as_tensor()) {
-            grads.insert(name.clone(), Grad::Dense(g.clone()));
-        }
-    }
-    grads
 }
 
 /// The softmaxes of one query over every target: `(P, P_stale, P_h)` at `beta`, for the

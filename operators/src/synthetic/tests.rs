@@ -116,7 +116,7 @@ fn a_linear_h_undoes_a_linear_drift() {
     let cfg = FitConfig {
         steps: 600,
         lr: 0.02,
-        ..fit_defaults()
+        ..FitConfig::default()
     };
     let m = fit(&h, &w, &rows, &cfg).unwrap();
     let (first, last) = (m[0], *m.last().unwrap());
@@ -137,7 +137,7 @@ fn both_losses_learn_a_non_linear_drift_and_the_softmax_one_sees_the_task() {
         let cfg = FitConfig {
             loss,
             steps: 300,
-            ..fit_defaults()
+            ..FitConfig::default()
         };
         let m = fit(&h, &w, &rows, &cfg).unwrap();
         let last = m.last().unwrap();
@@ -164,10 +164,6 @@ fn the_toy_softmaxes_are_distributions() {
     assert!(query_softmaxes(&h, &w, 200, 20.0).is_err());
 }
 
-fn fit_defaults() -> FitConfig {
-    serde_json::from_str("{}").unwrap()
-}
-
 #[test]
 fn the_procrustes_fit_undoes_an_orthogonal_drift_to_float_tolerance() {
     let w = World::generate(
@@ -187,7 +183,7 @@ fn the_procrustes_fit_undoes_an_orthogonal_drift_to_float_tolerance() {
     let rows = training_rows(w.targets(), 0.1, 0).unwrap();
     let cfg = FitConfig {
         loss: FitLoss::Procrustes,
-        ..fit_defaults()
+        ..FitConfig::default()
     };
     let m = fit(&corrector(8, 1, 0, Norm::None), &w, &rows, &cfg).unwrap();
     let (first, last) = (m[0], m[1]);

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -120,6 +120,17 @@ pub struct Gradients {
 }
 
 impl Gradients {
+    /// The dense gradients that a backward pass (`store`) holds for `params`, by name.
+    pub fn of_vars(params: &[(String, Var)], store: &candle_core::backprop::GradStore) -> Self {
+        let mut out = Self::default();
+        for (name, var) in params {
+            if let Some(g) = store.get(var.as_tensor()) {
+                out.insert(name.clone(), Grad::Dense(g.clone()));
+            }
+        }
+        out
+    }
+
     /// Sets the gradient of `param`.
     pub fn insert(&mut self, param: String, grad: Grad) {
         self.by_param.insert(param, grad);

@@ -124,17 +124,12 @@ pub fn backward_recorded(
     recorded: &Recorded,
     grad_out: &Tensor,
 ) -> Result<Gradients> {
-    let mut out = Gradients::default();
     if recorded.output.elem_count() == 0 {
-        return Ok(out);
+        return Ok(Gradients::default());
     }
     let surrogate = recorded.output.mul(&grad_out.detach())?.sum_all()?;
     let store = surrogate.backward()?;
-    for (name, var) in params {
-        if let Some(g) = store.get(var.as_tensor()) {
-            out.insert(name.clone(), Grad::Dense(g.clone()));
-        }
-    }
+    let mut out = Gradients::of_vars(params, &store);
     if let Some(rows) = &recorded.rows {
         if let Some(g) = store.get(rows.leaf.as_tensor()) {
             out.insert(

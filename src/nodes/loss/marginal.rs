@@ -60,7 +60,7 @@ pub(super) fn loss(
     mask: &Tensor,
     beta: f64,
 ) -> Result<Tensor> {
-    let scores = targets.matmul(&q.unsqueeze(2)?)?.squeeze(2)?;
+    let scores = freshen_operators::loss::candidate_scores(q, targets, "marginal likelihood")?;
     Ok(freshen_operators::loss::marginal_nll(
         &scores,
         log_lik,
