@@ -43,12 +43,12 @@ impl Held {
         }
     }
 
-    /// Per worker `0..workers`, the rows of its largest sharded table (about N/W; the
-    /// evaluation's tables, named `eval: ...`, are not shards), 0 where it held none.
+    /// Per worker `0..workers`, the rows of its largest table (about N/W: every table is
+    /// a shard), 0 where it held none.
     pub fn shard_rows(&self, workers: usize) -> Vec<u64> {
         let mut out = vec![0; workers];
-        for ((w, table), &(rows, _)) in &self.tables {
-            if let Some(o) = out.get_mut(*w).filter(|_| !table.starts_with("eval:")) {
+        for ((w, _), &(rows, _)) in &self.tables {
+            if let Some(o) = out.get_mut(*w) {
                 *o = (*o).max(rows);
             }
         }
@@ -85,7 +85,7 @@ mod tests {
         a.hold(0, "searched", 10, 40);
         a.hold(0, "searched", 8, 32);
         a.hold(0, "texts", 10, 100);
-        a.hold(0, "eval: corpus", 50, 500);
+        a.hold(0, "evaluate: corpus", 9, 500);
         a.peak(0, 1000);
         let mut b = Held::default();
         b.hold(1, "searched", 12, 48);

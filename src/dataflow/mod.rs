@@ -17,6 +17,7 @@ mod run_state;
 pub mod shard;
 mod stepwise;
 mod streams;
+mod writer;
 
 pub use checkpoint::{Checkpointable, ResumePoint};
 pub use models::{ProcessModels, TapeEntry, WorkerModels};
@@ -26,6 +27,7 @@ pub use rows::EmbeddingRows;
 pub use run_state::{NodeStats, RunState};
 pub use stepwise::{Emitted, Finish, Route, Stepwise};
 pub use streams::{BatchStream, Key, KeyStream, Row, RowStream, SourceInput, StoreInput, Time};
+pub use writer::write_on_leader;
 
 use arrow::array::RecordBatch;
 

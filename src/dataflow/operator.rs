@@ -55,9 +55,6 @@ pub struct Assembly<'s> {
     /// must finish before the next step (the training `eval`) replaces it, and the
     /// runtime finally feeds it back into the loop.
     pub ticks: Option<BatchStream<'s>>,
-    /// The other processes' ledger counts per step (`dataflow::ledger::share`), for the
-    /// node that writes the summary.
-    pub ledger: Option<BatchStream<'s>>,
     /// The output ports a node took from another through [`BuildCx::port_of_input`].
     pub taken: HashSet<(usize, String)>,
 }
@@ -68,7 +65,6 @@ impl Default for Assembly<'_> {
             feeds: Vec::new(),
             probe: ProbeHandle::new(),
             ticks: None,
-            ledger: None,
             taken: HashSet::new(),
         }
     }

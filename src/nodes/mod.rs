@@ -232,15 +232,15 @@ mod tests {
         };
         let one = crate::graph::memory::costs(&g, 1, 1);
         // Two processes of two workers: the leader's process holds half the shards (its
-        // two workers' quarters), two copies of each per-worker cost, and the evaluation.
+        // two workers' quarters) and two copies of each per-worker cost.
         let four = crate::graph::memory::costs(&g, 2, 2);
         assert!(by(&one, Per::Shard) > 1e6, "the sample's cache is sharded");
-        assert!(
-            by(&one, Per::Leader) > 1e6,
-            "the evaluation's caches are the leader's"
+        assert_eq!(
+            by(&one, Per::Leader),
+            0.0,
+            "the evaluation's caches are sharded too: nothing is the leader's alone"
         );
         assert_eq!(by(&four, Per::Shard), by(&one, Per::Shard) / 2.0);
         assert_eq!(by(&four, Per::Worker), by(&one, Per::Worker) * 2.0);
-        assert_eq!(by(&four, Per::Leader), by(&one, Per::Leader));
     }
 }

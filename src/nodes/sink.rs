@@ -6,18 +6,14 @@ use std::path::PathBuf;
 use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::{Operator as _, Probe};
 
 use super::Settings;
-use crate::dataflow::{BatchStream, BuildCx, Operator};
+use crate::dataflow::{write_on_leader, BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::Need;
 use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References};
 use crate::spec::VectorLayout;
-use crate::store::batch::{self, Batch};
-use crate::store::parquet_io::AtomicParquetWriter;
+use crate::store::batch;
 
 /// Settings of `sink`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -102,63 +98,20 @@ struct SinkOp {
 
 impl Operator for SinkOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
-        let (path, layout) = (self.path.clone(), self.layout);
-        let (leader, node, shared) = (cx.leader(), cx.node.clone(), cx.run.clone());
+        let layout = self.layout;
         let schema = match layout {
             VectorLayout::Fixed => self.schema.clone(),
             VectorLayout::List => batch::list_layout_schema(&self.schema),
         };
-        let to_leader = Exchange::new(|_: &Batch| 0u64);
-        cx.input(0)?
-            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                to_leader,
-                "Sink",
-                move |cap, _| {
-                    let mut cap = Some(cap);
-                    let mut writer: Option<AtomicParquetWriter> = None;
-                    move |(input, frontier), _output| {
-                        input.for_each(|_, data| {
-                            for b in data.drain(..) {
-                                if cap.is_none() || shared.failed() {
-                                    continue;
-                                }
-                                let result = (|| {
-                                    let b = match layout {
-                                        VectorLayout::Fixed => b.0,
-                                        VectorLayout::List => batch::to_list_layout(&b.0)?,
-                                    };
-                                    if writer.is_none() {
-                                        writer = Some(AtomicParquetWriter::create(
-                                            &path,
-                                            schema.clone(),
-                                        )?);
-                                    }
-                                    shared.count(&node, |s| s.rows_out += b.num_rows());
-                                    writer.as_mut().map_or(Ok(()), |w| w.write(&b))
-                                })();
-                                if let Err(e) = result {
-                                    shared.fail(e.with_node(&node));
-                                }
-                            }
-                        });
-                        if frontier.is_empty() && cap.is_some() {
-                            if leader && !shared.failed() {
-                                let result = match writer.take() {
-                                    Some(w) => w.finish(),
-                                    None => AtomicParquetWriter::create(&path, schema.clone())
-                                        .and_then(|w| w.finish()),
-                                };
-                                match result {
-                                    Ok(p) => shared.add_pending(p),
-                                    Err(e) => shared.fail(e.with_node(&node)),
-                                }
-                            }
-                            cap = None;
-                        }
-                    }
-                },
-            )
-            .probe_with(&cx.assembly.probe);
+        let (node, shared) = (cx.node.clone(), cx.run.clone());
+        let map = move |b: arrow::array::RecordBatch| {
+            shared.count(&node, |s| s.rows_out += b.num_rows());
+            match layout {
+                VectorLayout::Fixed => Ok(b),
+                VectorLayout::List => batch::to_list_layout(&b),
+            }
+        };
+        write_on_leader(cx, cx.input(0)?, self.path.clone(), schema, map);
         Ok(Vec::new())
     }
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, ListArray, RecordBatch,
-    StringArray, UInt64Array,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float32Builder, ListArray,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
@@ -127,6 +127,48 @@ pub fn vectors_of<'a>(batch: &'a RecordBatch, name: &str) -> Result<(&'a [f32], 
     let values = list.values().as_primitive::<Float32Type>().values();
     let start = list.offset() * dim;
     Ok((&values[start..start + list.len() * dim], dim))
+}
+
+/// A list-of-strings column from per-row lists.
+pub fn string_list_column(rows: &[Vec<String>]) -> ArrayRef {
+    let mut b = ListBuilder::new(StringBuilder::new());
+    for row in rows {
+        for v in row {
+            b.values().append_value(v);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+/// A list-of-float32 column from per-row lists.
+pub fn float_list_column(rows: &[Vec<f32>]) -> ArrayRef {
+    let mut b = ListBuilder::new(Float32Builder::new());
+    for row in rows {
+        b.values().append_slice(row);
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+/// The per-row float lists of the list-of-float32 column `name`.
+pub fn float_lists(b: &RecordBatch, name: &str) -> Result<Vec<Vec<f32>>> {
+    let list = b
+        .column_by_name(name)
+        .and_then(|c| c.as_list_opt::<i32>())
+        .filter(|l| l.value_type() == DataType::Float32)
+        .ok_or_else(|| Error::Column {
+            column: name.to_string(),
+            expected: "a list of float32",
+        })?;
+    Ok((0..list.len())
+        .map(|r| {
+            list.value(r)
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect())
 }
 
 /// An embeddings batch (`id`, `text_hash`, `embedding`) from row-major vectors.

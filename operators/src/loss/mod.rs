@@ -40,8 +40,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+mod kl;
 #[cfg(test)]
 mod tests;
+
+pub use kl::SoftmaxKlPart;
 
 /// The logit given to masked-out candidates: `exp` of it (after subtracting a finite row
 /// maximum) is exactly zero in f32 and f64, while it stays finite so no `inf − inf` NaN

@@ -1,33 +1,29 @@
-//! The leader's state of a training `eval`: the corpus, queries and judgements it has
-//! seen, the stale cache, and the best dev step's weights.
+//! The leader's state of a training `eval`: the best dev step so far, the per-step rows,
+//! the test results at the best step, and the summary.
+//!
+//! The workers' shards rank ([`super::shard`]); the leader only merges their answers
+//! ([`super::merge`]), scores them, and decides the best step. Every worker keeps its
+//! own copy of the best step's weights; the leader's is the one a checkpoint saves.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
-use candle_core::{Device, Tensor};
-use freshen_operators::loss::softmax_kl;
 use freshen_operators::metrics::MetricSet;
-use freshen_operators::search::{top_k, DEFAULT_CHUNK};
-use freshen_operators::train::TrainableEncoder;
 
 use super::answers::{answer_metrics, AnswerCx, AnswerMetrics};
-use super::rank::{rank_and_score, write_runs, RankCx, Ranked};
+use super::merge::{Gathered, Merged};
+use super::rank::write_runs;
+use super::shard::EvalShard;
 use super::{Eval, EvalModels};
 use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
-use crate::dataflow::{EmbeddingRows, RunState, Time, WorkerModels};
+use crate::dataflow::{RunState, Time, WorkerModels};
 use crate::error::{Error, Result};
-use crate::store::batch;
 use crate::store::parquet_io::{AtomicParquetWriter, PendingFile};
 use crate::store::tables::{self, LEDGER_REASONS};
-
-/// Dev queries used by the oracle diagnostics (bounds their cost on large dev sets).
-const DIAGNOSTIC_QUERIES: usize = 256;
-/// Top-k of the diagnostics' overlap.
-const OVERLAP_K: usize = 10;
 
 /// What a training eval needs beyond its settings.
 #[derive(Clone)]
@@ -41,19 +37,22 @@ pub(super) struct EvalPlan {
     /// The settings, as JSON.
     pub settings: String,
     /// The device of the towers: where the evaluation embeds and searches.
-    pub device: Device,
+    pub device: candle_core::Device,
     /// The queries' answers, by id (with `models.reader`).
-    pub answers: std::sync::Arc<HashMap<String, String>>,
+    pub answers: Arc<HashMap<String, String>>,
 }
 
-/// Every model's weights, by model name.
-type Snapshots = Vec<(String, Vec<(String, Tensor)>)>;
+/// A dev evaluation: its metrics and the diagnostics row (stale and corrected overlap,
+/// their softmax KL, then the answers' exact match and NLL).
+pub(super) type DevResult = (MetricSet, [Option<f64>; 6]);
 
-/// The best dev step so far: its step, its dev value and its weights.
-type Best = (Time, f64, Snapshots);
-
-/// Rows per batch of the written embeddings.
-const EMBEDDINGS_BATCH_ROWS: usize = 65_536;
+/// The test results at the best step.
+#[derive(Default)]
+pub(super) struct TestResult {
+    pub metrics: Option<MetricSet>,
+    pub corrected: Option<MetricSet>,
+    pub answers: Option<AnswerMetrics>,
+}
 
 /// The leader's state of a training eval.
 pub(super) struct Evaluator {
@@ -62,204 +61,70 @@ pub(super) struct Evaluator {
     pub plan: EvalPlan,
     pub state: Rc<WorkerModels>,
     pub shared: Arc<RunState>,
+    /// The leader's own part (its copy of the best weights is the checkpoint's).
+    pub shard: Rc<RefCell<EvalShard>>,
     /// Timely workers of the run, over every process.
     pub workers: usize,
-    pub corpus: Vec<((String, u64), String)>,
-    pub queries: HashMap<String, String>,
-    pub dev: Vec<(String, String, i32)>,
-    pub test: Vec<(String, String, i32)>,
-    pub stale: EmbeddingRows,
-    pub best: Option<Best>,
+    /// The best dev step so far and its dev value.
+    pub best: Option<(Time, f64)>,
     pub candidates: u64,
     pub last_step: Option<Time>,
     /// Every per-step row emitted so far (a checkpoint keeps them, a resumed run emits
     /// them again before its own).
     pub rows: Vec<RecordBatch>,
+    pub test: TestResult,
 }
 
 impl Evaluator {
-    fn models(&self) -> Vec<String> {
-        let m = &self.models;
-        [
-            Some(m.query.clone()),
-            Some(m.target.clone()),
-            m.corrector.clone(),
-            m.reader.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-
-    fn query_model(&self) -> Result<Rc<dyn TrainableEncoder>> {
-        self.state.encoder(&self.models.query)
-    }
-
-    fn target_model(&self) -> Result<Rc<dyn TrainableEncoder>> {
-        self.state.encoder(&self.models.target)
-    }
-
-    /// The corpus embedded by the current target tower, in corpus order (ledger: eval).
-    fn embed_corpus(&self) -> Result<EmbeddingRows> {
-        let enc = self.target_model()?;
-        let started = Instant::now();
-        let mut out = EmbeddingRows::default();
-        for chunk in self.corpus.chunks(4096) {
-            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
-            let v = enc.encode(&texts)?;
-            out.values.extend(v.flatten_all()?.to_vec1::<f32>()?);
-            out.ids.extend(chunk.iter().map(|((id, _), _)| id.clone()));
-            out.hashes.extend(chunk.iter().map(|((_, h), _)| *h));
-        }
-        out.dim = enc.dim();
-        let secs = started.elapsed().as_secs_f64();
-        self.shared.forwards("eval", self.corpus.len() as u64, secs);
-        Ok(out)
-    }
-
-    /// The queries judged in `judgements`, embedded by the current query tower.
-    fn embed_queries(&self, judgements: &[(String, String, i32)]) -> Result<EmbeddingRows> {
-        let enc = self.query_model()?;
-        let mut ids: Vec<&String> = judgements.iter().map(|(q, _, _)| q).collect();
-        ids.sort();
-        ids.dedup();
-        let ids: Vec<&String> = ids
-            .into_iter()
-            .filter(|q| self.queries.contains_key(*q))
-            .collect();
-        let mut out = EmbeddingRows::default();
-        for chunk in ids.chunks(4096) {
-            let texts: Vec<&str> = chunk.iter().map(|q| self.queries[*q].as_str()).collect();
-            let v = enc.encode(&texts)?;
-            out.values.extend(v.flatten_all()?.to_vec1::<f32>()?);
-            out.ids.extend(chunk.iter().map(|q| (*q).clone()));
-        }
-        out.hashes.resize(out.ids.len(), 0);
-        out.dim = enc.dim();
-        Ok(out)
-    }
-
-    fn rank(
+    /// The answer metrics of a merged ranking (with a reader), reading the question
+    /// texts `questions`.
+    fn answers(
         &self,
-        queries: &EmbeddingRows,
-        targets: &[String],
-        cache: &Tensor,
-        judgements: &[(String, String, i32)],
-    ) -> Result<Ranked> {
-        let bar = self.shared.progress().bar("eval", 0);
-        let cx = RankCx {
-            depth: self.spec.depth,
-            batch: self.spec.batch_size,
-            recall_at: &self.spec.recall_at,
-            device: &self.plan.device,
-            bar: &bar,
-        };
-        let r = rank_and_score(queries, targets, cache, judgements, &cx);
-        bar.finish_and_clear();
-        r
-    }
-
-    /// The stale cache aligned to `ids` (the corpus order).
-    fn stale_aligned(&self, ids: &[String]) -> Result<Tensor> {
-        let index = self.stale.index();
-        let rows = ids
-            .iter()
-            .map(|id| {
-                index
-                    .get(id)
-                    .copied()
-                    .ok_or_else(|| Error::invariant(format!("`{id}` is not in the cache")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.stale.gather(&rows, &self.plan.device)
-    }
-
-    fn corrected(&self, stale: &Tensor) -> Result<Option<Tensor>> {
-        match self.models.corrector.as_ref() {
-            Some(h) => Ok(Some(self.state.corrector(h)?.apply_chunked(stale, 8192)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Top-k overlap with the fresh cache, and softmax KL against it, of the stale and the
-    /// corrected caches, on the first dev queries.
-    fn diagnostics(
-        &self,
-        queries: &EmbeddingRows,
-        fresh: &Tensor,
-        stale: &Tensor,
-        corrected: Option<&Tensor>,
-    ) -> Result<[Option<f64>; 4]> {
-        let n = queries.len().min(DIAGNOSTIC_QUERIES);
-        let rows: Vec<usize> = (0..n).collect();
-        let q = queries.gather(&rows, &self.plan.device)?;
-        let top = |cache: &Tensor| -> Result<Vec<Vec<u32>>> {
-            Ok(top_k(&q, cache, OVERLAP_K, &[], DEFAULT_CHUNK)?
-                .into_iter()
-                .map(|hits| hits.into_iter().map(|(i, _)| i).collect())
-                .collect())
-        };
-        let exact = top(fresh)?;
-        let overlap = |cache: &Tensor| -> Result<f64> {
-            let got = top(cache)?;
-            let hit: usize = exact
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| a.iter().filter(|x| b.contains(x)).count())
-                .sum();
-            Ok(hit as f64 / (n * OVERLAP_K).max(1) as f64)
-        };
-        let kl = |cache: &Tensor| -> Result<f64> {
-            let (p, c) = (q.matmul(&fresh.t()?)?, q.matmul(&cache.t()?)?);
-            Ok(softmax_kl(&p, &c, self.plan.beta)?)
-        };
-        Ok([
-            Some(overlap(stale)?),
-            corrected.map(overlap).transpose()?,
-            Some(kl(stale)?),
-            corrected.map(kl).transpose()?,
-        ])
-    }
-
-    /// The answer metrics of `ranked` over the corpus rows `ids` (with a reader).
-    fn answers(&self, ranked: &Ranked) -> Result<Option<AnswerMetrics>> {
+        merged: &Merged,
+        questions: &HashMap<String, String>,
+    ) -> Result<Option<AnswerMetrics>> {
         let Some(name) = &self.models.reader else {
             return Ok(None);
         };
         let reader = self.state.reader(name)?;
-        let passages: Vec<&str> = self.corpus.iter().map(|(_, t)| t.as_str()).collect();
+        let passages: Vec<&str> = merged.texts.iter().map(String::as_str).collect();
         let cx = AnswerCx {
             alone: self.spec.answer_context == crate::nodes::read::Context::Question,
             reader: &reader,
             k: self.spec.answer_k,
             beta: self.plan.beta,
             passages: &passages,
-            questions: &self.queries,
+            questions,
             answers: &self.plan.answers,
         };
-        answer_metrics(&cx, ranked)
+        answer_metrics(&cx, &merged.ranked)
     }
 
-    /// The dev evaluation of step `t`: metrics, diagnostics (the caches' overlap and KL,
-    /// then the answers' exact match and NLL), and the best step's weights.
-    pub(super) fn dev_step(&mut self, t: Time) -> Result<(MetricSet, [Option<f64>; 6])> {
-        self.shared
-            .progress()
-            .set_done("train", t + 1, "evaluating on dev".into());
-        let mut fresh = self.embed_corpus()?;
-        let queries = self.embed_queries(&self.dev)?;
-        // The vectors move into the tensor: one copy of the corpus at a time, not two.
-        let shape = (fresh.len(), fresh.dim);
-        let cache = Tensor::from_vec(std::mem::take(&mut fresh.values), shape, &self.plan.device)?;
-        let ranked = self.rank(&queries, &fresh.ids, &cache, &self.dev)?;
-        let [a, b, c, d] = if self.spec.diagnostics {
-            let stale = self.stale_aligned(&fresh.ids)?;
-            let corrected = self.corrected(&stale)?;
-            self.diagnostics(&queries, &cache, &stale, corrected.as_ref())?
-        } else {
-            [None; 4]
+    /// Scores the dev evaluation of step `t` the workers answered, and records whether it
+    /// is the best so far (returned with the metrics and diagnostics).
+    pub(super) fn dev_step(&mut self, t: Time, got: &Gathered) -> Result<(DevResult, bool)> {
+        let (dev, questions) = {
+            let s = self.shard.borrow();
+            (s.dev.clone(), s.asked_texts.clone())
         };
-        let answers = self.answers(&ranked)?;
+        let merged = got.ranking(&dev, self.spec.depth, &self.spec.recall_at)?;
+        let [a, b, c, d] = got.diagnostics();
+        let answers = self.answers(&merged, &questions)?;
+        let value = match self.spec.select_by.as_str() {
+            "exact_match" => answers.map_or(0.0, |m| m.exact_match),
+            other => select(&merged.ranked.metrics, other),
+        };
+        let best = self.best.is_none_or(|b| value > b.1);
+        tracing::info!(
+            step = t + 1,
+            metric = self.spec.select_by.as_str(),
+            value,
+            best,
+            "dev evaluation"
+        );
+        if best {
+            self.best = Some((t, value));
+        }
         let diag = [
             a,
             b,
@@ -268,128 +133,50 @@ impl Evaluator {
             answers.map(|m| m.exact_match),
             answers.map(|m| m.answer_nll),
         ];
-        let value = match self.spec.select_by.as_str() {
-            "exact_match" => answers.map_or(0.0, |m| m.exact_match),
-            other => select(&ranked.metrics, other),
-        };
-        tracing::info!(
-            step = t + 1,
-            metric = self.spec.select_by.as_str(),
-            value,
-            best = self.best.as_ref().is_none_or(|b| value > b.1),
-            "dev evaluation"
-        );
-        if self.best.as_ref().is_none_or(|b| value > b.1) {
-            let mut snaps = Vec::new();
-            for name in self.models() {
-                let snap = self.state.trainable(&name)?.snapshot()?;
-                snaps.push((name, snap));
-            }
-            self.best = Some((t, value, snaps));
-        }
-        Ok((ranked.metrics, diag))
+        Ok(((merged.ranked.metrics, diag), best))
     }
 
-    /// After the last step: the best weights back, test metrics, checkpoint, summary.
-    pub(super) fn finish(&mut self) -> Result<RecordBatch> {
-        self.shared.progress().set_done(
-            "train",
-            self.plan.steps as u64,
-            "test evaluation at the best dev step, writing outputs".into(),
-        );
-        let (best_step, best_value) = match &self.best {
-            Some((t, v, snaps)) => {
-                for (name, snap) in snaps {
-                    self.state.trainable(name)?.restore(snap)?;
-                }
-                (*t, *v)
-            }
-            None => (self.last_step.unwrap_or(0), f64::NAN),
+    /// Scores the test evaluation at the best step: the ranking of the re-embedded corpus
+    /// (written as the run files) and, with a corrector, of the corrected cache.
+    pub(super) fn test_step(&mut self, fresh: &Gathered, corrected: &Gathered) -> Result<()> {
+        let (test, questions) = {
+            let s = self.shard.borrow();
+            (s.test.clone(), s.asked_texts.clone())
         };
-        let mut fresh = self.embed_corpus()?;
-        let queries = self.embed_queries(&self.test)?;
-        // The embeddings are written first, so that the vectors can then move into the
-        // ranking's tensor: one copy of the corpus at a time.
-        if let Some(path) = &self.spec.embeddings {
-            let mut w = AtomicParquetWriter::create(path, tables::embeddings_schema(fresh.dim))?;
-            for start in (0..fresh.len()).step_by(EMBEDDINGS_BATCH_ROWS) {
-                let end = (start + EMBEDDINGS_BATCH_ROWS).min(fresh.len());
-                w.write(&fresh.batch_of(start..end, None)?)?;
-            }
-            self.shared.add_pending(w.finish()?);
+        let (depth, recall_at) = (self.spec.depth, self.spec.recall_at.clone());
+        let merged = fresh.ranking(&test, depth, &recall_at)?;
+        write_runs(&self.spec, &merged.ranked, &merged.ids, &self.shared)?;
+        self.test.answers = self.answers(&merged, &questions)?;
+        self.test.metrics = Some(merged.ranked.metrics);
+        if !corrected.is_empty() {
+            self.test.corrected = Some(corrected.ranking(&test, depth, &recall_at)?.ranked.metrics);
         }
-        let shape = (fresh.len(), fresh.dim);
-        let cache = Tensor::from_vec(std::mem::take(&mut fresh.values), shape, &self.plan.device)?;
-        let ranked = self.rank(&queries, &fresh.ids, &cache, &self.test)?;
-        drop(cache);
-        write_runs(&self.spec, &ranked, &fresh.ids, &self.shared)?;
-        let answers = self.answers(&ranked)?;
-        let corrected = match self.stale.is_empty() {
-            true => None,
-            false => {
-                let stale = self.stale_aligned(&fresh.ids)?;
-                match self.corrected(&stale)? {
-                    Some(c) => {
-                        if let Some(path) = &self.spec.corrected_embeddings {
-                            self.write_corrected(path, &fresh, &c)?;
-                        }
-                        Some(self.rank(&queries, &fresh.ids, &c, &self.test)?.metrics)
-                    }
-                    None => None,
-                }
-            }
-        };
-        if let Some(dir) = &self.spec.checkpoint {
-            self.save_checkpoint(dir)?;
-        }
-        self.summary(
-            best_step,
-            best_value,
-            &ranked.metrics,
-            corrected.as_ref(),
-            answers,
-        )
-    }
-
-    /// Writes the corrected cache `corrected` (rows in the order of `rows`, whose ids and
-    /// text hashes it takes) as the deployable index, committed with the run.
-    fn write_corrected(&self, path: &Path, rows: &EmbeddingRows, corrected: &Tensor) -> Result<()> {
-        let dim = corrected.dim(1)?;
-        let values: Vec<f32> = corrected.flatten_all()?.to_vec1()?;
-        let mut w = AtomicParquetWriter::create(path, tables::embeddings_schema(dim))?;
-        for start in (0..rows.len()).step_by(EMBEDDINGS_BATCH_ROWS) {
-            let end = (start + EMBEDDINGS_BATCH_ROWS).min(rows.len());
-            w.write(&batch::embeddings_batch(
-                rows.ids[start..end].to_vec(),
-                rows.hashes[start..end].to_vec(),
-                values[start * dim..end * dim].to_vec(),
-                dim,
-            )?)?;
-        }
-        self.shared.add_pending(w.finish()?);
         Ok(())
     }
 
     /// Writes the best step's weights into a staged folder that replaces `dest` when the
-    /// run commits its outputs.
-    fn save_checkpoint(&self, dest: &Path) -> Result<()> {
+    /// run commits its outputs (the weights are back in the models by then).
+    pub(super) fn save_checkpoint(&self, dest: &Path) -> Result<()> {
         let staged = PendingFile::folder(dest)?;
         let dir = staged.tmp_path();
-        for name in self.models() {
+        for name in self.shard.borrow().model_names() {
             self.state.save_model(&name, dir)?;
         }
         self.shared.add_pending(staged);
         Ok(())
     }
 
-    fn summary(
-        &self,
-        best_step: Time,
-        best_value: f64,
-        test: &MetricSet,
-        corrected: Option<&MetricSet>,
-        answers: Option<AnswerMetrics>,
-    ) -> Result<RecordBatch> {
+    /// The summary row, once every step and the test evaluation are done.
+    pub(super) fn summary(&self) -> Result<RecordBatch> {
+        let (best_step, best_value) = match self.best {
+            Some((t, v)) => (t, v),
+            None => (self.last_step.unwrap_or(0), f64::NAN),
+        };
+        let test = self
+            .test
+            .metrics
+            .as_ref()
+            .ok_or_else(|| Error::invariant("a training eval finished without its test"))?;
         let recall_at = &self.spec.recall_at;
         let f = |v: Option<f64>| Arc::new(Float64Array::from(vec![v])) as ArrayRef;
         let u = |v: u64| Arc::new(UInt64Array::from(vec![v])) as ArrayRef;
@@ -402,15 +189,15 @@ impl Evaluator {
             f(Some(best_value)),
             u(test.queries as u64),
         ];
-        for m in [Some(test), corrected] {
+        for m in [Some(test), self.test.corrected.as_ref()] {
             for k in recall_at {
                 cols.push(f(m.map(|m| m.recall_at(*k).unwrap_or(0.0))));
             }
             cols.push(f(m.map(|m| m.mrr_at_10)));
             cols.push(f(m.map(|m| m.ndcg_at_10)));
         }
-        cols.push(f(answers.map(|a| a.exact_match)));
-        cols.push(f(answers.map(|a| a.answer_nll)));
+        cols.push(f(self.test.answers.map(|a| a.exact_match)));
+        cols.push(f(self.test.answers.map(|a| a.answer_nll)));
         let ledger = self.shared.ledger();
         let mut total = 0;
         for reason in LEDGER_REASONS {
@@ -444,26 +231,24 @@ impl Evaluator {
             cols,
         )?)
     }
-}
 
-impl Evaluator {
-    /// Writes what the evaluator carries across steps into a checkpoint's `dir`.
+    /// Writes what the evaluator carries across steps into a checkpoint's `dir`: the best
+    /// step, its weights (the leader's copy) and the rows so far.
     pub(super) fn save_state(&self, dir: &Path) -> Result<()> {
-        let best = self.best.as_ref();
+        let shard = self.shard.borrow();
+        let snaps = shard.best.as_ref();
         save_json(
             &dir.join("eval.json"),
             &serde_json::json!({
-                "best_step": best.map(|b| b.0),
-                "best_value": best.map(|b| b.1),
-                "best_models": best.map(|b| b.2.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>()),
+                "best_step": self.best.map(|b| b.0),
+                "best_value": self.best.map(|b| b.1),
+                "best_models": snaps.map(|s| s.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>()),
                 "candidates": self.candidates,
                 "last_step": self.last_step,
             }),
         )?;
-        if let Some((_, _, snaps)) = best {
-            for (model, snap) in snaps {
-                save_tensors(&dir.join(format!("best-{model}.safetensors")), snap)?;
-            }
+        for (model, snap) in snaps.into_iter().flatten() {
+            save_tensors(&dir.join(format!("best-{model}.safetensors")), snap)?;
         }
         let schema = tables::eval_steps_schema(&self.spec.recall_at);
         let mut w = AtomicParquetWriter::create(&dir.join("rows.parquet"), schema)?;
@@ -473,33 +258,45 @@ impl Evaluator {
         w.finish()?.commit()
     }
 
-    /// Takes back what [`Evaluator::save_state`] wrote.
+    /// Takes back what [`Evaluator::save_state`] wrote (on the leader).
     pub(super) fn restore_state(&mut self, dir: &Path) -> Result<()> {
         let v = load_json(&dir.join("eval.json"))?;
         self.candidates = v["candidates"].as_u64().unwrap_or(0);
         self.last_step = v["last_step"].as_u64();
         self.best = match (v["best_step"].as_u64(), v["best_value"].as_f64()) {
-            (Some(step), Some(value)) => {
-                let mut snaps = Vec::new();
-                for m in v["best_models"].as_array().into_iter().flatten() {
-                    let name = m.as_str().unwrap_or_default().to_string();
-                    let path = dir.join(format!("best-{name}.safetensors"));
-                    let saved = load_tensors(&path, &self.plan.device)?;
-                    let params = self.state.trainable(&name)?.params();
-                    let mut snap = Vec::with_capacity(params.len());
-                    for (p, _) in params {
-                        let t = saved.get(&p).cloned().ok_or_else(|| {
-                            Error::data(&path, None, format!("the checkpoint lacks `{p}`"))
-                        })?;
-                        snap.push((p, t));
-                    }
-                    snaps.push((name, snap));
-                }
-                Some((step, value, snaps))
-            }
+            (Some(step), Some(value)) => Some((step, value)),
             _ => None,
         };
         self.rows = crate::store::parquet_io::read_all(&dir.join("rows.parquet"))?;
+        Ok(())
+    }
+}
+
+impl EvalShard {
+    /// Takes back the best step's weights a checkpoint's `dir` holds (on every worker:
+    /// the models are the same on all of them).
+    pub(super) fn restore_best_from(&mut self, dir: &Path) -> Result<()> {
+        let v = load_json(&dir.join("eval.json"))?;
+        let Some(models) = v["best_models"].as_array() else {
+            self.best = None;
+            return Ok(());
+        };
+        let mut snaps = Vec::new();
+        for m in models {
+            let name = m.as_str().unwrap_or_default().to_string();
+            let path = dir.join(format!("best-{name}.safetensors"));
+            let saved = load_tensors(&path, &self.device)?;
+            let params = self.state.trainable(&name)?.params();
+            let mut snap = Vec::with_capacity(params.len());
+            for (p, _) in params {
+                let t = saved.get(&p).cloned().ok_or_else(|| {
+                    Error::data(&path, None, format!("the checkpoint lacks `{p}`"))
+                })?;
+                snap.push((p, t));
+            }
+            snaps.push((name, snap));
+        }
+        self.best = Some(snaps);
         Ok(())
     }
 }

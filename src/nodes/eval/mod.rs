@@ -9,7 +9,9 @@
 
 mod answers;
 mod evaluator;
+mod merge;
 mod rank;
+mod shard;
 mod standalone;
 mod training;
 
@@ -327,8 +329,8 @@ impl NodeKind for Eval {
                 cx,
                 5,
                 3.0,
-                "the stale and fresh caches and a tensor",
-                crate::graph::Per::Leader,
+                "its shard of the stale, fresh and corrected caches",
+                crate::graph::Per::Shard,
             ),
             None => super::cache_copies(
                 cx,
@@ -415,14 +417,8 @@ impl Operator for EvalOp {
                 let ticks = cx.assembly.ticks.take().ok_or_else(|| {
                     Error::invariant("a training eval built before the update node")
                 })?;
-                let counts = cx.assembly.ledger.take();
-                let [summary, steps, ticks] = training::train_eval(
-                    cx,
-                    spec.clone(),
-                    models.clone(),
-                    plan.clone(),
-                    (ticks, counts),
-                )?;
+                let [summary, steps, ticks] =
+                    training::train_eval(cx, spec.clone(), models.clone(), plan.clone(), ticks)?;
                 cx.assembly.ticks = Some(ticks);
                 Ok(vec![
                     (MAIN.to_string(), summary),

@@ -1,205 +1,451 @@
-//! `eval` during training: dev metrics every N steps, the best step kept, test at the end.
+//! `eval` during training: dev metrics every N steps, the best step kept, test at the end,
+//! over the workers' shards.
 //!
-//! At a dev step it re-embeds the corpus with the current target tower (counted in the
-//! ledger under `eval`), ranks the dev queries exactly and keeps a copy of the weights if
-//! the step beats the best so far (early stopping, as practitioners select checkpoints).
-//! After the last step it puts the best weights back and reports test metrics twice: with
-//! the corpus re-embedded (the standard), and against the corrected cache h(B) with no
-//! re-embedding at all. Its per-step rows carry `update`'s row plus the dev columns; its
-//! output is part of the feedback loop, so step `t + 1` starts only after its dev
-//! evaluation of step `t` has read the weights of step `t`.
+//! At a dev step each worker re-embeds its own corpus rows with the current target tower
+//! (counted in the ledger under `eval`) and ranks every dev query against them; the
+//! leader merges the shards' answers, scores them and decides whether the step is the
+//! best so far, and every worker keeps a copy of the best step's weights. After the last
+//! step every worker puts the best weights back and ranks the test queries against its
+//! rows re-embedded, and against its rows of the corrected cache h(B) with no
+//! re-embedding at all. The stages, each a [`Stepwise`] operator at the step's time:
+//!
+//! 1. **embed** (every worker): its corpus shard, and the dev queries it owns, which go
+//!    to every worker;
+//! 2. **rank** (every worker): every dev query against its shard, answered to the leader;
+//! 3. **merge** (leader): dev metrics, the best step, the per-step row; a verdict to
+//!    every worker;
+//! 4. **keep** (every worker): the best weights copied; after the last step, put back,
+//!    the shard embedded and corrected, the test queries it owns sent to every worker;
+//!    its ticks close the training loop, so step `t + 1` starts after step `t`'s dev
+//!    evaluation read step `t`'s weights;
+//! 5. **test** (every worker): the test queries against its shard, answered to the
+//!    leader, and its rows of the written embeddings;
+//! 6. **report** (leader): test metrics, run files, checkpoint, and the summary.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Float64Array, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
 use arrow::datatypes::UInt64Type;
 use freshen_operators::metrics::MetricSet;
+use timely::dataflow::operators::vec::Broadcast;
 
-use super::evaluator::{EvalPlan, Evaluator};
-use super::rank::push_qrels;
+use super::evaluator::{EvalPlan, Evaluator, TestResult};
+use super::merge::{self, Gathered};
+use super::shard::{Against, EvalShard};
 use super::{Eval, EvalModels};
+use crate::dataflow::shard::to_owners;
 use crate::dataflow::{
-    rows_of, tick, BatchStream, BuildCx, Checkpointable, EmbeddingRows, Emitted, Route, Stepwise,
-    Time,
+    ledger, rows_of, tick, write_on_leader, BatchStream, BuildCx, Checkpointable, EmbeddingRows,
+    Emitted, Route, Stepwise, Time,
 };
 use crate::error::{Error, Result};
-use crate::nodes::encode::joined_rows;
 use crate::store::batch::Batch;
-use crate::store::tables;
+use crate::store::tables::{self, col};
 
-/// A training eval. Inputs: `update`'s rows, corpus, queries, dev qrels, test qrels, the
-/// cache, the ticks of the finished steps, and the other processes' ledger counts. Returns the summary (once, at the end),
-/// the per-step rows, and the ticks that close the feedback loop.
+/// Columns of the leader's verdict on a step.
+const BEST: &str = "best";
+const LAST: &str = "last";
+
+/// The leader's verdict on step `t`: whether its dev evaluation is the best so far, and
+/// whether it is the last step.
+fn verdict(best: bool, last: bool) -> Result<Batch> {
+    Ok(Batch(RecordBatch::try_from_iter(vec![
+        (BEST, Arc::new(BooleanArray::from(vec![best])) as ArrayRef),
+        (LAST, Arc::new(BooleanArray::from(vec![last]))),
+    ])?))
+}
+
+fn flag(b: &RecordBatch, name: &str) -> bool {
+    b.column_by_name(name)
+        .and_then(|c| c.as_boolean_opt())
+        .is_some_and(|c| !c.is_empty() && c.value(0))
+}
+
+/// A message that carries no rows but makes the next stage act at this step on every
+/// worker (a stepwise operator acts at a time only when something arrives for it).
+fn marker() -> Batch {
+    Batch(RecordBatch::new_empty(tables::step_schema()))
+}
+
+/// The steps of `plan`: whether step `t` is due a dev evaluation, and whether it is last.
+fn schedule(every: Option<usize>, steps: usize, t: Time) -> (bool, bool) {
+    let last = t as usize + 1 >= steps;
+    (
+        last || every.is_some_and(|n| (t as usize + 1).is_multiple_of(n)),
+        last,
+    )
+}
+
+/// A training eval. Inputs (in `cx`): `update`'s rows, corpus, queries, dev qrels, test
+/// qrels, the cache; `ticks`: `update`'s "step done". Returns the summary (once, at the
+/// end), the per-step rows, and the ticks that close the feedback loop.
 pub(super) fn train_eval<'s>(
     cx: &BuildCx<'_, 's>,
     spec: Eval,
     models: EvalModels,
     plan: EvalPlan,
-    (ticks, counts): (BatchStream<'s>, Option<BatchStream<'s>>),
+    ticks: BatchStream<'s>,
 ) -> Result<[BatchStream<'s>; 3]> {
-    let leader = cx.leader();
-    let (every, steps) = (spec.every, plan.steps);
-    let evaluator = Rc::new(RefCell::new(Evaluator {
-        spec,
-        models,
-        plan,
+    let (leader, workers) = (cx.leader(), cx.scope.peers());
+    let shard = Rc::new(RefCell::new(EvalShard {
+        spec: spec.clone(),
+        models: models.clone(),
+        device: plan.device.clone(),
+        beta: plan.beta,
         state: cx.models()?,
-        shared: cx.run.clone(),
-        workers: cx.scope.peers(),
+        run: cx.run.clone(),
+        me: cx.scope.index(),
+        node: cx.node.to_string(),
         corpus: Vec::new(),
         queries: HashMap::new(),
         dev: Vec::new(),
         test: Vec::new(),
         stale: EmbeddingRows::default(),
+        fresh: None,
+        corrected: None,
+        asked: EmbeddingRows::default(),
+        asked_texts: HashMap::new(),
+        best: None,
+    }));
+    let evaluator = Rc::new(RefCell::new(Evaluator {
+        spec: spec.clone(),
+        models,
+        plan: plan.clone(),
+        state: cx.models()?,
+        shared: cx.run.clone(),
+        shard: shard.clone(),
+        workers,
         best: None,
         candidates: 0,
         last_step: None,
         rows: Vec::new(),
+        test: TestResult::default(),
     }));
     let mut replay = Vec::new();
     if let Some(point) = &cx.resume {
-        let mut e = evaluator.borrow_mut();
-        e.restore_state(&point.node_dir(&cx.node))?;
-        replay = e.rows.clone();
+        let dir = point.node_dir(&cx.node);
+        shard.borrow_mut().restore_best_from(&dir)?;
+        if leader {
+            let mut e = evaluator.borrow_mut();
+            e.restore_state(&dir)?;
+            replay = e.rows.clone();
+        }
     }
     cx.models()?
         .register_state(&cx.node, Rc::new(EvalState(evaluator.clone())));
-    let ev = evaluator.clone();
+
+    let [rows, corpus, queries, dev, test, cache] = ports(cx.inputs()?)?;
+    let asked = embed(
+        cx,
+        &shard,
+        &plan,
+        [ticks, corpus, queries, dev, test, cache],
+    );
+    let answers = rank(cx, &shard, asked);
+    let [steps, verdicts] = merge(cx, &evaluator, answers, rows, replay)?;
+    let [ticks, test_queries] = keep(cx, &shard, verdicts)?;
+    let [fresh, corrected, embeddings, corrected_rows] = test_stage(cx, &shard, test_queries)?;
+    // h(B) has the target tower's width.
+    let dim = cx
+        .models()?
+        .encoder(&evaluator.borrow().models.target)?
+        .dim();
+    for (path, rows) in [
+        (&spec.embeddings, embeddings),
+        (&spec.corrected_embeddings, corrected_rows),
+    ] {
+        if let Some(path) = path {
+            let schema = tables::embeddings_schema(dim);
+            write_on_leader(cx, rows, path.clone(), schema, Ok);
+        }
+    }
+    // The other processes' ledger, added before the step's tick goes on: a checkpoint
+    // taken after step t then counts every process's forwards of step t.
+    let counts = ledger::share(cx, ticks.clone());
+    let run = cx.run.clone();
+    let ticks = Stepwise::new("EvalLedger")
+        .input(ticks, Route::Local)
+        .input(counts, Route::Leader)
+        .build(cx, move |_t, inputs| {
+            ledger::add(&run, &inputs[1])?;
+            Ok(match inputs[0].is_empty() {
+                true => Vec::new(),
+                false => vec![(0, tick())],
+            })
+        })
+        .remove(0);
+    let summary = report(cx, &evaluator, [fresh, corrected, ticks.clone()], leader);
+    Ok([summary, steps, ticks])
+}
+
+/// A stage's output ports as an array.
+fn ports<'s, const N: usize>(streams: Vec<BatchStream<'s>>) -> Result<[BatchStream<'s>; N]> {
+    <[BatchStream<'s>; N]>::try_from(streams)
+        .map_err(|_| Error::invariant("a training eval stage without its ports"))
+}
+
+/// Stage 1: each step's inputs kept; at a dev step, the shard embedded and the dev
+/// queries this worker owns sent to every worker.
+fn embed<'s>(
+    cx: &BuildCx<'_, 's>,
+    shard: &Rc<RefCell<EvalShard>>,
+    plan: &EvalPlan,
+    [ticks, corpus, queries, dev, test, cache]: [BatchStream<'s>; 6],
+) -> BatchStream<'s> {
+    let w = cx.scope.peers();
+    let (shard, every, steps) = (shard.clone(), shard.borrow().spec.every, plan.steps);
+    let leader = cx.leader();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        let mut out = Vec::new();
+        let mut s = shard.borrow_mut();
+        s.take_inputs(&inputs)?;
+        let (due, _) = schedule(every, steps, t);
+        if inputs[0].is_empty() || !due || s.dev.is_empty() {
+            return Ok(Vec::new());
+        }
         if leader {
-            // A resumed run writes the rows of the steps before it first.
-            out.extend(
-                std::mem::take(&mut replay)
-                    .into_iter()
-                    .map(|r| (1, Batch(r))),
-            );
-            let mut e = ev.borrow_mut();
-            take_inputs(&mut e, &inputs)?;
-            for row in rows_of(&inputs[0]) {
-                let r = step_row(&mut e, row, t, every, steps)?;
-                e.rows.push(r.clone());
-                out.push((1, Batch(r)));
-            }
+            s.run
+                .progress()
+                .set_done("train", t + 1, "evaluating on dev".into());
         }
-        if let Some(counts) = inputs.get(7) {
-            crate::dataflow::ledger::add(&ev.borrow().shared, counts)?;
-        }
-        if !inputs[6].is_empty() {
-            out.push((2, tick()));
+        s.embed_shard()?;
+        let mut out = vec![(0, marker())];
+        if let Some(q) = s.embed_own_queries(&s.dev)? {
+            out.push((0, Batch(q)));
         }
         Ok(out)
     };
-    let shared = cx.run.clone();
+    Stepwise::new("EvalEmbed")
+        .local_inputs(vec![
+            ticks,
+            to_owners(corpus, col::ID, w),
+            to_owners(queries, col::ID, w),
+            dev.broadcast(),
+            test.broadcast(),
+            to_owners(cache, col::ID, w),
+        ])
+        .build(cx, logic)
+        .remove(0)
+        .broadcast()
+}
+
+/// Stage 2: every dev query against this worker's shard (and the diagnostics), answered
+/// to the leader.
+fn rank<'s>(
+    cx: &BuildCx<'_, 's>,
+    shard: &Rc<RefCell<EvalShard>>,
+    asked: BatchStream<'s>,
+) -> BatchStream<'s> {
+    let shard = shard.clone();
+    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+        let mut s = shard.borrow_mut();
+        s.take_asked(&inputs[0])?;
+        let dev = s.dev.clone();
+        let mut out: Emitted = s
+            .answer(Against::Fresh, &dev)?
+            .into_batches()?
+            .into_iter()
+            .map(|b| (0, Batch(b)))
+            .collect();
+        if s.spec.diagnostics {
+            out.push((0, Batch(merge::diag_batch(s.diagnostics()?)?)));
+        }
+        Ok(out)
+    };
+    Stepwise::new("EvalRank")
+        .local_inputs(vec![asked])
+        .build(cx, logic)
+        .remove(0)
+}
+
+/// Stage 3 (leader): the per-step rows, with the dev metrics merged from the shards'
+/// answers at a dev step; a verdict on every step for every worker.
+fn merge<'s>(
+    cx: &BuildCx<'_, 's>,
+    evaluator: &Rc<RefCell<Evaluator>>,
+    answers: BatchStream<'s>,
+    rows: BatchStream<'s>,
+    mut replay: Vec<RecordBatch>,
+) -> Result<[BatchStream<'s>; 2]> {
+    let ev = evaluator.clone();
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        // A resumed run writes the rows of the steps before it first.
+        let mut out: Emitted = std::mem::take(&mut replay)
+            .into_iter()
+            .map(|r| (0, Batch(r)))
+            .collect();
+        let mut e = ev.borrow_mut();
+        let mut got = Gathered::default();
+        got.add(&inputs[0])?;
+        let dev = match inputs[0].is_empty() {
+            true => None,
+            false => Some(e.dev_step(t, &got)?),
+        };
+        let best = dev.as_ref().is_some_and(|d| d.1);
+        for row in rows_of(&inputs[1]) {
+            if let Some(c) = row
+                .column_by_name("candidates")
+                .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            {
+                e.candidates += c.iter().flatten().sum::<u64>();
+            }
+            e.last_step = Some(t);
+            let r = with_dev_columns(row, &e.spec.recall_at, dev.as_ref().map(|d| &d.0))?;
+            e.rows.push(r.clone());
+            out.push((0, Batch(r)));
+        }
+        let (_, last) = schedule(e.spec.every, e.plan.steps, t);
+        out.push((1, verdict(best, last)?));
+        Ok(out)
+    };
+    let [steps, verdicts] = ports(
+        Stepwise::new("EvalMerge")
+            .outputs(2)
+            .input(answers, Route::Leader)
+            .input(rows, Route::Leader)
+            .build(cx, logic),
+    )?;
+    Ok([steps, verdicts.broadcast()])
+}
+
+/// Stage 4: the best weights copied when the leader says so; after the last step, put
+/// back, the shard embedded and corrected, and the test queries this worker owns sent
+/// to every worker. Port 0 ticks every step (the training loop's), port 1 the queries.
+fn keep<'s>(
+    cx: &BuildCx<'_, 's>,
+    shard: &Rc<RefCell<EvalShard>>,
+    verdicts: BatchStream<'s>,
+) -> Result<[BatchStream<'s>; 2]> {
+    let shard = shard.clone();
+    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+        let Some(v) = inputs[0].iter().map(|b| &b.0).find(|b| b.num_rows() > 0) else {
+            return Ok(Vec::new());
+        };
+        let mut s = shard.borrow_mut();
+        if flag(v, BEST) {
+            s.keep_best()?;
+        }
+        let mut out = vec![(0, tick())];
+        if flag(v, LAST) {
+            s.restore_best()?;
+            s.embed_shard()?;
+            s.correct_shard()?;
+            out.push((1, marker()));
+            let test = s.test.clone();
+            if let Some(q) = s.embed_own_queries(&test)? {
+                out.push((1, Batch(q)));
+            }
+        }
+        Ok(out)
+    };
+    let [ticks, queries] = ports(
+        Stepwise::new("EvalKeep")
+            .outputs(2)
+            .local_inputs(vec![verdicts])
+            .build(cx, logic),
+    )?;
+    Ok([ticks, queries.broadcast()])
+}
+
+/// Stage 5: the test queries against this worker's shard, re-embedded (port 0) and
+/// corrected (port 1), answered to the leader; the shard's rows of the written
+/// embeddings (port 2) and of h(B) (port 3), sent to the leader's writers.
+fn test_stage<'s>(
+    cx: &BuildCx<'_, 's>,
+    shard: &Rc<RefCell<EvalShard>>,
+    queries: BatchStream<'s>,
+) -> Result<[BatchStream<'s>; 4]> {
+    let shard = shard.clone();
+    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+        let mut s = shard.borrow_mut();
+        s.take_asked(&inputs[0])?;
+        let test = s.test.clone();
+        let mut out = Emitted::new();
+        for b in s.answer(Against::Fresh, &test)?.into_batches()? {
+            out.push((0, Batch(b)));
+        }
+        if s.corrected.is_some() {
+            for b in s.answer(Against::Corrected, &test)?.into_batches()? {
+                out.push((1, Batch(b)));
+            }
+        }
+        if s.spec.embeddings.is_some() {
+            out.extend(
+                s.output_batches(Against::Fresh)?
+                    .into_iter()
+                    .map(|b| (2, Batch(b))),
+            );
+        }
+        if s.spec.corrected_embeddings.is_some() {
+            out.extend(
+                s.output_batches(Against::Corrected)?
+                    .into_iter()
+                    .map(|b| (3, Batch(b))),
+            );
+        }
+        // The run is over: the shard's tensors go.
+        (s.fresh, s.corrected) = (None, None);
+        Ok(out)
+    };
+    ports(
+        Stepwise::new("EvalTest")
+            .outputs(4)
+            .local_inputs(vec![queries])
+            .build(cx, logic),
+    )
+}
+
+/// Stage 6 (leader): the test metrics at the best step, the run files and the
+/// checkpoint; the summary once every step's ledger is in.
+fn report<'s>(
+    cx: &BuildCx<'_, 's>,
+    evaluator: &Rc<RefCell<Evaluator>>,
+    [fresh, corrected, ticks]: [BatchStream<'s>; 3],
+    leader: bool,
+) -> BatchStream<'s> {
+    let ev = evaluator.clone();
+    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+        if inputs[0].is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut f, mut c) = (Gathered::default(), Gathered::default());
+        f.add(&inputs[0])?;
+        c.add(&inputs[1])?;
+        let mut e = ev.borrow_mut();
+        e.test_step(&f, &c)?;
+        if let Some(dir) = e.spec.checkpoint.clone() {
+            e.save_checkpoint(&dir)?;
+        }
+        Ok(Vec::new())
+    };
+    let (shared, ev) = (cx.run.clone(), evaluator.clone());
     let finish = Box::new(move |_: Time| -> Result<Emitted> {
         if !leader {
             return Ok(Vec::new());
         }
-        let summary = evaluator.borrow_mut().finish()?;
+        let summary = ev.borrow().summary()?;
         shared.set_summary(summary.clone());
         Ok(vec![(0, Batch(summary))])
     });
-    let mut op = Stepwise::new("TrainEval").outputs(3).finish(finish);
-    for stream in cx.inputs()? {
-        op = op.input(stream, Route::Leader);
-    }
-    op = op.input(ticks, Route::Local);
-    if let Some(counts) = counts {
-        op = op.input(counts, Route::Leader);
-    }
-    let mut ports = op.build(cx, logic).into_iter();
-    let mut next = || {
-        ports
-            .next()
-            .ok_or_else(|| Error::invariant("training eval without outputs"))
-    };
-    Ok([next()?, next()?, next()?])
+    Stepwise::new("EvalReport")
+        .finish(finish)
+        .input(fresh, Route::Leader)
+        .input(corrected, Route::Leader)
+        .input(ticks, Route::Local)
+        .build(cx, logic)
+        .remove(0)
 }
 
-/// The evaluator, as a checkpoint keeps it.
+/// The evaluation, as a checkpoint keeps it: the leader's evaluator and its copy of the
+/// best weights.
 struct EvalState(Rc<RefCell<Evaluator>>);
 
 impl Checkpointable for EvalState {
     fn save(&self, dir: &std::path::Path) -> Result<()> {
         self.0.borrow().save_state(dir)
     }
-}
-
-/// Keeps what the step brought: corpus and query texts, judgements, a new stale cache.
-fn take_inputs(e: &mut Evaluator, inputs: &[Vec<Batch>]) -> Result<()> {
-    let (fields, query_fields) = (e.spec.fields.clone(), e.spec.query_fields.clone());
-    let before = e.corpus.len();
-    for b in rows_of(&inputs[1]) {
-        e.corpus.extend(joined_rows(b, &fields)?);
-    }
-    if e.corpus.len() > before {
-        // In id order, whatever order the workers' batches arrived in: a ranking breaks
-        // ties of score by row, so this makes it the same for every worker count.
-        e.corpus.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-        // Not sharded: the evaluation holds every text on the leader (see the design
-        // note in BENCHMARKS.md); reported with the shards so the summary shows it.
-        let bytes: usize = e
-            .corpus
-            .iter()
-            .map(|((id, _), t)| id.len() + t.len() + 56)
-            .sum();
-        e.shared
-            .hold(0, "eval: corpus", e.corpus.len() as u64, bytes as u64);
-    }
-    for b in rows_of(&inputs[2]) {
-        for ((id, _), text) in joined_rows(b, &query_fields)? {
-            e.queries.insert(id, text);
-        }
-    }
-    for b in rows_of(&inputs[3]) {
-        push_qrels(&mut e.dev, b)?;
-    }
-    for b in rows_of(&inputs[4]) {
-        push_qrels(&mut e.test, b)?;
-    }
-    let mut fresh = EmbeddingRows::default();
-    for b in rows_of(&inputs[5]) {
-        fresh.push(b)?;
-    }
-    if !fresh.is_empty() {
-        e.shared
-            .hold(0, "eval: cache", fresh.len() as u64, fresh.bytes());
-        e.stale = fresh;
-    }
-    Ok(())
-}
-
-/// The per-step row of `update`'s `row`, with a dev evaluation when one is due.
-fn step_row(
-    e: &mut Evaluator,
-    row: &RecordBatch,
-    t: Time,
-    every: Option<usize>,
-    steps: usize,
-) -> Result<RecordBatch> {
-    let step = row
-        .column_by_name("step")
-        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-        .map(|c| c.value(0))
-        .unwrap_or(t);
-    if let Some(c) = row
-        .column_by_name("candidates")
-        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-    {
-        e.candidates += c.iter().flatten().sum::<u64>();
-    }
-    e.last_step = Some(step);
-    let last = step as usize + 1 >= steps;
-    let due = last || every.is_some_and(|n| (step as usize + 1).is_multiple_of(n));
-    let dev = match due && !e.dev.is_empty() {
-        true => Some(e.dev_step(step)?),
-        false => None,
-    };
-    let recall_at = e.spec.recall_at.clone();
-    with_dev_columns(row, &recall_at, dev.as_ref())
 }
 
 /// `update`'s row with the dev columns of [`tables::eval_steps_schema`] appended.

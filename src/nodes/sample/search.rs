@@ -71,46 +71,6 @@ fn positives_of(pairs: &[Batch]) -> Result<HashMap<String, (String, Vec<String>)
     Ok(out)
 }
 
-/// The float lists of column `name`.
-fn float_lists(b: &RecordBatch, name: &str) -> Result<Vec<Vec<f32>>> {
-    let list = b
-        .column_by_name(name)
-        .and_then(|c| c.as_list_opt::<i32>())
-        .ok_or_else(|| Error::Column {
-            column: name.to_string(),
-            expected: "a list of float32",
-        })?;
-    Ok((0..list.len())
-        .map(|r| {
-            list.value(r)
-                .as_primitive::<Float32Type>()
-                .values()
-                .to_vec()
-        })
-        .collect())
-}
-
-/// Builds a list column from per-row lists.
-fn string_list_column(rows: &[Vec<String>]) -> ArrayRef {
-    let mut b = ListBuilder::new(StringBuilder::new());
-    for row in rows {
-        for v in row {
-            b.values().append_value(v);
-        }
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
-fn float_list_column(rows: &[Vec<f32>]) -> ArrayRef {
-    let mut b = ListBuilder::new(Float32Builder::new());
-    for row in rows {
-        b.values().append_slice(row);
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
 /// Stage 1: this worker's queries of the step (ids, positive, positives, vectors, this
 /// worker), for every worker.
 fn ask<'s>(
@@ -142,7 +102,7 @@ fn ask<'s>(
                 Arc::new(StringArray::from(q.ids.clone())) as ArrayRef,
             ),
             (col::CORPUS_ID, Arc::new(StringArray::from(pos))),
-            (col::POSITIVES, string_list_column(&all)),
+            (col::POSITIVES, batch::string_list_column(&all)),
             (
                 col::EMBEDDING,
                 batch::vector_column(q.values.clone(), q.dim)?,
@@ -360,11 +320,11 @@ fn search<'s>(
             let ids: Vec<String> = members.iter().map(|&i| s.q.ids[i].clone()).collect();
             let b = RecordBatch::try_from_iter(vec![
                 (QUERY, Arc::new(StringArray::from(ids)) as ArrayRef),
-                (CANDIDATES, string_list_column(&cands)),
-                (CANDIDATE_SCORES, float_list_column(&scores)),
+                (CANDIDATES, batch::string_list_column(&cands)),
+                (CANDIDATE_SCORES, batch::float_list_column(&scores)),
                 (col::POSITIVE_SCORE, Arc::new(Float32Array::from(positive))),
-                (BATCH_IDS, string_list_column(&batch_ids)),
-                (BATCH_SCORES, float_list_column(&batch_scores)),
+                (BATCH_IDS, batch::string_list_column(&batch_ids)),
+                (BATCH_SCORES, batch::float_list_column(&batch_scores)),
             ])?;
             out.push((0, Batch(addressed(&b, origin as usize)?)));
         }
@@ -389,7 +349,7 @@ fn gather(batches: &[Batch]) -> Result<HashMap<String, Gathered>> {
     for b in rows_of(batches) {
         let queries = batch::strings(b, QUERY)?;
         let cands = string_lists(b, CANDIDATES)?;
-        let scores = float_lists(b, CANDIDATE_SCORES)?;
+        let scores = batch::float_lists(b, CANDIDATE_SCORES)?;
         let positive = b
             .column_by_name(col::POSITIVE_SCORE)
             .and_then(|c| c.as_primitive_opt::<Float32Type>())
@@ -398,7 +358,7 @@ fn gather(batches: &[Batch]) -> Result<HashMap<String, Gathered>> {
                 expected: "a float32",
             })?;
         let batch_ids = string_lists(b, BATCH_IDS)?;
-        let batch_scores = float_lists(b, BATCH_SCORES)?;
+        let batch_scores = batch::float_lists(b, BATCH_SCORES)?;
         for r in 0..b.num_rows() {
             let g = out.entry(queries.value(r).to_string()).or_default();
             g.candidates

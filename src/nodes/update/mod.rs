@@ -204,7 +204,6 @@ impl Operator for UpdateOp {
     /// training loop's "step done" stream.
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let (rows, ticks) = apply::update(cx, self.spec.clone(), self.plan.clone())?;
-        cx.assembly.ledger = Some(crate::dataflow::ledger::share(cx, ticks.clone()));
         cx.assembly.ticks = Some(ticks);
         Ok(vec![(MAIN.to_string(), rows)])
     }

@@ -1,0 +1,416 @@
+//! Each worker's part of a training `eval`: its shard of the corpus and of the stale cache
+//! B, its share of the queries, the shard embedded at an evaluation, and its copy of the
+//! best step's weights.
+//!
+//! A worker embeds only the corpus rows it owns ([`crate::dataflow::shard::owner`], the
+//! same owner as every other sharded table) and the queries it owns, ranks every
+//! evaluated query against its own rows, and sends the leader each query's top `depth`
+//! ([`super::merge`] makes the whole ranking of them). So the corpus is re-embedded
+//! once over all workers, and no worker holds more than its shard: the evaluation
+//! scales with the cache instead of living on worker 0.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use candle_core::{Device, Tensor};
+use freshen_operators::loss::SoftmaxKlPart;
+use freshen_operators::search::{top_k, DEFAULT_CHUNK};
+
+use super::merge::{self, Judgement, ShardAnswer};
+use super::rank::push_qrels;
+use super::{Eval, EvalModels};
+use crate::dataflow::{rows_of, EmbeddingRows, RunState, WorkerModels};
+use crate::error::{Error, Result};
+use crate::nodes::encode::joined_rows;
+use crate::store::batch::{self, Batch};
+
+/// Every evaluated model's weights, by model name.
+pub(super) type Snapshots = Vec<(String, Vec<(String, Tensor)>)>;
+
+/// Dev queries used by the oracle diagnostics (bounds their cost on large dev sets).
+pub(super) const DIAGNOSTIC_QUERIES: usize = 256;
+/// Top-k of the diagnostics' overlap.
+pub(super) const OVERLAP_K: usize = 10;
+/// Rows per target-tower call when the shard is embedded.
+const EMBED_ROWS: usize = 4096;
+/// Rows per batch of the written embeddings.
+const OUTPUT_ROWS: usize = 65_536;
+
+/// The cache a ranking searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Against {
+    /// The corpus re-embedded by the current target tower.
+    Fresh,
+    /// The stale cache corrected by the current h, with no re-embedding.
+    Corrected,
+}
+
+/// This worker's part of the evaluation.
+pub(super) struct EvalShard {
+    pub spec: Eval,
+    pub models: EvalModels,
+    /// Where the towers embed and search.
+    pub device: Device,
+    /// β of the loss (the diagnostics' softmax).
+    pub beta: f64,
+    pub state: Rc<WorkerModels>,
+    pub run: Arc<RunState>,
+    /// This worker, and the table names its holdings are reported under.
+    pub me: usize,
+    pub node: String,
+    /// The corpus rows this worker owns, in id order: `((id, text hash), text)`.
+    pub corpus: Vec<((String, u64), String)>,
+    /// The query texts this worker owns, by id.
+    pub queries: HashMap<String, String>,
+    /// Every judgement of dev and of test (each worker keeps all: they are small).
+    pub dev: Vec<Judgement>,
+    pub test: Vec<Judgement>,
+    /// The rows of the stale cache B this worker owns.
+    pub stale: EmbeddingRows,
+    /// The shard embedded at the current evaluation: its ids and hashes (in corpus
+    /// order), and the vectors as a tensor.
+    pub fresh: Option<(EmbeddingRows, Tensor)>,
+    /// h(B) of the shard, aligned with `fresh` (at the end, for the corrected metrics).
+    pub corrected: Option<Tensor>,
+    /// The queries of the current evaluation, from every worker, in id order; with
+    /// their texts (the leader's reader reads them).
+    pub asked: EmbeddingRows,
+    pub asked_texts: HashMap<String, String>,
+    /// This worker's copy of the best dev step's weights (every worker's models are the
+    /// same, so every worker can put them back for the final evaluation of its shard).
+    pub best: Option<Snapshots>,
+}
+
+impl EvalShard {
+    /// Every model the evaluation reads, by name.
+    pub fn model_names(&self) -> Vec<String> {
+        let m = &self.models;
+        [
+            Some(m.query.clone()),
+            Some(m.target.clone()),
+            m.corrector.clone(),
+            m.reader.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Keeps what a step brought, by input: 1 corpus, 2 queries, 3 dev qrels, 4 test qrels,
+    /// 5 the stale cache (1, 2 and 5 already moved to their owners).
+    pub fn take_inputs(&mut self, inputs: &[Vec<Batch>]) -> Result<()> {
+        let (fields, query_fields) = (self.spec.fields.clone(), self.spec.query_fields.clone());
+        let before = self.corpus.len();
+        for b in rows_of(&inputs[1]) {
+            self.corpus.extend(joined_rows(b, &fields)?);
+        }
+        if self.corpus.len() > before {
+            // In id order, whatever order the batches arrived in: a ranking breaks ties
+            // of score by row, so this makes it the same for every worker count.
+            self.corpus.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+            let bytes: usize = self
+                .corpus
+                .iter()
+                .map(|((id, _), t)| id.len() + t.len() + 56)
+                .sum();
+            let table = format!("{}: corpus", self.node);
+            let rows = self.corpus.len() as u64;
+            self.run.hold(self.me, &table, rows, bytes as u64);
+        }
+        for b in rows_of(&inputs[2]) {
+            for ((id, _), text) in joined_rows(b, &query_fields)? {
+                self.queries.insert(id, text);
+            }
+        }
+        for b in rows_of(&inputs[3]) {
+            push_qrels(&mut self.dev, b)?;
+        }
+        for b in rows_of(&inputs[4]) {
+            push_qrels(&mut self.test, b)?;
+        }
+        let stale = EmbeddingRows::table(&inputs[5])?;
+        if !stale.is_empty() {
+            let table = format!("{}: cache", self.node);
+            self.run
+                .hold(self.me, &table, stale.len() as u64, stale.bytes());
+            self.stale = stale;
+        }
+        Ok(())
+    }
+
+    /// Embeds this worker's corpus rows with the current target tower (ledger: `eval`).
+    pub fn embed_shard(&mut self) -> Result<()> {
+        self.fresh = None;
+        let enc = self.state.encoder(&self.models.target)?;
+        let started = Instant::now();
+        let mut rows = EmbeddingRows {
+            dim: enc.dim(),
+            ..EmbeddingRows::default()
+        };
+        for chunk in self.corpus.chunks(EMBED_ROWS) {
+            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+            let v = enc.encode(&texts)?;
+            rows.values.extend(v.flatten_all()?.to_vec1::<f32>()?);
+            rows.ids.extend(chunk.iter().map(|((id, _), _)| id.clone()));
+            rows.hashes.extend(chunk.iter().map(|((_, h), _)| *h));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        self.run.forwards("eval", self.corpus.len() as u64, secs);
+        // The vectors move into the tensor: one copy of the shard at a time.
+        let shape = (rows.len(), rows.dim);
+        let tensor = Tensor::from_vec(std::mem::take(&mut rows.values), shape, &self.device)?;
+        self.fresh = Some((rows, tensor));
+        Ok(())
+    }
+
+    /// The judged queries of `judgements` this worker owns, embedded by the current query
+    /// tower, with their texts (`id`, `text`, `embedding`); `None` if it owns none.
+    pub fn embed_own_queries(&self, judgements: &[Judgement]) -> Result<Option<RecordBatch>> {
+        let mut ids: Vec<&String> = judgements
+            .iter()
+            .map(|(q, _, _)| q)
+            .filter(|q| self.queries.contains_key(*q))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let enc = self.state.encoder(&self.models.query)?;
+        let texts: Vec<&str> = ids.iter().map(|q| self.queries[*q].as_str()).collect();
+        let mut values = Vec::with_capacity(ids.len() * enc.dim());
+        for chunk in texts.chunks(EMBED_ROWS) {
+            values.extend(enc.encode(chunk)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        Ok(Some(merge::query_batch(ids, &texts, values, enc.dim())?))
+    }
+
+    /// Keeps the queries every worker sent for this evaluation, in id order.
+    pub fn take_asked(&mut self, batches: &[Batch]) -> Result<()> {
+        let mut asked = EmbeddingRows::default();
+        self.asked_texts.clear();
+        for b in rows_of(batches) {
+            asked.push(b)?;
+            let (ids, texts) = (
+                batch::strings(b, crate::store::tables::col::ID)?,
+                batch::strings(b, crate::store::tables::col::TEXT)?,
+            );
+            for r in 0..b.num_rows() {
+                self.asked_texts
+                    .insert(ids.value(r).to_string(), texts.value(r).to_string());
+            }
+        }
+        self.asked = asked.sorted_by_id();
+        Ok(())
+    }
+
+    fn searched(&self, against: Against) -> Result<Option<(&EmbeddingRows, &Tensor)>> {
+        let Some((rows, fresh)) = &self.fresh else {
+            return Ok(None);
+        };
+        Ok(match against {
+            Against::Fresh => Some((rows, fresh)),
+            Against::Corrected => self.corrected.as_ref().map(|c| (rows, c)),
+        })
+    }
+
+    /// Every asked query's top `depth` of this worker's rows of `against` (ties by id),
+    /// with the texts of the first `answer_k` when a reader reads them, and the judged
+    /// targets of `judgements` this worker holds.
+    pub fn answer(&self, against: Against, judgements: &[Judgement]) -> Result<ShardAnswer> {
+        let mut out = ShardAnswer::default();
+        let Some((rows, cache)) = self.searched(against)? else {
+            return Ok(out);
+        };
+        let index = rows.index();
+        let judged_here: std::collections::BTreeSet<&String> = judgements
+            .iter()
+            .map(|(_, c, _)| c)
+            .filter(|c| index.contains_key(*c))
+            .collect();
+        out.judged = judged_here.into_iter().cloned().collect();
+        if rows.is_empty() || self.asked.is_empty() {
+            return Ok(out);
+        }
+        let texts = self.models.reader.is_some();
+        let bar = match self.me {
+            0 => self.run.progress().bar("eval", self.asked.len() as u64),
+            _ => indicatif::ProgressBar::hidden(),
+        };
+        let all: Vec<usize> = (0..self.asked.len()).collect();
+        for chunk in all.chunks(self.spec.batch_size.max(1)) {
+            let q = self.asked.gather(chunk, &self.device)?;
+            for (&i, hits) in
+                chunk
+                    .iter()
+                    .zip(top_k(&q, cache, self.spec.depth, &[], DEFAULT_CHUNK)?)
+            {
+                let hits: Vec<(String, f32)> = hits
+                    .into_iter()
+                    .map(|(r, s)| (rows.ids[r as usize].clone(), s))
+                    .collect();
+                let read = match texts {
+                    true => hits
+                        .iter()
+                        .take(self.spec.answer_k)
+                        .map(|(id, _)| self.corpus[index[id]].1.clone())
+                        .collect(),
+                    false => Vec::new(),
+                };
+                out.queries.push(self.asked.ids[i].clone());
+                out.hits.push(hits);
+                out.texts.push(read);
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// The stale rows aligned with the fresh shard's rows.
+    fn stale_aligned(&self) -> Result<Option<Tensor>> {
+        let Some((rows, _)) = &self.fresh else {
+            return Ok(None);
+        };
+        if self.stale.is_empty() {
+            return Ok(None);
+        }
+        let index = self.stale.index();
+        let at = rows
+            .ids
+            .iter()
+            .map(|id| {
+                index
+                    .get(id)
+                    .copied()
+                    .ok_or_else(|| Error::invariant(format!("`{id}` is not in the cache")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(self.stale.gather(&at, &self.device)?))
+    }
+
+    /// h(B) of the shard with the current corrector, aligned with the fresh rows (none
+    /// without a corrector or a stale cache).
+    pub fn correct_shard(&mut self) -> Result<()> {
+        self.corrected = None;
+        let Some(h) = self.models.corrector.clone() else {
+            return Ok(());
+        };
+        if let Some(stale) = self.stale_aligned()? {
+            self.corrected = Some(self.state.corrector(&h)?.apply_chunked(&stale, 8192)?);
+        }
+        Ok(())
+    }
+
+    /// For the first asked queries, each cache's top [`OVERLAP_K`] of this worker's rows
+    /// (fresh, stale, corrected) and its share of `KL(P_fresh ‖ P_cache)`.
+    pub fn diagnostics(&self) -> Result<Vec<merge::DiagPart>> {
+        let Some((rows, fresh)) = &self.fresh else {
+            return Ok(Vec::new());
+        };
+        let Some(stale) = self.stale_aligned()? else {
+            return Ok(Vec::new());
+        };
+        let corrected = match &self.models.corrector {
+            Some(h) => Some(self.state.corrector(h)?.apply_chunked(&stale, 8192)?),
+            None => None,
+        };
+        let n = self.asked.len().min(DIAGNOSTIC_QUERIES);
+        if n == 0 || rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = self
+            .asked
+            .gather(&(0..n).collect::<Vec<_>>(), &self.device)?;
+        let mut caches = vec![(merge::FRESH, fresh.clone()), (merge::STALE, stale)];
+        if let Some(c) = corrected {
+            caches.push((merge::CORRECTED, c));
+        }
+        let mut out = Vec::new();
+        for (name, cache) in &caches {
+            let tops = top_k(&q, cache, OVERLAP_K, &[], DEFAULT_CHUNK)?;
+            let kl = match *name == merge::FRESH {
+                true => None,
+                false => Some(kl_parts(&q, fresh, cache, self.beta)?),
+            };
+            for (i, hits) in tops.into_iter().enumerate() {
+                out.push(merge::DiagPart {
+                    query: self.asked.ids[i].clone(),
+                    cache: name,
+                    top: hits
+                        .into_iter()
+                        .map(|(r, s)| (rows.ids[r as usize].clone(), s))
+                        .collect(),
+                    kl: kl.as_ref().map(|k| k[i]),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The shard's rows of `against` as embeddings batches (`id`, `text_hash`,
+    /// `embedding`), for the leader to write.
+    pub fn output_batches(&self, against: Against) -> Result<Vec<RecordBatch>> {
+        let Some((rows, cache)) = self.searched(against)? else {
+            return Ok(Vec::new());
+        };
+        let d = cache.dim(1)?;
+        let mut out = Vec::new();
+        for start in (0..rows.len()).step_by(OUTPUT_ROWS) {
+            let end = (start + OUTPUT_ROWS).min(rows.len());
+            let values = cache
+                .narrow(0, start, end - start)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            out.push(batch::embeddings_batch(
+                rows.ids[start..end].to_vec(),
+                rows.hashes[start..end].to_vec(),
+                values,
+                d,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Copies the current weights of every evaluated model as the best step's.
+    pub fn keep_best(&mut self) -> Result<()> {
+        let mut snaps = Vec::new();
+        for name in self.model_names() {
+            snaps.push((name.clone(), self.state.trainable(&name)?.snapshot()?));
+        }
+        self.best = Some(snaps);
+        Ok(())
+    }
+
+    /// Puts the best step's weights back (none kept: the last step's stay).
+    pub fn restore_best(&self) -> Result<()> {
+        for (name, snap) in self.best.iter().flatten() {
+            self.state.trainable(name)?.restore(snap)?;
+        }
+        Ok(())
+    }
+}
+
+/// Per query row of `q`, its share of `KL(softmax(β·q·fresh) ‖ softmax(β·q·cache))` over
+/// the rows of `fresh` and `cache`, chunk by chunk (never a query × shard matrix).
+fn kl_parts(q: &Tensor, fresh: &Tensor, cache: &Tensor, beta: f64) -> Result<Vec<SoftmaxKlPart>> {
+    let (n, rows) = (q.dim(0)?, fresh.dim(0)?);
+    let mut parts = vec![SoftmaxKlPart::default(); n];
+    for start in (0..rows).step_by(DEFAULT_CHUNK) {
+        let len = DEFAULT_CHUNK.min(rows - start);
+        let p = q
+            .matmul(&fresh.narrow(0, start, len)?.t()?)?
+            .to_vec2::<f32>()?;
+        let c = q
+            .matmul(&cache.narrow(0, start, len)?.t()?)?
+            .to_vec2::<f32>()?;
+        for (part, (p, c)) in parts.iter_mut().zip(p.iter().zip(&c)) {
+            part.add(p, c, beta);
+        }
+    }
+    Ok(parts)
+}
