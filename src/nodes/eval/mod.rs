@@ -15,6 +15,9 @@ mod shard;
 mod standalone;
 mod training;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 use arrow::datatypes::SchemaRef;

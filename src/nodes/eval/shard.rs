@@ -222,53 +222,33 @@ impl EvalShard {
     /// with the texts of the first `answer_k` when a reader reads them, and the judged
     /// targets of `judgements` this worker holds.
     pub fn answer(&self, against: Against, judgements: &[Judgement]) -> Result<ShardAnswer> {
-        let mut out = ShardAnswer::default();
         let Some((rows, cache)) = self.searched(against)? else {
-            return Ok(out);
+            return Ok(ShardAnswer::default());
         };
-        let index = rows.index();
-        let judged_here: std::collections::BTreeSet<&String> = judgements
-            .iter()
-            .map(|(_, c, _)| c)
-            .filter(|c| index.contains_key(*c))
-            .collect();
-        out.judged = judged_here.into_iter().cloned().collect();
-        if rows.is_empty() || self.asked.is_empty() {
-            return Ok(out);
-        }
-        let texts = self.models.reader.is_some();
         let bar = match self.me {
             0 => self.run.progress().bar("eval", self.asked.len() as u64),
             _ => indicatif::ProgressBar::hidden(),
         };
-        let all: Vec<usize> = (0..self.asked.len()).collect();
-        for chunk in all.chunks(self.spec.batch_size.max(1)) {
-            let q = self.asked.gather(chunk, &self.device)?;
-            for (&i, hits) in
-                chunk
-                    .iter()
-                    .zip(top_k(&q, cache, self.spec.depth, &[], DEFAULT_CHUNK)?)
-            {
-                let hits: Vec<(String, f32)> = hits
-                    .into_iter()
-                    .map(|(r, s)| (rows.ids[r as usize].clone(), s))
-                    .collect();
-                let read = match texts {
-                    true => hits
-                        .iter()
-                        .take(self.spec.answer_k)
-                        .map(|(id, _)| self.corpus[index[id]].1.clone())
-                        .collect(),
-                    false => Vec::new(),
-                };
-                out.queries.push(self.asked.ids[i].clone());
-                out.hits.push(hits);
-                out.texts.push(read);
-            }
-            bar.inc(chunk.len() as u64);
-        }
+        let read = match self.models.reader {
+            Some(_) => self.spec.answer_k,
+            None => 0,
+        };
+        let shard = ShardRanking {
+            ids: &rows.ids,
+            cache,
+            depth: self.spec.depth,
+            batch: self.spec.batch_size,
+            device: &self.device,
+        };
+        let out = shard.answer(
+            &self.asked,
+            judgements,
+            read,
+            &|r| self.corpus[r].1.clone(),
+            &bar,
+        );
         bar.finish_and_clear();
-        Ok(out)
+        out
     }
 
     /// The stale rows aligned with the fresh shard's rows.
@@ -413,4 +393,72 @@ fn kl_parts(q: &Tensor, fresh: &Tensor, cache: &Tensor, beta: f64) -> Result<Vec
         }
     }
     Ok(parts)
+}
+
+/// One shard's rows to rank against: their ids (in id order) and vectors.
+pub(super) struct ShardRanking<'a> {
+    pub ids: &'a [String],
+    pub cache: &'a Tensor,
+    /// Results per query.
+    pub depth: usize,
+    /// Queries per search batch.
+    pub batch: usize,
+    pub device: &'a Device,
+}
+
+impl ShardRanking<'_> {
+    /// Every query of `asked`'s top `depth` rows (ties by row: by id), with the texts
+    /// (`text` of a row) of the first `read`, and the judged targets of `judgements`
+    /// among the rows.
+    pub fn answer(
+        &self,
+        asked: &EmbeddingRows,
+        judgements: &[Judgement],
+        read: usize,
+        text: &dyn Fn(usize) -> String,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<ShardAnswer> {
+        let index: HashMap<&str, usize> = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let judged: std::collections::BTreeSet<&String> = judgements
+            .iter()
+            .map(|(_, c, _)| c)
+            .filter(|c| index.contains_key(c.as_str()))
+            .collect();
+        let mut out = ShardAnswer {
+            judged: judged.into_iter().cloned().collect(),
+            ..ShardAnswer::default()
+        };
+        if self.ids.is_empty() || asked.is_empty() {
+            return Ok(out);
+        }
+        let all: Vec<usize> = (0..asked.len()).collect();
+        for chunk in all.chunks(self.batch.max(1)) {
+            let q = asked.gather(chunk, self.device)?;
+            for (&i, hits) in
+                chunk
+                    .iter()
+                    .zip(top_k(&q, self.cache, self.depth, &[], DEFAULT_CHUNK)?)
+            {
+                out.texts.push(
+                    hits.iter()
+                        .take(read)
+                        .map(|&(r, _)| text(r as usize))
+                        .collect(),
+                );
+                out.hits.push(
+                    hits.into_iter()
+                        .map(|(r, s)| (self.ids[r as usize].clone(), s))
+                        .collect(),
+                );
+                out.queries.push(asked.ids[i].clone());
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        Ok(out)
+    }
 }
