@@ -57,6 +57,10 @@ pub struct Assembly<'s> {
     pub ticks: Option<BatchStream<'s>>,
     /// The output ports a node took from another through [`BuildCx::port_of_input`].
     pub taken: HashSet<(usize, String)>,
+    /// Streams moved to their rows' owners ([`BuildCx::sharded_input`]), by the
+    /// `(node, port)` they come from: split once, so every node reading the same table
+    /// keeps the same batches (one copy per worker, not one per reader).
+    pub sharded: HashMap<(usize, String), BatchStream<'s>>,
 }
 
 impl Default for Assembly<'_> {
@@ -66,6 +70,7 @@ impl Default for Assembly<'_> {
             probe: ProbeHandle::new(),
             ticks: None,
             taken: HashSet::new(),
+            sharded: HashMap::new(),
         }
     }
 }
@@ -89,6 +94,8 @@ pub struct BuildCx<'a, 's> {
     pub feedback: Option<BatchStream<'s>>,
     /// `(producer, port)` of each input, in order.
     pub edges: &'a [(usize, String)],
+    /// Every node's id, by index.
+    pub ids: &'a [String],
     /// Every stream built so far, by `(node, port)`.
     pub streams: &'a HashMap<(usize, String), BatchStream<'s>>,
     /// What the build collects.
@@ -105,6 +112,33 @@ impl<'s> BuildCx<'_, 's> {
         self.streams.get(key).cloned().ok_or_else(|| {
             Error::invariant(format!("node {}: input {j} is not built yet", self.node))
         })
+    }
+
+    /// Input `j`'s stream moved to the owners of its rows by id (each worker then holds
+    /// its shard, [`super::shard::to_owners`]), and the name its shard is reported under
+    /// ([`super::RunState::hold`]). Nodes that read the same table get the same stream,
+    /// so they hold the same batches: keep the batches (Arrow's buffers are shared), not
+    /// copies of them, and report them under this name, to hold the shard once.
+    pub fn sharded_input(&mut self, j: usize) -> Result<(BatchStream<'s>, String)> {
+        let key = self
+            .edges
+            .get(j)
+            .cloned()
+            .ok_or_else(|| Error::invariant(format!("node {}: no input {j}", self.node)))?;
+        let name = match key.1.as_str() {
+            "" => format!("{}: shard", self.ids[key.0]),
+            port => format!("{}.{port}: shard", self.ids[key.0]),
+        };
+        if let Some(s) = self.assembly.sharded.get(&key) {
+            return Ok((s.clone(), name));
+        }
+        let s = super::shard::to_owners(
+            self.input(j)?,
+            crate::store::tables::col::ID,
+            self.scope.peers(),
+        );
+        self.assembly.sharded.insert(key, s.clone());
+        Ok((s, name))
     }
 
     /// Every input's stream, in order.

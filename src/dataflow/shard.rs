@@ -184,6 +184,49 @@ impl Shard {
         Ok(true)
     }
 
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The held batches, as they arrived.
+    pub fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+
+    /// Every held row as `(id, batch, row)`, in id order (the order a ranking or search
+    /// breaks ties of score by, so that it is the same for every worker count).
+    pub fn in_id_order(&self) -> Vec<(&str, usize, usize)> {
+        let mut rows: Vec<(&str, usize, usize)> = self
+            .index
+            .iter()
+            .map(|(id, &(b, r))| (id.as_str(), b, r))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        rows
+    }
+
+    /// The vectors of column `name` of the rows with these ids, row-major, and their
+    /// width; an id not held is an error naming it.
+    pub fn vectors(&self, ids: &[String], name: &str, what: &str) -> Result<(Vec<f32>, usize)> {
+        let mut out = Vec::new();
+        let mut width = 0;
+        for id in ids {
+            let &(b, r) = self.index.get(id).ok_or_else(|| {
+                Error::invariant(format!("`{id}` is not in the {what} shard of this worker"))
+            })?;
+            let (values, dim) = batch::vectors_of(&self.batches[b], name)?;
+            width = dim;
+            out.extend_from_slice(&values[r * dim..(r + 1) * dim]);
+        }
+        Ok((out, width))
+    }
+
     /// Bytes the held batches take.
     pub fn bytes(&self) -> u64 {
         self.batches
@@ -212,17 +255,18 @@ impl Shard {
 /// Brings each worker the rows of a sharded `table` it asks for.
 ///
 /// `requests` carries, per step, batches with an `id` column on the worker that needs
-/// those rows; `table` is the table in any distribution (it is moved to its owners here,
-/// each new version at a step replacing the last). Each request goes to the owners of its
-/// ids, which answer with the rows; the answers come back to the asking worker at the
-/// same step, as batches of the table's columns plus [`TO`], in no particular order.
-/// Between processes a row travels once each way, so a step moves its requested rows,
-/// not the table.
+/// those rows; `table` is the table already at its owners
+/// ([`BuildCx::sharded_input`], whose name `held_as` its shard is reported under), each
+/// new version at a step replacing the last. Each request goes to the owners of its ids,
+/// which answer with the rows; the answers come back to the asking worker at the same
+/// step, as batches of the table's columns plus [`TO`], in no particular order. Between
+/// processes a row travels once each way, so a step moves its requested rows, not the
+/// table.
 pub fn fetch<'s>(
     cx: &BuildCx<'_, 's>,
     name: &'static str,
     requests: BatchStream<'s>,
-    table: BatchStream<'s>,
+    (table, held_as): (BatchStream<'s>, String),
 ) -> BatchStream<'s> {
     let workers = cx.scope.peers();
     let me = cx.scope.index();
@@ -245,9 +289,8 @@ pub fn fetch<'s>(
         },
     );
     let asks = to_owners(asks, col::ID, workers);
-    let table = to_owners(table, col::ID, workers);
     let mut shard = Shard::default();
-    let (run, held_as) = (cx.run.clone(), format!("{}: {name}", cx.node));
+    let run = cx.run.clone();
     let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
         if shard.replace(&inputs[1], col::ID)? {
             run.hold(me, &held_as, shard.index.len() as u64, shard.bytes());

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::Cache;
 use super::touched::{touched_ids, touched_requests};
 use super::Settings;
-use crate::dataflow::shard::{fetch, to_owners};
+use crate::dataflow::shard::{fetch, Shard};
 use crate::dataflow::{
     rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, TapeEntry, Time,
 };
@@ -175,41 +175,47 @@ impl Operator for CorrectOp {
     }
 }
 
-/// Rows per emitted batch of a whole cache.
-const CACHE_BATCH_ROWS: usize = 8192;
+/// What a cache's vectors become: `(vectors, rows) → new vectors`.
+type MapVectors<'a> = &'a dyn Fn(&[f32], usize) -> Result<Vec<f32>>;
 
-/// Replaces `cache` by the rows of `batches` if there are any; returns whether it did.
-fn replace_cache(cache: &mut EmbeddingRows, batches: &[Batch]) -> Result<bool> {
-    let fresh = EmbeddingRows::table(batches)?;
-    if fresh.is_empty() {
-        return Ok(false);
-    }
-    *cache = fresh;
-    Ok(true)
-}
-
-/// The cache as embeddings batches of `rows` rows, each batch's vectors mapped by `map`
-/// (given the batch's stored vectors; `None` keeps them): a whole h(B) is never held
-/// beside its batches.
+/// The held cache as embeddings batches: each held batch as it is (its buffers shared,
+/// not copied), or with `map` applied to its vectors `chunk` rows at a time (a whole
+/// h(B) is never held beside its batches).
 fn cache_batches(
-    cache: &EmbeddingRows,
-    rows: usize,
-    mut map: impl FnMut(&[f32], usize) -> Result<Option<Vec<f32>>>,
+    cache: &Shard,
+    chunk: usize,
+    map: Option<MapVectors<'_>>,
 ) -> Result<Vec<(usize, Batch)>> {
-    let d = cache.dim;
     let mut out = Vec::new();
-    for start in (0..cache.len()).step_by(rows.max(1)) {
-        let end = (start + rows).min(cache.len());
-        let values = map(&cache.values[start * d..end * d], end - start)?;
-        out.push((0, Batch(cache.batch_of(start..end, values)?)));
+    for b in cache.batches() {
+        let Some(map) = map else {
+            out.push((0, Batch(b.clone())));
+            continue;
+        };
+        let (values, d) = batch::vectors(b)?;
+        let (ids, hashes) = (batch::strings(b, col::ID)?, batch::hashes(b)?);
+        for start in (0..b.num_rows()).step_by(chunk.max(1)) {
+            let end = (start + chunk).min(b.num_rows());
+            let mapped = map(&values[start * d..end * d], end - start)?;
+            out.push((
+                0,
+                Batch(batch::embeddings_batch(
+                    (start..end).map(|r| ids.value(r).to_string()).collect(),
+                    hashes.values()[start..end].to_vec(),
+                    mapped,
+                    d,
+                )?),
+            ));
+        }
     }
     Ok(out)
 }
 
 /// The corrected cache for `sample`. Inputs: the cache (sharded: each worker corrects
-/// its own rows, which are the rows its `sample` searches), and the feedback.
+/// its own rows, which are the rows its `sample` searches; the batches are the shard's
+/// one copy, shared with the other readers of the cache), and the feedback.
 fn correct_cache<'s>(
-    cx: &BuildCx<'_, 's>,
+    cx: &mut BuildCx<'_, 's>,
     spec: Correct,
     trained: bool,
     refreshing: bool,
@@ -217,14 +223,11 @@ fn correct_cache<'s>(
 ) -> Result<BatchStream<'s>> {
     let h = cx.models()?.corrector(&spec.model)?;
     let start = cx.start();
-    let mut stale = EmbeddingRows::default();
-    let (run, table, me) = (
-        cx.run.clone(),
-        format!("{}: cache", cx.node),
-        cx.scope.index(),
-    );
+    let mut stale = Shard::default();
+    let (cache, table) = cx.sharded_input(0)?;
+    let (run, me) = (cx.run.clone(), cx.scope.index());
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        let replaced = replace_cache(&mut stale, &inputs[0])?;
+        let replaced = stale.replace(&inputs[0], col::ID)?;
         if replaced {
             run.hold(me, &table, stale.len() as u64, stale.bytes());
         }
@@ -238,27 +241,23 @@ fn correct_cache<'s>(
         // run starts with, unless the corrector is due at that step: then h(B), as the
         // uninterrupted run computed there (checkpoints are taken only where this holds).
         if (replaced || t == 0) && !(t > 0 && t == start && due) {
-            return cache_batches(&stale, CACHE_BATCH_ROWS, |_, _| Ok(None));
+            return cache_batches(&stale, spec.chunk, None);
         }
         if !due || stale.is_empty() {
             return Ok(Vec::new());
         }
         // h chunk by chunk, straight into the output batches.
-        let d = stale.dim;
-        cache_batches(&stale, spec.chunk, |part, rows| {
+        let apply = |part: &[f32], rows: usize| -> Result<Vec<f32>> {
+            let d = part.len() / rows.max(1);
             let part = candle_core::Tensor::from_slice(part, (rows, d), h.device())?;
-            let values = h
-                .apply_chunked(&part, spec.chunk)?
+            Ok(h.apply_chunked(&part, spec.chunk)?
                 .flatten_all()?
-                .to_vec1::<f32>()?;
-            Ok(Some(values))
-        })
+                .to_vec1::<f32>()?)
+        };
+        cache_batches(&stale, spec.chunk, Some(&apply))
     };
     Ok(Stepwise::new("CorrectCache")
-        .local_inputs(vec![
-            to_owners(cx.input(0)?, col::ID, cx.scope.peers()),
-            cx.feedback()?,
-        ])
+        .local_inputs(vec![cache, cx.feedback()?])
         .build(cx, logic)
         .remove(0))
 }
@@ -267,19 +266,15 @@ fn correct_cache<'s>(
 /// the rows B[y] fetched from their owners' shards of the cache, the `sample` rows, and
 /// the feedback. With `record`, the forward goes on the tape for `update`.
 fn correct_touched<'s>(
-    cx: &BuildCx<'_, 's>,
+    cx: &mut BuildCx<'_, 's>,
     model: String,
     record: bool,
 ) -> Result<BatchStream<'s>> {
     let state = cx.models()?;
     let h = state.corrector(&model)?;
     let sample = cx.input(1)?;
-    let fetched = fetch(
-        cx,
-        "cache",
-        touched_requests(cx, sample.clone()),
-        cx.input(0)?,
-    );
+    let cache = cx.sharded_input(0)?;
+    let fetched = fetch(cx, "cache", touched_requests(cx, sample.clone()), cache);
     let tape_node = cx.node.clone();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let mut stale = EmbeddingRows::default();

@@ -174,12 +174,8 @@ impl Operator for ReadOp {
         let alone = spec.context == Context::Question;
         let (counter, node) = (cx.run.clone(), cx.node.clone());
         let sample = cx.input(0)?;
-        let fetched = fetch(
-            cx,
-            "corpus",
-            touched_requests(cx, sample.clone()),
-            cx.input(2)?,
-        );
+        let corpus = cx.sharded_input(2)?;
+        let fetched = fetch(cx, "corpus", touched_requests(cx, sample.clone()), corpus);
         let floor = reader.config().epsilon.ln() as f32;
         let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
             let mut passages: HashMap<String, String> = HashMap::new();

@@ -60,6 +60,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) 
     };
     let mut streams: HashMap<(usize, String), BatchStream<'s>> = HashMap::new();
     let mut assembly = Assembly::default();
+    let ids: Vec<String> = graph.nodes().iter().map(|n| n.id.clone()).collect();
     for &i in &graph.order {
         let edges: Vec<(usize, String)> = graph
             .inputs(i)
@@ -75,6 +76,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) 
             resume: plan.resume.clone(),
             feedback: gate.clone(),
             edges: &edges,
+            ids: &ids,
             streams: &streams,
             assembly: &mut assembly,
         };
@@ -99,6 +101,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) 
                 resume: plan.resume.clone(),
                 feedback: gate.clone(),
                 edges: &edges,
+                ids: &ids,
                 streams: &streams,
                 assembly: &mut assembly,
             };

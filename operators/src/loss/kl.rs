@@ -102,7 +102,9 @@ mod tests {
 
     fn scores(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| ((i as u32 * 2_654_435_761u32 ^ seed) % 1000) as f32 / 1000.0 - 0.5)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2_654_435_761u32) ^ seed) % 1000) as f32 / 1000.0 - 0.5
+            })
             .collect()
     }
 

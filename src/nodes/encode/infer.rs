@@ -52,21 +52,25 @@ impl Encoder for Shared {
 /// values skipped) and that text's hash.
 pub fn joined_rows(batch: &RecordBatch, fields: &[String]) -> Result<Vec<Row>> {
     let ids = batch::strings(batch, col::ID)?;
-    let cols = fields
-        .iter()
-        .map(|f| batch::strings(batch, f))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((0..batch.num_rows())
+    (0..batch.num_rows())
         .map(|r| {
-            let text = cols
-                .iter()
-                .map(|c| c.value(r).trim())
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            ((ids.value(r).to_string(), text_hash(&text)), text)
+            let text = joined_text(batch, fields, r)?;
+            Ok(((ids.value(r).to_string(), text_hash(&text)), text))
         })
-        .collect())
+        .collect()
+}
+
+/// Row `r` of `batch`'s embedded text: its `fields` joined by a space, empty values
+/// skipped.
+pub fn joined_text(batch: &RecordBatch, fields: &[String], r: usize) -> Result<String> {
+    let mut parts = Vec::with_capacity(fields.len());
+    for f in fields {
+        let v = batch::strings(batch, f)?.value(r).trim();
+        if !v.is_empty() {
+            parts.push(v);
+        }
+    }
+    Ok(parts.join(" "))
 }
 
 /// Encodes rows `(id, text_hash, text)` into one embeddings batch.

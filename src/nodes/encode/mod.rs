@@ -21,7 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-pub use infer::{encode_rows, joined_rows};
+pub use infer::{encode_rows, joined_rows, joined_text};
 
 use super::source::{Source, TableName};
 use super::Settings;

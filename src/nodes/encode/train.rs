@@ -8,11 +8,12 @@ use freshen_operators::train::TrainableEncoder;
 
 use super::infer::joined_rows;
 use super::TrainEncode;
-use crate::dataflow::shard::fetch;
+use crate::dataflow::shard::{fetch, Shard};
 use crate::dataflow::{rows_of, BatchStream, BuildCx, Stepwise, TapeEntry, Time, WorkerModels};
 use crate::error::{Error, Result};
 use crate::nodes::touched::{touched_ids, touched_requests};
 use crate::store::batch::{self, Batch};
+use crate::store::tables::col;
 
 /// A step's rows to embed: ids, text hashes and texts.
 struct Rows {
@@ -91,17 +92,13 @@ pub(super) fn queries<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
 /// because its autograd graph must sit on the tape of the worker that computes their
 /// loss: a text (a few hundred bytes) travels, not a 768-float embedding and its
 /// gradient back.
-pub(super) fn touched<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<BatchStream<'s>> {
+pub(super) fn touched<'s>(cx: &mut BuildCx<'_, 's>, spec: TrainEncode) -> Result<BatchStream<'s>> {
     let state = cx.models()?;
     let enc = state.encoder(&spec.model)?;
     let (counter, node) = (cx.run.clone(), cx.node.clone());
     let sample = cx.input(0)?;
-    let fetched = fetch(
-        cx,
-        "corpus",
-        touched_requests(cx, sample.clone()),
-        cx.input(1)?,
-    );
+    let corpus = cx.sharded_input(1)?;
+    let fetched = fetch(cx, "corpus", touched_requests(cx, sample.clone()), corpus);
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let mut texts: HashMap<String, (u64, String)> = HashMap::new();
         for b in rows_of(&inputs[1]) {
@@ -145,27 +142,32 @@ pub(super) fn touched<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
 }
 
 /// A refreshing cache's re-embedding: every `every` steps, the whole corpus (this
-/// worker's share) with the current target tower, up to the last of `steps`. Inputs:
-/// the corpus rows, and the feedback.
+/// worker's shard, the batches shared with the corpus's other readers) with the current
+/// target tower, up to the last of `steps`. Inputs: the corpus rows, and the feedback.
 pub(super) fn refresh<'s>(
-    cx: &BuildCx<'_, 's>,
+    cx: &mut BuildCx<'_, 's>,
     spec: TrainEncode,
     every: usize,
     steps: usize,
 ) -> Result<BatchStream<'s>> {
     let state = cx.models()?;
     let enc = state.encoder(&spec.model)?;
-    let (counter, node) = (cx.run.clone(), cx.node.clone());
-    let mut rows: Vec<((String, u64), String)> = Vec::new();
+    let (counter, node, me) = (cx.run.clone(), cx.node.clone(), cx.scope.index());
+    let (corpus, held_as) = cx.sharded_input(0)?;
+    let mut shard = Shard::default();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        for b in rows_of(&inputs[0]) {
-            rows.extend(joined_rows(b, &spec.fields)?);
+        if shard.replace(&inputs[0], col::ID)? {
+            counter.hold(me, &held_as, shard.len() as u64, shard.bytes());
         }
         let t_ = t as usize;
-        if t == 0 || t_ >= steps || !t_.is_multiple_of(every.max(1)) || rows.is_empty() {
+        if t == 0 || t_ >= steps || !t_.is_multiple_of(every.max(1)) || shard.is_empty() {
             return Ok(Vec::new());
         }
         let started = Instant::now();
+        let mut rows = Vec::with_capacity(shard.len());
+        for b in shard.batches() {
+            rows.extend(joined_rows(b, &spec.fields)?);
+        }
         let mut out = Vec::new();
         for chunk in rows.chunks(spec.batch_size.max(1) * 16) {
             let part = Rows {
@@ -183,7 +185,7 @@ pub(super) fn refresh<'s>(
         Ok(out)
     };
     Ok(Stepwise::new("Refresh")
-        .local_inputs(vec![cx.input(0)?, cx.feedback()?])
+        .local_inputs(vec![corpus, cx.feedback()?])
         .build(cx, logic)
         .remove(0))
 }

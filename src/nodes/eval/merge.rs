@@ -142,13 +142,17 @@ pub(super) struct Merged {
     pub texts: Vec<String>,
 }
 
+/// Per (query, cache), the diagnosed top hits and the softmax KL's parts, from every
+/// worker.
+type Diagnosed = BTreeMap<(String, String), (Vec<(String, f32)>, Option<SoftmaxKlPart>)>;
+
 /// What the leader gathered from every worker for one ranking and its diagnostics.
 #[derive(Debug, Default)]
 pub(super) struct Gathered {
     hits: BTreeMap<String, Vec<(String, f32)>>,
     texts: HashMap<String, String>,
     judged: BTreeSet<String>,
-    diag: BTreeMap<(String, String), (Vec<(String, f32)>, Option<SoftmaxKlPart>)>,
+    diag: Diagnosed,
 }
 
 fn f64_column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::Float64Array> {

@@ -22,10 +22,13 @@ use freshen_operators::search::{top_k, DEFAULT_CHUNK};
 use super::merge::{self, Judgement, ShardAnswer};
 use super::rank::push_qrels;
 use super::{Eval, EvalModels};
+use crate::dataflow::shard::Shard;
 use crate::dataflow::{rows_of, EmbeddingRows, RunState, WorkerModels};
-use crate::error::{Error, Result};
-use crate::nodes::encode::joined_rows;
+use crate::error::Result;
+use crate::nodes::encode::{joined_rows, joined_text};
 use crate::store::batch::{self, Batch};
+use crate::store::tables::col;
+use freshen_operators::hashing::text_hash;
 
 /// Every evaluated model's weights, by model name.
 pub(super) type Snapshots = Vec<(String, Vec<(String, Tensor)>)>;
@@ -58,18 +61,21 @@ pub(super) struct EvalShard {
     pub beta: f64,
     pub state: Rc<WorkerModels>,
     pub run: Arc<RunState>,
-    /// This worker, and the table names its holdings are reported under.
+    /// This worker.
     pub me: usize,
-    pub node: String,
-    /// The corpus rows this worker owns, in id order: `((id, text hash), text)`.
-    pub corpus: Vec<((String, u64), String)>,
+    /// The corpus rows this worker owns (the batches every reader of the corpus shares),
+    /// and the name the shard is reported under.
+    pub corpus: (Shard, String),
+    /// The corpus rows of the fresh shard, by row: `(batch, row)` in `corpus`.
+    pub order: Vec<(usize, usize)>,
     /// The query texts this worker owns, by id.
     pub queries: HashMap<String, String>,
     /// Every judgement of dev and of test (each worker keeps all: they are small).
     pub dev: Vec<Judgement>,
     pub test: Vec<Judgement>,
-    /// The rows of the stale cache B this worker owns.
-    pub stale: EmbeddingRows,
+    /// The rows of the stale cache B this worker owns (shared with `correct`), and the
+    /// name the shard is reported under.
+    pub stale: (Shard, String),
     /// The shard embedded at the current evaluation: its ids and hashes (in corpus
     /// order), and the vectors as a tensor.
     pub fresh: Option<(EmbeddingRows, Tensor)>,
@@ -102,23 +108,12 @@ impl EvalShard {
     /// Keeps what a step brought, by input: 1 corpus, 2 queries, 3 dev qrels, 4 test qrels,
     /// 5 the stale cache (1, 2 and 5 already moved to their owners).
     pub fn take_inputs(&mut self, inputs: &[Vec<Batch>]) -> Result<()> {
-        let (fields, query_fields) = (self.spec.fields.clone(), self.spec.query_fields.clone());
-        let before = self.corpus.len();
-        for b in rows_of(&inputs[1]) {
-            self.corpus.extend(joined_rows(b, &fields)?);
-        }
-        if self.corpus.len() > before {
-            // In id order, whatever order the batches arrived in: a ranking breaks ties
-            // of score by row, so this makes it the same for every worker count.
-            self.corpus.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-            let bytes: usize = self
-                .corpus
-                .iter()
-                .map(|((id, _), t)| id.len() + t.len() + 56)
-                .sum();
-            let table = format!("{}: corpus", self.node);
-            let rows = self.corpus.len() as u64;
-            self.run.hold(self.me, &table, rows, bytes as u64);
+        let query_fields = self.spec.query_fields.clone();
+        for (j, (shard, name)) in [(1, &mut self.corpus), (5, &mut self.stale)] {
+            if shard.replace(&inputs[j], col::ID)? {
+                self.run
+                    .hold(self.me, name, shard.len() as u64, shard.bytes());
+            }
         }
         for b in rows_of(&inputs[2]) {
             for ((id, _), text) in joined_rows(b, &query_fields)? {
@@ -131,14 +126,13 @@ impl EvalShard {
         for b in rows_of(&inputs[4]) {
             push_qrels(&mut self.test, b)?;
         }
-        let stale = EmbeddingRows::table(&inputs[5])?;
-        if !stale.is_empty() {
-            let table = format!("{}: cache", self.node);
-            self.run
-                .hold(self.me, &table, stale.len() as u64, stale.bytes());
-            self.stale = stale;
-        }
         Ok(())
+    }
+
+    /// The embedded text of fresh row `r`.
+    fn text(&self, r: usize) -> Result<String> {
+        let (b, row) = self.order[r];
+        joined_text(&self.corpus.0.batches()[b], &self.spec.fields, row)
     }
 
     /// Embeds this worker's corpus rows with the current target tower (ledger: `eval`).
@@ -150,15 +144,25 @@ impl EvalShard {
             dim: enc.dim(),
             ..EmbeddingRows::default()
         };
-        for chunk in self.corpus.chunks(EMBED_ROWS) {
-            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
-            let v = enc.encode(&texts)?;
-            rows.values.extend(v.flatten_all()?.to_vec1::<f32>()?);
-            rows.ids.extend(chunk.iter().map(|((id, _), _)| id.clone()));
-            rows.hashes.extend(chunk.iter().map(|((_, h), _)| *h));
+        // In id order, whatever order the batches arrived in: a ranking breaks ties of
+        // score by row, so this makes it the same for every worker count.
+        let corpus = &self.corpus.0;
+        let order = corpus.in_id_order();
+        for chunk in order.chunks(EMBED_ROWS) {
+            let mut texts = Vec::with_capacity(chunk.len());
+            for &(id, b, r) in chunk {
+                let text = joined_text(&corpus.batches()[b], &self.spec.fields, r)?;
+                rows.ids.push(id.to_string());
+                rows.hashes.push(text_hash(&text));
+                texts.push(text);
+            }
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            rows.values
+                .extend(enc.encode(&refs)?.flatten_all()?.to_vec1::<f32>()?);
         }
+        self.order = order.into_iter().map(|(_, b, r)| (b, r)).collect();
         let secs = started.elapsed().as_secs_f64();
-        self.run.forwards("eval", self.corpus.len() as u64, secs);
+        self.run.forwards("eval", rows.len() as u64, secs);
         // The vectors move into the tensor: one copy of the shard at a time.
         let shape = (rows.len(), rows.dim);
         let tensor = Tensor::from_vec(std::mem::take(&mut rows.values), shape, &self.device)?;
@@ -240,13 +244,7 @@ impl EvalShard {
             batch: self.spec.batch_size,
             device: &self.device,
         };
-        let out = shard.answer(
-            &self.asked,
-            judgements,
-            read,
-            &|r| self.corpus[r].1.clone(),
-            &bar,
-        );
+        let out = shard.answer(&self.asked, judgements, read, &|r| self.text(r), &bar);
         bar.finish_and_clear();
         out
     }
@@ -256,21 +254,15 @@ impl EvalShard {
         let Some((rows, _)) = &self.fresh else {
             return Ok(None);
         };
-        if self.stale.is_empty() {
+        if self.stale.0.is_empty() {
             return Ok(None);
         }
-        let index = self.stale.index();
-        let at = rows
-            .ids
-            .iter()
-            .map(|id| {
-                index
-                    .get(id)
-                    .copied()
-                    .ok_or_else(|| Error::invariant(format!("`{id}` is not in the cache")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(self.stale.gather(&at, &self.device)?))
+        let (values, d) = self.stale.0.vectors(&rows.ids, col::EMBEDDING, "cache")?;
+        Ok(Some(Tensor::from_vec(
+            values,
+            (rows.len(), d),
+            &self.device,
+        )?))
     }
 
     /// h(B) of the shard with the current corrector, aligned with the fresh rows (none
@@ -415,7 +407,7 @@ impl ShardRanking<'_> {
         asked: &EmbeddingRows,
         judgements: &[Judgement],
         read: usize,
-        text: &dyn Fn(usize) -> String,
+        text: &dyn Fn(usize) -> Result<String>,
         bar: &indicatif::ProgressBar,
     ) -> Result<ShardAnswer> {
         let index: HashMap<&str, usize> = self
@@ -448,7 +440,7 @@ impl ShardRanking<'_> {
                     hits.iter()
                         .take(read)
                         .map(|&(r, _)| text(r as usize))
-                        .collect(),
+                        .collect::<Result<_>>()?,
                 );
                 out.hits.push(
                     hits.into_iter()

@@ -115,7 +115,7 @@ fn sharded_ranking_equals_the_whole_corpus_ranking_for_any_worker_count() {
                 batch: 2,
                 device: &cpu,
             };
-            let texts = |r: usize| format!("text of {}", part.ids[r]);
+            let texts = |r: usize| Ok(format!("text of {}", part.ids[r]));
             let answer = ranking.answer(&asked, &judged, 3, &texts, &bar).unwrap();
             let batches: Vec<Batch> = answer
                 .into_batches()
@@ -168,7 +168,7 @@ fn a_shard_answers_nothing_to_rank_with_no_rows_and_the_merge_refuses_no_judgeme
         device: &cpu,
     };
     let answer = ranking
-        .answer(&asked, &judged, 0, &|_| String::new(), &bar)
+        .answer(&asked, &judged, 0, &|_| Ok(String::new()), &bar)
         .unwrap();
     assert!(answer.hits.is_empty() && answer.judged.is_empty());
     let mut got = Gathered::default();

@@ -83,13 +83,17 @@ fn schedule(every: Option<usize>, steps: usize, t: Time) -> (bool, bool) {
 /// qrels, the cache; `ticks`: `update`'s "step done". Returns the summary (once, at the
 /// end), the per-step rows, and the ticks that close the feedback loop.
 pub(super) fn train_eval<'s>(
-    cx: &BuildCx<'_, 's>,
+    cx: &mut BuildCx<'_, 's>,
     spec: Eval,
     models: EvalModels,
     plan: EvalPlan,
     ticks: BatchStream<'s>,
 ) -> Result<[BatchStream<'s>; 3]> {
     let (leader, workers) = (cx.leader(), cx.scope.peers());
+    // The corpus and the cache at their owners, the batches shared with the other
+    // readers of those tables (`encode`'s and `correct`'s fetches).
+    let (corpus, corpus_held) = cx.sharded_input(1)?;
+    let (cache, cache_held) = cx.sharded_input(5)?;
     let shard = Rc::new(RefCell::new(EvalShard {
         spec: spec.clone(),
         models: models.clone(),
@@ -98,12 +102,12 @@ pub(super) fn train_eval<'s>(
         state: cx.models()?,
         run: cx.run.clone(),
         me: cx.scope.index(),
-        node: cx.node.to_string(),
-        corpus: Vec::new(),
+        corpus: (Default::default(), corpus_held),
+        order: Vec::new(),
         queries: HashMap::new(),
         dev: Vec::new(),
         test: Vec::new(),
-        stale: EmbeddingRows::default(),
+        stale: (Default::default(), cache_held),
         fresh: None,
         corrected: None,
         asked: EmbeddingRows::default(),
@@ -137,7 +141,7 @@ pub(super) fn train_eval<'s>(
     cx.models()?
         .register_state(&cx.node, Rc::new(EvalState(evaluator.clone())));
 
-    let [rows, corpus, queries, dev, test, cache] = ports(cx.inputs()?)?;
+    let [rows, _, queries, dev, test, _] = ports(cx.inputs()?)?;
     let asked = embed(
         cx,
         &shard,
@@ -220,11 +224,11 @@ fn embed<'s>(
     Stepwise::new("EvalEmbed")
         .local_inputs(vec![
             ticks,
-            to_owners(corpus, col::ID, w),
+            corpus,
             to_owners(queries, col::ID, w),
             dev.broadcast(),
             test.broadcast(),
-            to_owners(cache, col::ID, w),
+            cache,
         ])
         .build(cx, logic)
         .remove(0)
