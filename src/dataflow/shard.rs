@@ -316,13 +316,8 @@ pub fn fetch<'s>(
 
 /// A request batch: the ids a worker needs.
 pub fn request(ids: Vec<String>) -> Result<Batch> {
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        col::ID,
-        DataType::Utf8,
-        false,
-    )]));
     Ok(Batch(RecordBatch::try_new(
-        schema,
+        crate::store::tables::ids_schema(),
         vec![Arc::new(arrow::array::StringArray::from(ids)) as ArrayRef],
     )?))
 }

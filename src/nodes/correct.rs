@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cache::Cache;
-use super::touched::{touched_ids, touched_requests};
+use super::touched::{step_ids, touched_requests};
 use super::Settings;
 use crate::dataflow::shard::{fetch, Shard};
 use crate::dataflow::{
@@ -101,22 +101,19 @@ impl NodeKind for Correct {
         Ok(())
     }
 
+    /// With one input: its shard of B (the one copy every reader of the cache shares),
+    /// and a new h(B) as batches while it replaces the searched one. With two: nothing
+    /// of its own (it reads the same shard of B).
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
         match cx.inputs() {
             1 => super::cache_copies(
                 cx,
                 0,
                 2.0,
-                "its shard of the cache and h(B)",
+                "its shard of the cache, and of a new h(B) while it replaces the searched one",
                 crate::graph::Per::Shard,
             ),
-            _ => super::cache_copies(
-                cx,
-                0,
-                1.0,
-                "its shard of the cache",
-                crate::graph::Per::Shard,
-            ),
+            _ => Vec::new(),
         }
     }
 
@@ -262,9 +259,11 @@ fn correct_cache<'s>(
         .remove(0))
 }
 
-/// h(B[y]) for the targets each step touches, in the order `encode` embeds them. Inputs:
-/// the rows B[y] fetched from their owners' shards of the cache, the `sample` rows, and
-/// the feedback. With `record`, the forward goes on the tape for `update`.
+/// h(B[y]) for the targets each step touches, in the order `encode` embeds them, then
+/// for this worker's targets of the `sample` node's training subset (its `subset` port)
+/// that the step did not touch. Inputs: the rows B[y] fetched from their owners' shards
+/// of the cache, the `sample` rows, the feedback, and the subset. With `record`, the
+/// forward goes on the tape for `update`.
 fn correct_touched<'s>(
     cx: &mut BuildCx<'_, 's>,
     model: String,
@@ -273,8 +272,10 @@ fn correct_touched<'s>(
     let state = cx.models()?;
     let h = state.corrector(&model)?;
     let sample = cx.input(1)?;
+    let subset = cx.port_of_input(1, crate::nodes::sample::SUBSET);
     let cache = cx.sharded_input(0)?;
-    let fetched = fetch(cx, "cache", touched_requests(cx, sample.clone()), cache);
+    let requests = touched_requests(cx, sample.clone(), subset.clone());
+    let fetched = fetch(cx, "cache", requests, cache);
     let tape_node = cx.node.clone();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let mut stale = EmbeddingRows::default();
@@ -282,7 +283,7 @@ fn correct_touched<'s>(
             stale.push(b)?;
         }
         let index = stale.index();
-        let ids = touched_ids(&inputs[1])?;
+        let ids = step_ids(&inputs[1], inputs.get(3))?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -319,8 +320,10 @@ fn correct_touched<'s>(
         )?;
         Ok(vec![(0, Batch(out))])
     };
+    let mut inputs = vec![fetched, sample, cx.feedback()?];
+    inputs.extend(subset);
     Ok(Stepwise::new("CorrectTouched")
-        .local_inputs(vec![fetched, sample, cx.feedback()?])
+        .local_inputs(inputs)
         .build(cx, logic)
         .remove(0))
 }

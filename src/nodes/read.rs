@@ -175,7 +175,12 @@ impl Operator for ReadOp {
         let (counter, node) = (cx.run.clone(), cx.node.clone());
         let sample = cx.input(0)?;
         let corpus = cx.sharded_input(2)?;
-        let fetched = fetch(cx, "corpus", touched_requests(cx, sample.clone()), corpus);
+        let fetched = fetch(
+            cx,
+            "corpus",
+            touched_requests(cx, sample.clone(), None),
+            corpus,
+        );
         let floor = reader.config().epsilon.ln() as f32;
         let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
             let mut passages: HashMap<String, String> = HashMap::new();

@@ -27,22 +27,52 @@ pub(crate) fn touched_ids(batches: &[Batch]) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Per step, the touched targets of this worker's `sample` rows as a request for a
-/// sharded table ([`crate::dataflow::shard::fetch`]): each worker asks the owners for the
-/// rows it must embed or correct.
+/// The ids of `batches` (a `sample` node's training subset: the targets of the step's
+/// draw this worker owns), in order.
+pub(crate) fn subset_ids(batches: &[Batch]) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for b in rows_of(batches) {
+        let col = batch::strings(b, col::ID)?;
+        ids.extend(col.iter().flatten().map(str::to_string));
+    }
+    Ok(ids)
+}
+
+/// The touched targets of `sample` rows, then the training subset's targets not among
+/// them: every row a step's training operators embed or correct, each once, in one order.
+pub(crate) fn step_ids(sample: &[Batch], subset: Option<&Vec<Batch>>) -> Result<Vec<String>> {
+    let mut ids = touched_ids(sample)?;
+    if let Some(subset) = subset {
+        let touched: HashSet<String> = ids.iter().cloned().collect();
+        ids.extend(
+            subset_ids(subset)?
+                .into_iter()
+                .filter(|id| !touched.contains(id)),
+        );
+    }
+    Ok(ids)
+}
+
+/// Per step, the touched targets of this worker's `sample` rows (and, given the
+/// `sample` node's training subset, the subset's targets this worker owns) as a request
+/// for a sharded table ([`crate::dataflow::shard::fetch`]): each worker asks the owners
+/// for the rows it must embed or correct.
 pub(crate) fn touched_requests<'s>(
     cx: &crate::dataflow::BuildCx<'_, 's>,
     sample: crate::dataflow::BatchStream<'s>,
+    subset: Option<crate::dataflow::BatchStream<'s>>,
 ) -> crate::dataflow::BatchStream<'s> {
     let logic = |_t: crate::dataflow::Time, inputs: Vec<Vec<Batch>>| {
-        let ids = touched_ids(&inputs[0])?;
+        let ids = step_ids(&inputs[0], inputs.get(1))?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         Ok(vec![(0, crate::dataflow::shard::request(ids)?)])
     };
+    let mut inputs = vec![sample];
+    inputs.extend(subset);
     crate::dataflow::Stepwise::new("TouchedIds")
-        .local_inputs(vec![sample])
+        .local_inputs(inputs)
         .build(cx, logic)
         .remove(0)
 }

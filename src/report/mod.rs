@@ -159,7 +159,12 @@ pub fn result_table(s: &RunSummary) -> String {
         ));
     }
     out.push_str("target-encoder forwards:");
+    let subset = s.get("forwards_subset") > 0.0;
     for reason in LEDGER_REASONS {
+        // The corrector's training subset is a setting few runs use: shown when used.
+        if reason == "subset" && !subset {
+            continue;
+        }
         out.push_str(&format!(
             " {reason} {} ({:.1}s),",
             thousands(s.get(&format!("forwards_{reason}"))),
@@ -167,8 +172,12 @@ pub fn result_table(s: &RunSummary) -> String {
         ));
     }
     out.pop();
+    let per_step = match subset {
+        true => "touched or subset",
+        false => "touched",
+    };
     out.push_str(&format!(
-        "\ntotal {}, without touched targets {}; {:.1}s wall\n",
+        "\ntotal {}, without {per_step} targets {}; {:.1}s wall\n",
         thousands(s.get("forwards_total")),
         thousands(s.get("forwards_without_touched")),
         s.get("seconds")
@@ -252,9 +261,9 @@ pub fn compare_table(arms: &[Arm]) -> String {
         out.push_str(" EM | answer NLL |");
     }
     out.push_str(
-        " refresh fwd | refresh s | touched fwd | eval fwd | total fwd | seconds |\n|---|---|",
+        " refresh fwd | refresh s | touched fwd | subset fwd | eval fwd | total fwd | seconds |\n|---|---|",
     );
-    out.push_str(&"---|".repeat(METRICS.len() + 6 + 2 * answers as usize));
+    out.push_str(&"---|".repeat(METRICS.len() + 7 + 2 * answers as usize));
     out.push('\n');
     for a in arms {
         let m = |k: &str| a.mean.get(k).copied().unwrap_or(f64::NAN);
@@ -279,8 +288,15 @@ pub fn compare_table(arms: &[Arm]) -> String {
         }
         out.push_str(&format!(" {} |", thousands(m("forwards_refresh"))));
         out.push_str(&format!(" {:.0} |", m("seconds_refresh")));
-        for k in ["forwards_touched", "forwards_eval", "forwards_total"] {
-            out.push_str(&format!(" {} |", thousands(m(k))));
+        // Runs from before the training subset have no `forwards_subset`: none.
+        let subset = a.mean.get("forwards_subset").copied().unwrap_or(0.0);
+        for v in [
+            m("forwards_touched"),
+            subset,
+            m("forwards_eval"),
+            m("forwards_total"),
+        ] {
+            out.push_str(&format!(" {} |", thousands(v)));
         }
         out.push_str(&format!(" {:.0} ± {:.0} |\n", m("seconds"), s("seconds")));
     }

@@ -46,10 +46,15 @@ pub(super) fn register_font() -> Result<()> {
 
 /// Target-encoder forwards of training: everything but evaluation.
 fn training_forwards(a: &Arm) -> f64 {
-    ["forwards_initial", "forwards_refresh", "forwards_touched"]
-        .iter()
-        .map(|k| a.mean.get(*k).copied().unwrap_or(0.0))
-        .sum()
+    [
+        "forwards_initial",
+        "forwards_refresh",
+        "forwards_touched",
+        "forwards_subset",
+    ]
+    .iter()
+    .map(|k| a.mean.get(*k).copied().unwrap_or(0.0))
+    .sum()
 }
 
 /// "1.2M", "350k": a count short enough for an axis.
@@ -111,7 +116,9 @@ pub fn plot(arms: &[Arm], path: &Path) -> Result<()> {
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
-        .x_desc("target-encoder forwards of training (initial + refresh + touched), log scale")
+        .x_desc(
+            "target-encoder forwards of training (initial + refresh + touched + subset), log scale",
+        )
         .x_label_formatter(&|x| short(*x))
         .x_labels(6)
         .y_desc("test Recall@20 (%)")

@@ -88,6 +88,15 @@ pub fn keys_schema() -> SchemaRef {
     ]))
 }
 
+/// Ids alone (`id`): a request for rows, a set of targets.
+pub fn ids_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        col::ID,
+        DataType::Utf8,
+        false,
+    )]))
+}
+
 /// The Arrow type of an embedding column of width `dim`.
 pub fn embedding_type(dim: usize) -> DataType {
     DataType::FixedSizeList(
@@ -252,8 +261,13 @@ fn u64_list() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::UInt64, true)))
 }
 
-/// The ledger's reasons for a target-encoder forward pass.
-pub const LEDGER_REASONS: [&str; 4] = ["initial", "refresh", "touched", "eval"];
+/// The ledger's reasons for a target-encoder forward pass: the starting cache, full
+/// refreshes, the targets a step touches, the corrector's training subset, evaluation.
+pub const LEDGER_REASONS: [&str; 5] = ["initial", "refresh", "touched", "subset", "eval"];
+
+/// The reasons that re-embed targets every step (the totals "without touched targets"
+/// leave them out).
+pub const PER_STEP_REASONS: [&str; 2] = ["touched", "subset"];
 
 /// The summary of a training run, one row: the steps and the best (dev-selected) step,
 /// test metrics at that step with the corpus re-embedded (`test_*`) and against the

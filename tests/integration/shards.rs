@@ -186,3 +186,34 @@ fn summary_list(out: &Path, name: &str) -> Vec<u64> {
     let list = b.column_by_name(name).unwrap().as_list::<i32>().value(0);
     list.as_primitive::<UInt64Type>().values().to_vec()
 }
+
+/// The corrector's training subset: exactly `m` more target forwards a step, under their
+/// own reason, for one worker and for two; none when the corrector does not train.
+#[test]
+fn the_training_subset_embeds_exactly_m_targets_a_step_for_any_worker_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    dataset(&work.join("data"), 120);
+    let subset = ["--set", "nodes.negatives.subset=5"];
+    let one = run(work, "one", &subset, 1);
+    let two = run(work, "two", &[&subset[..], &["-w", "2"]].concat(), 1);
+    for out in [&one, &two] {
+        let l = summary_values(out, &["forwards_"]);
+        assert_eq!(l["forwards_subset"], 5.0 * 6.0, "{out:?}: {l:?}");
+        // The totals without per-step targets leave the subset out with the touched.
+        assert_eq!(
+            l["forwards_without_touched"],
+            l["forwards_total"] - l["forwards_touched"] - l["forwards_subset"]
+        );
+    }
+    let frozen = run(
+        work,
+        "frozen",
+        &[&subset[..], &["--set", "models.h.frozen=true"]].concat(),
+        1,
+    );
+    assert_eq!(
+        summary_values(&frozen, &["forwards_subset"])["forwards_subset"],
+        0.0
+    );
+}

@@ -425,7 +425,10 @@ impl Operator for EncodeOp {
                 Ok(vec![(MAIN.to_string(), train::queries(cx, spec.clone())?)])
             }
             EncodeOp::Touched(spec) => {
-                Ok(vec![(MAIN.to_string(), train::touched(cx, spec.clone())?)])
+                let (main, subset) = train::touched(cx, spec.clone())?;
+                let mut ports = vec![(MAIN.to_string(), main)];
+                ports.extend(subset.map(|s| (SUBSET.to_string(), s)));
+                Ok(ports)
             }
         }
     }
@@ -435,3 +438,5 @@ impl Operator for EncodeOp {
 pub const REUSED: &str = "_reused";
 /// The port of a cached encode that carries the corpus re-embedded at a refresh.
 pub const REFRESH: &str = "_refresh";
+/// The port of a touched encode that carries the training subset's fresh embeddings.
+pub const SUBSET: &str = "_subset";

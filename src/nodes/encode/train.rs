@@ -11,7 +11,7 @@ use super::TrainEncode;
 use crate::dataflow::shard::{fetch, Shard};
 use crate::dataflow::{rows_of, BatchStream, BuildCx, Stepwise, TapeEntry, Time, WorkerModels};
 use crate::error::{Error, Result};
-use crate::nodes::touched::{touched_ids, touched_requests};
+use crate::nodes::touched::{subset_ids, touched_ids, touched_requests};
 use crate::store::batch::{self, Batch};
 use crate::store::tables::col;
 
@@ -92,13 +92,23 @@ pub(super) fn queries<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
 /// because its autograd graph must sit on the tape of the worker that computes their
 /// loss: a text (a few hundred bytes) travels, not a 768-float embedding and its
 /// gradient back.
-pub(super) fn touched<'s>(cx: &mut BuildCx<'_, 's>, spec: TrainEncode) -> Result<BatchStream<'s>> {
+///
+/// With the `sample` node's training subset (its `subset` port), this worker's targets
+/// of the step's draw are embedded too, off the tape (only h learns from them), counted
+/// as `subset` forwards and sent on the second returned stream (`_subset`).
+pub(super) fn touched<'s>(
+    cx: &mut BuildCx<'_, 's>,
+    spec: TrainEncode,
+) -> Result<(BatchStream<'s>, Option<BatchStream<'s>>)> {
     let state = cx.models()?;
     let enc = state.encoder(&spec.model)?;
     let (counter, node) = (cx.run.clone(), cx.node.clone());
     let sample = cx.input(0)?;
+    let subset = cx.port_of_input(0, crate::nodes::sample::SUBSET);
     let corpus = cx.sharded_input(1)?;
-    let fetched = fetch(cx, "corpus", touched_requests(cx, sample.clone()), corpus);
+    let requests = touched_requests(cx, sample.clone(), subset.clone());
+    let fetched = fetch(cx, "corpus", requests, corpus);
+    let with_subset = subset.is_some();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let mut texts: HashMap<String, (u64, String)> = HashMap::new();
         for b in rows_of(&inputs[1]) {
@@ -106,39 +116,64 @@ pub(super) fn touched<'s>(cx: &mut BuildCx<'_, 's>, spec: TrainEncode) -> Result
                 texts.insert(id, (hash, text));
             }
         }
-        let ids = touched_ids(&inputs[0])?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut hashes = Vec::with_capacity(ids.len());
-        let mut batch_texts = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let (h, text) = texts.get(id).ok_or_else(|| {
-                Error::invariant(format!("target `{id}` is not in the corpus input"))
-            })?;
-            hashes.push(*h);
-            batch_texts.push(text.clone());
-        }
-        let n = ids.len();
-        let started = Instant::now();
-        let rows = Rows {
-            ids,
-            hashes,
-            texts: batch_texts,
+        let rows_of_ids = |ids: Vec<String>| -> Result<Rows> {
+            let mut rows = Rows {
+                hashes: Vec::with_capacity(ids.len()),
+                texts: Vec::with_capacity(ids.len()),
+                ids: Vec::new(),
+            };
+            for id in &ids {
+                let (h, text) = texts.get(id).ok_or_else(|| {
+                    Error::invariant(format!("target `{id}` is not in the corpus input"))
+                })?;
+                rows.hashes.push(*h);
+                rows.texts.push(text.clone());
+            }
+            rows.ids = ids;
+            Ok(rows)
         };
-        let out = embed(enc.as_ref(), &spec, &state, (&node, t), rows)?;
-        counter.forwards("touched", n as u64, started.elapsed().as_secs_f64());
-        state.count_touched(t, n as u64);
-        counter.count(&node, |s| {
-            s.encoded += n;
-            s.rows_out += n;
-        });
-        Ok(vec![(0, out)])
+        let mut out = Vec::new();
+        let ids = touched_ids(&inputs[0])?;
+        let n = ids.len();
+        if n > 0 {
+            let started = Instant::now();
+            let batch = embed(enc.as_ref(), &spec, &state, (&node, t), rows_of_ids(ids)?)?;
+            counter.forwards("touched", n as u64, started.elapsed().as_secs_f64());
+            state.count_touched(t, n as u64);
+            counter.count(&node, |s| {
+                s.encoded += n;
+                s.rows_out += n;
+            });
+            out.push((0, batch));
+        }
+        if with_subset {
+            let ids = subset_ids(&inputs[3])?;
+            if !ids.is_empty() {
+                let m = ids.len();
+                let started = Instant::now();
+                let plain = TrainEncode {
+                    record: false,
+                    ..spec.clone()
+                };
+                let batch = embed(enc.as_ref(), &plain, &state, (&node, t), rows_of_ids(ids)?)?;
+                counter.forwards("subset", m as u64, started.elapsed().as_secs_f64());
+                counter.count(&node, |s| s.encoded += m);
+                out.push((1, batch));
+            }
+        }
+        Ok(out)
     };
-    Ok(Stepwise::new("EncodeTouched")
-        .local_inputs(vec![sample, fetched, cx.feedback()?])
+    let mut inputs = vec![sample, fetched, cx.feedback()?];
+    inputs.extend(subset);
+    let mut ports = Stepwise::new("EncodeTouched")
+        .outputs(2)
+        .local_inputs(inputs)
         .build(cx, logic)
-        .remove(0))
+        .into_iter();
+    let main = ports
+        .next()
+        .ok_or_else(|| Error::invariant("a touched encode without outputs"))?;
+    Ok((main, ports.next().filter(|_| with_subset)))
 }
 
 /// A refreshing cache's re-embedding: every `every` steps, the whole corpus (this

@@ -23,7 +23,7 @@ use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tenso
 use crate::dataflow::{RunState, Time, WorkerModels};
 use crate::error::{Error, Result};
 use crate::store::parquet_io::{AtomicParquetWriter, PendingFile};
-use crate::store::tables::{self, LEDGER_REASONS};
+use crate::store::tables::{self, LEDGER_REASONS, PER_STEP_REASONS};
 
 /// What a training eval needs beyond its settings.
 #[derive(Clone)]
@@ -206,7 +206,10 @@ impl Evaluator {
             cols.push(u(n));
             cols.push(f(Some(secs)));
         }
-        let touched = ledger.get("touched").map_or(0, |e| e.0);
+        let per_step: u64 = PER_STEP_REASONS
+            .iter()
+            .map(|r| ledger.get(*r).map_or(0, |e| e.0))
+            .sum();
         let held = self.shared.held();
         let list = |v: Vec<u64>| {
             Arc::new(arrow::array::ListArray::from_iter_primitive::<
@@ -218,7 +221,7 @@ impl Evaluator {
         cols.extend([
             u(self.candidates),
             u(total),
-            u(total - touched),
+            u(total - per_step),
             f(Some(self.shared.elapsed())),
             u(self.workers as u64),
             list(held.shard_rows(self.workers)),

@@ -328,13 +328,21 @@ impl NodeKind for Eval {
 
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
         match self.models {
-            Some(_) => super::cache_copies(
-                cx,
-                5,
-                3.0,
-                "its shard of the stale, fresh and corrected caches",
-                crate::graph::Per::Shard,
-            ),
+            // At the end: its shard re-embedded, B's rows aligned to it and corrected,
+            // and each written output's rows on their way to the leader's file.
+            Some(_) => {
+                let outputs = [&self.embeddings, &self.corrected_embeddings]
+                    .iter()
+                    .filter(|o| o.is_some())
+                    .count();
+                super::cache_copies(
+                    cx,
+                    5,
+                    3.0 + outputs as f64,
+                    "its shard re-embedded, of B aligned to it and corrected, and of the written embeddings",
+                    crate::graph::Per::Shard,
+                )
+            }
             None => super::cache_copies(
                 cx,
                 1,

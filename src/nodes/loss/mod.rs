@@ -19,6 +19,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod marginal;
+#[cfg(test)]
+mod tests;
 
 use super::correct::Correct;
 use super::encode::Encode;
@@ -274,9 +276,20 @@ struct LossOp {
 impl Operator for LossOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let (spec, nodes, dev) = (self.spec.clone(), self.nodes.clone(), self.device.clone());
-        let logic = move |t: Time, inputs: Vec<Vec<Batch>>| step(t, &inputs, &spec, &nodes, &dev);
+        // The corrector's training subset, embedded by the touched targets' encode.
+        let subset = cx.port_of_input(1, super::encode::SUBSET);
+        let with_subset = subset.is_some();
+        let logic = move |t: Time, mut inputs: Vec<Vec<Batch>>| {
+            let subset = match with_subset {
+                true => inputs.pop(),
+                false => None,
+            };
+            step(t, &inputs, subset.as_deref(), (&spec, &nodes, &dev))
+        };
+        let mut inputs = cx.inputs()?;
+        inputs.extend(subset);
         let mut ports = Stepwise::new("Loss")
-            .local_inputs(cx.inputs()?)
+            .local_inputs(inputs)
             .outputs(2)
             .build(cx, logic)
             .into_iter();
@@ -369,13 +382,13 @@ struct CorrectorPart {
     corrected_staleness: Option<f64>,
 }
 
-/// One step of the loss: gradients on port 0, one row of statistics on port 1.
+/// One step of the loss: gradients on port 0, one row of statistics on port 1. `subset`:
+/// the fresh embeddings of the corrector's training subset (its loss only).
 fn step(
     t: Time,
     inputs: &[Vec<Batch>],
-    spec: &Loss,
-    nodes: &LossNodes,
-    dev: &Device,
+    subset: Option<&[Batch]>,
+    (spec, nodes, dev): (&Loss, &LossNodes, &Device),
 ) -> Result<Vec<(usize, Batch)>> {
     let (mut q, mut fresh) = (EmbeddingRows::default(), EmbeddingRows::default());
     for b in rows_of(&inputs[0]) {
@@ -424,12 +437,19 @@ fn step(
     }
     let part = match (&nodes.corrected, inputs.get(3)) {
         (Some(node), Some(rows)) => {
+            // h learns from the touched targets and the subset's (the touched first: a
+            // target in both is the touched one's row).
+            let mut all = fresh.clone();
+            for b in subset.into_iter().flat_map(rows_of) {
+                all.push(b)?;
+            }
             let cx = CorrectorCx {
                 spec,
                 node,
                 train: nodes.train_corrector,
                 cands: &cands,
                 fresh: &fresh,
+                all: &all,
                 queries: qv.as_tensor(),
                 mask: &mask,
                 dev,
@@ -453,14 +473,18 @@ struct CorrectorCx<'a> {
     node: &'a str,
     train: bool,
     cands: &'a Candidates,
+    /// The touched targets' fresh rows.
     fresh: &'a EmbeddingRows,
+    /// Those and the training subset's.
+    all: &'a EmbeddingRows,
     queries: &'a Tensor,
     mask: &'a Tensor,
     dev: &'a Device,
 }
 
-/// Staleness of the stale and corrected rows against the fresh ones and, when the
-/// corrector trains, its loss and the gradients of the corrected rows (into `out`).
+/// Staleness of the touched targets' stale and corrected rows against the fresh ones
+/// and, when the corrector trains, its loss (over the training subset's rows too) and
+/// the gradients of the corrected rows (into `out`).
 fn corrector_part(
     cx: &CorrectorCx,
     rows: &[Batch],
@@ -479,7 +503,7 @@ fn corrector_part(
     if h.is_empty() {
         return Ok(part);
     }
-    let fi = cx.fresh.index();
+    let fi = cx.all.index();
     let aligned: Vec<usize> = h
         .ids
         .iter()
@@ -489,10 +513,26 @@ fn corrector_part(
             })
         })
         .collect::<Result<_>>()?;
-    let f = cx.fresh.gather(&aligned, cx.dev)?;
+    let f = cx.all.gather(&aligned, cx.dev)?;
     let hv = Var::from_tensor(&h.tensor(cx.dev)?)?;
-    part.staleness = Some(relative_staleness(&stale.tensor(cx.dev)?, &f)?);
-    part.corrected_staleness = Some(relative_staleness(hv.as_tensor(), &f)?);
+    // The staleness columns are the touched targets' (the subset's follow them).
+    let touched = cx.fresh.index();
+    let rows: Vec<usize> = (0..h.len())
+        .filter(|&r| touched.contains_key(&h.ids[r]))
+        .collect();
+    if !rows.is_empty() {
+        let sel = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            cx.dev,
+        )?;
+        let f_t = f.index_select(&sel, 0)?;
+        part.staleness = Some(relative_staleness(&stale.gather(&rows, cx.dev)?, &f_t)?);
+        part.corrected_staleness = Some(relative_staleness(
+            &hv.as_tensor().index_select(&sel, 0)?,
+            &f_t,
+        )?);
+    }
     if !cx.train {
         return Ok(part);
     }

@@ -2,6 +2,7 @@
 //! across the workers (`search`).
 
 mod search;
+mod subset;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,10 @@ use crate::graph::needs::{self, Need};
 use crate::graph::Per::Shard;
 use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, MAIN};
 use crate::store::tables::{self, col};
+
+/// The port of `sample`'s training subset for the corrector: per step, the drawn targets
+/// each worker owns (`id`).
+pub const SUBSET: &str = "subset";
 
 /// Settings of `sample`. Inputs, in order: query embeddings, the cache to search, the
 /// training pairs.
@@ -61,6 +66,13 @@ pub struct Sample {
     /// `corpus_id` (not a label) and the rest as `negatives`.
     #[serde(default)]
     pub latent: bool,
+    /// Targets drawn at random each step (seeded, the same for any number of workers)
+    /// and re-embedded only to train the corrector, so that h learns the drift of the
+    /// whole corpus and not only of the targets the step touches: `subset` more target
+    /// forwards a step (the ledger's `subset`). 0: none. Drawn only when the corrector
+    /// trains (not for the stale or refreshing arms).
+    #[serde(default)]
+    pub subset: usize,
 }
 
 fn default_k() -> usize {
@@ -140,7 +152,11 @@ impl NodeKind for Sample {
     }
 
     fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
-        Ok(vec![(MAIN.to_string(), tables::negatives_schema())])
+        let mut out = vec![(MAIN.to_string(), tables::negatives_schema())];
+        if self.subset > 0 {
+            out.push((SUBSET.to_string(), tables::ids_schema()));
+        }
+        Ok(out)
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
@@ -233,10 +249,12 @@ impl NodeKind for Sample {
             Some(m) => m.common().device.open()?,
             None => freshen_operators::device::cpu(),
         };
+        let trains = graph.training.as_ref().is_some_and(|t| t.corrector_trains);
         Ok(Planned::operator(SampleOp {
             spec: self.clone(),
             seed: graph.spec.pipeline.seed,
             device,
+            subset: if trains { self.subset } else { 0 },
         }))
     }
 
@@ -245,16 +263,26 @@ impl NodeKind for Sample {
     }
 }
 
-/// A sample node at run time: searches on the query tower's device.
+/// A sample node at run time: searches on the query tower's device; `subset`: the
+/// corrector's training subset per step (0 when the corrector does not train).
 struct SampleOp {
     spec: Sample,
     seed: u64,
     device: Device,
+    subset: usize,
 }
 
 impl Operator for SampleOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
-        let out = search::sample(cx, self.spec.clone(), self.seed, self.device.clone())?;
-        Ok(vec![(MAIN.to_string(), out)])
+        let (out, subset) = search::sample(
+            cx,
+            self.spec.clone(),
+            self.seed,
+            self.device.clone(),
+            self.subset,
+        )?;
+        let mut ports = vec![(MAIN.to_string(), out)];
+        ports.extend(subset.map(|s| (SUBSET.to_string(), s)));
+        Ok(ports)
     }
 }

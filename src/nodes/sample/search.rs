@@ -241,27 +241,36 @@ fn step_queries(batches: &[Batch]) -> Result<StepQueries> {
 
 /// Stage 2: every query of the step against this worker's shard; answers per query's
 /// worker.
+///
+/// With a training subset of `m` (port 1): the shard's offer to the step's draw
+/// ([`super::subset`]).
 fn search<'s>(
     cx: &BuildCx<'_, 's>,
     spec: &Sample,
-    asked: BatchStream<'s>,
-    cache: BatchStream<'s>,
+    (asked, cache): (BatchStream<'s>, BatchStream<'s>),
     device: Device,
-) -> BatchStream<'s> {
+    subset: Option<(u64, usize)>,
+) -> Vec<BatchStream<'s>> {
     let (pool, chunk, k, in_batch) = (spec.sampler().pool, spec.chunk, spec.k, spec.in_batch);
+    let node = cx.node.clone();
     let mut searched = Searched::default();
     let (run, table, me) = (
         cx.run.clone(),
         format!("{}: searched", cx.node),
         cx.scope.index(),
     );
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         if searched.update(&inputs[1], &device)? {
             run.hold(me, &table, searched.len() as u64, searched.bytes());
         }
         let s = step_queries(&inputs[0])?;
         if searched.tensor.is_none() || s.q.is_empty() {
             return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        if let Some((seed, m)) = subset {
+            let seed = super::subset::step_seed(seed, &node, t);
+            out.push((1, super::subset::offer(&searched.rows.ids, seed, m)?));
         }
         let pools = match k {
             0 => vec![Vec::new(); s.q.len()],
@@ -293,7 +302,6 @@ fn search<'s>(
         for (i, &o) in s.origin.iter().enumerate() {
             by_origin.entry(o).or_default().push(i);
         }
-        let mut out = Vec::new();
         for (origin, members) in by_origin {
             let mut cands = Vec::new();
             let mut scores = Vec::new();
@@ -331,9 +339,9 @@ fn search<'s>(
         Ok(out)
     };
     Stepwise::new("SampleSearch")
+        .outputs(2)
         .local_inputs(vec![asked, cache])
         .build(cx, logic)
-        .remove(0)
 }
 
 /// What the shards sent for one query.
@@ -479,16 +487,28 @@ fn choose<'s>(
 }
 
 /// Picks negatives for each step's queries. Inputs: query embeddings, the cache to search
-/// (sharded here; the latest version seen is kept), the training pairs.
+/// (sharded here; the latest version seen is kept), the training pairs. Returns the
+/// negatives and, with `subset`, the corrector's training subset (each worker's own
+/// targets of it, per step).
 pub(super) fn sample<'s>(
     cx: &BuildCx<'_, 's>,
     spec: Sample,
     seed: u64,
     device: Device,
-) -> Result<BatchStream<'s>> {
+    subset: usize,
+) -> Result<(BatchStream<'s>, Option<BatchStream<'s>>)> {
     let (queries, cache, pairs) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
     let asked = ask(cx, queries.clone(), pairs.clone());
     let cache = to_owners(cache, col::ID, cx.scope.peers());
-    let answers = to_addressed(search(cx, &spec, asked, cache, device));
-    Ok(choose(cx, spec, seed, vec![answers, queries, pairs]))
+    let draw = (subset > 0).then_some((seed, subset));
+    let mut ports = search(cx, &spec, (asked, cache), device, draw).into_iter();
+    let (answers, offers) = match (ports.next(), ports.next()) {
+        (Some(a), Some(o)) => (to_addressed(a), o),
+        _ => return Err(Error::invariant("sample's search without its ports")),
+    };
+    let picked = draw.map(|_| super::subset::pick(cx, offers, subset));
+    Ok((
+        choose(cx, spec, seed, vec![answers, queries, pairs]),
+        picked,
+    ))
 }
