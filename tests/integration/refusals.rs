@@ -74,6 +74,18 @@ fn values_that_used_to_pass_are_refused() {
     // More negatives than the corpus has targets.
     let c = training_case(|y| y.replace("    k: 16\n", "    k: 20000\n"));
     refused(&c, &[], "but the corpus has 10000 targets");
+    // Fresher selection without the stale cache it reads.
+    let c = training_case(|y| y);
+    refused(
+        &c,
+        &["--set", "nodes.negatives.rescore=true"],
+        "node negatives: fresher selection reads the stale cache B",
+    );
+    refused(
+        &c,
+        &["--set", "nodes.negatives.margin_on=both"],
+        "node negatives: fresher selection reads the stale cache B",
+    );
     // A var given as a number is its text.
     let c = case(|y| y.replace("seed: 3\n", "seed: 3\nvars:\n  n: 4\n"));
     let o = freshen(&[

@@ -1,8 +1,11 @@
 //! `sample`: hard negatives per query by exact search of the (corrected) cache, sharded
 //! across the workers (`search`).
 
+mod fresher;
 mod search;
 mod subset;
+
+pub use fresher::MarginOn;
 #[cfg(test)]
 mod tests;
 
@@ -73,6 +76,17 @@ pub struct Sample {
     /// trains (not for the stale or refreshing arms).
     #[serde(default)]
     pub subset: usize,
+    /// Re-score each query's pool with the current corrector applied to the pool's rows
+    /// of B, before choosing: the searched h(B) is up to `apply_every − 1` steps old, this
+    /// costs b × pool corrector rows a step and no target forward. Needs the stale cache
+    /// as a fourth input and a `correct` node as the second.
+    #[serde(default)]
+    pub rescore: bool,
+    /// Which scores the guard (`margin`) compares: `searched` (the searched cache's,
+    /// re-scored with `rescore`), `stale` (q·B), or `both`. `stale` and `both` need the
+    /// stale cache as a fourth input.
+    #[serde(default)]
+    pub margin_on: MarginOn,
 }
 
 fn default_k() -> usize {
@@ -136,7 +150,7 @@ impl NodeKind for Sample {
     }
 
     fn arity(&self) -> &'static [usize] {
-        &[3]
+        &[3, 4]
     }
 
     fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
@@ -148,7 +162,9 @@ impl NodeKind for Sample {
                 needs::id_list(col::POSITIVES),
             ],
         };
-        vec![needs::embeddings(), needs::embeddings(), pairs]
+        let mut out = vec![needs::embeddings(), needs::embeddings(), pairs];
+        out.push(needs::embeddings());
+        out
     }
 
     fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
@@ -187,7 +203,30 @@ impl NodeKind for Sample {
         let pairs = cx
             .producer_as::<Source>(2)
             .is_some_and(|s| s.table == table);
-        super::want(cx, 2, pairs, what)
+        super::want(cx, 2, pairs, what)?;
+        let fresher = self.rescore || self.margin_on != MarginOn::Searched;
+        match (cx.inputs(), fresher) {
+            (4, _) => super::want(
+                cx,
+                3,
+                cx.producer_as::<Cache>(3).is_some(),
+                "the `cache` node: the stale cache B",
+            )?,
+            (_, true) => {
+                return Err(cx.error(
+                    if self.rescore { "rescore" } else { "margin_on" },
+                    "fresher selection reads the stale cache B (expected a fourth input: the `cache` node)",
+                ))
+            }
+            _ => {}
+        }
+        if self.rescore && cx.producer_as::<Correct>(1).is_none() {
+            return Err(cx.error(
+                "rescore",
+                "`rescore` applies the corrector of the searched cache (expected a `correct` node as the second input)",
+            ));
+        }
+        Ok(())
     }
 
     fn check_files(&self, cx: &CheckCx, rows: bool, _seen: &mut Vec<String>) -> Result<()> {
@@ -250,11 +289,31 @@ impl NodeKind for Sample {
             None => freshen_operators::device::cpu(),
         };
         let trains = graph.training.as_ref().is_some_and(|t| t.corrector_trains);
+        let searched = graph.producers(cx.node)[1];
+        // h is applied to the searched cache only when it trains and nothing refreshes B.
+        let refreshing = graph.producers(searched).first().is_some_and(|&c| {
+            graph
+                .training
+                .as_ref()
+                .is_some_and(|t| t.refresh(c).is_some())
+        });
+        let corrector = graph.nodes()[searched]
+            .settings::<Correct>()
+            .map(|c| c.model.clone())
+            .filter(|_| !refreshing);
+        let fresher = (self.rescore || self.margin_on != MarginOn::Searched).then(|| {
+            search::FresherPlan {
+                // The current h re-scores only where the searched cache is h(B).
+                corrector: corrector.filter(|_| self.rescore && trains),
+                stale_scores: self.margin.is_some() && self.margin_on != MarginOn::Searched,
+            }
+        });
         Ok(Planned::operator(SampleOp {
             spec: self.clone(),
             seed: graph.spec.pipeline.seed,
             device,
             subset: if trains { self.subset } else { 0 },
+            fresher,
         }))
     }
 
@@ -270,6 +329,7 @@ struct SampleOp {
     seed: u64,
     device: Device,
     subset: usize,
+    fresher: Option<search::FresherPlan>,
 }
 
 impl Operator for SampleOp {
@@ -279,7 +339,7 @@ impl Operator for SampleOp {
             self.spec.clone(),
             self.seed,
             self.device.clone(),
-            self.subset,
+            (self.subset, self.fresher.clone()),
         )?;
         let mut ports = vec![(MAIN.to_string(), out)];
         ports.extend(subset.map(|s| (SUBSET.to_string(), s)));

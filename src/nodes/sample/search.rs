@@ -31,6 +31,7 @@ use freshen_operators::random::SplitMix64;
 use freshen_operators::search::{merge_top, top_k};
 use timely::dataflow::operators::vec::Broadcast;
 
+use super::fresher::{pool_for_choice, Extra, Fresher};
 use super::Sample;
 use crate::dataflow::shard::{addressed, to_addressed, to_owners};
 use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Stepwise, Time};
@@ -46,6 +47,10 @@ const CANDIDATES: &str = "candidates";
 const CANDIDATE_SCORES: &str = "candidate_scores";
 const BATCH_IDS: &str = "batch_ids";
 const BATCH_SCORES: &str = "batch_scores";
+const FRESHER_SCORES: &str = "fresher_scores";
+const STALE_SCORES: &str = "stale_scores";
+const POSITIVE_FRESHER: &str = "positive_fresher";
+const POSITIVE_STALE: &str = "positive_stale";
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -244,15 +249,24 @@ fn step_queries(batches: &[Batch]) -> Result<StepQueries> {
 ///
 /// With a training subset of `m` (port 1): the shard's offer to the step's draw
 /// ([`super::subset`]).
+///
+/// With `fresher`: each candidate's and positive's fresher and stale scores too, from
+/// this worker's rows of B (the stream given with it, then the feedback when h re-scores:
+/// the current h is the one `update` left).
 fn search<'s>(
     cx: &BuildCx<'_, 's>,
     spec: &Sample,
     (asked, cache): (BatchStream<'s>, BatchStream<'s>),
     device: Device,
     subset: Option<(u64, usize)>,
+    fresher: Option<(Fresher, Vec<BatchStream<'s>>)>,
 ) -> Vec<BatchStream<'s>> {
     let (pool, chunk, k, in_batch) = (spec.sampler().pool, spec.chunk, spec.k, spec.in_batch);
     let node = cx.node.clone();
+    let (mut fresher, more) = match fresher {
+        Some((f, streams)) => (Some(f), streams),
+        None => (None, Vec::new()),
+    };
     let mut searched = Searched::default();
     let (run, table, me) = (
         cx.run.clone(),
@@ -262,6 +276,9 @@ fn search<'s>(
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         if searched.update(&inputs[1], &device)? {
             run.hold(me, &table, searched.len() as u64, searched.bytes());
+        }
+        if let Some(f) = fresher.as_mut() {
+            f.stale.replace(&inputs[2], col::ID)?;
         }
         let s = step_queries(&inputs[0])?;
         if searched.tensor.is_none() || s.q.is_empty() {
@@ -308,6 +325,34 @@ fn search<'s>(
             let mut positive = Vec::new();
             let mut batch_ids = Vec::new();
             let mut batch_scores = Vec::new();
+            let (mut fresher_scores, mut stale_scores) = (Vec::new(), Vec::new());
+            let (mut pos_fresher, mut pos_stale) = (Vec::new(), Vec::new());
+            if let Some(f) = &fresher {
+                // Per query its pool's rows, then the positive's if this shard holds it.
+                let lists: Vec<Vec<String>> = members
+                    .iter()
+                    .map(|&i| {
+                        let mut ids: Vec<String> =
+                            pools[i].iter().map(|(id, _)| id.clone()).collect();
+                        if index.contains_key(&s.positive[i]) {
+                            ids.push(s.positive[i].clone());
+                        }
+                        ids
+                    })
+                    .collect();
+                let qs: Vec<&[f32]> = members.iter().map(|&i| s.q.row(i)).collect();
+                let unwrap = |v: Option<f32>| v.unwrap_or(f32::NAN);
+                for (&i, mut e) in members.iter().zip(f.scores(&qs, &lists)?) {
+                    let p = match index.contains_key(&s.positive[i]) {
+                        true => e.pop().unwrap_or_default(),
+                        false => Extra::default(),
+                    };
+                    pos_fresher.push(p.fresher);
+                    pos_stale.push(p.stale);
+                    fresher_scores.push(e.iter().map(|x| unwrap(x.fresher)).collect::<Vec<_>>());
+                    stale_scores.push(e.iter().map(|x| unwrap(x.stale)).collect::<Vec<_>>());
+                }
+            }
             for &i in &members {
                 let qi = s.q.row(i);
                 cands.push(
@@ -326,21 +371,35 @@ fn search<'s>(
                 );
             }
             let ids: Vec<String> = members.iter().map(|&i| s.q.ids[i].clone()).collect();
-            let b = RecordBatch::try_from_iter(vec![
+            let mut columns = vec![
                 (QUERY, Arc::new(StringArray::from(ids)) as ArrayRef),
                 (CANDIDATES, batch::string_list_column(&cands)),
                 (CANDIDATE_SCORES, batch::float_list_column(&scores)),
                 (col::POSITIVE_SCORE, Arc::new(Float32Array::from(positive))),
                 (BATCH_IDS, batch::string_list_column(&batch_ids)),
                 (BATCH_SCORES, batch::float_list_column(&batch_scores)),
-            ])?;
+            ];
+            if fresher.is_some() {
+                columns.extend([
+                    (FRESHER_SCORES, batch::float_list_column(&fresher_scores)),
+                    (STALE_SCORES, batch::float_list_column(&stale_scores)),
+                    (
+                        POSITIVE_FRESHER,
+                        Arc::new(Float32Array::from(pos_fresher)) as ArrayRef,
+                    ),
+                    (POSITIVE_STALE, Arc::new(Float32Array::from(pos_stale))),
+                ]);
+            }
+            let b = RecordBatch::try_from_iter(columns)?;
             out.push((0, Batch(addressed(&b, origin as usize)?)));
         }
         Ok(out)
     };
+    let mut inputs = vec![asked, cache];
+    inputs.extend(more);
     Stepwise::new("SampleSearch")
         .outputs(2)
-        .local_inputs(vec![asked, cache])
+        .local_inputs(inputs)
         .build(cx, logic)
 }
 
@@ -350,6 +409,15 @@ struct Gathered {
     candidates: Vec<(String, f32)>,
     positive: Option<f32>,
     batch: Vec<(String, f32)>,
+    /// With fresher selection: each candidate's fresher and stale scores, the positive's.
+    extra: HashMap<String, Extra>,
+    positive_extra: Extra,
+}
+
+/// A float32 column by name, if the batch has one.
+fn floats<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Float32Array> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<Float32Type>())
 }
 
 fn gather(batches: &[Batch]) -> Result<HashMap<String, Gathered>> {
@@ -380,6 +448,26 @@ fn gather(batches: &[Batch]) -> Result<HashMap<String, Gathered>> {
                     .cloned()
                     .zip(batch_scores[r].iter().copied()),
             );
+            if let (Some(pf), Some(ps)) = (floats(b, POSITIVE_FRESHER), floats(b, POSITIVE_STALE)) {
+                let (fresher, stale) = (
+                    batch::float_lists(b, FRESHER_SCORES)?,
+                    batch::float_lists(b, STALE_SCORES)?,
+                );
+                let finite = |v: f32| (!v.is_nan()).then_some(v);
+                for (j, id) in cands[r].iter().enumerate() {
+                    let e = Extra {
+                        fresher: fresher[r].get(j).copied().and_then(finite),
+                        stale: stale[r].get(j).copied().and_then(finite),
+                    };
+                    g.extra.insert(id.clone(), e);
+                }
+                if pf.is_valid(r) || ps.is_valid(r) {
+                    g.positive_extra = Extra {
+                        fresher: pf.is_valid(r).then(|| pf.value(r)),
+                        stale: ps.is_valid(r).then(|| ps.value(r)),
+                    };
+                }
+            }
         }
     }
     Ok(out)
@@ -437,11 +525,18 @@ fn choose<'s>(
             let score = g.positive.ok_or_else(|| {
                 Error::invariant(format!("positive `{pos}` is not in the searched cache"))
             })?;
-            let chosen = match spec.k {
-                0 => Vec::new(),
-                _ => {
+            let (chosen, score) = match (spec.k, g.extra.is_empty()) {
+                (0, _) => (Vec::new(), score),
+                (_, true) => {
                     let pool = merge_top(g.candidates, sampler.pool);
-                    sampler.choose(pool, Some(score), &mut rng)
+                    (sampler.choose(pool, Some(score), &mut rng), score)
+                }
+                (_, false) => {
+                    let settings = (sampler.pool, sampler.margin, spec.margin_on);
+                    let positive = (Some(score), g.positive_extra);
+                    let (pool, guard) = pool_for_choice(g.candidates, &g.extra, positive, settings);
+                    let picked = sampler.choose(pool, guard, &mut rng);
+                    (picked, g.positive_extra.fresher.unwrap_or(score))
                 }
             };
             let mut taken: HashSet<String> = HashSet::new();
@@ -487,21 +582,43 @@ fn choose<'s>(
 }
 
 /// Picks negatives for each step's queries. Inputs: query embeddings, the cache to search
-/// (sharded here; the latest version seen is kept), the training pairs. Returns the
-/// negatives and, with `subset`, the corrector's training subset (each worker's own
-/// targets of it, per step).
+/// (sharded here; the latest version seen is kept), the training pairs, and for fresher
+/// selection the stale cache B. Returns the negatives and, with `subset`, the corrector's
+/// training subset (each worker's own targets of it, per step).
 pub(super) fn sample<'s>(
-    cx: &BuildCx<'_, 's>,
+    cx: &mut BuildCx<'_, 's>,
     spec: Sample,
     seed: u64,
     device: Device,
-    subset: usize,
+    plan: (usize, Option<FresherPlan>),
 ) -> Result<(BatchStream<'s>, Option<BatchStream<'s>>)> {
+    let (subset, fresher_plan) = plan;
     let (queries, cache, pairs) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let fresher = match fresher_plan {
+        Some(p) => {
+            let (stale, _) = cx.sharded_input(3)?;
+            let mut streams = vec![stale];
+            let h = match &p.corrector {
+                Some(name) => {
+                    streams.push(cx.feedback()?);
+                    Some(cx.models()?.corrector(name)?)
+                }
+                None => None,
+            };
+            let f = Fresher {
+                h,
+                stale_scores: p.stale_scores,
+                stale: Default::default(),
+                device: device.clone(),
+            };
+            Some((f, streams))
+        }
+        None => None,
+    };
     let asked = ask(cx, queries.clone(), pairs.clone());
     let cache = to_owners(cache, col::ID, cx.scope.peers());
     let draw = (subset > 0).then_some((seed, subset));
-    let mut ports = search(cx, &spec, (asked, cache), device, draw).into_iter();
+    let mut ports = search(cx, &spec, (asked, cache), device, draw, fresher).into_iter();
     let (answers, offers) = match (ports.next(), ports.next()) {
         (Some(a), Some(o)) => (to_addressed(a), o),
         _ => return Err(Error::invariant("sample's search without its ports")),
@@ -511,4 +628,12 @@ pub(super) fn sample<'s>(
         choose(cx, spec, seed, vec![answers, queries, pairs]),
         picked,
     ))
+}
+
+/// Fresher selection's plan: the corrector that re-scores (with `rescore`), and whether
+/// the guard reads stale scores.
+#[derive(Debug, Clone)]
+pub(super) struct FresherPlan {
+    pub corrector: Option<String>,
+    pub stale_scores: bool,
 }
