@@ -3,6 +3,7 @@
 # print one table (mean ± std over seeds) and draw test Recall@20 against target forwards.
 #
 #   benches/arms.sh                                   # the shipped sample, 3 seeds
+#   ARMS="corrector corrector-subset-1024 corrector-rescore" benches/arms.sh   # the corrector's levers
 #   DATA=data/full/wordnet OUT=out/bench/full EVERY=100 benches/arms.sh
 #   PIPELINE=pipelines/wordnet-minilm.yaml DATA=data/full/wordnet-20k OUT=out/bench/minilm \
 #     SEEDS="1 2" STEPS=60 EVERY=60 ARMS="inbatch stale corrector refresh-10 refresh-20 refresh-30" \
@@ -43,6 +44,11 @@ arm_sets() {
     frozen-retriever) echo "--set models.f.frozen=true --set models.g.frozen=true" ;;
     reader-alone) echo "--set nodes.read.context=question --set nodes.evaluate.answer_context=question --set models.f.frozen=true --set models.g.frozen=true --set models.h.frozen=true" ;;
     oracle) echo "--set nodes.cache.refresh_every=1" ;;
+    # The corrector's levers (README's table of arms): a training subset of N targets a
+    # step, the pool re-scored with the current h, h applied to the whole cache every step.
+    corrector-subset-*) echo "--set nodes.negatives.subset=${1#corrector-subset-}" ;;
+    corrector-rescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
+    corrector-c1) echo "--set nodes.corrected.apply_every=1" ;;
     refresh-*) echo "--set nodes.cache.refresh_every=${1#refresh-}" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac

@@ -35,10 +35,13 @@ for n in $SIZES; do
     [ -f "$dir/summary.parquet" ] && continue
     echo "== $n targets, -w $w" >&2
     rm -rf "$dir"
-    "$BIN" run pipelines/quickstart.yaml -w "$w" \
-      --set vars.data="$data" --set vars.out="$dir" --set nodes.cache.path="$dir/cache" \
-      --set nodes.pairs.steps="$STEPS" --set nodes.evaluate.every=100000 \
-      --set nodes.evaluate.diagnostics=false > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
+    sets=(--set vars.data="$data" --set vars.out="$dir" --set nodes.cache.path="$dir/cache"
+      --set nodes.pairs.steps="$STEPS" --set nodes.evaluate.every=100000
+      --set nodes.evaluate.diagnostics=false)
+    # What `check` estimates for the run, beside what it measures (no memory limit: the
+    # estimate is the figure here, not a refusal).
+    "$BIN" check pipelines/quickstart.yaml -w "$w" --max-memory 1T "${sets[@]}" > "$dir.check" 2>&1 || true
+    "$BIN" run pipelines/quickstart.yaml -w "$w" "${sets[@]}" > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
     rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet" "$dir/run.trec" "$dir/rankings.parquet"
   done
 done
@@ -47,8 +50,9 @@ python3 - "${runs[@]}" <<'EOF'
 import statistics, sys
 import pyarrow.parquet as pq
 
-print("| targets | workers | s / step | shard rows (worker 0) | held GB (per worker) | peak GB (per process) | run s |")
-print("|---|---|---|---|---|---|---|")
+import re
+print("| targets | workers | s / step | shard rows (worker 0) | held GB (per worker) | peak GB (per process) | check's estimate GB | run s |")
+print("|---|---|---|---|---|---|---|---|")
 for run in sys.argv[1:]:
     n, w, d = run.split()
     steps = pq.read_table(f"{d}/metrics.parquet").to_pylist()
@@ -56,6 +60,8 @@ for run in sys.argv[1:]:
     inner = [r["seconds"] for r in steps[1:-1]]
     s = pq.read_table(f"{d}/summary.parquet").to_pylist()[0]
     gb = lambda xs: " / ".join(f"{x / 2**30:.2f}" for x in xs)
+    m = re.search(r"peak memory about ([0-9.]+) (GB|MB)", open(f"{d}.check").read())
+    est = "?" if not m else f"{float(m[1]) / (1024 if m[2] == 'MB' else 1):.1f}"
     print(f"| {int(n):,} | {w} | {statistics.median(inner):.3f} | {s['shard_rows'][0]:,} "
-          f"| {gb(s['held_bytes'])} | {gb(s['peak_bytes'])} | {s['seconds']:.0f} |")
+          f"| {gb(s['held_bytes'])} | {gb(s['peak_bytes'])} | {est} | {s['seconds']:.0f} |")
 EOF
