@@ -67,7 +67,20 @@ impl RunSummary {
                 b.num_rows()
             )));
         }
-        let (values, mut strings) = row_values(b, 0);
+        let (mut values, mut strings) = row_values(b, 0);
+        // The deployable index's recall (h(B), no re-embedding) as a share of the
+        // re-embedded corpus's, per run, so that seeds average the share.
+        for k in DEPLOY_AT {
+            let (c, t) = (
+                values.get(&format!("corrected_recall_at_{k}")),
+                values.get(&format!("test_recall_at_{k}")),
+            );
+            if let (Some(&c), Some(&t)) = (c, t) {
+                if t > 0.0 {
+                    values.insert(format!("deploy_share_at_{k}"), c / t);
+                }
+            }
+        }
         let select_by = strings.remove("select_by").unwrap_or_default();
         Ok(Self {
             label: label.to_string(),
@@ -100,6 +113,9 @@ impl RunSummary {
         self.values.get(key).copied().unwrap_or(f64::NAN)
     }
 }
+
+/// The cut-offs at which the deployable index's recall is compared with the re-embedded.
+const DEPLOY_AT: [usize; 2] = [1, 20];
 
 /// The metric columns of tables, as (summary column, header).
 const METRICS: [(&str, &str); 5] = [
@@ -253,6 +269,7 @@ pub fn arms(runs: &[RunSummary]) -> Vec<Arm> {
 /// forwards by reason, the seconds spent on refreshes, and wall seconds.
 pub fn compare_table(arms: &[Arm]) -> String {
     let answers = arms.iter().any(|a| a.mean.contains_key("test_exact_match"));
+    let deploy = arms.iter().any(|a| a.mean.contains_key("deploy_share_at_1"));
     let mut out = String::from("| arm | runs |");
     for (_, h) in METRICS {
         out.push_str(&format!(" {h} |"));
@@ -260,10 +277,12 @@ pub fn compare_table(arms: &[Arm]) -> String {
     if answers {
         out.push_str(" EM | answer NLL |");
     }
-    out.push_str(
-        " refresh fwd | refresh s | touched fwd | subset fwd | eval fwd | total fwd | seconds |\n|---|---|",
-    );
-    out.push_str(&"---|".repeat(METRICS.len() + 7 + 2 * answers as usize));
+    out.push_str(" refresh fwd | refresh s | touched fwd | subset fwd | eval fwd | total fwd | seconds |");
+    if deploy {
+        out.push_str(" h(B) R@1, % of re-embedded | h(B) R@20, % of re-embedded |");
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(METRICS.len() + 7 + 2 * answers as usize + 2 * deploy as usize));
     out.push('\n');
     for a in arms {
         let m = |k: &str| a.mean.get(k).copied().unwrap_or(f64::NAN);
@@ -298,7 +317,17 @@ pub fn compare_table(arms: &[Arm]) -> String {
         ] {
             out.push_str(&format!(" {} |", thousands(v)));
         }
-        out.push_str(&format!(" {:.0} ± {:.0} |\n", m("seconds"), s("seconds")));
+        out.push_str(&format!(" {:.0} ± {:.0} |", m("seconds"), s("seconds")));
+        if deploy {
+            for k in DEPLOY_AT {
+                let key = format!("deploy_share_at_{k}");
+                match a.mean.get(&key) {
+                    Some(v) => out.push_str(&format!(" {:.1} ± {:.1} |", 100.0 * v, 100.0 * s(&key))),
+                    None => out.push_str(" |"),
+                }
+            }
+        }
+        out.push('\n');
     }
     out
 }
