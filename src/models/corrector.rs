@@ -67,6 +67,10 @@ impl ModelKind for CorrectorModel {
         &self.common
     }
 
+    fn linear(&self) -> bool {
+        self.config.depth == 0 && self.config.norm == freshen_operators::corrector::Norm::None
+    }
+
     fn output_dim(&self) -> Option<usize> {
         None
     }

@@ -123,6 +123,12 @@ pub trait ModelKind: fmt::Debug + Send + Sync {
     /// can be known without loading it.
     fn parameters(&self, input_dim: usize) -> Option<u64>;
 
+    /// Whether the model is a linear map of its input (a closed-form fit such as the
+    /// corrector's Procrustes objective can then set it).
+    fn linear(&self) -> bool {
+        false
+    }
+
     /// Builds the model; a corrector corrects vectors of width `input_dim`.
     fn build(&self, input_dim: usize) -> freshen_operators::Result<Built>;
 

@@ -269,7 +269,9 @@ pub fn arms(runs: &[RunSummary]) -> Vec<Arm> {
 /// forwards by reason, the seconds spent on refreshes, and wall seconds.
 pub fn compare_table(arms: &[Arm]) -> String {
     let answers = arms.iter().any(|a| a.mean.contains_key("test_exact_match"));
-    let deploy = arms.iter().any(|a| a.mean.contains_key("deploy_share_at_1"));
+    let deploy = arms
+        .iter()
+        .any(|a| a.mean.contains_key("deploy_share_at_1"));
     let mut out = String::from("| arm | runs |");
     for (_, h) in METRICS {
         out.push_str(&format!(" {h} |"));
@@ -277,7 +279,9 @@ pub fn compare_table(arms: &[Arm]) -> String {
     if answers {
         out.push_str(" EM | answer NLL |");
     }
-    out.push_str(" refresh fwd | refresh s | touched fwd | subset fwd | eval fwd | total fwd | seconds |");
+    out.push_str(
+        " refresh fwd | refresh s | touched fwd | subset fwd | eval fwd | total fwd | seconds |",
+    );
     if deploy {
         out.push_str(" h(B) R@1, % of re-embedded | h(B) R@20, % of re-embedded |");
     }
@@ -322,7 +326,9 @@ pub fn compare_table(arms: &[Arm]) -> String {
             for k in DEPLOY_AT {
                 let key = format!("deploy_share_at_{k}");
                 match a.mean.get(&key) {
-                    Some(v) => out.push_str(&format!(" {:.1} ± {:.1} |", 100.0 * v, 100.0 * s(&key))),
+                    Some(v) => {
+                        out.push_str(&format!(" {:.1} ± {:.1} |", 100.0 * v, 100.0 * s(&key)))
+                    }
                     None => out.push_str(" |"),
                 }
             }

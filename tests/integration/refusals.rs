@@ -86,6 +86,12 @@ fn values_that_used_to_pass_are_refused() {
         &["--set", "nodes.negatives.margin_on=both"],
         "node negatives: fresher selection reads the stale cache B",
     );
+    // A closed-form Procrustes fit of a corrector that is not linear.
+    refused(
+        &c,
+        &["--set", "nodes.loss.corrector={procrustes: {}}"],
+        "node loss: `procrustes` sets a linear corrector in closed form",
+    );
     // A var given as a number is its text.
     let c = case(|y| y.replace("seed: 3\n", "seed: 3\nvars:\n  n: 4\n"));
     let o = freshen(&[

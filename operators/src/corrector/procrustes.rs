@@ -32,6 +32,19 @@ pub fn procrustes(x: &[f32], y: &[f32], d: usize) -> Result<Vec<f64>> {
             }
         }
     }
+    polar(m, d)
+}
+
+/// The orthogonal `R = U·Vᵀ` of `M = U·Σ·Vᵀ` (row-major `d × d`): the Procrustes fit of
+/// rows whose cross-covariance `Xᵀ·Y` is `M`, so that a fit can be kept as a running
+/// (or decayed) sum of the cross-covariances of the rows seen.
+pub fn polar(m: Vec<f64>, d: usize) -> Result<Vec<f64>> {
+    if d == 0 || m.len() != d * d {
+        return Err(Error::Setting(format!(
+            "procrustes: {} values are not a {d} × {d} matrix",
+            m.len()
+        )));
+    }
     let (u, v) = svd(m, d);
     // R = U·Vᵀ.
     let mut r = vec![0f64; d * d];
@@ -41,6 +54,27 @@ pub fn procrustes(x: &[f32], y: &[f32], d: usize) -> Result<Vec<f64>> {
         }
     }
     Ok(r)
+}
+
+/// Adds to `m` (`d × d`, decayed by `decay` first) the cross-covariance `Xᵀ·Y` of rows
+/// whose fresh side `Y` reached a linear corrector as the output gradient `−Y`: the
+/// corrector's weight gradient is then `−Yᵀ·X` (its output is `x·Wᵀ` plus the residual
+/// and the bias), so `M += −weight_gradᵀ`. This is how a cross-covariance summed over the
+/// workers' rows travels: as a gradient through the gradient exchange.
+pub fn add_cross_from_grad(m: &mut [f64], weight_grad: &[f64], d: usize, decay: f64) -> Result<()> {
+    if m.len() != d * d || weight_grad.len() != d * d {
+        return Err(Error::Setting(format!(
+            "procrustes: {} and {} values are not two {d} × {d} matrices",
+            m.len(),
+            weight_grad.len()
+        )));
+    }
+    for i in 0..d {
+        for j in 0..d {
+            m[i * d + j] = decay * m[i * d + j] - weight_grad[j * d + i];
+        }
+    }
+    Ok(())
 }
 
 /// `U` and `V` (row-major, orthogonal) of `a = U·Σ·Vᵀ` by one-sided Jacobi: rotate
@@ -172,6 +206,73 @@ mod tests {
                 .fold(0.0, f64::max);
             assert!(worst < 1e-5, "d = {d}: {worst}");
         }
+    }
+
+    /// The training path: −Y as the output gradient of a linear corrector, its weight
+    /// gradient into the cross-covariance, the polar factor set back into the corrector:
+    /// an exact rotation is recovered and h(X) = Y to float tolerance.
+    #[test]
+    fn a_linear_corrector_fitted_from_its_weight_gradient_recovers_a_rotation() {
+        use crate::corrector::{Corrector, CorrectorConfig, Norm};
+        use crate::train::{Grad, Trainable};
+        use candle_core::{Device, Tensor};
+        let (d, n) = (16, 60);
+        let r = rotation(d, 3);
+        let mut rng = SplitMix64::new(5);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.normal()).collect();
+        let y = apply(&x, &r, d);
+        let h = Corrector::new(
+            CorrectorConfig {
+                depth: 0,
+                norm: Norm::None,
+                ..CorrectorConfig::new(d)
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        let xt = Tensor::from_vec(x.clone(), (n, d), &Device::Cpu).unwrap();
+        let minus_y =
+            Tensor::from_vec(y.iter().map(|v| -v).collect(), (n, d), &Device::Cpu).unwrap();
+        // Two halves, as two workers' or two steps' rows (no decay: one sum).
+        let mut m = vec![0f64; d * d];
+        for half in [0..n / 2, n / 2..n] {
+            let rows = xt.narrow(0, half.start, half.len()).unwrap();
+            let grad = minus_y.narrow(0, half.start, half.len()).unwrap();
+            let recorded = h.forward_train(&rows).unwrap();
+            let g = h.backward(&recorded, &grad).unwrap();
+            let Some(Grad::Dense(w)) = g.get("out.weight") else {
+                panic!("no weight gradient");
+            };
+            let w: Vec<f64> = w
+                .to_dtype(candle_core::DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            add_cross_from_grad(&mut m, &w, d, 1.0).unwrap();
+        }
+        let fit = polar(m, d).unwrap();
+        let worst = fit
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-5, "{worst}");
+        h.set_linear(&fit).unwrap();
+        let out: Vec<f32> = h
+            .forward(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let err = out
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-4, "{err}");
     }
 
     #[test]

@@ -67,6 +67,19 @@ pub enum CorrectorLoss {
         /// Weight of the task term.
         task_weight: f64,
     },
+    /// No gradient step: a linear h (`depth: 0`, `norm: none`) is set each step to the
+    /// orthogonal Procrustes fit `R = polar(M)` of the rows seen, `M` the cross-covariance
+    /// `Bᵀ·g` of the touched (and subset) rows, decayed by `decay` a step: the drift
+    /// adapters' orthogonal map. Its reported loss is the drift MSE.
+    Procrustes {
+        /// Weight of the previous steps' rows in `M` (0: this step's only).
+        #[serde(default = "default_decay")]
+        decay: f64,
+    },
+}
+
+fn default_decay() -> f64 {
+    0.9
 }
 
 fn setting(msg: String) -> Error {
@@ -83,6 +96,16 @@ impl CorrectorLoss {
         match self {
             CorrectorLoss::Both { task_weight } => {
                 crate::ranges::finite_non_negative("both.task_weight", *task_weight)
+            }
+            CorrectorLoss::Procrustes { decay } => {
+                crate::ranges::finite_non_negative("procrustes.decay", *decay)?;
+                match *decay < 1.0 {
+                    true => Ok(()),
+                    false => Err(crate::ranges::field_error(
+                        "procrustes.decay",
+                        format!("`decay` is {decay} (expected less than 1)"),
+                    )),
+                }
             }
             _ => Ok(()),
         }
@@ -365,7 +388,9 @@ pub fn corrector_loss(
     beta: f64,
 ) -> Result<Tensor> {
     match kind {
-        CorrectorLoss::Mse => drift_mse_masked(corrected, fresh, mask),
+        CorrectorLoss::Mse | CorrectorLoss::Procrustes { .. } => {
+            drift_mse_masked(corrected, fresh, mask)
+        }
         CorrectorLoss::Task => corrector_task_loss(q, corrected, mask, beta),
         CorrectorLoss::Both { task_weight } => {
             kind.validate()?;

@@ -166,6 +166,17 @@ impl NodeKind for Loss {
                 "`objective: marginal` needs a `read` node as the loss's last input",
             ));
         }
+        if let CorrectorLoss::Procrustes { .. } = self.corrector {
+            let h = cx
+                .producer_as::<Correct>(3)
+                .and_then(|c| cx.graph.models.get(&c.model));
+            if !h.is_some_and(|m| m.linear()) {
+                return Err(cx.error(
+                    "corrector",
+                    "`procrustes` sets a linear corrector in closed form (expected the touched `correct` node's model to have `depth: 0` and `norm: none`)",
+                ));
+            }
+        }
         let stats_read = cx.consumers().iter().any(|&c| {
             cx.graph
                 .inputs(c)
@@ -549,7 +560,9 @@ fn corrector_part(
     let cand_f = f.index_select(&remap, 0)?.reshape((b, m, d))?;
     let l = match cx.spec.corrector {
         // The drift MSE is over the distinct touched rows, each once.
-        CorrectorLoss::Mse => freshen_operators::loss::drift_mse(hv.as_tensor(), &f)?,
+        CorrectorLoss::Mse | CorrectorLoss::Procrustes { .. } => {
+            freshen_operators::loss::drift_mse(hv.as_tensor(), &f)?
+        }
         objective => corrector_loss(
             objective,
             cx.queries,
@@ -560,6 +573,13 @@ fn corrector_part(
         )?,
     };
     part.loss = Some(f64::from(l.to_scalar::<f32>()?));
+    if let CorrectorLoss::Procrustes { .. } = cx.spec.corrector {
+        // Not a gradient to step on: −g(y) per row, whose vector-Jacobian product through
+        // the linear h is −g(y)ᵀ·B[y] in its weight, the cross-covariance that `update`
+        // sums over the workers and fits (`update`'s Procrustes step).
+        out.push((0, grads_batch(cx.node, &h.ids, &f.neg()?)?));
+        return Ok(part);
+    }
     let g = l.backward()?;
     if let Some(g) = g.get(hv.as_tensor()) {
         out.push((0, grads_batch(cx.node, &h.ids, g)?));

@@ -18,7 +18,10 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt64Type};
 use candle_core::Tensor;
-use freshen_operators::train::{AdamW, AdamWConfig, Gradients, HostGrad, Schedule, Trainable};
+use freshen_operators::corrector::procrustes;
+use freshen_operators::train::{
+    AdamW, AdamWConfig, Grad, Gradients, HostGrad, Schedule, Trainable,
+};
 use timely::dataflow::operators::vec::Broadcast;
 
 use super::grads::{partial_batch, read_partial, row_grads};
@@ -131,12 +134,31 @@ fn backward_step(
     Ok(out)
 }
 
+/// Per corrector set in closed form (the Procrustes objective), its decayed
+/// cross-covariance `M` (row-major `d × d`, f64).
+type Fits = Rc<RefCell<BTreeMap<String, Vec<f64>>>>;
+
 /// The optimisers' state, as a checkpoint keeps it: per model its step count and the
-/// first and second moments of each parameter.
-struct Optimisers(Rc<RefCell<BTreeMap<String, AdamW>>>);
+/// first and second moments of each parameter; and the Procrustes fits' `M`.
+struct Optimisers(Rc<RefCell<BTreeMap<String, AdamW>>>, Fits);
 
 impl Checkpointable for Optimisers {
     fn save(&self, dir: &Path) -> Result<()> {
+        let fits: Vec<(String, Tensor)> = self
+            .1
+            .borrow()
+            .iter()
+            .map(|(model, m)| {
+                let d = (m.len() as f64).sqrt() as usize;
+                Ok((
+                    model.clone(),
+                    Tensor::from_vec(m.clone(), (d, d), &candle_core::Device::Cpu)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        if !fits.is_empty() {
+            save_tensors(&dir.join("procrustes.safetensors"), &fits)?;
+        }
         let mut steps = serde_json::Map::new();
         for (model, opt) in self.0.borrow().iter() {
             let (n, moments) = opt.export()?;
@@ -191,12 +213,19 @@ fn scatter_rows(values: &Tensor, rows: &Tensor, height: usize) -> Result<Tensor>
     Ok(full)
 }
 
-/// Sets `optimisers` to the state a checkpoint's `dir` holds.
+/// Sets `optimisers` (and the Procrustes fits) to the state a checkpoint's `dir` holds.
 fn restore(
     dir: &Path,
     optimisers: &mut BTreeMap<String, AdamW>,
+    fits: &mut BTreeMap<String, Vec<f64>>,
     state: &WorkerModels,
 ) -> Result<()> {
+    let saved = dir.join("procrustes.safetensors");
+    if saved.exists() {
+        for (model, m) in load_tensors(&saved, &candle_core::Device::Cpu)? {
+            fits.insert(model, m.flatten_all()?.to_vec1::<f64>()?);
+        }
+    }
     let steps = load_json(&dir.join("steps.json"))?;
     for (model, opt) in optimisers.iter_mut() {
         let device = state.device_of(model)?;
@@ -245,6 +274,7 @@ struct Apply {
     state: std::rc::Rc<WorkerModels>,
     schedule: Schedule,
     optimisers: Rc<RefCell<BTreeMap<String, AdamW>>>,
+    fits: Fits,
     bar: indicatif::ProgressBar,
     last: Instant,
     worker: usize,
@@ -300,14 +330,19 @@ impl Apply {
             })
             .collect();
         let optimisers = Rc::new(RefCell::new(optimisers));
+        let fits: Fits = Rc::default();
         if let Some(point) = &cx.resume {
             restore(
                 &point.node_dir(&cx.node),
                 &mut optimisers.borrow_mut(),
+                &mut fits.borrow_mut(),
                 &state,
             )?;
         }
-        state.register_state(&cx.node, Rc::new(Optimisers(optimisers.clone())));
+        state.register_state(
+            &cx.node,
+            Rc::new(Optimisers(optimisers.clone(), fits.clone())),
+        );
         let worker = cx.scope.index();
         let bar = match worker {
             0 => cx.run.progress().steps_bar(plan.steps as u64),
@@ -319,6 +354,7 @@ impl Apply {
             state,
             schedule,
             optimisers,
+            fits,
             bar,
             last: Instant::now(),
             worker,
@@ -356,6 +392,10 @@ impl Apply {
         let mut groups: [Vec<&mut Gradients>; 2] = [Vec::new(), Vec::new()];
         for (model, g) in grads.iter_mut() {
             let corrector = self.plan.models.get(model).is_some_and(|m| m.1);
+            // A Procrustes fit is not a gradient step: its cross-covariance stays whole.
+            if corrector && self.plan.procrustes.is_some() {
+                continue;
+            }
             norms[corrector as usize] += g.norm()?.powi(2);
             groups[corrector as usize].push(g);
         }
@@ -381,6 +421,10 @@ impl Apply {
             let Some(opt) = optimisers.get_mut(model) else {
                 continue;
             };
+            if let (true, Some(decay)) = (corrector, self.plan.procrustes) {
+                self.fit_procrustes(model, g, decay)?;
+                continue;
+            }
             if corrector {
                 let h = self.state.corrector(model)?;
                 let lr = self.spec.corrector_lr * factor * scale;
@@ -398,6 +442,28 @@ impl Apply {
                 })?;
             }
         }
+        Ok(())
+    }
+
+    /// The Procrustes objective's step for corrector `model`: the loss sent −g(y) per row,
+    /// so the summed weight "gradient" is `−Σ g(y)·B[y]ᵀ = −Mᵀ`; `M` joins the decayed
+    /// sum, and h is set to its orthogonal polar factor (`set_linear`).
+    fn fit_procrustes(&self, model: &str, g: &Gradients, decay: f64) -> Result<()> {
+        let Some(Grad::Dense(dw)) = g.get("out.weight") else {
+            return Ok(());
+        };
+        let (d, _) = dw.dims2()?;
+        let dw: Vec<f64> = dw
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut fits = self.fits.borrow_mut();
+        let m = fits
+            .entry(model.to_string())
+            .or_insert_with(|| vec![0.0; d * d]);
+        procrustes::add_cross_from_grad(m, &dw, d, decay)?;
+        let r = procrustes::polar(m.clone(), d)?;
+        self.state.corrector(model)?.set_linear(&r)?;
         Ok(())
     }
 

@@ -167,12 +167,20 @@ impl NodeKind for Update {
                 ))
             })
             .collect();
+        let procrustes = match g.nodes()[t.loss]
+            .settings::<super::loss::Loss>()
+            .map(|l| l.corrector)
+        {
+            Some(freshen_operators::loss::CorrectorLoss::Procrustes { decay }) => Some(decay),
+            _ => None,
+        };
         Ok(Planned::operator(UpdateOp {
             spec: self.clone(),
             plan: UpdatePlan {
                 taped,
                 models,
                 steps: cx.steps,
+                procrustes,
             },
         }))
     }
@@ -191,6 +199,9 @@ struct UpdatePlan {
     models: BTreeMap<String, (f64, bool)>,
     /// Steps of the run.
     steps: usize,
+    /// With the corrector's Procrustes objective, the decay of its cross-covariance: the
+    /// correctors are then set in closed form, not stepped.
+    procrustes: Option<f64>,
 }
 
 /// An update node at run time.
