@@ -14,10 +14,13 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::SchemaRef;
 use candle_core::{Device, Tensor, Var};
-use freshen_operators::loss::{corrector_loss, relative_staleness, retriever_loss, CorrectorLoss};
+use freshen_operators::loss::{retriever_loss, CorrectorLoss};
+
+use corrector::{corrector_part, CorrectorCx, CorrectorPart};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod corrector;
 mod marginal;
 #[cfg(test)]
 mod tests;
@@ -385,14 +388,6 @@ impl Candidates {
     }
 }
 
-/// The corrector's part of a step: its loss value, the staleness of the stale and
-/// corrected rows, and the gradients of the corrected rows (if it trains).
-struct CorrectorPart {
-    loss: Option<f64>,
-    staleness: Option<f64>,
-    corrected_staleness: Option<f64>,
-}
-
 /// One step of the loss: gradients on port 0, one row of statistics on port 1. `subset`:
 /// the fresh embeddings of the corrector's training subset (its loss only).
 fn step(
@@ -476,115 +471,6 @@ fn step(
     let candidates: usize = cands.sets.iter().map(Vec::len).sum();
     out.push((1, stats_batch(t, b, candidates, retriever, &part)?));
     Ok(out)
-}
-
-/// What the corrector's part of a step reads.
-struct CorrectorCx<'a> {
-    spec: &'a Loss,
-    node: &'a str,
-    train: bool,
-    cands: &'a Candidates,
-    /// The touched targets' fresh rows.
-    fresh: &'a EmbeddingRows,
-    /// Those and the training subset's.
-    all: &'a EmbeddingRows,
-    queries: &'a Tensor,
-    mask: &'a Tensor,
-    dev: &'a Device,
-}
-
-/// Staleness of the touched targets' stale and corrected rows against the fresh ones
-/// and, when the corrector trains, its loss (over the training subset's rows too) and
-/// the gradients of the corrected rows (into `out`).
-fn corrector_part(
-    cx: &CorrectorCx,
-    rows: &[Batch],
-    out: &mut Vec<(usize, Batch)>,
-) -> Result<CorrectorPart> {
-    let mut part = CorrectorPart {
-        loss: None,
-        staleness: None,
-        corrected_staleness: None,
-    };
-    let (mut h, mut stale) = (EmbeddingRows::default(), EmbeddingRows::default());
-    for b in rows_of(rows) {
-        h.push(b)?;
-        stale.push_column(b, col::STALE)?;
-    }
-    if h.is_empty() {
-        return Ok(part);
-    }
-    let fi = cx.all.index();
-    let aligned: Vec<usize> = h
-        .ids
-        .iter()
-        .map(|id| {
-            fi.get(id).copied().ok_or_else(|| {
-                Error::invariant(format!("corrected target `{id}` has no fresh embedding"))
-            })
-        })
-        .collect::<Result<_>>()?;
-    let f = cx.all.gather(&aligned, cx.dev)?;
-    let hv = Var::from_tensor(&h.tensor(cx.dev)?)?;
-    // The staleness columns are the touched targets' (the subset's follow them).
-    let touched = cx.fresh.index();
-    let rows: Vec<usize> = (0..h.len())
-        .filter(|&r| touched.contains_key(&h.ids[r]))
-        .collect();
-    if !rows.is_empty() {
-        let sel = Tensor::from_vec(
-            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
-            rows.len(),
-            cx.dev,
-        )?;
-        let f_t = f.index_select(&sel, 0)?;
-        part.staleness = Some(relative_staleness(&stale.gather(&rows, cx.dev)?, &f_t)?);
-        part.corrected_staleness = Some(relative_staleness(
-            &hv.as_tensor().index_select(&sel, 0)?,
-            &f_t,
-        )?);
-    }
-    if !cx.train {
-        return Ok(part);
-    }
-    // The same candidate sets, over the corrected rows.
-    let (b, m, d) = (cx.cands.sets.len(), cx.cands.width(), h.dim);
-    let hi = h.index();
-    let (padded, _) = cx.cands.padded(m, true);
-    let remap: Vec<u32> = padded
-        .into_iter()
-        .map(|r| hi.get(&cx.fresh.ids[r as usize]).copied().unwrap_or(0) as u32)
-        .collect();
-    let remap = Tensor::from_vec(remap, b * m, cx.dev)?;
-    let cand_h = hv.as_tensor().index_select(&remap, 0)?.reshape((b, m, d))?;
-    let cand_f = f.index_select(&remap, 0)?.reshape((b, m, d))?;
-    let l = match cx.spec.corrector {
-        // The drift MSE is over the distinct touched rows, each once.
-        CorrectorLoss::Mse | CorrectorLoss::Procrustes { .. } => {
-            freshen_operators::loss::drift_mse(hv.as_tensor(), &f)?
-        }
-        objective => corrector_loss(
-            objective,
-            cx.queries,
-            &cand_h,
-            &cand_f,
-            Some(cx.mask),
-            cx.spec.beta,
-        )?,
-    };
-    part.loss = Some(f64::from(l.to_scalar::<f32>()?));
-    if let CorrectorLoss::Procrustes { .. } = cx.spec.corrector {
-        // Not a gradient to step on: −g(y) per row, whose vector-Jacobian product through
-        // the linear h is −g(y)ᵀ·B[y] in its weight, the cross-covariance that `update`
-        // sums over the workers and fits (`update`'s Procrustes step).
-        out.push((0, grads_batch(cx.node, &h.ids, &f.neg()?)?));
-        return Ok(part);
-    }
-    let g = l.backward()?;
-    if let Some(g) = g.get(hv.as_tensor()) {
-        out.push((0, grads_batch(cx.node, &h.ids, g)?));
-    }
-    Ok(part)
 }
 
 /// One row of [`tables::loss_stats_schema`].

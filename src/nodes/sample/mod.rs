@@ -2,6 +2,7 @@
 //! across the workers (`search`).
 
 mod fresher;
+mod gather;
 mod search;
 mod subset;
 

@@ -21,10 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Float32Builder, ListBuilder, RecordBatch, StringArray,
+    Array, ArrayRef, Float32Array, Float32Builder, ListBuilder, RecordBatch, StringArray,
     StringBuilder, UInt32Array, UInt64Array,
 };
-use arrow::datatypes::Float32Type;
 use candle_core::{Device, Tensor};
 use freshen_operators::hashing::hash64_seeded;
 use freshen_operators::random::SplitMix64;
@@ -32,6 +31,7 @@ use freshen_operators::search::{merge_top, top_k};
 use timely::dataflow::operators::vec::Broadcast;
 
 use super::fresher::{pool_for_choice, Extra, Fresher};
+use super::gather::gather;
 use super::Sample;
 use crate::dataflow::shard::{addressed, to_addressed, to_owners};
 use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Stepwise, Time};
@@ -42,15 +42,15 @@ use crate::store::tables::{self, col};
 
 /// Columns of the messages between the stages.
 const ORIGIN: &str = "origin";
-const QUERY: &str = "query";
-const CANDIDATES: &str = "candidates";
-const CANDIDATE_SCORES: &str = "candidate_scores";
-const BATCH_IDS: &str = "batch_ids";
-const BATCH_SCORES: &str = "batch_scores";
-const FRESHER_SCORES: &str = "fresher_scores";
-const STALE_SCORES: &str = "stale_scores";
-const POSITIVE_FRESHER: &str = "positive_fresher";
-const POSITIVE_STALE: &str = "positive_stale";
+pub(super) const QUERY: &str = "query";
+pub(super) const CANDIDATES: &str = "candidates";
+pub(super) const CANDIDATE_SCORES: &str = "candidate_scores";
+pub(super) const BATCH_IDS: &str = "batch_ids";
+pub(super) const BATCH_SCORES: &str = "batch_scores";
+pub(super) const FRESHER_SCORES: &str = "fresher_scores";
+pub(super) const STALE_SCORES: &str = "stale_scores";
+pub(super) const POSITIVE_FRESHER: &str = "positive_fresher";
+pub(super) const POSITIVE_STALE: &str = "positive_stale";
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -401,76 +401,6 @@ fn search<'s>(
         .outputs(2)
         .local_inputs(inputs)
         .build(cx, logic)
-}
-
-/// What the shards sent for one query.
-#[derive(Default)]
-struct Gathered {
-    candidates: Vec<(String, f32)>,
-    positive: Option<f32>,
-    batch: Vec<(String, f32)>,
-    /// With fresher selection: each candidate's fresher and stale scores, the positive's.
-    extra: HashMap<String, Extra>,
-    positive_extra: Extra,
-}
-
-/// A float32 column by name, if the batch has one.
-fn floats<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Float32Array> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_primitive_opt::<Float32Type>())
-}
-
-fn gather(batches: &[Batch]) -> Result<HashMap<String, Gathered>> {
-    let mut out: HashMap<String, Gathered> = HashMap::new();
-    for b in rows_of(batches) {
-        let queries = batch::strings(b, QUERY)?;
-        let cands = string_lists(b, CANDIDATES)?;
-        let scores = batch::float_lists(b, CANDIDATE_SCORES)?;
-        let positive = b
-            .column_by_name(col::POSITIVE_SCORE)
-            .and_then(|c| c.as_primitive_opt::<Float32Type>())
-            .ok_or_else(|| Error::Column {
-                column: col::POSITIVE_SCORE.to_string(),
-                expected: "a float32",
-            })?;
-        let batch_ids = string_lists(b, BATCH_IDS)?;
-        let batch_scores = batch::float_lists(b, BATCH_SCORES)?;
-        for r in 0..b.num_rows() {
-            let g = out.entry(queries.value(r).to_string()).or_default();
-            g.candidates
-                .extend(cands[r].iter().cloned().zip(scores[r].iter().copied()));
-            if positive.is_valid(r) {
-                g.positive = Some(positive.value(r));
-            }
-            g.batch.extend(
-                batch_ids[r]
-                    .iter()
-                    .cloned()
-                    .zip(batch_scores[r].iter().copied()),
-            );
-            if let (Some(pf), Some(ps)) = (floats(b, POSITIVE_FRESHER), floats(b, POSITIVE_STALE)) {
-                let (fresher, stale) = (
-                    batch::float_lists(b, FRESHER_SCORES)?,
-                    batch::float_lists(b, STALE_SCORES)?,
-                );
-                let finite = |v: f32| (!v.is_nan()).then_some(v);
-                for (j, id) in cands[r].iter().enumerate() {
-                    let e = Extra {
-                        fresher: fresher[r].get(j).copied().and_then(finite),
-                        stale: stale[r].get(j).copied().and_then(finite),
-                    };
-                    g.extra.insert(id.clone(), e);
-                }
-                if pf.is_valid(r) || ps.is_valid(r) {
-                    g.positive_extra = Extra {
-                        fresher: pf.is_valid(r).then(|| pf.value(r)),
-                        stale: ps.is_valid(r).then(|| ps.value(r)),
-                    };
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Stage 3: each query's negatives from the merged candidates; the `sample` node's rows.
