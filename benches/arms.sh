@@ -49,6 +49,8 @@ arm_sets() {
     corrector-subset-*) echo "--set nodes.negatives.subset=${1#corrector-subset-}" ;;
     corrector-rescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
     corrector-c1) echo "--set nodes.corrected.apply_every=1" ;;
+    corrector-linear) echo "--set models.h.depth=0 --set models.h.norm=none" ;;
+    corrector-procrustes) echo "--set models.h.depth=0 --set models.h.norm=none --set nodes.loss.corrector={\"procrustes\":{}}" ;;
     refresh-*) echo "--set nodes.cache.refresh_every=${1#refresh-}" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
