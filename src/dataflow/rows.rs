@@ -103,6 +103,16 @@ impl EmbeddingRows {
         Ok(())
     }
 
+    /// The ids and hashes alone (no vectors).
+    pub fn clone_keys(&self) -> Self {
+        Self {
+            ids: self.ids.clone(),
+            hashes: self.hashes.clone(),
+            values: Vec::new(),
+            dim: self.dim,
+        }
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.ids.len()

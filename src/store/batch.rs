@@ -237,3 +237,30 @@ pub fn to_list_layout(batch: &RecordBatch) -> Result<RecordBatch> {
         .collect();
     Ok(RecordBatch::try_new(schema, columns)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slice of a batch (the evaluation sends its shard's rows as slices of one buffer)
+    /// crosses processes as its own rows: Arrow IPC writes the slice, not the buffer.
+    #[test]
+    fn a_sliced_embeddings_batch_crosses_processes_as_its_rows() {
+        let ids: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let values: Vec<f32> = (0..30).map(|v| v as f32).collect();
+        let all = embeddings_batch(ids, (0..10).collect(), values, 3).unwrap();
+        let part = all.slice(4, 3);
+        let bytes = serde_json::to_vec(&Batch(part.clone())).unwrap();
+        let back: Batch = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.0, part);
+        let (v, d) = vectors(&back.0).unwrap();
+        assert_eq!(
+            (v, d),
+            (
+                &[12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0, 20.0][..],
+                3
+            )
+        );
+        assert_eq!(strings(&back.0, col::ID).unwrap().value(0), "t4");
+    }
+}

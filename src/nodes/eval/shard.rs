@@ -39,6 +39,8 @@ pub(super) const DIAGNOSTIC_QUERIES: usize = 256;
 pub(super) const OVERLAP_K: usize = 10;
 /// Rows per target-tower call when the shard is embedded.
 const EMBED_ROWS: usize = 4096;
+/// Rows per corrector pass when the shard is corrected.
+const CORRECT_ROWS: usize = 8192;
 /// Rows per batch of the written embeddings.
 const OUTPUT_ROWS: usize = 65_536;
 
@@ -269,12 +271,23 @@ impl EvalShard {
     /// without a corrector or a stale cache).
     pub fn correct_shard(&mut self) -> Result<()> {
         self.corrected = None;
-        let Some(h) = self.models.corrector.clone() else {
+        let (Some(name), Some((rows, _))) = (self.models.corrector.clone(), &self.fresh) else {
             return Ok(());
         };
-        if let Some(stale) = self.stale_aligned()? {
-            self.corrected = Some(self.state.corrector(&h)?.apply_chunked(&stale, 8192)?);
+        if self.stale.0.is_empty() {
+            return Ok(());
         }
+        // Chunk by chunk from the shared shard of B: no aligned copy of the whole of it.
+        let h = self.state.corrector(&name)?;
+        let mut values = Vec::new();
+        let mut d = 0;
+        for ids in rows.ids.chunks(CORRECT_ROWS) {
+            let (b, width) = self.stale.0.vectors(ids, col::EMBEDDING, "cache")?;
+            d = width;
+            let b = Tensor::from_vec(b, (ids.len(), d), &self.device)?;
+            values.extend(h.forward(&b)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        self.corrected = Some(Tensor::from_vec(values, (rows.len(), d), &self.device)?);
         Ok(())
     }
 
@@ -324,28 +337,30 @@ impl EvalShard {
         Ok(out)
     }
 
-    /// The shard's rows of `against` as embeddings batches (`id`, `text_hash`,
-    /// `embedding`), for the leader to write.
-    pub fn output_batches(&self, against: Against) -> Result<Vec<RecordBatch>> {
-        let Some((rows, cache)) = self.searched(against)? else {
-            return Ok(Vec::new());
+    /// Takes the shard's rows of `against` out as embeddings batches (`id`,
+    /// `text_hash`, `embedding`) for the leader to write: the tensor goes, its values
+    /// become one Arrow buffer that every batch slices (one copy of the shard, not two).
+    /// Take the corrected rows first: they are named by the fresh rows' ids.
+    pub fn take_output(&mut self, against: Against) -> Result<Vec<RecordBatch>> {
+        let (tensor, rows) = match against {
+            Against::Corrected => match (self.corrected.take(), &self.fresh) {
+                (Some(t), Some((rows, _))) => (t, rows.clone_keys()),
+                _ => return Ok(Vec::new()),
+            },
+            Against::Fresh => match self.fresh.take() {
+                Some((rows, t)) => (t, rows),
+                None => return Ok(Vec::new()),
+            },
         };
-        let d = cache.dim(1)?;
-        let mut out = Vec::new();
-        for start in (0..rows.len()).step_by(OUTPUT_ROWS) {
-            let end = (start + OUTPUT_ROWS).min(rows.len());
-            let values = cache
-                .narrow(0, start, end - start)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            out.push(batch::embeddings_batch(
-                rows.ids[start..end].to_vec(),
-                rows.hashes[start..end].to_vec(),
-                values,
-                d,
-            )?);
-        }
-        Ok(out)
+        let d = tensor.dim(1)?;
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        drop(tensor);
+        let n = rows.len();
+        let all = batch::embeddings_batch(rows.ids, rows.hashes, values, d)?;
+        Ok((0..n)
+            .step_by(OUTPUT_ROWS)
+            .map(|start| all.slice(start, OUTPUT_ROWS.min(n - start)))
+            .collect())
     }
 
     /// Copies the current weights of every evaluated model as the best step's.

@@ -375,19 +375,15 @@ fn test_stage<'s>(
                 out.push((1, Batch(b)));
             }
         }
-        if s.spec.embeddings.is_some() {
-            out.extend(
-                s.output_batches(Against::Fresh)?
-                    .into_iter()
-                    .map(|b| (2, Batch(b))),
-            );
-        }
+        // The corrected rows first (they take the fresh rows' ids), each tensor going as
+        // its rows are taken out.
         if s.spec.corrected_embeddings.is_some() {
-            out.extend(
-                s.output_batches(Against::Corrected)?
-                    .into_iter()
-                    .map(|b| (3, Batch(b))),
-            );
+            let rows = s.take_output(Against::Corrected)?;
+            out.extend(rows.into_iter().map(|b| (3, Batch(b))));
+        }
+        if s.spec.embeddings.is_some() {
+            let rows = s.take_output(Against::Fresh)?;
+            out.extend(rows.into_iter().map(|b| (2, Batch(b))));
         }
         // The run is over: the shard's tensors go.
         (s.fresh, s.corrected) = (None, None);

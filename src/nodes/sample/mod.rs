@@ -315,6 +315,7 @@ impl NodeKind for Sample {
             device,
             subset: if trains { self.subset } else { 0 },
             fresher,
+            steps: cx.steps,
         }))
     }
 
@@ -331,6 +332,8 @@ struct SampleOp {
     device: Device,
     subset: usize,
     fresher: Option<search::FresherPlan>,
+    /// Steps of the run (the searched shard is dropped after the last).
+    steps: usize,
 }
 
 impl Operator for SampleOp {
@@ -340,7 +343,7 @@ impl Operator for SampleOp {
             self.spec.clone(),
             self.seed,
             self.device.clone(),
-            (self.subset, self.fresher.clone()),
+            (self.subset, self.fresher.clone(), self.steps),
         )?;
         let mut ports = vec![(MAIN.to_string(), out)];
         ports.extend(subset.map(|s| (SUBSET.to_string(), s)));

@@ -258,7 +258,7 @@ fn search<'s>(
     spec: &Sample,
     (asked, cache): (BatchStream<'s>, BatchStream<'s>),
     device: Device,
-    subset: Option<(u64, usize)>,
+    (subset, steps): (Option<(u64, usize)>, usize),
     fresher: Option<(Fresher, Vec<BatchStream<'s>>)>,
 ) -> Vec<BatchStream<'s>> {
     let (pool, chunk, k, in_batch) = (spec.sampler().pool, spec.chunk, spec.k, spec.in_batch);
@@ -393,6 +393,11 @@ fn search<'s>(
             let b = RecordBatch::try_from_iter(columns)?;
             out.push((0, Batch(addressed(&b, origin as usize)?)));
         }
+        if t as usize + 1 >= steps {
+            // Nothing is searched after the last step: the shard goes before the final
+            // evaluation needs the memory.
+            searched = Searched::default();
+        }
         Ok(out)
     };
     let mut inputs = vec![asked, cache];
@@ -520,9 +525,9 @@ pub(super) fn sample<'s>(
     spec: Sample,
     seed: u64,
     device: Device,
-    plan: (usize, Option<FresherPlan>),
+    plan: (usize, Option<FresherPlan>, usize),
 ) -> Result<(BatchStream<'s>, Option<BatchStream<'s>>)> {
-    let (subset, fresher_plan) = plan;
+    let (subset, fresher_plan, steps) = plan;
     let (queries, cache, pairs) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
     let fresher = match fresher_plan {
         Some(p) => {
@@ -548,7 +553,7 @@ pub(super) fn sample<'s>(
     let asked = ask(cx, queries.clone(), pairs.clone());
     let cache = to_owners(cache, col::ID, cx.scope.peers());
     let draw = (subset > 0).then_some((seed, subset));
-    let mut ports = search(cx, &spec, (asked, cache), device, draw, fresher).into_iter();
+    let mut ports = search(cx, &spec, (asked, cache), device, (draw, steps), fresher).into_iter();
     let (answers, offers) = match (ports.next(), ports.next()) {
         (Some(a), Some(o)) => (to_addressed(a), o),
         _ => return Err(Error::invariant("sample's search without its ports")),
