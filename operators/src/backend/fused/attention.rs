@@ -47,6 +47,23 @@ impl AttentionShape {
     }
 }
 
+/// Batches of at least this many tokens take the blocked path ([`super::blocked`]: the
+/// score blocks as matrix products) in the forward and the backward; shorter ones the
+/// per-row dot products, whose per-call cost is lower.
+pub const BLOCKED_FROM: usize = 64;
+
+/// [`BLOCKED_FROM`], or `FRESHEN_BLOCKED_ATTENTION_FROM` for measuring the two paths (0:
+/// always blocked; a huge value: never).
+pub fn blocked_from() -> usize {
+    static FROM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FROM.get_or_init(|| {
+        std::env::var("FRESHEN_BLOCKED_ATTENTION_FROM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BLOCKED_FROM)
+    })
+}
+
 /// Inner product with eight partial sums (one running sum would not vectorise).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -90,10 +107,14 @@ impl CustomOp3 for AttentionShape {
             candle_core::bail!("attention: inputs do not match {self:?}");
         }
         let mut out = vec![0f32; q.len()];
+        let blocked = t >= blocked_from();
         out.par_chunks_mut(text).enumerate().for_each(|(b, o)| {
             let r = b * text..(b + 1) * text;
             let (q, k, v) = (&q[r.clone()], &k[r.clone()], &v[r]);
             let len = self.lengths[b].clamp(1, t);
+            if blocked {
+                return self.blocked_forward(q, k, v, o, len);
+            }
             let mut p = vec![0f32; len];
             for h in 0..self.heads {
                 for i in 0..t {
@@ -128,6 +149,7 @@ impl CustomOp3 for AttentionShape {
             vec![0f32; qs.len()],
         );
         let scale = self.scale();
+        let blocked = t >= blocked_from();
         dq.par_chunks_mut(text)
             .zip(dk.par_chunks_mut(text))
             .zip(dv.par_chunks_mut(text))
@@ -136,6 +158,9 @@ impl CustomOp3 for AttentionShape {
                 let r = b * text..(b + 1) * text;
                 let (q, k, v, g) = (&qs[r.clone()], &ks[r.clone()], &vs[r.clone()], &gs[r]);
                 let len = self.lengths[b].clamp(1, t);
+                if blocked {
+                    return self.blocked_backward((q, k, v, g), dq, dk, dv, len);
+                }
                 let mut p = vec![0f32; len];
                 let mut ds = vec![0f32; len];
                 for h in 0..self.heads {
@@ -235,6 +260,32 @@ mod tests {
             };
             check_against(&fused, &slow, &probe, [&q, &k, &v], long);
         }
+    }
+
+    /// From [`BLOCKED_FROM`] tokens the kernel takes the blocked (gemm) path: the same
+    /// attention and gradients as candle's ops, with a padded text and a text whose
+    /// length is not a multiple of any kernel width.
+    #[test]
+    fn blocked_attention_matches_candle_ops_forward_and_backward() {
+        let t = BLOCKED_FROM + 6;
+        let a = AttentionShape {
+            batch: 2,
+            tokens: t,
+            heads: 3,
+            head_dim: 8,
+            lengths: vec![t, 37],
+        };
+        assert!(t >= blocked_from(), "the test needs the blocked path");
+        let n = 2 * t;
+        let (q, k, v) = (
+            Var::from_tensor(&rand(&[n, 24], 5)).unwrap(),
+            Var::from_tensor(&rand(&[n, 24], 6)).unwrap(),
+            Var::from_tensor(&rand(&[n, 24], 7)).unwrap(),
+        );
+        let probe = rand(&[n, 24], 8);
+        let slow = reference(&a, &q, &k, &v);
+        let fused = a.fused(&q, &k, &v).unwrap();
+        check_against(&fused, &slow, &probe, [&q, &k, &v], true);
     }
 
     fn check_against(fused: &Tensor, slow: &Tensor, probe: &Tensor, vars: [&Var; 3], long: bool) {

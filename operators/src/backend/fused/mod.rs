@@ -9,6 +9,7 @@
 //! forwards; inference takes candle-nn's fused kernels, which are as fast.
 
 mod attention;
+mod blocked;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
