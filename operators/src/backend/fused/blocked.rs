@@ -123,7 +123,6 @@ impl AttentionShape {
     /// One text's gradients of q, k and v from the output's gradient `g`: with P
     /// recomputed, dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)) · scale,
     /// dQ = dS K, dK = dSᵀ Q. Padded keys get no gradient.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn blocked_backward(
         &self,
         (q, k, v, g): (&[f32], &[f32], &[f32], &[f32]),
