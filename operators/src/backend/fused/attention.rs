@@ -256,7 +256,7 @@ mod tests {
         for long in [false, true] {
             let fused = match long {
                 false => a.fused(&q, &k, &v).unwrap(),
-                true => super::super::matmul_attention(&q, &k, &v, &a).unwrap(),
+                true => super::super::tests::matmul_attention(&q, &k, &v, &a).unwrap(),
             };
             check_against(&fused, &slow, &probe, [&q, &k, &v], long);
         }

@@ -61,11 +61,9 @@ impl Kernels for FusedCpu {
         Ok(None)
     }
 
-    /// The fused kernel for short batches and for training; batched matrix products
-    /// (gemm) for inference from [`matmul_attention_from`] tokens on, where the kernel's
-    /// per-row dot products cost more than the copies to and from the heads' layout. Not
-    /// when training: the backward would keep every `(b·heads, t, t)` score block (a
-    /// 256-token step of 256 passages grew past 24 GB), where the kernel recomputes them.
+    /// The fused kernel, training and inference alike: per-row dot products for short
+    /// batches, matrix products per text and head from [`attention::BLOCKED_FROM`] tokens
+    /// (`blocked`), the score blocks recomputed in the backward rather than kept.
     fn attention(
         &self,
         q: &Tensor,
@@ -73,62 +71,10 @@ impl Kernels for FusedCpu {
         v: &Tensor,
         shape: &AttentionShape,
         _bias: Option<&Tensor>,
-        train: bool,
+        _train: bool,
     ) -> Result<Tensor> {
-        match !train && shape.tokens >= matmul_attention_from() {
-            true => matmul_attention(q, k, v, shape),
-            false => Ok(shape.fused(q, k, v)?),
-        }
+        Ok(shape.fused(q, k, v)?)
     }
-}
-
-/// Padded length from which attention runs as batched matrix products. Measured on
-/// MiniLM (BENCHMARKS.md, "What changed"); `FRESHEN_MATMUL_ATTENTION_FROM` overrides it for
-/// such measurements (0: always; a huge value: never).
-pub fn matmul_attention_from() -> usize {
-    static FROM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *FROM.get_or_init(|| {
-        std::env::var("FRESHEN_MATMUL_ATTENTION_FROM")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(MATMUL_ATTENTION_FROM)
-    })
-}
-
-/// The default of [`matmul_attention_from`].
-pub const MATMUL_ATTENTION_FROM: usize = 64;
-
-/// Attention as `softmax(q kᵀ / √d + padding bias) v` over `(b·heads, t, d)` copies of
-/// the projections, with this backend's softmax (differentiable, which the tests use).
-fn matmul_attention(q: &Tensor, k: &Tensor, v: &Tensor, shape: &AttentionShape) -> Result<Tensor> {
-    let (b, t, nh, dh) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
-    let heads = |y: &Tensor| -> Result<Tensor> {
-        Ok(y.reshape((b, t, nh, dh))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * nh, t, dh))?)
-    };
-    let scale = 1.0 / (dh as f64).sqrt();
-    let (qh, kh, vh) = (heads(&(q * scale)?)?, heads(k)?, heads(v)?);
-    let mut scores = qh.matmul(&kh.transpose(1, 2)?)?;
-    if shape.lengths.iter().any(|&n| n < t) {
-        // Padded keys get -1e9: exactly zero weight after the softmax.
-        let mut bias = vec![0f32; b * t];
-        for (i, &n) in shape.lengths.iter().enumerate() {
-            bias[i * t + n.min(t)..(i + 1) * t].fill(-1e9);
-        }
-        let bias = Tensor::from_vec(bias, (b, 1, 1, t), q.device())?;
-        scores = scores
-            .reshape((b, nh, t, t))?
-            .broadcast_add(&bias)?
-            .reshape((b * nh, t, t))?;
-    }
-    let probs = softmax_last_dim(&scores)?;
-    Ok(probs
-        .matmul(&vh)?
-        .reshape((b, nh, t, dh))?
-        .transpose(1, 2)?
-        .reshape((b * t, nh * dh))?)
 }
 
 /// Rows per parallel task: small rows are not worth a task each.
@@ -426,6 +372,46 @@ impl CustomOp1 for Softmax {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Attention as `softmax(q kᵀ / √d + padding bias) v` over `(b·heads, t, d)` copies of
+    /// the projections, with this backend's softmax (differentiable): a reference for the
+    /// fused kernel.
+    pub(crate) fn matmul_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        shape: &AttentionShape,
+    ) -> Result<Tensor> {
+        let (b, t, nh, dh) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
+        let heads = |y: &Tensor| -> Result<Tensor> {
+            Ok(y.reshape((b, t, nh, dh))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * nh, t, dh))?)
+        };
+        let scale = 1.0 / (dh as f64).sqrt();
+        let (qh, kh, vh) = (heads(&(q * scale)?)?, heads(k)?, heads(v)?);
+        let mut scores = qh.matmul(&kh.transpose(1, 2)?)?;
+        if shape.lengths.iter().any(|&n| n < t) {
+            // Padded keys get -1e9: exactly zero weight after the softmax.
+            let mut bias = vec![0f32; b * t];
+            for (i, &n) in shape.lengths.iter().enumerate() {
+                bias[i * t + n.min(t)..(i + 1) * t].fill(-1e9);
+            }
+            let bias = Tensor::from_vec(bias, (b, 1, 1, t), q.device())?;
+            scores = scores
+                .reshape((b, nh, t, t))?
+                .broadcast_add(&bias)?
+                .reshape((b * nh, t, t))?;
+        }
+        let probs = softmax_last_dim(&scores)?;
+        Ok(probs
+            .matmul(&vh)?
+            .reshape((b, nh, t, dh))?
+            .transpose(1, 2)?
+            .reshape((b * t, nh * dh))?)
+    }
+
     use candle_core::{Var, D};
 
     #[test]
