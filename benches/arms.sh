@@ -14,7 +14,8 @@
 # Settings (environment): DATA, OUT, SEEDS ("1 2 3"), ARMS (see arm_sets), STEPS (500),
 # EVERY (dev evaluation interval, 50), EXTRA (more --set flags for every run).
 # PIPELINE (pipelines/quickstart.yaml): the training pipeline the arms are made from.
-# Finished runs (a summary.parquet in their folder) are skipped, so the script resumes.
+# Finished runs (a summary.parquet in their folder) are skipped and killed ones resumed
+# (`--resume`), so the script continues where it stopped.
 # Each run builds its own starting cache, so every arm pays (and counts) the same
 # initial forwards; with SHARED_STORE=1 the runs share one store instead, so only the
 # first run embeds the starting cache (it is the same for every arm: the untrained g).
@@ -72,11 +73,14 @@ for seed in $SEEDS; do
     # shellcheck disable=SC2046
     store="$dir/cache"
     if [ -n "$SHARED_STORE" ]; then store="$OUT/store"; fi
-    "$BIN" run "$PIPELINE" \
+    # A run killed part-way continues from its newest resume checkpoint.
+    resume=""
+    if [ -d "$dir/.freshen/resume" ]; then resume="--resume"; fi
+    "$BIN" run "$PIPELINE" $resume \
       --set seed="$seed" --set vars.data="$DATA" --set vars.out="$dir" \
       --set nodes.cache.path="$store" --set nodes.pairs.steps="$STEPS" \
       --set nodes.evaluate.every="$EVERY" \
-      $(arm_sets "$arm") $EXTRA > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
+      $(arm_sets "$arm") $EXTRA >> "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
     rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet"
   done
 done
