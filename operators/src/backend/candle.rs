@@ -44,11 +44,6 @@ impl Kernels for CandleOps {
         Ok(x.gelu_erf()?)
     }
 
-    /// gemm reads the transposed weight through its strides.
-    fn linear(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&w.t()?)?.broadcast_add(b)?)
-    }
-
     fn attention_bias(&self, mask: &Tensor) -> Result<Option<Tensor>> {
         let (b, t) = mask.dims2()?;
         let bias = ((mask.ones_like()? - mask)? * PADDING_BIAS)?

@@ -56,9 +56,6 @@ pub trait Kernels: Send + Sync + std::fmt::Debug {
     /// GELU in its exact (erf) form.
     fn gelu(&self, x: &Tensor) -> Result<Tensor>;
 
-    /// A linear layer `x (rows, in) · Wᵀ + b`, `W` of shape `(out, in)`.
-    fn linear(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor>;
-
     /// What [`Kernels::attention`] needs of the batch's `(b, t)` mask (1 for tokens, 0
     /// for padding), computed once per forward: an additive bias, or nothing.
     fn attention_bias(&self, mask: &Tensor) -> Result<Option<Tensor>>;

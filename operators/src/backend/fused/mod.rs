@@ -10,7 +10,6 @@
 
 mod attention;
 mod blocked;
-mod linear;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -55,10 +54,6 @@ impl Kernels for FusedCpu {
 
     fn gelu(&self, x: &Tensor) -> Result<Tensor> {
         gelu(x)
-    }
-
-    fn linear(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-        Ok(linear::linear(x, w, b)?)
     }
 
     fn attention_bias(&self, _mask: &Tensor) -> Result<Option<Tensor>> {

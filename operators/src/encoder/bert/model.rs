@@ -75,12 +75,13 @@ struct Linear {
 }
 
 impl Linear {
-    /// `x (rows, in) · Wᵀ + b` in `x`'s dtype, by the device's kernels. The f32 weights
-    /// are cast for a half-precision `x` (a no-op for f32), so gradients reach the f32
-    /// master weights through the cast.
-    fn forward(&self, x: &Tensor, kernels: &dyn Kernels) -> Result<Tensor> {
+    /// `x (rows, in) · Wᵀ + b` in `x`'s dtype; gemm reads the transposed weight through
+    /// its strides. The f32 weights are cast for a half-precision `x` (a no-op for f32),
+    /// so gradients reach the f32 master weights through the cast.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dt = x.dtype();
-        kernels.linear(x, &self.weight.to_dtype(dt)?, &self.bias.to_dtype(dt)?)
+        Ok(x.matmul(&self.weight.to_dtype(dt)?.t()?)?
+            .broadcast_add(&self.bias.to_dtype(dt)?)?)
     }
 }
 
@@ -212,9 +213,9 @@ impl BertNet {
         };
         for layer in &self.layers {
             let ctx = self.kernels.attention(
-                &layer.query.forward(&x, self.kernels)?,
-                &layer.key.forward(&x, self.kernels)?,
-                &layer.value.forward(&x, self.kernels)?,
+                &layer.query.forward(&x)?,
+                &layer.key.forward(&x)?,
+                &layer.value.forward(&x)?,
                 &shape,
                 bias.as_ref(),
                 self.train,
@@ -227,17 +228,14 @@ impl BertNet {
     /// The rest of a layer after attention: output projection, residual and norm, then
     /// the feed-forward block with its residual and norm.
     fn layer(&self, l: &Layer, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
-        let attn = self.norm(&(l.attn_out.forward(ctx, self.kernels)? + x)?, &l.attn_norm)?;
-        let inter = l.intermediate.forward(&attn, self.kernels)?;
+        let attn = self.norm(&(l.attn_out.forward(ctx)? + x)?, &l.attn_norm)?;
+        let inter = l.intermediate.forward(&attn)?;
         let inter = match self.cfg.hidden_act.as_str() {
             "relu" => inter.relu()?,
             "gelu_new" => inter.gelu()?,
             _ => self.kernels.gelu(&inter)?,
         };
-        self.norm(
-            &(l.output.forward(&inter, self.kernels)? + attn)?,
-            &l.out_norm,
-        )
+        self.norm(&(l.output.forward(&inter)? + attn)?, &l.out_norm)
     }
 }
 
