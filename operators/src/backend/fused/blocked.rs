@@ -20,6 +20,17 @@ struct View {
     cs: isize,
 }
 
+impl View {
+    /// A contiguous row-major block of `cols` columns (the score blocks P and dS).
+    fn rows(buf: &[f32], cols: usize) -> View {
+        View {
+            ptr: buf.as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+}
+
 /// `dst (m × n, row stride dst_rs) = beta · lhs (m × k) · rhs (k × n)`.
 ///
 /// # Safety
@@ -110,11 +121,7 @@ impl AttentionShape {
             self.probabilities(q, k, h, len, &mut p);
             let rs = (self.heads * d) as isize;
             let dst = o[h * d..].as_mut_ptr();
-            let pv = View {
-                ptr: p.as_ptr(),
-                rs: len as isize,
-                cs: 1,
-            };
+            let pv = View::rows(&p, len);
             // SAFETY: O_h is t × d in the text's output rows, P is t × len, V_h len × d.
             unsafe { product((t, d, len), dst, rs, pv, self.head(v, h), 1.0) };
         }
@@ -137,11 +144,7 @@ impl AttentionShape {
         let (mut p, mut ds) = (vec![0f32; t * len], vec![0f32; t * len]);
         for h in 0..self.heads {
             self.probabilities(q, k, h, len, &mut p);
-            let pv = View {
-                ptr: p.as_ptr(),
-                rs: len as isize,
-                cs: 1,
-            };
+            let pv = View::rows(&p, len);
             // SAFETY (each product): the heads' views stay within the text's rows (t rows,
             // or the first len), the blocks are t × len, and each destination is a head's
             // own columns of its own buffer.
@@ -172,11 +175,7 @@ impl AttentionShape {
                     *x = pj * (*x - rowsum) * scale;
                 }
             }
-            let dsv = View {
-                ptr: ds.as_ptr(),
-                rs: len as isize,
-                cs: 1,
-            };
+            let dsv = View::rows(&ds, len);
             unsafe {
                 // dQ_h (t × d) = dS (t × len) · K_h (len × d).
                 product(
