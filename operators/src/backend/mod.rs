@@ -32,6 +32,30 @@ pub struct AttentionShape {
     pub lengths: Vec<usize>,
 }
 
+/// One post-norm transformer layer (BERT's, with the exact GELU) over one batch, for
+/// [`Kernels::encoder_layer`].
+pub struct EncoderLayerShape {
+    /// The batch's attention.
+    pub attention: AttentionShape,
+    /// Width of the token vectors.
+    pub hidden: usize,
+    /// Width of the feed-forward block.
+    pub intermediate: usize,
+    /// The layer norms' epsilon.
+    pub eps: f64,
+}
+
+/// The weights [`Kernels::encoder_layer`] runs a layer with, in checkpoint order: query,
+/// key, value, the attention's output projection and its layer norm, the intermediate
+/// and output projections and the output's layer norm, each weight then bias.
+#[derive(Clone, Copy)]
+pub enum LayerWeights<'a> {
+    /// A training forward: the sixteen packed by [`Kernels::pack_layer`].
+    Packed(&'a Tensor),
+    /// An inference forward: the sixteen as stored.
+    Stored(&'a [Tensor]),
+}
+
 /// The operations of a transformer encoder whose best implementation depends on the device.
 ///
 /// `train` asks for a differentiable result (the forward records its backward);
@@ -55,6 +79,24 @@ pub trait Kernels: Send + Sync + std::fmt::Debug {
 
     /// GELU in its exact (erf) form.
     fn gelu(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// A layer's sixteen weights packed for a training forward of
+    /// [`Kernels::encoder_layer`], once per forward call for all its batches; `None`
+    /// where the backend has no whole-layer op for training.
+    fn pack_layer(&self, _weights: &[Tensor]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// A whole layer as one op, where the backend has one for this mode (`None`: the
+    /// caller composes the layer from the other kernels).
+    fn encoder_layer(
+        &self,
+        _x: &Tensor,
+        _layer: &EncoderLayerShape,
+        _weights: LayerWeights,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 
     /// What [`Kernels::attention`] needs of the batch's `(b, t)` mask (1 for tokens, 0
     /// for padding), computed once per forward: an additive bias, or nothing.

@@ -41,6 +41,197 @@ impl AttentionShape {
         super::softmax_row(scores, &mut out[..len]);
     }
 
+    /// The context rows of `q`, `k`, `v` (each `(batch·tokens, heads·head_dim)`, row-major).
+    pub(super) fn forward_rows(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+    ) -> candle_core::Result<Vec<f32>> {
+        let (t, d) = (self.tokens, self.head_dim);
+        let text = t * self.heads * d;
+        if q.len() != self.batch * text || k.len() != q.len() || v.len() != q.len() {
+            candle_core::bail!("attention: inputs do not match {self:?}");
+        }
+        let mut out = vec![0f32; q.len()];
+        let blocked = t >= blocked_from();
+        out.par_chunks_mut(text).enumerate().for_each(|(b, o)| {
+            let r = b * text..(b + 1) * text;
+            let len = self.lengths[b].clamp(1, t);
+            self.text_forward((&q[r.clone()], &k[r.clone()], &v[r]), o, len, blocked);
+        });
+        Ok(out)
+    }
+
+    /// One text's context rows `o` from its `t` rows of q, k, v, of which the first `len`
+    /// are real.
+    fn text_forward(
+        &self,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        o: &mut [f32],
+        len: usize,
+        blocked: bool,
+    ) {
+        let (t, d) = (self.tokens, self.head_dim);
+        if blocked {
+            return self.blocked_forward(q, k, v, o, len);
+        }
+        let mut p = vec![0f32; len];
+        for h in 0..self.heads {
+            for i in 0..t {
+                self.weights(q, k, i, h, len, &mut p);
+                let oi = &mut o[self.at(i, h)..self.at(i, h) + d];
+                for (j, &pj) in p.iter().enumerate() {
+                    let vj = &v[self.at(j, h)..self.at(j, h) + d];
+                    oi.iter_mut().zip(vj).for_each(|(o, v)| *o += pj * v);
+                }
+            }
+        }
+    }
+
+    /// The real rows of each text, end to end (no padding rows): text `b` is
+    /// `lengths[b]` rows (at least one, at most `tokens`), starting after the texts
+    /// before it. This is the layout of [`AttentionShape::forward_unpadded`].
+    pub(crate) fn real_rows(&self) -> Vec<std::ops::Range<usize>> {
+        let mut at = 0;
+        (0..self.batch)
+            .map(|b| {
+                let len = self.lengths[b].clamp(1, self.tokens);
+                at += len;
+                at - len..at
+            })
+            .collect()
+    }
+
+    /// The shape of one text of `len` tokens, none padding.
+    fn one(&self, len: usize) -> AttentionShape {
+        AttentionShape {
+            batch: 1,
+            tokens: len,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            lengths: vec![len],
+        }
+    }
+
+    /// [`AttentionShape::forward_rows`] over the unpadded layout of
+    /// [`AttentionShape::real_rows`]: no padded query row is computed, and each text takes
+    /// the blocked or per-row path by its own length.
+    pub(crate) fn forward_unpadded(&self, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+        let w = self.heads * self.head_dim;
+        let mut out = vec![0f32; q.len()];
+        let parts = split_rows(&mut out, &self.real_rows(), w);
+        let from = blocked_from();
+        parts.into_par_iter().for_each(|(r, o)| {
+            let x = r.start * w..r.end * w;
+            let one = self.one(r.len());
+            let texts = (&q[x.clone()], &k[x.clone()], &v[x]);
+            one.text_forward(texts, o, r.len(), r.len() >= from);
+        });
+        out
+    }
+
+    /// The gradients `[dq, dk, dv]` over the unpadded layout (as
+    /// [`AttentionShape::forward_unpadded`]).
+    pub(crate) fn backward_unpadded(
+        &self,
+        (q, k, v, g): (&[f32], &[f32], &[f32], &[f32]),
+    ) -> [Vec<f32>; 3] {
+        let w = self.heads * self.head_dim;
+        let rows = self.real_rows();
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.len()],
+            vec![0f32; q.len()],
+            vec![0f32; q.len()],
+        );
+        let parts = split_rows(&mut dq, &rows, w)
+            .into_iter()
+            .zip(split_rows(&mut dk, &rows, w))
+            .zip(split_rows(&mut dv, &rows, w))
+            .map(|(((r, dq), (_, dk)), (_, dv))| (r, dq, dk, dv))
+            .collect::<Vec<_>>();
+        let from = blocked_from();
+        parts.into_par_iter().for_each(|(r, dq, dk, dv)| {
+            let x = r.start * w..r.end * w;
+            let one = self.one(r.len());
+            let texts = (&q[x.clone()], &k[x.clone()], &v[x.clone()], &g[x]);
+            one.text_backward(texts, (dq, dk, dv), r.len(), r.len() >= from);
+        });
+        [dq, dk, dv]
+    }
+
+    /// The gradients `[dq, dk, dv]` from the rows of `q`, `k`, `v` and the context's
+    /// gradient `g` (all in the projections' layout).
+    pub(super) fn backward_rows(&self, rows: (&[f32], &[f32], &[f32], &[f32])) -> [Vec<f32>; 3] {
+        let (qs, ks, vs, gs) = rows;
+        let (t, d) = (self.tokens, self.head_dim);
+        let text = t * self.heads * d;
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; qs.len()],
+            vec![0f32; qs.len()],
+            vec![0f32; qs.len()],
+        );
+        let blocked = t >= blocked_from();
+        dq.par_chunks_mut(text)
+            .zip(dk.par_chunks_mut(text))
+            .zip(dv.par_chunks_mut(text))
+            .enumerate()
+            .for_each(|(b, ((dq, dk), dv))| {
+                let r = b * text..(b + 1) * text;
+                let texts = (&qs[r.clone()], &ks[r.clone()], &vs[r.clone()], &gs[r]);
+                let len = self.lengths[b].clamp(1, t);
+                self.text_backward(texts, (dq, dk, dv), len, blocked);
+            });
+        [dq, dk, dv]
+    }
+
+    /// One text's gradients of its `t` rows of q, k, v from the context's gradient `g`,
+    /// the first `len` rows real.
+    fn text_backward(
+        &self,
+        (q, k, v, g): (&[f32], &[f32], &[f32], &[f32]),
+        (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+        len: usize,
+        blocked: bool,
+    ) {
+        let (t, d) = (self.tokens, self.head_dim);
+        let scale = self.scale();
+        if blocked {
+            return self.blocked_backward((q, k, v, g), dq, dk, dv, len);
+        }
+        let mut p = vec![0f32; len];
+        let mut ds = vec![0f32; len];
+        for h in 0..self.heads {
+            for i in 0..t {
+                self.weights(q, k, i, h, len, &mut p);
+                let gi = &g[self.at(i, h)..self.at(i, h) + d];
+                let mut rowsum = 0.0;
+                for j in 0..len {
+                    let vj = &v[self.at(j, h)..self.at(j, h) + d];
+                    ds[j] = dot(gi, vj);
+                    rowsum += p[j] * ds[j];
+                    let dvj = &mut dv[self.at(j, h)..self.at(j, h) + d];
+                    dvj.iter_mut().zip(gi).for_each(|(a, g)| *a += p[j] * g);
+                }
+                let qi = &q[self.at(i, h)..self.at(i, h) + d];
+                let dqi_at = self.at(i, h);
+                for j in 0..len {
+                    let s = p[j] * (ds[j] - rowsum) * scale;
+                    let at = self.at(j, h);
+                    let kj = &k[at..at + d];
+                    dq[dqi_at..dqi_at + d]
+                        .iter_mut()
+                        .zip(kj)
+                        .for_each(|(a, kv)| *a += s * kv);
+                    dk[at..at + d]
+                        .iter_mut()
+                        .zip(qi)
+                        .for_each(|(a, qv)| *a += s * qv);
+                }
+            }
+        }
+    }
+
     /// Runs the fused kernel: `q`, `k`, `v` are `(batch·tokens, heads·head_dim)`.
     pub(crate) fn fused(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
         q.apply_op3(k, v, self.clone())
@@ -62,6 +253,25 @@ pub fn blocked_from() -> usize {
             .and_then(|v| v.parse().ok())
             .unwrap_or(BLOCKED_FROM)
     })
+}
+
+/// `buf` cut into the disjoint row ranges `rows` (rows `w` wide, ranges ascending).
+fn split_rows<'a>(
+    buf: &'a mut [f32],
+    rows: &[std::ops::Range<usize>],
+    w: usize,
+) -> Vec<(std::ops::Range<usize>, &'a mut [f32])> {
+    let mut rest = buf;
+    let mut done = 0;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut((r.start - done) * w);
+        let (part, tail) = tail.split_at_mut(r.len() * w);
+        out.push((r.clone(), part));
+        rest = tail;
+        done = r.end;
+    }
+    out
 }
 
 /// Inner product with eight partial sums (one running sum would not vectorise).
@@ -101,32 +311,7 @@ impl CustomOp3 for AttentionShape {
             contiguous_f32(s2, l2, "attention k")?,
             contiguous_f32(s3, l3, "attention v")?,
         );
-        let (t, d) = (self.tokens, self.head_dim);
-        let text = t * self.heads * d;
-        if q.len() != self.batch * text || k.len() != q.len() || v.len() != q.len() {
-            candle_core::bail!("attention: inputs do not match {self:?}");
-        }
-        let mut out = vec![0f32; q.len()];
-        let blocked = t >= blocked_from();
-        out.par_chunks_mut(text).enumerate().for_each(|(b, o)| {
-            let r = b * text..(b + 1) * text;
-            let (q, k, v) = (&q[r.clone()], &k[r.clone()], &v[r]);
-            let len = self.lengths[b].clamp(1, t);
-            if blocked {
-                return self.blocked_forward(q, k, v, o, len);
-            }
-            let mut p = vec![0f32; len];
-            for h in 0..self.heads {
-                for i in 0..t {
-                    self.weights(q, k, i, h, len, &mut p);
-                    let oi = &mut o[self.at(i, h)..self.at(i, h) + d];
-                    for (j, &pj) in p.iter().enumerate() {
-                        let vj = &v[self.at(j, h)..self.at(j, h) + d];
-                        oi.iter_mut().zip(vj).for_each(|(o, v)| *o += pj * v);
-                    }
-                }
-            }
-        });
+        let out = self.forward_rows(q, k, v)?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -141,58 +326,7 @@ impl CustomOp3 for AttentionShape {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (qs, ks, vs, gs) = (host(q)?, host(k)?, host(v)?, host(grad)?);
-        let (t, d) = (self.tokens, self.head_dim);
-        let text = t * self.heads * d;
-        let (mut dq, mut dk, mut dv) = (
-            vec![0f32; qs.len()],
-            vec![0f32; qs.len()],
-            vec![0f32; qs.len()],
-        );
-        let scale = self.scale();
-        let blocked = t >= blocked_from();
-        dq.par_chunks_mut(text)
-            .zip(dk.par_chunks_mut(text))
-            .zip(dv.par_chunks_mut(text))
-            .enumerate()
-            .for_each(|(b, ((dq, dk), dv))| {
-                let r = b * text..(b + 1) * text;
-                let (q, k, v, g) = (&qs[r.clone()], &ks[r.clone()], &vs[r.clone()], &gs[r]);
-                let len = self.lengths[b].clamp(1, t);
-                if blocked {
-                    return self.blocked_backward((q, k, v, g), dq, dk, dv, len);
-                }
-                let mut p = vec![0f32; len];
-                let mut ds = vec![0f32; len];
-                for h in 0..self.heads {
-                    for i in 0..t {
-                        self.weights(q, k, i, h, len, &mut p);
-                        let gi = &g[self.at(i, h)..self.at(i, h) + d];
-                        let mut rowsum = 0.0;
-                        for j in 0..len {
-                            let vj = &v[self.at(j, h)..self.at(j, h) + d];
-                            ds[j] = dot(gi, vj);
-                            rowsum += p[j] * ds[j];
-                            let dvj = &mut dv[self.at(j, h)..self.at(j, h) + d];
-                            dvj.iter_mut().zip(gi).for_each(|(a, g)| *a += p[j] * g);
-                        }
-                        let qi = &q[self.at(i, h)..self.at(i, h) + d];
-                        let dqi_at = self.at(i, h);
-                        for j in 0..len {
-                            let s = p[j] * (ds[j] - rowsum) * scale;
-                            let at = self.at(j, h);
-                            let kj = &k[at..at + d];
-                            dq[dqi_at..dqi_at + d]
-                                .iter_mut()
-                                .zip(kj)
-                                .for_each(|(a, kv)| *a += s * kv);
-                            dk[at..at + d]
-                                .iter_mut()
-                                .zip(qi)
-                                .for_each(|(a, qv)| *a += s * qv);
-                        }
-                    }
-                }
-            });
+        let [dq, dk, dv] = self.backward_rows((&qs, &ks, &vs, &gs));
         let (dev, shape) = (q.device(), q.shape());
         Ok((
             Some(Tensor::from_vec(dq, shape, dev)?),

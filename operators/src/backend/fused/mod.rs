@@ -10,11 +10,14 @@
 
 mod attention;
 mod blocked;
+mod layer;
+mod norm;
+mod rows;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{AttentionShape, Kernels};
+use super::{AttentionShape, EncoderLayerShape, Kernels, LayerWeights};
 use crate::Result;
 
 /// The CPU's kernels: the fused ops of this module for training and attention, candle-nn's
@@ -61,6 +64,28 @@ impl Kernels for FusedCpu {
         Ok(None)
     }
 
+    /// Whole layers run as one op ([`layer`]): a training forward keeps 11 of the 27
+    /// tensors the op-by-op graph keeps and frees them as the backward passes; an
+    /// inference forward makes fewer passes over memory.
+    fn pack_layer(&self, weights: &[Tensor]) -> Result<Option<Tensor>> {
+        Ok(Some(layer::pack(weights)?))
+    }
+
+    fn encoder_layer(
+        &self,
+        x: &Tensor,
+        layer: &EncoderLayerShape,
+        weights: LayerWeights,
+    ) -> Result<Option<Tensor>> {
+        let sizes = (layer.hidden, layer.intermediate, layer.eps);
+        Ok(Some(match weights {
+            LayerWeights::Packed(p) => {
+                layer::EncoderLayer::new(&layer.attention, sizes.0, sizes.1, sizes.2).apply(x, p)?
+            }
+            LayerWeights::Stored(w) => layer::infer(x, w, &layer.attention, sizes)?,
+        }))
+    }
+
     /// The fused kernel, training and inference alike: per-row dot products for short
     /// batches, matrix products per text and head from [`attention::BLOCKED_FROM`] tokens
     /// (`blocked`), the score blocks recomputed in the backward rather than kept.
@@ -83,7 +108,7 @@ const ROWS_PER_TASK: usize = 64;
 /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension, one pass per
 /// row forward and backward (f32).
 pub(crate) fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(x.apply_op3(weight, bias, LayerNorm { eps: eps as f32 })?)
+    Ok(x.apply_op3(weight, bias, norm::LayerNorm { eps: eps as f32 })?)
 }
 
 /// Softmax over the last dimension with its own backward (f32).
@@ -167,6 +192,20 @@ fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// x·Φ(x).
+#[inline(always)]
+pub(crate) fn gelu_value(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * SQRT_HALF))
+}
+
+/// d/dx x·Φ(x) = Φ(x) + x·φ(x).
+#[inline(always)]
+pub(crate) fn gelu_slope(x: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf(x * SQRT_HALF));
+    let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
+    cdf + x * pdf
+}
+
 struct Gelu;
 
 const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -185,7 +224,7 @@ impl CustomOp1 for Gelu {
             .zip(x.par_chunks(1 << 14))
             .for_each(|(o, x)| {
                 for (o, &x) in o.iter_mut().zip(x) {
-                    *o = 0.5 * x * (1.0 + erf(x * SQRT_HALF));
+                    *o = gelu_value(x);
                 }
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -199,9 +238,7 @@ impl CustomOp1 for Gelu {
             .zip(xs.par_chunks(1 << 14).zip(gs.par_chunks(1 << 14)))
             .for_each(|(o, (x, g))| {
                 for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                    let cdf = 0.5 * (1.0 + erf(x * SQRT_HALF));
-                    let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
-                    *o = g * (cdf + x * pdf);
+                    *o = g * gelu_slope(x);
                 }
             });
         Ok(Some(Tensor::from_vec(gx, x.shape(), x.device())?))
@@ -223,107 +260,6 @@ pub(crate) fn contiguous_f32<'a>(
 /// A tensor's values as a host vector (a backward's inputs may be strided).
 pub(crate) fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
-}
-
-struct LayerNorm {
-    eps: f32,
-}
-
-/// Mean and 1/σ of one row.
-fn moments(row: &[f32], eps: f32) -> (f32, f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
-impl CustomOp3 for LayerNorm {
-    fn name(&self) -> &'static str {
-        "freshen-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "layer norm")?;
-        let w = contiguous_f32(s2, l2, "layer norm weight")?;
-        let b = contiguous_f32(s3, l3, "layer norm bias")?;
-        let h = w.len();
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h * ROWS_PER_TASK)
-            .zip(x.par_chunks(h * ROWS_PER_TASK))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
-                    let (mean, rstd) = moments(x, self.eps);
-                    for j in 0..h {
-                        o[j] = (x[j] - mean) * rstd * w[j] + b[j];
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    /// With x̂ = (x - μ)/σ and ĝ = g ⊙ w: ∂x = (ĝ - mean(ĝ) - x̂ · mean(ĝ ⊙ x̂)) / σ,
-    /// ∂w = Σ_rows g ⊙ x̂, ∂b = Σ_rows g.
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (xs, ws, gs) = (host(x)?, host(w)?, host(grad)?);
-        let h = ws.len();
-        let chunk = h * ROWS_PER_TASK;
-        let mut gx = vec![0f32; xs.len()];
-        // Per task: partial sums of ∂w and ∂b, added up afterwards in task order (a
-        // fixed order: the result does not depend on the thread count).
-        let partial: Vec<(Vec<f32>, Vec<f32>)> = gx
-            .par_chunks_mut(chunk)
-            .zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk)))
-            .map(|(gx, (x, g))| {
-                let (mut gw, mut gb) = (vec![0f32; h], vec![0f32; h]);
-                let mut xhat = vec![0f32; h];
-                for (gx, (x, g)) in gx.chunks_mut(h).zip(x.chunks(h).zip(g.chunks(h))) {
-                    let (mean, rstd) = moments(x, self.eps);
-                    let (mut s1, mut s2) = (0f32, 0f32);
-                    for j in 0..h {
-                        xhat[j] = (x[j] - mean) * rstd;
-                        let gh = g[j] * ws[j];
-                        s1 += gh;
-                        s2 += gh * xhat[j];
-                        gw[j] += g[j] * xhat[j];
-                        gb[j] += g[j];
-                    }
-                    let (m1, m2) = (s1 / h as f32, s2 / h as f32);
-                    for j in 0..h {
-                        gx[j] = (g[j] * ws[j] - m1 - xhat[j] * m2) * rstd;
-                    }
-                }
-                (gw, gb)
-            })
-            .collect();
-        let (mut gw, mut gb) = (vec![0f32; h], vec![0f32; h]);
-        for (pw, pb) in partial {
-            for j in 0..h {
-                gw[j] += pw[j];
-                gb[j] += pb[j];
-            }
-        }
-        let dev = x.device();
-        Ok((
-            Some(Tensor::from_vec(gx, x.shape(), dev)?),
-            Some(Tensor::from_vec(gw, h, dev)?),
-            Some(Tensor::from_vec(gb, h, dev)?),
-        ))
-    }
 }
 
 struct Softmax;

@@ -14,7 +14,7 @@
 use candle_core::{DType, Tensor, D};
 
 use super::config::{BertConfig, Pooling};
-use crate::backend::{self, AttentionShape, Kernels};
+use crate::backend::{self, AttentionShape, EncoderLayerShape, Kernels, LayerWeights};
 use crate::Result;
 
 /// Every tensor the network reads, by name, with its shape: what a weight file must hold.
@@ -92,6 +92,8 @@ struct Norm {
 }
 
 struct Layer {
+    /// The sixteen weights in checkpoint order (what [`Kernels::pack_layer`] takes).
+    weights: Vec<Tensor>,
     query: Linear,
     key: Linear,
     value: Linear,
@@ -118,6 +120,12 @@ pub struct BertNet {
     dtype: DType,
     /// The device's kernels, chosen from where the weights live.
     kernels: &'static dyn Kernels,
+}
+
+/// Per-call state of [`BertNet::forward`] ([`BertNet::prepare`]).
+pub struct Prepared {
+    /// Per layer: its packed weights, when the kernels run it as one op.
+    packed: Vec<Option<Tensor>>,
 }
 
 /// One padded batch of token ids.
@@ -156,7 +164,13 @@ impl BertNet {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
+            let weights = expected_shapes(cfg)
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(&format!("{p}.")))
+                .map(|(name, _)| get(&name))
+                .collect::<Result<Vec<_>>>()?;
             layers.push(Layer {
+                weights,
                 query: linear(&format!("{p}.attention.self.query"))?,
                 key: linear(&format!("{p}.attention.self.key"))?,
                 value: linear(&format!("{p}.attention.self.value"))?,
@@ -187,8 +201,32 @@ impl BertNet {
         self.kernels.layer_norm(x, &w, &b, n.eps, self.train)
     }
 
+    /// What the forwards of one call share: for a training forward, each layer's
+    /// weights packed for the kernels' whole-layer op when they have one (packed once,
+    /// not per batch: every batch's graph would keep its own copy).
+    pub fn prepare(&self) -> Result<Prepared> {
+        let mut packed = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            packed.push(match self.train && self.whole_layers() {
+                true => self.kernels.pack_layer(&l.weights)?,
+                false => None,
+            });
+        }
+        Ok(Prepared { packed })
+    }
+
+    /// Whether forwards record their graph for a backward.
+    pub fn trains(&self) -> bool {
+        self.train
+    }
+
+    /// Whether layers may run as one op: f32 with the exact GELU (what the op computes).
+    fn whole_layers(&self) -> bool {
+        self.dtype == DType::F32 && !matches!(self.cfg.hidden_act.as_str(), "relu" | "gelu_new")
+    }
+
     /// Token vectors `(b, t, hidden)` of one padded batch.
-    pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
+    pub fn forward(&self, batch: &TokenBatch, prepared: &Prepared) -> Result<Tensor> {
         let (b, t) = batch.ids.dims2()?;
         let h = self.cfg.hidden_size;
         let flat_ids = batch.ids.flatten_all()?;
@@ -211,7 +249,24 @@ impl BertNet {
             head_dim: self.cfg.head_dim(),
             lengths: batch.lengths.clone(),
         };
-        for layer in &self.layers {
+        for (layer, packed) in self.layers.iter().zip(&prepared.packed) {
+            let weights = match (packed, self.train) {
+                (Some(p), _) => Some(LayerWeights::Packed(p)),
+                (None, false) if self.whole_layers() => Some(LayerWeights::Stored(&layer.weights)),
+                (None, _) => None,
+            };
+            if let Some(weights) = weights {
+                let one = EncoderLayerShape {
+                    attention: shape.clone(),
+                    hidden: h,
+                    intermediate: self.cfg.intermediate_size,
+                    eps: self.cfg.layer_norm_eps,
+                };
+                if let Some(y) = self.kernels.encoder_layer(&x, &one, weights)? {
+                    x = y;
+                    continue;
+                }
+            }
             let ctx = self.kernels.attention(
                 &layer.query.forward(&x)?,
                 &layer.key.forward(&x)?,

@@ -1,0 +1,127 @@
+//! Row-major f32 buffers: the projection (`x · Wᵀ + b` through gemm), element-wise passes
+//! and column sums of the whole-layer op ([`super::layer`]), and a tensor's values read in
+//! place.
+
+use std::ops::Range;
+
+use candle_core::{Storage, Tensor};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::host;
+
+/// Rows per task of the bias gradients' partial sums (a fixed size: the sums' order, and
+/// so the result, does not depend on the thread count).
+pub(super) const ROWS_PER_TASK: usize = 256;
+
+/// gemm over the whole thread pool.
+pub(super) fn parallelism() -> Parallelism {
+    Parallelism::Rayon(rayon::current_num_threads())
+}
+
+/// `x (rows, n_in) · Wᵀ + b` for `W (n_out, n_in)`: the output starts as the bias and gemm
+/// adds the product into it.
+pub(super) fn linear(x: &[f32], w: &[f32], b: &[f32], n_in: usize, n_out: usize) -> Vec<f32> {
+    let rows = x.len() / n_in;
+    let mut y = Vec::with_capacity(rows * n_out);
+    for _ in 0..rows {
+        y.extend_from_slice(b);
+    }
+    if rows == 0 {
+        return y;
+    }
+    // SAFETY: y is rows × n_out, x rows × n_in, and Wᵀ (n_in × n_out) is read from W
+    // (n_out × n_in): element (a, c) at a + c·n_in.
+    unsafe {
+        gemm(
+            rows,
+            n_out,
+            n_in,
+            y.as_mut_ptr(),
+            1,
+            n_out as isize,
+            true,
+            x.as_ptr(),
+            1,
+            n_in as isize,
+            w.as_ptr(),
+            n_in as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+    y
+}
+
+/// `a += b`, element-wise.
+pub(super) fn add_into(a: &mut [f32], b: &[f32]) {
+    a.par_chunks_mut(1 << 14)
+        .zip(b.par_chunks(1 << 14))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+}
+
+/// `f` of every element.
+pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+    out
+}
+
+/// Σ over the rows of a row-major matrix `cols` wide: partial sums per task of
+/// [`ROWS_PER_TASK`] rows, added in task order.
+pub(super) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let partial: Vec<Vec<f32>> = m
+        .par_chunks(ROWS_PER_TASK * cols)
+        .map(|rows| {
+            let mut s = vec![0f32; cols];
+            for r in rows.chunks_exact(cols) {
+                s.iter_mut().zip(r).for_each(|(s, x)| *s += x);
+            }
+            s
+        })
+        .collect();
+    let mut out = vec![0f32; cols];
+    for s in partial {
+        out.iter_mut().zip(s).for_each(|(o, x)| *o += x);
+    }
+    out
+}
+
+/// `f` of a tensor's f32 values: read in place when it is a contiguous CPU tensor,
+/// copied otherwise.
+pub(super) fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            return Ok(f(&cpu.as_slice::<f32>()?[a..b]));
+        }
+    }
+    Ok(f(&host(t)?))
+}
+
+/// The real rows of a padded `(batch·tokens, w)` buffer end to end: text `b`'s rows
+/// start at `b·tokens` there and at `real[b].start` in the result
+/// ([`crate::backend::AttentionShape::real_rows`]).
+pub(super) fn unpad(x: &[f32], real: &[Range<usize>], tokens: usize, w: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(real.last().map_or(0, |r| r.end) * w);
+    for (b, r) in real.iter().enumerate() {
+        out.extend_from_slice(&x[b * tokens * w..(b * tokens + r.len()) * w]);
+    }
+    out
+}
+
+/// The inverse of [`unpad`]: padding rows come back as zeros.
+pub(super) fn pad(x: &[f32], real: &[Range<usize>], tokens: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; real.len() * tokens * w];
+    for (b, r) in real.iter().enumerate() {
+        out[b * tokens * w..(b * tokens + r.len()) * w].copy_from_slice(&x[r.start * w..r.end * w]);
+    }
+    out
+}
