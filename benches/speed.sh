@@ -49,8 +49,8 @@ for b in 32 128; do
   run "freshen-encode-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch $b --repeats 3
   [ -z "$BEFORE" ] || run "before-encode-$b" "$BEFORE" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch $b --repeats 3
 done
-# freshen's own batching (a token budget of 1,024, at most 256 texts), for reference.
-run "freshen-encode-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch 256 --batch-tokens 1024 --repeats 3
+# freshen's own batching (its default token budget of 4,096, at most 256 texts), for reference.
+run "freshen-encode-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/glosses.txt" --batch 256 --batch-tokens 4096 --repeats 3
 run "torch-train-step" $P benches/peers/train_step.py --model "$MODEL" --texts "$OUT/targets.txt" --queries 32 --targets-per-query 8 --steps 4 --threads "$THREADS"
 run "freshen-train-step" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries 32 --targets-per-query 8 --steps 4
 run "peers-topk" $P benches/peers/topk.py --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --threads "$THREADS" --repeats 5
@@ -66,7 +66,7 @@ for L in $LENGTHS; do
     run "freshen-passages-$L-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
     [ -z "$BEFORE" ] || run "before-passages-$L-$b" "$BEFORE" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
   done
-  run "freshen-passages-$L-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch 256 --batch-tokens 1024 --repeats "$PASSAGE_REPEATS"
+  run "freshen-passages-$L-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch 256 --batch-tokens 4096 --repeats "$PASSAGE_REPEATS"
 done
 for L in $STEP_LENGTHS; do
   run "torch-step-$L" $P benches/peers/train_step.py --model "$MODEL" --texts "$OUT/passages-$L.txt" --queries 32 --targets-per-query 8 --steps 3 --threads "$THREADS"

@@ -114,8 +114,8 @@ pub struct TrainStepArgs {
     /// Keep the lowest this many layers fixed (and the embeddings, when > 0).
     #[arg(long, default_value_t = 0)]
     pub freeze_layers: usize,
-    /// Token budget of one batch of the training forward (the model's `train_batch_tokens`).
-    #[arg(long, default_value_t = freshen_operators::encoder::bert::DEFAULT_TRAIN_BATCH_TOKENS)]
+    /// Token budget of one batch of the forwards (the model's `batch_tokens`).
+    #[arg(long, default_value_t = freshen_operators::encoder::bert::DEFAULT_BATCH_TOKENS)]
     pub batch_tokens: usize,
     /// Where the model runs, and in what precision.
     #[command(flatten)]
@@ -259,7 +259,7 @@ fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
             freeze_layers: a.freeze_layers,
             freeze_embeddings: a.freeze_layers > 0,
             dtype: a.on.dtype,
-            train_batch_tokens: a.batch_tokens,
+            batch_tokens: a.batch_tokens,
             ..BertOptions::default()
         },
         &device,

@@ -44,19 +44,15 @@ use crate::{Encoder, Result};
 use model::BertNet;
 use tokenize::TextTokenizer;
 
-/// Default token budget of one batch (inputs × padded length). Small batches won on this
-/// project's 2-core machine: embedding 20,000 WordNet targets through a pipeline took
-/// 109 s at 8,192, 73 s at 2,048, 66 s at 1,024 and 64 s at 512 (BENCHMARKS.md): the
-/// element-wise passes over a small batch stay in cache, and the texts of a small batch
-/// are closer in length, so less padding is computed.
-pub const DEFAULT_BATCH_TOKENS: usize = 1024;
-
-/// Default token budget of one batch of a training forward. A training forward keeps
-/// each layer's activations until the backward whatever the batching (the whole-layer op
-/// of [`crate::backend`]), so larger batches cost little memory and give the matrix
-/// products larger shapes: a MiniLM step of 32 queries × 8 passages of 128 pieces ran
-/// about a tenth faster at 4,096 than at 1,024, and no faster at 32,768 (BENCHMARKS.md).
-pub const DEFAULT_TRAIN_BATCH_TOKENS: usize = 4096;
+/// Default token budget of one batch (inputs × padded length). The layers compute no
+/// padding rows (texts run end to end, [`crate::backend`]), so a batch's padding costs
+/// little, and larger batches give the matrix products better shapes: on this project's
+/// 2-core machine, MiniLM encoded 128-piece passages at 43.0 sentences/s with 1,024,
+/// 48.9 with 2,048 and 49.2 with 4,096, glosses at 554 / 519 / 558, and a training step
+/// of 32 queries × 8 such passages ran about a tenth faster at 4,096 than at 1,024
+/// (BENCHMARKS.md, "A layer as one op"). Before the layers skipped padding, 1,024 won:
+/// larger batches of WordNet texts carried more padding.
+pub const DEFAULT_BATCH_TOKENS: usize = 4096;
 
 /// What the user may set on top of the folder. Every field has a default; unknown
 /// fields are rejected when deserialising.
@@ -75,8 +71,6 @@ pub struct BertOptions {
     pub prefix: String,
     /// Token budget of one batch (texts × padded length); texts are sorted by length.
     pub batch_tokens: usize,
-    /// The same budget for training forwards (larger: see [`DEFAULT_TRAIN_BATCH_TOKENS`]).
-    pub train_batch_tokens: usize,
     /// At most this many texts per batch.
     pub max_batch: usize,
     /// When training: keep the embedding tables fixed.
@@ -96,7 +90,6 @@ impl Default for BertOptions {
             max_length: None,
             prefix: String::new(),
             batch_tokens: DEFAULT_BATCH_TOKENS,
-            train_batch_tokens: DEFAULT_TRAIN_BATCH_TOKENS,
             max_batch: 256,
             freeze_embeddings: false,
             freeze_layers: 0,
@@ -111,7 +104,6 @@ impl BertOptions {
     /// checked when it loads.
     pub fn validate(&self) -> Result<()> {
         at_least("batch_tokens", self.batch_tokens, 1)?;
-        at_least("train_batch_tokens", self.train_batch_tokens, 1)?;
         at_least("max_batch", self.max_batch, 1)?;
         if let Some(n) = self.max_length {
             at_least("max_length", n, 1)?;
@@ -181,15 +173,11 @@ impl BertEncoder {
                 "max_length {max_length} must be in 1..={positions} (the model's position table)"
             )));
         }
-        for (name, budget) in [
-            ("batch_tokens", options.batch_tokens),
-            ("train_batch_tokens", options.train_batch_tokens),
-        ] {
-            if budget < max_length {
-                return Err(crate::Error::Setting(format!(
-                    "{name} {budget} must be at least max_length {max_length}"
-                )));
-            }
+        if options.batch_tokens < max_length {
+            return Err(crate::Error::Setting(format!(
+                "batch_tokens {} must be at least max_length {max_length}",
+                options.batch_tokens
+            )));
         }
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), max_length)?;
         let (params, extra) = weights::load(&folder, &options, &device)?;
@@ -284,11 +272,7 @@ impl BertEncoder {
         }
         let ids = self.tokenize(texts)?;
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let budget = match net.trains() {
-            true => self.options.train_batch_tokens,
-            false => self.options.batch_tokens,
-        };
-        let batches = plan_batches(&lengths, budget, self.options.max_batch);
+        let batches = plan_batches(&lengths, self.options.batch_tokens, self.options.max_batch);
         let prepared = net.prepare()?;
         let mut parts = Vec::with_capacity(batches.len());
         let mut order = Vec::with_capacity(texts.len());

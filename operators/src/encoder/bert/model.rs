@@ -215,11 +215,6 @@ impl BertNet {
         Ok(Prepared { packed })
     }
 
-    /// Whether forwards record their graph for a backward.
-    pub fn trains(&self) -> bool {
-        self.train
-    }
-
     /// Whether layers may run as one op: f32 with the exact GELU (what the op computes).
     fn whole_layers(&self) -> bool {
         self.dtype == DType::F32 && !matches!(self.cfg.hidden_act.as_str(), "relu" | "gelu_new")
