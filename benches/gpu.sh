@@ -7,18 +7,23 @@
 #      and 256, f32 and bf16, glosses and 200-piece passages) against sentence-transformers;
 #      one training step (32 × 8 and 128 × 8) against PyTorch; exact top-10 of 1,024 queries
 #      over 1,000,000 × 384 against torch.topk of a matmul
-#   3. the claim at GPU speed: the MiniLM arms (benches/arms.sh) on $DATA
+#   3. the claim at GPU speed: the drift regime's arms (pipelines/wordnet-minilm-drift.yaml
+#      through benches/arms.sh) on $DATA, stopped after CLAIM_SECONDS
 # The GPU machine is lent now and then for minutes, so this must work the first time: it
 # is tested here with `DEVICE=cpu SMALL=1 benches/gpu.sh` (the same steps at toy sizes).
 #
-#   scripts/build-cuda.sh && benches/gpu-pack.sh     # here: the binary and a model that travel
-#   benches/gpu.sh                                   # there (DEVICE=cuda BIN=dist/freshen-cuda)
+#   scripts/build-cuda.sh && DATA=data/full/wordnet benches/gpu-pack.sh   # here: dist/pack
+#   DATA=data/full/wordnet benches/gpu.sh   # there, with dist/pack carried (run's carry)
 #
 # Settings (environment): DEVICE (cuda), BIN, MODEL (models/all-MiniLM-L6-v2, or the packed
 # fp16 folder dist/minilm-f16 when present), OUT (out/gpu), PYTHON (python3 there, with
 # torch and sentence-transformers), DATA (data/wordnet-sample), CLAIM (1: run the arms),
-# SMALL (1: toy sizes, for testing the script). On the CPU, PyTorch's bf16 autocast fails
-# in layer_norm (torch 2.15), so that peer's cell stays empty there.
+# SMALL (1: toy sizes, for testing the script), MEASURE (1: steps 1 and 2), IN (where the
+# text inputs are, or are written: $OUT), WORK (bulky files, the top-k vectors and the
+# arms' runs: $OUT; only the runs' small files are copied to $OUT/arms), CLAIM_SECONDS
+# (stop the arms after this long; CELL_SECONDS stops one measurement, 120; a stopped run resumes next time), and the arms' STEPS,
+# EVERY, ARMS, SEEDS, PIPELINE. On the CPU, PyTorch's bf16 autocast fails in layer_norm
+# (torch 2.15), so that peer's cell stays empty there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +33,19 @@ OUT=${OUT:-out/gpu}
 P=${PYTHON:-python3}
 DATA=${DATA:-data/wordnet-sample}
 CLAIM=${CLAIM:-1}
+MEASURE=${MEASURE:-1}
+WORK=${WORK:-$OUT}
+# What benches/gpu-pack.sh packed here, unpacked once.
+if [ -d dist/pack ] && [ ! -x dist/freshen-cuda ]; then
+  xz -dc dist/pack/freshen-cuda.xz >dist/freshen-cuda && chmod +x dist/freshen-cuda
+  xz -dc dist/pack/minilm-f16.tar.xz | tar -C dist -xf -
+  xz -dc dist/pack/inputs.tar.xz | tar -C dist -xf -
+  [ ! -f dist/pack/data.tar.xz ] || xz -dc dist/pack/data.tar.xz | tar -xf -
+fi
+if [ -z "${IN:-}" ]; then
+  IN=$OUT
+  [ ! -f dist/gpu-in/passages.txt ] || IN=dist/gpu-in
+fi
 if [ -z "${MODEL:-}" ]; then
   MODEL=models/all-MiniLM-L6-v2
   [ -f dist/minilm-f16/model.safetensors ] && MODEL=dist/minilm-f16
@@ -55,46 +73,48 @@ else
   TEXTS=4000; PASSAGES=1000; BATCHES="32 256"; STEP_SHAPES="32x8 128x8"; TOPK_N=1000000; TOPK_Q=1024; REPEATS=3
 fi
 
-run() { # name command...: saves $OUT/name.json and $OUT/name.log
+run() { # name command...: saves $OUT/name.json and $OUT/name.log; stops it after CELL_SECONDS
   local name=$1; shift
   echo "gpu: $name ($((SECONDS - start)) s)" >&2
-  "$@" 2>"$OUT/$name.log" >"$OUT/$name.json" || { tail -5 "$OUT/$name.log" >&2; echo '{}' >"$OUT/$name.json"; return 0; }
+  timeout "${CELL_SECONDS:-120}" "$@" 2>"$OUT/$name.log" >"$OUT/$name.json" || { tail -5 "$OUT/$name.log" >&2; echo '{}' >"$OUT/$name.json"; return 0; }
 }
 
 # Inputs: glosses, passages of 200 word pieces (benches/peers/passages.py), the corpus's
 # texts (the training step's targets), vectors.
-[ -f "$OUT/glosses.txt" ] || $P benches/peers/texts.py --source queries --n "$TEXTS" --out "$OUT/glosses.txt" >&2
-[ -f "$OUT/targets.txt" ] || $P benches/peers/texts.py --source corpus --n "$TEXTS" --out "$OUT/targets.txt" >&2
-[ -f "$OUT/passages.txt" ] || $P benches/peers/passages.py --tokens 200 --n "$PASSAGES" --model "$MODEL" --out "$OUT/passages.txt" >&2
-[ -f "$OUT/vec/vectors.f32" ] || $P benches/peers/make_vectors.py --n "$TOPK_N" --dim 384 --queries "$TOPK_Q" --seed 0 --out "$OUT/vec" >&2
+mkdir -p "$IN" "$WORK"
+[ -f "$IN/glosses.txt" ] || $P benches/peers/texts.py --source queries --n "$TEXTS" --out "$IN/glosses.txt" >&2
+[ -f "$IN/targets.txt" ] || $P benches/peers/texts.py --source corpus --n "$TEXTS" --out "$IN/targets.txt" >&2
+[ -f "$IN/passages.txt" ] || $P benches/peers/passages.py --tokens 200 --n "$PASSAGES" --model "$MODEL" --out "$IN/passages.txt" >&2
+if [ "$MEASURE" = 1 ]; then
+[ -f "$WORK/vec/vectors.f32" ] || $P benches/peers/make_vectors.py --n "$TOPK_N" --dim 384 --queries "$TOPK_Q" --seed 0 --out "$WORK/vec" >&2
 
 # 1. Correctness.
 for dt in f32 bf16; do
   run "parity-$dt" "$BIN" bench parity --model "$MODEL" --device "$DEVICE" --dtype "$dt"
 done
 for dev in cpu "$DEVICE"; do
-  run "step-loss-$dev" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries 8 --targets-per-query 4 --steps 2 --device "$dev"
+  run "step-loss-$dev" "$BIN" bench train-step --model "$MODEL" --texts "$IN/targets.txt" --queries 8 --targets-per-query 4 --steps 2 --device "$dev"
 done
-run "step-loss-again" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries 8 --targets-per-query 4 --steps 2 --device "$DEVICE"
+run "step-loss-again" "$BIN" bench train-step --model "$MODEL" --texts "$IN/targets.txt" --queries 8 --targets-per-query 4 --steps 2 --device "$DEVICE"
 
 # 2. Speed, each pair back to back.
 for texts in glosses passages; do
   for dt in f32 bf16; do
     for b in $BATCHES; do
-      run "st-$texts-$dt-$b" $P benches/peers/encode.py --model "$MODEL" --texts "$OUT/$texts.txt" --batch "$b" --device "$DEVICE" --dtype "$dt" --repeats "$REPEATS"
-      run "freshen-$texts-$dt-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/$texts.txt" --batch "$b" --device "$DEVICE" --dtype "$dt" --repeats "$REPEATS"
+      run "st-$texts-$dt-$b" $P benches/peers/encode.py --model "$MODEL" --texts "$IN/$texts.txt" --batch "$b" --device "$DEVICE" --dtype "$dt" --repeats "$REPEATS"
+      run "freshen-$texts-$dt-$b" "$BIN" bench encode --model "$MODEL" --texts "$IN/$texts.txt" --batch "$b" --device "$DEVICE" --dtype "$dt" --repeats "$REPEATS"
     done
   done
 done
 for shape in $STEP_SHAPES; do
   q=${shape%x*}; t=${shape#*x}
   for dt in f32 bf16; do
-    run "torch-step-$shape-$dt" $P benches/peers/train_step.py --model "$MODEL" --texts "$OUT/targets.txt" --queries "$q" --targets-per-query "$t" --steps 4 --device "$DEVICE" --dtype "$dt"
-    run "freshen-step-$shape-$dt" "$BIN" bench train-step --model "$MODEL" --texts "$OUT/targets.txt" --queries "$q" --targets-per-query "$t" --steps 4 --device "$DEVICE" --dtype "$dt"
+    run "torch-step-$shape-$dt" $P benches/peers/train_step.py --model "$MODEL" --texts "$IN/targets.txt" --queries "$q" --targets-per-query "$t" --steps 4 --device "$DEVICE" --dtype "$dt"
+    run "freshen-step-$shape-$dt" "$BIN" bench train-step --model "$MODEL" --texts "$IN/targets.txt" --queries "$q" --targets-per-query "$t" --steps 4 --device "$DEVICE" --dtype "$dt"
   done
 done
-run "torch-topk" $P benches/peers/torch_topk.py --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --device "$DEVICE" --repeats "$REPEATS"
-run "freshen-topk" "$BIN" bench topk --vectors "$OUT/vec/vectors.f32" --queries "$OUT/vec/queries.f32" --dim 384 --k 10 --chunk 65536 --device "$DEVICE" --repeats "$REPEATS"
+run "torch-topk" $P benches/peers/torch_topk.py --vectors "$WORK/vec/vectors.f32" --queries "$WORK/vec/queries.f32" --dim 384 --k 10 --device "$DEVICE" --repeats "$REPEATS"
+run "freshen-topk" "$BIN" bench topk --vectors "$WORK/vec/vectors.f32" --queries "$WORK/vec/queries.f32" --dim 384 --k 10 --chunk 65536 --device "$DEVICE" --repeats "$REPEATS"
 
 # The tables (also written to $OUT/tables.md).
 $P - "$OUT" "$DEVICE" "$BATCHES" "$STEP_SHAPES" <<'PY' | tee "$OUT/tables.md"
@@ -138,21 +158,32 @@ same = bool(t) and bool(r) and t.get("ids_first") == r.get("ids_first")
 print(f"\nTop-k ids of the first two queries equal to torch's: {same}.")
 PY
 echo "gpu: measurements done in $((SECONDS - start)) s" >&2
+fi
 
-# 3. The claim at GPU speed: the MiniLM arms, sharing one store.
+# 3. The claim at GPU speed: the drift regime (every layer trainable, lr 1e-4, plain top-k),
+# the arms sharing one store.
 if [ "$CLAIM" = 1 ]; then
   if [ "$SMALL" = 1 ]; then
     STEPS=${STEPS:-4}; EVERY=${EVERY:-2}; ARMS=${ARMS:-"stale corrector refresh-2"}; SEEDS=${SEEDS:-1}
   else
-    STEPS=${STEPS:-1000}; EVERY=${EVERY:-100}; ARMS=${ARMS:-"inbatch stale corrector refresh-100 refresh-500"}; SEEDS=${SEEDS:-"1 2"}
+    STEPS=${STEPS:-500}; EVERY=${EVERY:-100}; ARMS=${ARMS:-"corrector stale refresh-100 inbatch"}; SEEDS=${SEEDS:-"1 2"}
   fi
-  # Every layer trains at GPU speed (the CPU benchmark froze half), so the cache drifts.
   sets="--set vars.model=$MODEL"
-  for m in f g; do
-    sets="$sets --set models.$m.device=$DEVICE --set models.$m.freeze_layers=0 --set models.$m.freeze_embeddings=false"
-  done
-  sets="$sets --set models.h.device=$DEVICE"
-  PIPELINE=pipelines/wordnet-minilm.yaml DATA="$DATA" OUT="$OUT/arms" STEPS="$STEPS" EVERY="$EVERY" \
-    ARMS="$ARMS" SEEDS="$SEEDS" SHARED_STORE=1 BIN="$BIN" EXTRA="$sets" benches/arms.sh | tee "$OUT/arms.md"
+  for m in f g h; do sets="$sets --set models.$m.device=$DEVICE"; done
+  # The runs' small files (summaries, metrics, logs) come back; the store, checkpoints and
+  # embeddings stay in $WORK.
+  copy_arms() {
+    [ -d "$WORK/arms" ] && [ "$WORK" != "$OUT" ] || return 0
+    (cd "$WORK/arms" && find . -path ./store -prune -o -type f -size -8M -print) | while read -r f; do
+      mkdir -p "$OUT/arms/$(dirname "$f")" && cp "$WORK/arms/$f" "$OUT/arms/$f"
+    done
+  }
+  trap copy_arms EXIT
+  echo "gpu: the arms ($ARMS; seeds $SEEDS; $STEPS steps; ${CLAIM_SECONDS:-no} s limit) ($((SECONDS - start)) s)" >&2
+  rc=0
+  PIPELINE=${PIPELINE:-pipelines/wordnet-minilm-drift.yaml} DATA="$DATA" OUT="$WORK/arms" STEPS="$STEPS" EVERY="$EVERY" \
+    ARMS="$ARMS" SEEDS="$SEEDS" SHARED_STORE=1 BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
+    timeout --signal=INT "${CLAIM_SECONDS:-1000000}" benches/arms.sh >"$OUT/arms.md" || rc=$?
+  echo "gpu: the arms ended with $rc ($((SECONDS - start)) s)" >&2
 fi
 echo "gpu: all done in $((SECONDS - start)) s" >&2
