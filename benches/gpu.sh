@@ -20,10 +20,11 @@
 # torch and sentence-transformers), DATA (data/wordnet-sample), CLAIM (1: run the arms),
 # SMALL (1: toy sizes, for testing the script), MEASURE (1: steps 1 and 2), IN (where the
 # text inputs are, or are written: $OUT), WORK (bulky files, the top-k vectors and the
-# arms' runs: $OUT; only the runs' small files are copied to $OUT/arms), CLAIM_SECONDS
-# (stop the arms after this long; CELL_SECONDS stops one measurement, 120; a stopped run resumes next time), and the arms' STEPS,
-# EVERY, ARMS, SEEDS, PIPELINE. On the CPU, PyTorch's bf16 autocast fails in layer_norm
-# (torch 2.15), so that peer's cell stays empty there.
+# arms' runs: $OUT; only the runs' small files are copied to $OUT/arms), CELL_SECONDS
+# (stop one measurement after this long: 120), CLAIM_SECONDS (stop the arms after this
+# long; a stopped run resumes next time), and the arms' STEPS, EVERY, ARMS, SEEDS,
+# PIPELINE. On the CPU, PyTorch's bf16 autocast fails in layer_norm (torch 2.15), so that
+# peer's cell stays empty there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,7 +86,7 @@ mkdir -p "$IN" "$WORK"
 [ -f "$IN/glosses.txt" ] || $P benches/peers/texts.py --source queries --n "$TEXTS" --out "$IN/glosses.txt" >&2
 [ -f "$IN/targets.txt" ] || $P benches/peers/texts.py --source corpus --n "$TEXTS" --out "$IN/targets.txt" >&2
 [ -f "$IN/passages.txt" ] || $P benches/peers/passages.py --tokens 200 --n "$PASSAGES" --model "$MODEL" --out "$IN/passages.txt" >&2
-if [ "$MEASURE" = 1 ]; then
+if [ "$MEASURE" = 1 ]; then # to "measurements done"
 [ -f "$WORK/vec/vectors.f32" ] || $P benches/peers/make_vectors.py --n "$TOPK_N" --dim 384 --queries "$TOPK_Q" --seed 0 --out "$WORK/vec" >&2
 
 # 1. Correctness.

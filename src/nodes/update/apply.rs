@@ -10,9 +10,10 @@
 //!
 //! Alone (one worker in all), the gradients skip the host: the first operator leaves them
 //! where the models live, in a slot the second takes them from, and sends an empty batch
-//! in their place. Copying every weight gradient to the host, into Arrow and back costs
-//! little on the CPU and most of a step on a GPU; the numbers are the same either way
-//! (the round trip is exact and one worker's sum has one term).
+//! in their place. Copying every weight gradient to the host, into Arrow and back cost
+//! 6-8 % of a MiniLM step on the CPU (BENCHMARKS.md, "GPU") and is the suspect for
+//! most of a step's time on a GPU; the numbers are the same either way (the round trip is
+//! exact and one worker's sum has one term).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
