@@ -13,19 +13,23 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::wide::wide_fn;
 use super::{contiguous_f32, host};
 use crate::backend::AttentionShape;
 
 impl AttentionShape {
+    #[inline(always)]
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
 
+    #[inline(always)]
     fn at(&self, i: usize, h: usize) -> usize {
         (i * self.heads + h) * self.head_dim
     }
 
     /// Softmax weights of query row `i` over the first `len` keys of one text and head.
+    #[inline(always)]
     fn weights(&self, q: &[f32], k: &[f32], i: usize, h: usize, len: usize, out: &mut [f32]) {
         let d = self.head_dim;
         let qi = &q[self.at(i, h)..self.at(i, h) + d];
@@ -38,7 +42,7 @@ impl AttentionShape {
             let kj = &k[self.at(j, h)..self.at(j, h) + d];
             *s = dot(qi, kj) * self.scale();
         }
-        super::softmax_row(scores, &mut out[..len]);
+        super::softmax_row_body(scores, &mut out[..len]);
     }
 
     /// The context rows of `q`, `k`, `v` (each `(batch·tokens, heads·head_dim)`, row-major).
@@ -72,21 +76,10 @@ impl AttentionShape {
         len: usize,
         blocked: bool,
     ) {
-        let (t, d) = (self.tokens, self.head_dim);
         if blocked {
             return self.blocked_forward(q, k, v, o, len);
         }
-        let mut p = vec![0f32; len];
-        for h in 0..self.heads {
-            for i in 0..t {
-                self.weights(q, k, i, h, len, &mut p);
-                let oi = &mut o[self.at(i, h)..self.at(i, h) + d];
-                for (j, &pj) in p.iter().enumerate() {
-                    let vj = &v[self.at(j, h)..self.at(j, h) + d];
-                    oi.iter_mut().zip(vj).for_each(|(o, v)| *o += pj * v);
-                }
-            }
-        }
+        short_forward(self, (q, k, v), o, len)
     }
 
     /// The real rows of each text, end to end (no padding rows): text `b` is
@@ -194,47 +187,85 @@ impl AttentionShape {
         len: usize,
         blocked: bool,
     ) {
-        let (t, d) = (self.tokens, self.head_dim);
-        let scale = self.scale();
         if blocked {
             return self.blocked_backward((q, k, v, g), dq, dk, dv, len);
         }
-        let mut p = vec![0f32; len];
-        let mut ds = vec![0f32; len];
-        for h in 0..self.heads {
-            for i in 0..t {
-                self.weights(q, k, i, h, len, &mut p);
-                let gi = &g[self.at(i, h)..self.at(i, h) + d];
-                let mut rowsum = 0.0;
-                for j in 0..len {
-                    let vj = &v[self.at(j, h)..self.at(j, h) + d];
-                    ds[j] = dot(gi, vj);
-                    rowsum += p[j] * ds[j];
-                    let dvj = &mut dv[self.at(j, h)..self.at(j, h) + d];
-                    dvj.iter_mut().zip(gi).for_each(|(a, g)| *a += p[j] * g);
-                }
-                let qi = &q[self.at(i, h)..self.at(i, h) + d];
-                let dqi_at = self.at(i, h);
-                for j in 0..len {
-                    let s = p[j] * (ds[j] - rowsum) * scale;
-                    let at = self.at(j, h);
-                    let kj = &k[at..at + d];
-                    dq[dqi_at..dqi_at + d]
-                        .iter_mut()
-                        .zip(kj)
-                        .for_each(|(a, kv)| *a += s * kv);
-                    dk[at..at + d]
-                        .iter_mut()
-                        .zip(qi)
-                        .for_each(|(a, qv)| *a += s * qv);
-                }
-            }
-        }
+        short_backward(self, (q, k, v, g), (dq, dk, dv), len)
     }
 
     /// Runs the fused kernel: `q`, `k`, `v` are `(batch·tokens, heads·head_dim)`.
     pub(crate) fn fused(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
         q.apply_op3(k, v, self.clone())
+    }
+}
+
+wide_fn! {
+    /// The per-row path of one text's forward (texts shorter than [`blocked_from`]).
+    fn short_forward(
+        s: &AttentionShape,
+        qkv: (&[f32], &[f32], &[f32]),
+        o: &mut [f32],
+        len: usize,
+    ) {
+        let ((q, k, v), (t, d)) = (qkv, (s.tokens, s.head_dim));
+        let mut p = vec![0f32; len];
+        for h in 0..s.heads {
+            for i in 0..t {
+                s.weights(q, k, i, h, len, &mut p);
+                let oi = &mut o[s.at(i, h)..s.at(i, h) + d];
+                for (j, &pj) in p.iter().enumerate() {
+                    let vj = &v[s.at(j, h)..s.at(j, h) + d];
+                    for (o, v) in oi.iter_mut().zip(vj) {
+                        *o += pj * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+wide_fn! {
+    /// The per-row path of one text's backward (texts shorter than [`blocked_from`]).
+    fn short_backward(
+        s: &AttentionShape,
+        qkvg: (&[f32], &[f32], &[f32], &[f32]),
+        grads: (&mut [f32], &mut [f32], &mut [f32]),
+        len: usize,
+    ) {
+        let ((q, k, v, g), (dq, dk, dv)) = (qkvg, grads);
+        let (t, d) = (s.tokens, s.head_dim);
+        let scale = s.scale();
+        let mut p = vec![0f32; len];
+        let mut ds = vec![0f32; len];
+        for h in 0..s.heads {
+            for i in 0..t {
+                s.weights(q, k, i, h, len, &mut p);
+                let gi = &g[s.at(i, h)..s.at(i, h) + d];
+                let mut rowsum = 0.0;
+                for j in 0..len {
+                    let vj = &v[s.at(j, h)..s.at(j, h) + d];
+                    ds[j] = dot(gi, vj);
+                    rowsum += p[j] * ds[j];
+                    let dvj = &mut dv[s.at(j, h)..s.at(j, h) + d];
+                    for (a, g) in dvj.iter_mut().zip(gi) {
+                        *a += p[j] * g;
+                    }
+                }
+                let qi = &q[s.at(i, h)..s.at(i, h) + d];
+                let dqi_at = s.at(i, h);
+                for j in 0..len {
+                    let sj = p[j] * (ds[j] - rowsum) * scale;
+                    let at = s.at(j, h);
+                    let kj = &k[at..at + d];
+                    for (a, kv) in dq[dqi_at..dqi_at + d].iter_mut().zip(kj) {
+                        *a += sj * kv;
+                    }
+                    for (a, qv) in dk[at..at + d].iter_mut().zip(qi) {
+                        *a += sj * qv;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -275,6 +306,7 @@ fn split_rows<'a>(
 }
 
 /// Inner product with eight partial sums (one running sum would not vectorise).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -169,12 +169,7 @@ impl AttentionShape {
                     1.0,
                 );
             }
-            for (prow, drow) in p.chunks_exact(len).zip(ds.chunks_exact_mut(len)) {
-                let rowsum: f32 = prow.iter().zip(drow.iter()).map(|(a, b)| a * b).sum();
-                for (x, &pj) in drow.iter_mut().zip(prow) {
-                    *x = pj * (*x - rowsum) * scale;
-                }
-            }
+            softmax_backward_rows(&p, &mut ds, len, scale);
             let dsv = View::rows(&ds, len);
             unsafe {
                 // dQ_h (t × d) = dS (t × len) · K_h (len × d).
@@ -195,6 +190,19 @@ impl AttentionShape {
                     self.head(q, h),
                     1.0,
                 );
+            }
+        }
+    }
+}
+
+super::wide::wide_fn! {
+    /// The softmax's backward over the rows of `p` (each `len` wide), in place of the
+    /// probabilities' gradient `ds`: `ds = p ⊙ (ds − rowsum(p ⊙ ds)) · scale`.
+    fn softmax_backward_rows(p: &[f32], ds: &mut [f32], len: usize, scale: f32) {
+        for (prow, drow) in p.chunks_exact(len).zip(ds.chunks_exact_mut(len)) {
+            let rowsum = super::sum_lanes(len, |j| prow[j] * drow[j]);
+            for (x, &pj) in drow.iter_mut().zip(prow) {
+                *x = pj * (*x - rowsum) * scale;
             }
         }
     }

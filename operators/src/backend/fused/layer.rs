@@ -210,7 +210,7 @@ impl EncoderLayer {
         drop(g);
         dz.par_chunks_mut(ROWS_PER_TASK * i)
             .zip(z.par_chunks(ROWS_PER_TASK * i))
-            .for_each(|(d, z)| d.iter_mut().zip(z).for_each(|(d, &z)| *d *= gelu_slope(z)));
+            .for_each(|(d, z)| scale_by_gelu_slope(d, z));
         drop(z);
         // The intermediate projection, whose input (the first norm's output) is
         // recomputed; its residual brings ∂x2 along.
@@ -233,6 +233,15 @@ impl EncoderLayer {
             dx = d.linear_acc(k, x, dy, (h, h), dx);
         }
         (dx, d.dp)
+    }
+}
+
+super::wide::wide_fn! {
+    /// `d ·= GELU'(z)`, element-wise.
+    fn scale_by_gelu_slope(d: &mut [f32], z: &[f32]) {
+        for (d, &z) in d.iter_mut().zip(z) {
+            *d *= gelu_slope(z);
+        }
     }
 }
 

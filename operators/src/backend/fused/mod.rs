@@ -13,6 +13,9 @@ mod blocked;
 mod layer;
 mod norm;
 mod rows;
+mod wide;
+
+use wide::wide_fn;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -150,16 +153,26 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
-/// `out = softmax(x)` for one row, in passes the compiler vectorises: a float reduction
-/// written as one running sum or maximum stays scalar (its order is fixed), so these keep
-/// [`LANES`] partial ones.
-pub(crate) fn softmax_row(x: &[f32], out: &mut [f32]) {
+wide_fn! {
+    /// `out = softmax(x)` for one row, in passes the compiler vectorises: a float
+    /// reduction written as one running sum or maximum stays scalar (its order is fixed),
+    /// so these keep [`LANES`] partial ones.
+    pub(crate) fn softmax_row(x: &[f32], out: &mut [f32]) {
+        softmax_row_body(x, out)
+    }
+}
+
+/// [`softmax_row`]'s body, for kernels that inline it.
+#[inline(always)]
+pub(crate) fn softmax_row_body(x: &[f32], out: &mut [f32]) {
     let max = lanes(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
     for (o, &x) in out.iter_mut().zip(x) {
         *o = exp(x - max);
     }
     let inv = 1.0 / lanes(out, 0.0, |a, b| a + b);
-    out.iter_mut().for_each(|o| *o *= inv);
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
 }
 
 /// Partial reductions kept per lane.
@@ -167,7 +180,7 @@ const LANES: usize = 16;
 
 /// `v` reduced by `f` from `init`, over [`LANES`] partial results then combined.
 #[inline(always)]
-fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; LANES];
     let chunks = v.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -180,8 +193,23 @@ fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     rest.iter().fold(acc, |a, &b| f(a, b))
 }
 
+/// `Σ_j term(j)` for `j < n`, over [`LANES`] partial sums then combined (a sum the
+/// compiler vectorises; `term` should be a few loads and products).
+#[inline(always)]
+pub(crate) fn sum_lanes(n: usize, term: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let full = n / LANES * LANES;
+    for c in (0..full).step_by(LANES) {
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a += term(c + i);
+        }
+    }
+    let acc = acc.into_iter().fold(0.0, |a, b| a + b);
+    (full..n).fold(acc, |a, j| a + term(j))
+}
+
 /// erf(x) by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7).
-#[inline]
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
@@ -208,6 +236,15 @@ pub(crate) fn gelu_slope(x: f32) -> f32 {
 
 struct Gelu;
 
+wide_fn! {
+    /// `o = g · GELU'(x)`, element-wise.
+    fn gelu_grad_into(o: &mut [f32], x: &[f32], g: &[f32]) {
+        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+            *o = g * gelu_slope(x);
+        }
+    }
+}
+
 const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
@@ -222,11 +259,7 @@ impl CustomOp1 for Gelu {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
-            .for_each(|(o, x)| {
-                for (o, &x) in o.iter_mut().zip(x) {
-                    *o = gelu_value(x);
-                }
-            });
+            .for_each(|(o, x)| rows::map_into(o, x, gelu_value));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -236,11 +269,7 @@ impl CustomOp1 for Gelu {
         let mut gx = vec![0f32; xs.len()];
         gx.par_chunks_mut(1 << 14)
             .zip(xs.par_chunks(1 << 14).zip(gs.par_chunks(1 << 14)))
-            .for_each(|(o, (x, g))| {
-                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                    *o = g * gelu_slope(x);
-                }
-            });
+            .for_each(|(o, (x, g))| gelu_grad_into(o, x, g));
         Ok(Some(Tensor::from_vec(gx, x.shape(), x.device())?))
     }
 }

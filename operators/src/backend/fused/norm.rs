@@ -4,7 +4,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, host, ROWS_PER_TASK};
+use super::wide::wide_fn;
+use super::{contiguous_f32, host, sum_lanes, ROWS_PER_TASK};
 
 /// Layer norm of the rows of `x` (row width `w.len()`), one pass per row.
 pub(crate) fn norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
@@ -12,15 +13,27 @@ pub(crate) fn norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(h * ROWS_PER_TASK)
         .zip(x.par_chunks(h * ROWS_PER_TASK))
-        .for_each(|(o, x)| {
-            for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
-                let (mean, rstd) = moments(x, eps);
-                for j in 0..h {
-                    o[j] = (x[j] - mean) * rstd * w[j] + b[j];
-                }
-            }
-        });
+        .for_each(|(o, x)| norm_into(o, x, w, b, eps));
     out
+}
+
+wide_fn! {
+    /// [`norm_rows`] of the rows of `x` into `o`, on one thread.
+    pub(super) fn norm_into(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        norm_into_body(o, x, w, b, eps)
+    }
+}
+
+/// [`norm_into`]'s body.
+#[inline(always)]
+pub(super) fn norm_into_body(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let h = w.len();
+    for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
+        let (mean, rstd) = moments(x, eps);
+        for j in 0..h {
+            o[j] = (x[j] - mean) * rstd * w[j] + b[j];
+        }
+    }
 }
 
 /// The layer norm's backward from its input rows `xs` and the output's gradient `gs`:
@@ -40,27 +53,7 @@ pub(crate) fn norm_backward_rows(
     let partial: Vec<(Vec<f32>, Vec<f32>)> = gx
         .par_chunks_mut(chunk)
         .zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk)))
-        .map(|(gx, (x, g))| {
-            let (mut gw, mut gb) = (vec![0f32; h], vec![0f32; h]);
-            let mut xhat = vec![0f32; h];
-            for (gx, (x, g)) in gx.chunks_mut(h).zip(x.chunks(h).zip(g.chunks(h))) {
-                let (mean, rstd) = moments(x, eps);
-                let (mut s1, mut s2) = (0f32, 0f32);
-                for j in 0..h {
-                    xhat[j] = (x[j] - mean) * rstd;
-                    let gh = g[j] * ws[j];
-                    s1 += gh;
-                    s2 += gh * xhat[j];
-                    gw[j] += g[j] * xhat[j];
-                    gb[j] += g[j];
-                }
-                let (m1, m2) = (s1 / h as f32, s2 / h as f32);
-                for j in 0..h {
-                    gx[j] = (g[j] * ws[j] - m1 - xhat[j] * m2) * rstd;
-                }
-            }
-            (gw, gb)
-        })
+        .map(|(gx, (x, g))| norm_backward_chunk(gx, x, g, ws, eps))
         .collect();
     let (mut gw, mut gb) = (vec![0f32; h], vec![0f32; h]);
     for (pw, pb) in partial {
@@ -72,15 +65,49 @@ pub(crate) fn norm_backward_rows(
     (gx, gw, gb)
 }
 
+wide_fn! {
+    /// One task's rows of the layer norm's backward: ∂x into `gx`, and its partial sums
+    /// of ∂w and ∂b.
+    fn norm_backward_chunk(
+        gx: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        ws: &[f32],
+        eps: f32,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let h = ws.len();
+        let (mut gw, mut gb) = (vec![0f32; h], vec![0f32; h]);
+        let mut xhat = vec![0f32; h];
+        for (gx, (x, g)) in gx.chunks_mut(h).zip(x.chunks(h).zip(g.chunks(h))) {
+            let (mean, rstd) = moments(x, eps);
+            for j in 0..h {
+                xhat[j] = (x[j] - mean) * rstd;
+                gw[j] += g[j] * xhat[j];
+                gb[j] += g[j];
+            }
+            // The two row sums with partial sums per lane: one running sum each would
+            // keep this loop scalar.
+            let s1 = sum_lanes(h, |j| g[j] * ws[j]);
+            let s2 = sum_lanes(h, |j| g[j] * ws[j] * xhat[j]);
+            let (m1, m2) = (s1 / h as f32, s2 / h as f32);
+            for j in 0..h {
+                gx[j] = (g[j] * ws[j] - m1 - xhat[j] * m2) * rstd;
+            }
+        }
+        (gw, gb)
+    }
+}
+
 pub(super) struct LayerNorm {
     pub(super) eps: f32,
 }
 
-/// Mean and 1/σ of one row.
+/// Mean and 1/σ of one row (sums with partial sums per lane, which vectorise).
+#[inline(always)]
 fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = sum_lanes(row.len(), |j| row[j]) / n;
+    let var = sum_lanes(row.len(), |j| (row[j] - mean) * (row[j] - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 

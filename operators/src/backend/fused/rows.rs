@@ -9,6 +9,7 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::host;
+use super::wide::wide_fn;
 
 /// Rows per task of the bias gradients' partial sums (a fixed size: the sums' order, and
 /// so the result, does not depend on the thread count).
@@ -62,7 +63,7 @@ pub(super) fn linear(x: &[f32], w: &[f32], b: &[f32], n_in: usize, n_out: usize)
 pub(super) fn add_into(a: &mut [f32], b: &[f32]) {
     a.par_chunks_mut(1 << 14)
         .zip(b.par_chunks(1 << 14))
-        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+        .for_each(|(a, b)| add_chunk(a, b));
 }
 
 /// `f` of every element.
@@ -70,8 +71,40 @@ pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14))
-        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+        .for_each(|(o, x)| map_into(o, x, &f));
     out
+}
+
+wide_fn! {
+    /// `a += b` on one thread.
+    fn add_chunk(a: &mut [f32], b: &[f32]) {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+    }
+}
+
+wide_fn! {
+    /// `o = f(x)` on one thread; `f` should be an `#[inline(always)]` function or a
+    /// closure calling one, so that it is compiled into the wide kernel too.
+    pub(super) fn map_into(o: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = f(x);
+        }
+    }
+}
+
+wide_fn! {
+    /// Σ over the rows (`cols` wide) of one task's rows.
+    fn column_sum_chunk(rows: &[f32], cols: usize) -> Vec<f32> {
+        let mut s = vec![0f32; cols];
+        for r in rows.chunks_exact(cols) {
+            for (s, x) in s.iter_mut().zip(r) {
+                *s += x;
+            }
+        }
+        s
+    }
 }
 
 /// Σ over the rows of a row-major matrix `cols` wide: partial sums per task of
@@ -79,13 +112,7 @@ pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 pub(super) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     let partial: Vec<Vec<f32>> = m
         .par_chunks(ROWS_PER_TASK * cols)
-        .map(|rows| {
-            let mut s = vec![0f32; cols];
-            for r in rows.chunks_exact(cols) {
-                s.iter_mut().zip(r).for_each(|(s, x)| *s += x);
-            }
-            s
-        })
+        .map(|rows| column_sum_chunk(rows, cols))
         .collect();
     let mut out = vec![0f32; cols];
     for s in partial {
