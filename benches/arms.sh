@@ -50,6 +50,11 @@ arm_sets() {
     corrector-subset-*) echo "--set nodes.negatives.subset=${1#corrector-subset-}" ;;
     corrector-rescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
     corrector-c1) echo "--set nodes.corrected.apply_every=1" ;;
+    # h trained on the ranking's top too: the drift MSE plus W × KL(P_g ‖ P_h) over the
+    # step's queries and touched targets (corrector-listwise: W = 1).
+    corrector-listwise) echo "--set nodes.loss.corrector={\"listwise\":{\"weight\":1.0}}" ;;
+    corrector-listwise-rescore) echo "--set nodes.loss.corrector={\"listwise\":{\"weight\":1.0}} --set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
+    corrector-listwise-*) echo "--set nodes.loss.corrector={\"listwise\":{\"weight\":${1#corrector-listwise-}}}" ;;
     corrector-linear) echo "--set models.h.depth=0 --set models.h.norm=none" ;;
     corrector-procrustes) echo "--set models.h.depth=0 --set models.h.norm=none --set nodes.loss.corrector={\"procrustes\":{}}" ;;
     refresh-*) echo "--set nodes.cache.refresh_every=${1#refresh-}" ;;

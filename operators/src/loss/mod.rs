@@ -13,6 +13,8 @@
 //! * [`corrector_task_loss`]: the truncated softmax with stop-gradient queries against the
 //!   corrected embeddings of the same candidate set. The queries are detached inside, so
 //!   the corrector's objective never moves the query encoder.
+//! * [`listwise_kl`]: KL of the queries' softmax over the corrected targets from the one
+//!   over the fresh targets (queries and fresh side detached): the ranking's top, distilled.
 //! * [`corrector_loss`]: the corrector objective chosen by a [`CorrectorLoss`] setting.
 //!
 //! Every loss returns the mean over its rows as a scalar tensor of the inputs' dtype, and
@@ -67,6 +69,16 @@ pub enum CorrectorLoss {
         /// Weight of the task term.
         task_weight: f64,
     },
+    /// `mse + weight · KL(P_g ‖ P_h)`: the drift MSE plus [`listwise_kl`], the KL of
+    /// each query's softmax over the targets under h(B) from the one under fresh g, so h
+    /// learns the order at the top of the ranking (where negatives are picked), not only
+    /// the bulk the MSE measures. In a training step the KL is over every (query, touched
+    /// or subset target) pair of the step.
+    Listwise {
+        /// Weight of the KL term.
+        #[serde(default = "default_listwise_weight")]
+        weight: f64,
+    },
     /// No gradient step: a linear h (`depth: 0`, `norm: none`) is set each step to the
     /// orthogonal Procrustes fit `R = polar(M)` of the rows seen, `M` the cross-covariance
     /// `Bᵀ·g` of the touched (and subset) rows, decayed by `decay` a step: the drift
@@ -80,6 +92,10 @@ pub enum CorrectorLoss {
 
 fn default_decay() -> f64 {
     0.9
+}
+
+fn default_listwise_weight() -> f64 {
+    1.0
 }
 
 fn setting(msg: String) -> Error {
@@ -96,6 +112,9 @@ impl CorrectorLoss {
         match self {
             CorrectorLoss::Both { task_weight } => {
                 crate::ranges::finite_non_negative("both.task_weight", *task_weight)
+            }
+            CorrectorLoss::Listwise { weight } => {
+                crate::ranges::finite_non_negative("listwise.weight", *weight)
             }
             CorrectorLoss::Procrustes { decay } => {
                 crate::ranges::finite_non_negative("procrustes.decay", *decay)?;
@@ -375,6 +394,52 @@ pub fn corrector_task_loss(
     retriever_loss(&q.detach(), corrected_targets, mask, beta)
 }
 
+/// Listwise distillation of the fresh ranking into the corrected one: the mean over rows
+/// of `KL(softmax(β·s_fresh) ‖ softmax(β·s_corrected))`, with `s` the `(b, m)` scores of
+/// `q: (b, d)` against `(b, m, d)` candidates (or against the same `(n, d)` rows for every
+/// query), optional `mask: (b, m)` for ragged sets. The queries and the fresh side are
+/// detached inside, so only `corrected` gets a gradient: `β·(P_h − P_g)` per score, which
+/// is largest where either softmax has mass — the ranking's top.
+pub fn listwise_kl(
+    q: &Tensor,
+    corrected: &Tensor,
+    fresh: &Tensor,
+    mask: Option<&Tensor>,
+    beta: f64,
+) -> Result<Tensor> {
+    check_beta(beta)?;
+    if corrected.dims() != fresh.dims() {
+        return Err(setting(format!(
+            "listwise loss: corrected {:?} and fresh {:?} differ in shape",
+            corrected.dims(),
+            fresh.dims()
+        )));
+    }
+    let q = q.detach();
+    let scores = |t: &Tensor| -> Result<Tensor> {
+        match t.rank() {
+            2 => Ok(q.matmul(&t.t()?)?),
+            _ => candidate_scores(&q, t, "listwise loss"),
+        }
+    };
+    let (a, s) = (
+        (scores(&fresh.detach())? * beta)?,
+        (scores(corrected)? * beta)?,
+    );
+    let (a, s) = match mask {
+        Some(mask) => {
+            let (b, m) = a.dims2()?;
+            check_mask(mask, b, m, false)?;
+            (apply_mask(&a, mask)?, apply_mask(&s, mask)?)
+        }
+        None => (a, s),
+    };
+    let log_p = log_softmax_rows(&a)?;
+    let log_q = log_softmax_rows(&s)?;
+    let kl = log_p.exp()?.mul(&(log_p - log_q)?)?.sum(D::Minus1)?;
+    Ok(kl.mean_all()?)
+}
+
 /// The corrector objective `kind` on a truncated candidate set: `q: (b, d)` queries
 /// (detached inside), `corrected: (b, m, d)` = h(B[y]) of the candidates, `fresh: (b, m, d)`
 /// = g(y) of the same candidates (detached inside), optional `mask: (b, m)`. Gradients
@@ -398,6 +463,12 @@ pub fn corrector_loss(
             let mse = drift_mse_masked(corrected, fresh, mask)?;
             let task = corrector_task_loss(q, corrected, mask, beta)?;
             Ok((mse + (task * task_weight)?)?)
+        }
+        CorrectorLoss::Listwise { weight } => {
+            kind.validate()?;
+            let mse = drift_mse_masked(corrected, fresh, mask)?;
+            let kl = listwise_kl(q, corrected, fresh, mask, beta)?;
+            Ok((mse + (kl * weight)?)?)
         }
     }
 }

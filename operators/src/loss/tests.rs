@@ -323,6 +323,82 @@ fn corrector_loss_kinds_compose_and_only_reach_corrected() {
 }
 
 #[test]
+fn listwise_kl_matches_the_diagnostic_and_finite_differences() {
+    let (b, n, d, beta) = (3, 5, 4, 2.0);
+    // Every query against the same rows (the training step's form).
+    let inputs = [
+        input(21, &[b, d], false),
+        input(22, &[n, d], true),
+        input(23, &[n, d], false),
+    ];
+    let value = gradcheck(&inputs, |t| listwise_kl(&t[0], &t[1], &t[2], None, beta));
+    let t: Vec<Tensor> = inputs
+        .iter()
+        .map(|i| f64_tensor(&i.values, &i.shape))
+        .collect();
+    let (s_h, s_g) = (
+        t[0].matmul(&t[1].t().unwrap()).unwrap(),
+        t[0].matmul(&t[2].t().unwrap()).unwrap(),
+    );
+    let reference = softmax_kl(&s_g, &s_h, beta).unwrap();
+    assert!((value - reference).abs() < 1e-12, "{value} vs {reference}");
+    assert!(value > 0.01);
+    // h(B) = g(y) is a minimum: zero loss and zero gradient.
+    let same = Var::from_tensor(&t[2]).unwrap();
+    let kl = listwise_kl(&t[0], same.as_tensor(), &t[2], None, beta).unwrap();
+    assert!(scalar(&kl).abs() < 1e-12);
+    let g = kl.backward().unwrap();
+    assert!(flat(g.get(same.as_tensor()).unwrap())
+        .iter()
+        .all(|x| x.abs() < 1e-12));
+    // Per-query candidate sets with a ragged mask: a padded candidate changes nothing.
+    let (m, mask_rows) = (3, ragged_mask(b, 3));
+    let sets = [
+        input(24, &[b, d], false),
+        input(25, &[b, m, d], true),
+        input(26, &[b, m, d], false),
+    ];
+    let masked = gradcheck(&sets, |t| {
+        listwise_kl(&t[0], &t[1], &t[2], Some(&mask_rows.0), beta)
+    });
+    let kinds = gradcheck(&sets, |t| {
+        corrector_loss(
+            CorrectorLoss::Listwise { weight: 0.5 },
+            &t[0],
+            &t[1],
+            &t[2],
+            Some(&mask_rows.0),
+            beta,
+        )
+    });
+    let t: Vec<Tensor> = sets
+        .iter()
+        .map(|i| f64_tensor(&i.values, &i.shape))
+        .collect();
+    let mse = scalar(&drift_mse_masked(&t[1], &t[2], Some(&mask_rows.0)).unwrap());
+    assert!((kinds - (mse + 0.5 * masked)).abs() < 1e-12);
+    // The reference drops the padded candidates from both softmaxes (score −∞).
+    let scores = |x: &Tensor| -> Tensor {
+        let mut s = host_scores(&flat(&t[0]), &flat(x), b, m, d);
+        for (row, valid) in s.iter_mut().zip(&mask_rows.1) {
+            for (v, ok) in row.iter_mut().zip(valid) {
+                if !ok {
+                    *v = f64::NEG_INFINITY;
+                }
+            }
+        }
+        f64_tensor(&s.concat(), &[b, m])
+    };
+    let reference = softmax_kl(&scores(&t[2]), &scores(&t[1]), beta).unwrap();
+    assert!(
+        (masked - reference).abs() < 1e-12,
+        "{masked} vs {reference}"
+    );
+    let bad = CorrectorLoss::Listwise { weight: f64::NAN };
+    assert!(corrector_loss(bad, &t[0], &t[1], &t[2], None, beta).is_err());
+}
+
+#[test]
 fn losses_are_stable_for_huge_scores() {
     // β·s up to ~1e5 in f32: a naive exp would overflow to inf.
     let (b, m, d) = (2, 3, 2);
@@ -442,14 +518,17 @@ fn diagnostics_match_hand_computed_values() {
 
 #[test]
 fn corrector_loss_setting_serde() {
-    let kinds: Vec<CorrectorLoss> =
-        serde_json::from_str(r#"["mse", "task", {"both": {"task_weight": 0.5}}]"#).unwrap();
+    let kinds: Vec<CorrectorLoss> = serde_json::from_str(
+        r#"["mse", "task", {"both": {"task_weight": 0.5}}, {"listwise": {}}]"#,
+    )
+    .unwrap();
     assert_eq!(
         kinds,
         [
             CorrectorLoss::Mse,
             CorrectorLoss::Task,
-            CorrectorLoss::Both { task_weight: 0.5 }
+            CorrectorLoss::Both { task_weight: 0.5 },
+            CorrectorLoss::Listwise { weight: 1.0 }
         ]
     );
     assert_eq!(CorrectorLoss::default(), CorrectorLoss::Mse);

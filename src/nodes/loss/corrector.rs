@@ -4,7 +4,7 @@
 //! cross-covariance `update` fits).
 
 use candle_core::{Device, Tensor, Var};
-use freshen_operators::loss::{corrector_loss, relative_staleness, CorrectorLoss};
+use freshen_operators::loss::{corrector_loss, listwise_kl, relative_staleness, CorrectorLoss};
 
 use super::{grads_batch, Candidates, Loss};
 use crate::dataflow::{rows_of, EmbeddingRows};
@@ -104,6 +104,14 @@ pub(super) fn corrector_part(
         // The drift MSE is over the distinct touched rows, each once.
         CorrectorLoss::Mse | CorrectorLoss::Procrustes { .. } => {
             freshen_operators::loss::drift_mse(hv.as_tensor(), &f)?
+        }
+        // The KL over every (query, row) pair of the step: each query's softmax over all
+        // the touched and subset targets, so the positives and the other queries' hard
+        // negatives shape the top of its corrected ranking too.
+        CorrectorLoss::Listwise { weight } => {
+            let mse = freshen_operators::loss::drift_mse(hv.as_tensor(), &f)?;
+            let kl = listwise_kl(cx.queries, hv.as_tensor(), &f, None, cx.spec.beta)?;
+            (mse + (kl * weight)?)?
         }
         objective => corrector_loss(
             objective,

@@ -64,7 +64,9 @@ pub struct Loss {
     pub beta: f64,
     /// The corrector's objective: `mse` (drift MSE to the stop-gradient fresh embeddings,
     /// the paper's), `task` (truncated softmax of stop-gradient queries against the
-    /// corrected candidates), or `{both: {task_weight: w}}` (`mse + w · task`).
+    /// corrected candidates), `{both: {task_weight: w}}` (`mse + w · task`),
+    /// `{listwise: {weight: w}}` (`mse + w · KL(P_g ‖ P_h)` over the step's queries and
+    /// rows: the ranking's top), or `{procrustes: {decay: d}}` (a linear h in closed form).
     #[serde(default, with = "serde_yaml::with::singleton_map")]
     #[schemars(with = "CorrectorLoss")]
     pub corrector: CorrectorLoss,

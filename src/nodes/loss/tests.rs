@@ -65,13 +65,18 @@ fn stale_of(i: usize) -> [f32; D] {
 
 /// The drift rows h(B[y]) and B[y] of `ids`, the i-th with `corrected_of(i)`.
 fn drift(ids: &[&str]) -> Batch {
+    drift_with(ids, corrected_of)
+}
+
+/// [`drift`] with h(B[y]) of the i-th row `corrected(i)`.
+fn drift_with(ids: &[&str], corrected: fn(usize) -> [f32; D]) -> Batch {
     let ids_owned: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     Batch(
         RecordBatch::try_new(
             tables::corrected_rows_schema(D),
             vec![
                 Arc::new(StringArray::from(ids_owned)) as ArrayRef,
-                batch::vector_column(vectors(ids, corrected_of), D).unwrap(),
+                batch::vector_column(vectors(ids, corrected), D).unwrap(),
                 batch::vector_column(vectors(ids, stale_of), D).unwrap(),
             ],
         )
@@ -160,4 +165,70 @@ fn the_corrector_learns_from_the_subset_rows_and_the_staleness_stays_the_touched
     let without = step(0, &inputs, None, (&spec, &nodes, &dev)).unwrap();
     assert!((stat(&without, "corrector_loss") - mse(3)).abs() < 1e-6);
     assert!((stat(&without, "staleness") - staleness).abs() < 1e-9);
+}
+
+#[test]
+fn the_listwise_corrector_loss_is_over_every_query_and_row_of_the_step() {
+    let (beta, weight) = (2.0, 0.5);
+    let spec = Loss {
+        beta,
+        corrector: CorrectorLoss::Listwise { weight },
+        objective: Objective::Retriever,
+    };
+    let nodes = LossNodes {
+        queries: "queries".into(),
+        targets: "targets".into(),
+        corrected: Some("drift".into()),
+        read: None,
+        train_corrector: true,
+    };
+    let dev = Device::Cpu;
+    let (touched, all) = (["t0", "t1", "t2"], ["t0", "t1", "t2", "s0", "s1"]);
+    let query = |i: usize| [1.0, i as f32];
+    // A drift that reorders the rows (a constant shift would leave every softmax as it is).
+    let corrected = |i: usize| [1.0 + 0.3 * i as f32, 0.9 - 0.4 * i as f32];
+    let inputs = vec![
+        vec![embeddings(&["q0", "q1"], query)],
+        vec![embeddings(&touched, fresh_of)],
+        vec![sample_rows()],
+        vec![drift_with(&all, corrected)],
+    ];
+    let subset = vec![embeddings(&["s0", "s1"], |i| fresh_of(i + 3))];
+    let out = step(0, &inputs, Some(&subset), (&spec, &nodes, &dev)).unwrap();
+    // By hand, in f64: the drift MSE over the five rows, and each query's KL of the
+    // softmax over all five rows under h from the one under fresh g.
+    let dot = |a: [f32; D], b: [f32; D]| (0..D).map(|k| f64::from(a[k] * b[k])).sum::<f64>();
+    let log_softmax = |s: Vec<f64>| {
+        let max = s.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = s.iter().map(|x| (x - max).exp()).sum::<f64>().ln() + max;
+        s.into_iter().map(|x| x - lse).collect::<Vec<_>>()
+    };
+    let mut kl = 0.0;
+    for q in 0..2 {
+        let lp = log_softmax((0..5).map(|i| beta * dot(query(q), fresh_of(i))).collect());
+        let lq = log_softmax((0..5).map(|i| beta * dot(query(q), corrected(i))).collect());
+        kl += lp
+            .iter()
+            .zip(&lq)
+            .map(|(p, q)| p.exp() * (p - q))
+            .sum::<f64>()
+            / 2.0;
+    }
+    let mse = (0..5)
+        .map(|i| {
+            let (h, f) = (corrected(i), fresh_of(i));
+            (0..D).map(|k| f64::from(h[k] - f[k]).powi(2)).sum::<f64>()
+        })
+        .sum::<f64>()
+        / 5.0;
+    assert!(
+        kl > 0.01,
+        "the example must have a ranking to correct ({kl})"
+    );
+    let loss = stat(&out, "corrector_loss");
+    assert!(
+        (loss - (mse + weight * kl)).abs() < 1e-5,
+        "{loss} against {}",
+        mse + weight * kl
+    );
 }
