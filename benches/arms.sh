@@ -50,6 +50,9 @@ arm_sets() {
     corrector-subset-*) echo "--set nodes.negatives.subset=${1#corrector-subset-}" ;;
     corrector-rescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
     corrector-c1) echo "--set nodes.corrected.apply_every=1" ;;
+    # The drift MSE alone (the paper's objective; pipelines that ship another, as the
+    # MiniLM drift pipeline ships listwise, are measured against it with this arm).
+    corrector-mse) echo "--set nodes.loss.corrector=mse" ;;
     # h trained on the ranking's top too: the drift MSE plus W × KL(P_g ‖ P_h) over the
     # step's queries and touched targets (corrector-listwise: W = 1).
     corrector-listwise) echo "--set nodes.loss.corrector={\"listwise\":{\"weight\":1.0}}" ;;
