@@ -92,6 +92,17 @@ fn stat(out: &[(usize, Batch)], name: &str) -> f64 {
         .value(0)
 }
 
+/// A loss whose corrector (node `drift`) trains.
+fn corrector_nodes() -> LossNodes {
+    LossNodes {
+        queries: "queries".into(),
+        targets: "targets".into(),
+        corrected: Some("drift".into()),
+        read: None,
+        train_corrector: true,
+    }
+}
+
 #[test]
 fn the_corrector_learns_from_the_subset_rows_and_the_staleness_stays_the_touched() {
     let spec = Loss {
@@ -99,13 +110,7 @@ fn the_corrector_learns_from_the_subset_rows_and_the_staleness_stays_the_touched
         corrector: CorrectorLoss::Mse,
         objective: Objective::Retriever,
     };
-    let nodes = LossNodes {
-        queries: "queries".into(),
-        targets: "targets".into(),
-        corrected: Some("drift".into()),
-        read: None,
-        train_corrector: true,
-    };
+    let nodes = corrector_nodes();
     let dev = Device::Cpu;
     let touched = ["t0", "t1", "t2"];
     let all = ["t0", "t1", "t2", "s0", "s1"];
@@ -175,13 +180,7 @@ fn the_listwise_corrector_loss_is_over_every_query_and_row_of_the_step() {
         corrector: CorrectorLoss::Listwise { weight },
         objective: Objective::Retriever,
     };
-    let nodes = LossNodes {
-        queries: "queries".into(),
-        targets: "targets".into(),
-        corrected: Some("drift".into()),
-        read: None,
-        train_corrector: true,
-    };
+    let nodes = corrector_nodes();
     let dev = Device::Cpu;
     let (touched, all) = (["t0", "t1", "t2"], ["t0", "t1", "t2", "s0", "s1"]);
     let query = |i: usize| [1.0, i as f32];
