@@ -19,6 +19,9 @@
 # Each run builds its own starting cache, so every arm pays (and counts) the same
 # initial forwards; with SHARED_STORE=1 the runs share one store instead, so only the
 # first run embeds the starting cache (it is the same for every arm: the untrained g).
+# JOBS=N runs N at once (a GPU that one run leaves mostly idle; each run gets its own
+# store, as a store is locked by the run using it, and RAYON_NUM_THREADS a share of the
+# cores); a run's figures are the same as alone, its seconds are not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +34,16 @@ EVERY=${EVERY:-50}
 EXTRA=${EXTRA:-}
 PIPELINE=${PIPELINE:-pipelines/quickstart.yaml}
 SHARED_STORE=${SHARED_STORE:-}
+JOBS=${JOBS:-1}
+if [ "$JOBS" -gt 1 ] && [ -n "$SHARED_STORE" ]; then
+  echo "arms: SHARED_STORE=1 needs JOBS=1 (a store is locked by the run that uses it)" >&2
+  exit 2
+fi
+if [ "$JOBS" -gt 1 ] && [ -z "${RAYON_NUM_THREADS:-}" ]; then
+  cores=$(nproc)
+  RAYON_NUM_THREADS=$(( cores / JOBS > 1 ? cores / JOBS : 1 ))
+  export RAYON_NUM_THREADS
+fi
 # Built (or found up to date) first, so a stale binary is never measured.
 [ -n "${BIN:-}" ] || cargo build --release --quiet
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
@@ -71,25 +84,51 @@ for arm in $ARMS; do
     dirs+=("$OUT/$arm-s$seed")
   done
 done
+# One run (arm, seed) to the end; its log is $OUT/arm-sSEED.log.
+run_arm() {
+  local arm=$1 seed=$2
+  local dir="$OUT/$arm-s$seed"
+  local store="$dir/cache"
+  if [ -n "$SHARED_STORE" ]; then store="$OUT/store"; fi
+  # A run killed part-way continues from its newest resume checkpoint.
+  local resume=""
+  if [ -d "$dir/.freshen/resume" ]; then resume="--resume"; fi
+  # shellcheck disable=SC2046
+  "$BIN" run "$PIPELINE" $resume \
+    --set seed="$seed" --set vars.data="$DATA" --set vars.out="$dir" \
+    --set nodes.cache.path="$store" --set nodes.pairs.steps="$STEPS" \
+    --set nodes.evaluate.every="$EVERY" \
+    $(arm_sets "$arm") $EXTRA >> "$dir.log" 2>&1 || { echo "== $arm, seed $seed failed:" >&2; tail -20 "$dir.log" >&2; return 1; }
+  rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet"
+}
+# Stopped (INT or TERM, as `timeout` sends), the runs in flight stop too.
+stop_runs() {
+  for p in $(jobs -pr); do pkill -TERM -P "$p" 2>/dev/null || true; done
+  wait
+  exit 130
+}
+trap stop_runs INT TERM
+mkdir -p "$OUT"
 # Seed-major, so that a partial run already has every arm once.
 for seed in $SEEDS; do
   for arm in $ARMS; do
-    dir="$OUT/$arm-s$seed"
-    if [ -f "$dir/summary.parquet" ]; then continue; fi
+    if [ -f "$OUT/$arm-s$seed/summary.parquet" ]; then continue; fi
     echo "== $arm, seed $seed" >&2
-    mkdir -p "$OUT"
-    # shellcheck disable=SC2046
-    store="$dir/cache"
-    if [ -n "$SHARED_STORE" ]; then store="$OUT/store"; fi
-    # A run killed part-way continues from its newest resume checkpoint.
-    resume=""
-    if [ -d "$dir/.freshen/resume" ]; then resume="--resume"; fi
-    "$BIN" run "$PIPELINE" $resume \
-      --set seed="$seed" --set vars.data="$DATA" --set vars.out="$dir" \
-      --set nodes.cache.path="$store" --set nodes.pairs.steps="$STEPS" \
-      --set nodes.evaluate.every="$EVERY" \
-      $(arm_sets "$arm") $EXTRA >> "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
-    rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet"
+    if [ "$JOBS" -le 1 ]; then
+      run_arm "$arm" "$seed" || exit 1
+      continue
+    fi
+    run_arm "$arm" "$seed" &
+    while [ "$(jobs -pr | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
   done
 done
-"$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet" --plot "$OUT/recall20-vs-forwards.png"
+wait
+# Every run has its summary, or one failed (its log's end is above).
+for dir in "${dirs[@]}"; do
+  [ -f "$dir/summary.parquet" ] || { echo "arms: $dir has no summary (see $dir.log)" >&2; exit 1; }
+done
+"$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet"
+# The plot needs a TrueType font (FRESHEN_FONT or DejaVu Sans); a machine without one still
+# gets the table.
+"$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet" --plot "$OUT/recall20-vs-forwards.png" >/dev/null ||
+  echo "arms: no plot (the table above stands)" >&2

@@ -7,8 +7,10 @@
 #      and 256, f32 and bf16, glosses and 200-piece passages) against sentence-transformers;
 #      one training step (32 × 8 and 128 × 8) against PyTorch; exact top-10 of 1,024 queries
 #      over 1,000,000 × 384 against torch.topk of a matmul
-#   3. the claim at GPU speed: the drift regime's arms (pipelines/wordnet-minilm-drift.yaml
-#      through benches/arms.sh) on $DATA, stopped after CLAIM_SECONDS
+#   3. the claim at GPU speed: one run of the drift pipeline alone (its step time), then the
+#      drift regime's arms (pipelines/wordnet-minilm-drift.yaml through benches/arms.sh,
+#      JOBS at once) on $DATA, stopped after CLAIM_SECONDS; $OUT/arms.tar.gz holds the
+#      runs' summaries, metrics and logs, $OUT/arms-table.md the table of those finished
 # The GPU machine is lent now and then for minutes, so this must work the first time: it
 # is tested here with `DEVICE=cpu SMALL=1 benches/gpu.sh` (the same steps at toy sizes).
 #
@@ -20,10 +22,10 @@
 # torch and sentence-transformers), DATA (data/wordnet-sample), CLAIM (1: run the arms),
 # SMALL (1: toy sizes, for testing the script), MEASURE (1: steps 1 and 2), IN (where the
 # text inputs are, or are written: $OUT), WORK (bulky files, the top-k vectors and the
-# arms' runs: $OUT; only the runs' small files are copied to $OUT/arms), CELL_SECONDS
+# arms' runs: $OUT; the runs' small files come back in $OUT/arms.tar.gz), CELL_SECONDS
 # (stop one measurement after this long: 120), CLAIM_SECONDS (stop the arms after this
-# long; a stopped run resumes next time), and the arms' STEPS, EVERY, ARMS, SEEDS,
-# PIPELINE. On the CPU, PyTorch's bf16 autocast fails in layer_norm (torch 2.15), so that
+# long; a stopped run resumes next time), SOLO_STEPS and SOLO_SECONDS (the run alone), and
+# the arms' STEPS, EVERY, ARMS, SEEDS, JOBS, PIPELINE. On the CPU, PyTorch's bf16 autocast fails in layer_norm (torch 2.15), so that
 # peer's cell stays empty there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -161,29 +163,41 @@ PY
 echo "gpu: measurements done in $((SECONDS - start)) s" >&2
 fi
 
-# 3. The claim at GPU speed: the drift regime (every layer trainable, lr 1e-4, plain top-k),
-# the arms sharing one store.
+# 3. The claim at GPU speed: the drift regime (every layer trainable, lr 1e-4, plain top-k).
+# First one run alone for SOLO_STEPS steps (the pipeline's step time on the device, in its
+# metrics.parquet), then the arms, JOBS at a time: one run leaves the GPU mostly idle
+# (its step is launch- and host-bound), so the arms share it; each has its own store.
 if [ "$CLAIM" = 1 ]; then
   if [ "$SMALL" = 1 ]; then
     STEPS=${STEPS:-4}; EVERY=${EVERY:-2}; ARMS=${ARMS:-"stale corrector refresh-2"}; SEEDS=${SEEDS:-1}
+    SOLO_STEPS=${SOLO_STEPS:-3}; JOBS=${JOBS:-3}
   else
-    STEPS=${STEPS:-500}; EVERY=${EVERY:-100}; ARMS=${ARMS:-"corrector stale refresh-100 inbatch"}; SEEDS=${SEEDS:-"1 2"}
+    STEPS=${STEPS:-100}; EVERY=${EVERY:-50}; SEEDS=${SEEDS:-"1 2"}; SOLO_STEPS=${SOLO_STEPS:-30}
+    ARMS=${ARMS:-"inbatch stale corrector corrector-mse corrector-subset-1024 refresh-25 refresh-50"}
+    JOBS=${JOBS:-14}
   fi
   sets="--set vars.model=$MODEL"
   for m in f g h; do sets="$sets --set models.$m.device=$DEVICE"; done
-  # The runs' small files (summaries, metrics, logs) come back; the store, checkpoints and
-  # embeddings stay in $WORK.
-  copy_arms() {
-    [ -d "$WORK/arms" ] && [ "$WORK" != "$OUT" ] || return 0
-    (cd "$WORK/arms" && find . -path ./store -prune -o -type f -size -8M -print) | while read -r f; do
-      mkdir -p "$OUT/arms/$(dirname "$f")" && cp "$WORK/arms/$f" "$OUT/arms/$f"
-    done
+  PIPELINE=${PIPELINE:-pipelines/wordnet-minilm-drift.yaml}
+  # The runs' small files (summaries, metrics, logs: not the stores, checkpoints, rankings
+  # or embeddings, which stay in $WORK) come back as one archive, and the table is printed.
+  pack_arms() {
+    [ -d "$WORK/arms" ] || return 0
+    (cd "$WORK/arms" && find . \( -name '*.log' -o -name 'summary.parquet' -o -name 'metrics.parquet' -o -name 'compare.parquet' \) -size -8M -print0 \
+      | tar --null -czf - -T -) >"$OUT/arms.tar.gz" || true
+    local done=()
+    for d in "$WORK"/arms/*-s*/; do [ -f "$d/summary.parquet" ] && done+=("$d"); done
+    [ "${#done[@]}" = 0 ] || "$BIN" compare "${done[@]}" --out "$WORK/compare-all.parquet" | tee "$OUT/arms-table.md" || true
   }
-  trap copy_arms EXIT
-  echo "gpu: the arms ($ARMS; seeds $SEEDS; $STEPS steps; ${CLAIM_SECONDS:-no} s limit) ($((SECONDS - start)) s)" >&2
+  trap pack_arms EXIT
+  echo "gpu: one run alone, $SOLO_STEPS steps ($((SECONDS - start)) s)" >&2
+  PIPELINE="$PIPELINE" DATA="$DATA" OUT="$WORK/arms/solo" STEPS="$SOLO_STEPS" EVERY="$SOLO_STEPS" \
+    ARMS=corrector SEEDS=1 BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
+    timeout --signal=INT "${SOLO_SECONDS:-150}" benches/arms.sh >"$OUT/solo.md" || echo "gpu: the run alone ended with $?" >&2
+  echo "gpu: the arms ($ARMS; seeds $SEEDS; $STEPS steps; $JOBS at once; ${CLAIM_SECONDS:-no} s limit) ($((SECONDS - start)) s)" >&2
   rc=0
-  PIPELINE=${PIPELINE:-pipelines/wordnet-minilm-drift.yaml} DATA="$DATA" OUT="$WORK/arms" STEPS="$STEPS" EVERY="$EVERY" \
-    ARMS="$ARMS" SEEDS="$SEEDS" SHARED_STORE=1 BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
+  PIPELINE="$PIPELINE" DATA="$DATA" OUT="$WORK/arms" STEPS="$STEPS" EVERY="$EVERY" JOBS="$JOBS" \
+    ARMS="$ARMS" SEEDS="$SEEDS" BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
     timeout --signal=INT "${CLAIM_SECONDS:-1000000}" benches/arms.sh >"$OUT/arms.md" || rc=$?
   echo "gpu: the arms ended with $rc ($((SECONDS - start)) s)" >&2
 fi
