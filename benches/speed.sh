@@ -6,7 +6,8 @@
 #      numpy and FAISS IndexFlatIP
 #   4. passages of 64, 128 and 256 word pieces (LENGTHS): encoding at batch 32 and 128 and
 #      with freshen's batching, and a training step (32 × 8) at 128 and 256 (STEP_LENGTHS)
-#      against PyTorch; BEFORE=<binary> adds an older build's encoding beside this one
+#      against PyTorch; BEFORE=<binary> adds an older build's encoding beside this one;
+#      ROUNDS=N measures the passage encodings N times over, taking turns
 # Prints one Markdown table of ratios (freshen / peer; > 1 means freshen is faster) and
 # keeps every raw JSON in $OUT.
 #
@@ -30,6 +31,10 @@ LENGTHS=${LENGTHS:-"64 128 256"}
 STEP_LENGTHS=${STEP_LENGTHS:-"128 256"}
 PASSAGE_LIMIT=${PASSAGE_LIMIT:-500}
 PASSAGE_REPEATS=${PASSAGE_REPEATS:-2}
+# ROUNDS: the passage cells measured this many times over, the engines taking turns in each
+# round, and each engine's best round kept (a slow minute of the machine then costs one
+# round, not one engine's figure); every round's figure is printed beside the table.
+ROUNDS=${ROUNDS:-1}
 # BEFORE: another freshen binary (an older build) measured beside this one on the passages.
 BEFORE=${BEFORE:-}
 
@@ -37,6 +42,19 @@ mkdir -p "$OUT"
 [ -f "$OUT/glosses.txt" ] || $P benches/peers/texts.py --source queries --n 2000 --out "$OUT/glosses.txt"
 [ -f "$OUT/targets.txt" ] || $P benches/peers/texts.py --source corpus --n 2000 --out "$OUT/targets.txt"
 [ -f "$OUT/vec/vectors.f32" ] || $P benches/peers/make_vectors.py --n 200000 --dim 384 --queries 64 --seed 0 --out "$OUT/vec"
+
+# keep_best name: of name-r1.json, name-r2.json, ... (the rounds), the one with the most
+# sentences a second becomes name.json; every round's figure stays in name.rounds.
+keep_best() {
+  ls "$OUT/$1"-r*.json >/dev/null 2>&1 || return 0
+  python3 - "$OUT" "$1" <<'PY'
+import glob, json, sys
+out, name = sys.argv[1], sys.argv[2]
+runs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/{name}-r*.json"))]
+json.dump(max(runs, key=lambda r: r["sent_per_s"]), open(f"{out}/{name}.json", "w"))
+open(f"{out}/{name}.rounds", "w").write(" ".join(f"{r['sent_per_s']:.1f}" for r in runs) + "\n")
+PY
+}
 
 run() { # name command...: runs, saves $OUT/name.json, echoes progress
   local name=$1; shift
@@ -61,12 +79,18 @@ run "freshen-topk" "$BIN" bench topk --vectors "$OUT/vec/vectors.f32" --queries 
 # training step of 32 queries × 8 passages at 128 and 256 pieces.
 for L in $LENGTHS; do
   [ -f "$OUT/passages-$L.txt" ] || $P benches/peers/passages.py --tokens "$L" --n "$PASSAGE_LIMIT" --out "$OUT/passages-$L.txt" >&2
-  for b in 32 128; do
-    run "st-passages-$L-$b" $P benches/peers/encode.py --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --threads "$THREADS" --repeats "$PASSAGE_REPEATS"
-    run "freshen-passages-$L-$b" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
-    [ -z "$BEFORE" ] || run "before-passages-$L-$b" "$BEFORE" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
+  rm -f "$OUT"/*-passages-"$L"-*-r*.json
+  for r in $(seq 1 "$ROUNDS"); do
+    for b in 32 128; do
+      run "st-passages-$L-$b-r$r" $P benches/peers/encode.py --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --threads "$THREADS" --repeats "$PASSAGE_REPEATS"
+      run "freshen-passages-$L-$b-r$r" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
+      [ -z "$BEFORE" ] || run "before-passages-$L-$b-r$r" "$BEFORE" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch $b --repeats "$PASSAGE_REPEATS"
+    done
+    run "freshen-passages-$L-default-r$r" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch 256 --batch-tokens 4096 --repeats "$PASSAGE_REPEATS"
   done
-  run "freshen-passages-$L-default" "$BIN" bench encode --model "$MODEL" --texts "$OUT/passages-$L.txt" --batch 256 --batch-tokens 4096 --repeats "$PASSAGE_REPEATS"
+  for b in 32 128 default; do
+    for e in st freshen before; do keep_best "$e-passages-$L-$b"; done
+  done
 done
 for L in $STEP_LENGTHS; do
   run "torch-step-$L" $P benches/peers/train_step.py --model "$MODEL" --texts "$OUT/passages-$L.txt" --queries 32 --targets-per-query 8 --steps 3 --threads "$THREADS"
@@ -101,6 +125,16 @@ for L in lengths:
         if before:
             row += f" {bf['sent_per_s']:.1f} | {f['sent_per_s'] / bf['sent_per_s']:.2f}x |" if bf else " — | — |"
         print(row)
+rounds = []
+for L in lengths:
+    for b in ("32", "128", "default"):
+        for e in ("st", "freshen", "before"):
+            try:
+                rounds.append(f"{e} {L}/{b}: " + open(f"{out}/{e}-passages-{L}-{b}.rounds").read().strip())
+            except OSError:
+                pass
+if rounds:
+    print("\nEvery round (sent/s): " + "; ".join(rounds))
 print("\n| training step, 32 q × 8 passages | PyTorch (s) | freshen (s) | PyTorch / freshen | peak MB PyTorch / freshen |\n|---|---:|---:|---:|---|")
 for L in step_lengths:
     f, t = j(f"freshen-step-{L}"), j(f"torch-step-{L}")
