@@ -25,8 +25,9 @@
 # arms' runs: $OUT; the runs' small files come back in $OUT/arms.tar.gz), CELL_SECONDS
 # (stop one measurement after this long: 120), CLAIM_SECONDS (stop the arms after this
 # long; a stopped run resumes next time), SOLO_STEPS and SOLO_SECONDS (the run alone), and
-# the arms' STEPS, EVERY, ARMS, SEEDS, JOBS, PIPELINE. On the CPU, PyTorch's bf16 autocast fails in layer_norm (torch 2.15), so that
-# peer's cell stays empty there.
+# the arms' STEPS, EVERY, ARMS, SEEDS, JOBS (7: measured on one H200, 1.6 times one run's
+# steps a second in all), PIPELINE. On the CPU, PyTorch's bf16 autocast fails in
+# layer_norm (torch 2.15), so that peer's cell stays empty there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -174,7 +175,7 @@ if [ "$CLAIM" = 1 ]; then
   else
     STEPS=${STEPS:-100}; EVERY=${EVERY:-50}; SEEDS=${SEEDS:-"1 2"}; SOLO_STEPS=${SOLO_STEPS:-30}
     ARMS=${ARMS:-"inbatch stale corrector corrector-mse corrector-subset-1024 refresh-25 refresh-50"}
-    JOBS=${JOBS:-14}
+    JOBS=${JOBS:-7}
   fi
   sets="--set vars.model=$MODEL"
   for m in f g h; do sets="$sets --set models.$m.device=$DEVICE"; done
