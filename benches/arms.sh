@@ -13,6 +13,8 @@
 #
 # Settings (environment): DATA, OUT, SEEDS ("1 2 3"), ARMS (see arm_sets), STEPS (500),
 # EVERY (dev evaluation interval, 50), EXTRA (more --set flags for every run).
+# RUNS ("arm:seed arm:seed ..."): exactly these runs instead of every arm with every seed
+# (a second seed for some arms only, as a short GPU loan allows).
 # PIPELINE (pipelines/quickstart.yaml): the training pipeline the arms are made from.
 # Finished runs (a summary.parquet in their folder) are skipped and killed ones resumed
 # (`--resume`), so the script continues where it stopped.
@@ -62,6 +64,8 @@ arm_sets() {
     # step, the pool re-scored with the current h, h applied to the whole cache every step.
     corrector-subset-*) echo "--set nodes.negatives.subset=${1#corrector-subset-}" ;;
     corrector-rescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
+    # The pool not re-scored (the MiniLM drift pipeline ships the re-scoring on).
+    corrector-norescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs] --set nodes.negatives.rescore=false" ;;
     corrector-c1) echo "--set nodes.corrected.apply_every=1" ;;
     # The drift MSE alone (the paper's objective; pipelines that ship another, as the
     # MiniLM drift pipeline ships listwise, are measured against it with this arm).
@@ -72,17 +76,27 @@ arm_sets() {
     corrector-listwise-rescore) echo "--set nodes.loss.corrector={\"listwise\":{\"weight\":1.0}} --set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
     corrector-listwise-*) echo "--set nodes.loss.corrector={\"listwise\":{\"weight\":${1#corrector-listwise-}}}" ;;
     corrector-linear) echo "--set models.h.depth=0 --set models.h.norm=none" ;;
+    # The drift adapters' map as they fit it: linear, on the embeddings' squared error alone
+    # (the MiniLM drift pipeline ships the listwise objective).
+    corrector-linear-mse) echo "--set models.h.depth=0 --set models.h.norm=none --set nodes.loss.corrector=mse" ;;
     corrector-procrustes) echo "--set models.h.depth=0 --set models.h.norm=none --set nodes.loss.corrector={\"procrustes\":{}}" ;;
     refresh-*) echo "--set nodes.cache.refresh_every=${1#refresh-}" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
 }
 
-dirs=()
-for arm in $ARMS; do
+# The runs, seed-major (so a partial run already has every arm once): "arm:seed" each.
+RUNS=${RUNS:-}
+if [ -z "$RUNS" ]; then
   for seed in $SEEDS; do
-    dirs+=("$OUT/$arm-s$seed")
+    for arm in $ARMS; do RUNS="$RUNS $arm:$seed"; done
   done
+fi
+dirs=()
+for r in $RUNS; do
+  case "$r" in *:*) ;; *) echo "arms: RUNS wants arm:seed, got $r" >&2; exit 2 ;; esac
+  arm_sets "${r%:*}" >/dev/null
+  dirs+=("$OUT/${r%:*}-s${r##*:}")
 done
 # One run (arm, seed) to the end; its log is $OUT/arm-sSEED.log.
 run_arm() {
@@ -109,18 +123,16 @@ stop_runs() {
 }
 trap stop_runs INT TERM
 mkdir -p "$OUT"
-# Seed-major, so that a partial run already has every arm once.
-for seed in $SEEDS; do
-  for arm in $ARMS; do
-    if [ -f "$OUT/$arm-s$seed/summary.parquet" ]; then continue; fi
-    echo "== $arm, seed $seed" >&2
-    if [ "$JOBS" -le 1 ]; then
-      run_arm "$arm" "$seed" || exit 1
-      continue
-    fi
-    run_arm "$arm" "$seed" &
-    while [ "$(jobs -pr | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-  done
+for r in $RUNS; do
+  arm=${r%:*} seed=${r##*:}
+  if [ -f "$OUT/$arm-s$seed/summary.parquet" ]; then continue; fi
+  echo "== $arm, seed $seed" >&2
+  if [ "$JOBS" -le 1 ]; then
+    run_arm "$arm" "$seed" || exit 1
+    continue
+  fi
+  run_arm "$arm" "$seed" &
+  while [ "$(jobs -pr | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
 done
 wait
 # Every run has its summary, or one failed (its log's end is above).

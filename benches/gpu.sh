@@ -25,7 +25,7 @@
 # arms' runs: $OUT; the runs' small files come back in $OUT/arms.tar.gz), CELL_SECONDS
 # (stop one measurement after this long: 120), CLAIM_SECONDS (stop the arms after this
 # long; a stopped run resumes next time), SOLO_STEPS and SOLO_SECONDS (the run alone), and
-# the arms' STEPS, EVERY, ARMS, SEEDS, JOBS (7: measured on one H200, 1.6 times one run's
+# the arms' STEPS, EVERY, ARMS, SEEDS (or RUNS="arm:seed ...": those runs only), JOBS (7: measured on one H200, 1.6 times one run's
 # steps a second in all), PIPELINE. On the CPU, PyTorch's bf16 autocast fails in
 # layer_norm (torch 2.15), so that peer's cell stays empty there.
 set -euo pipefail
@@ -193,12 +193,12 @@ if [ "$CLAIM" = 1 ]; then
   trap pack_arms EXIT
   echo "gpu: one run alone, $SOLO_STEPS steps ($((SECONDS - start)) s)" >&2
   PIPELINE="$PIPELINE" DATA="$DATA" OUT="$WORK/arms/solo" STEPS="$SOLO_STEPS" EVERY="$SOLO_STEPS" \
-    ARMS=corrector SEEDS=1 BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
+    ARMS=corrector SEEDS=1 RUNS= BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
     timeout --signal=INT "${SOLO_SECONDS:-150}" benches/arms.sh >"$OUT/solo.md" || echo "gpu: the run alone ended with $?" >&2
-  echo "gpu: the arms ($ARMS; seeds $SEEDS; $STEPS steps; $JOBS at once; ${CLAIM_SECONDS:-no} s limit) ($((SECONDS - start)) s)" >&2
+  echo "gpu: the arms (${RUNS:-$ARMS; seeds $SEEDS}; $STEPS steps; $JOBS at once; ${CLAIM_SECONDS:-no} s limit) ($((SECONDS - start)) s)" >&2
   rc=0
   PIPELINE="$PIPELINE" DATA="$DATA" OUT="$WORK/arms" STEPS="$STEPS" EVERY="$EVERY" JOBS="$JOBS" \
-    ARMS="$ARMS" SEEDS="$SEEDS" BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
+    ARMS="$ARMS" SEEDS="$SEEDS" RUNS="${RUNS:-}" BIN="$BIN" EXTRA="$sets ${EXTRA:-}" \
     timeout --signal=INT "${CLAIM_SECONDS:-1000000}" benches/arms.sh >"$OUT/arms.md" || rc=$?
   echo "gpu: the arms ended with $rc ($((SECONDS - start)) s)" >&2
 fi
