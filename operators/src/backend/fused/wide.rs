@@ -4,8 +4,11 @@
 //! any x86-64 machine; gemm picks its AVX2 or AVX-512 kernels at run time, but the row
 //! kernels (layer norm, GELU, softmax, the short-text attention, the element-wise passes)
 //! were vectorised four floats wide, and at passage lengths they were a sixth of the
-//! encoder's time. [`wide_fn`] compiles a kernel a second time with AVX2 and FMA and
-//! picks that one when the CPU has them: vectorised eight floats wide.
+//! encoder's time. [`wide_fn`] compiles a kernel a second time with AVX2 and FMA and a
+//! third time with AVX-512F, and picks the widest the CPU has: vectorised eight or
+//! sixteen floats wide (AVX-512 took GELU from 4.1 % to 2.4 % of an encoding at 64 word
+//! pieces and the encoding 1-7 % faster: BENCHMARKS.md, "The row kernels compiled for
+//! AVX-512 too").
 //! No float operation is reordered or fused (Rust never contracts `a·b + c` by itself), so
 //! the results are the same to the bit as the baseline's.
 
@@ -21,10 +24,23 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
-/// A row kernel compiled twice: for the baseline, and with AVX2 and FMA, chosen at run
-/// time by [`has_avx2`]. The body is an `#[inline(always)]` function inside each, so it
-/// and the `#[inline(always)]` helpers it calls are compiled with the wrapper's features
-/// (a closure would not do: the compiler declines to inline one called from two places).
+/// Whether the CPU has AVX-512F as well as AVX2 and FMA (detected once;
+/// `FRESHEN_NO_AVX512=1` says no, for measuring the AVX2 kernels).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && std::env::var_os("FRESHEN_NO_AVX512").is_none_or(|v| v.is_empty() || v == "0")
+            && std::arch::is_x86_feature_detected!("avx512f")
+    })
+}
+
+/// A row kernel compiled three times: for the baseline, with AVX2 and FMA, and with
+/// AVX-512F, chosen at run time by [`has_avx512`] and [`has_avx2`]. The body is an
+/// `#[inline(always)]` function inside each, so it and the `#[inline(always)]` helpers it
+/// calls are compiled with the wrapper's features (a closure would not do: the compiler
+/// declines to inline one called from two places).
 macro_rules! wide_fn {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
@@ -35,6 +51,16 @@ macro_rules! wide_fn {
             #[target_feature(enable = "avx2,fma")]
             fn avx2($($a: $t),*) $(-> $r)? {
                 body($($a),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512($($a: $t),*) $(-> $r)? {
+                body($($a),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::backend::fused::wide::has_avx512() {
+                // SAFETY: the CPU has the features `avx512` is compiled for.
+                return unsafe { avx512($($a),*) };
             }
             #[cfg(target_arch = "x86_64")]
             if $crate::backend::fused::wide::has_avx2() {
