@@ -25,8 +25,8 @@
 # arms' runs: $OUT; the runs' small files come back in $OUT/arms.tar.gz), CELL_SECONDS
 # (stop one measurement after this long: 120), CLAIM_SECONDS (stop the arms after this
 # long; a stopped run resumes next time), SOLO_STEPS and SOLO_SECONDS (the run alone), and
-# the arms' STEPS, EVERY, ARMS, SEEDS (or RUNS="arm:seed ...": those runs only), JOBS (7: measured on one H200, 1.6 times one run's
-# steps a second in all), PIPELINE. On the CPU, PyTorch's bf16 autocast fails in
+# the arms' STEPS, EVERY, ARMS, SEEDS (or RUNS="arm:seed ...": those runs only), JOBS (7:
+# measured on one H200, 1.6 times one run's steps a second in all), PIPELINE. On the CPU, PyTorch's bf16 autocast fails in
 # layer_norm (torch 2.15), so that peer's cell stays empty there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
