@@ -1,7 +1,9 @@
 //! The f32 matrix products an encoder layer spends its time in, as freshen calls them:
 //! `x · Wᵀ` through the gemm crate with W stored (n_out, n_in), on MiniLM's shapes for a
 //! batch of 32 texts of 64 word pieces (2,048 rows), one thread and the whole pool, and
-//! the whole pool with the output first filled with the bias (gemm then reads it back).
+//! the whole pool with the output first filled with the bias (gemm then reads it back);
+//! and one thread on half the rows, as inference runs each half of a batch, with W as
+//! stored and transposed.
 //! Criterion's throughput is in flops (2·m·k·n a product), so its `Gelem/s` reads as
 //! GFLOP/s, beside `benches/roof.sh`'s FMA peak and PyTorch's `torch.mm` on the same shapes.
 //!
@@ -19,8 +21,9 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| rng.normal()).collect()
 }
 
-/// `y = x · Wᵀ` for x (rows, n_in) and W (n_out, n_in); with `bias`, y starts as the bias
-/// in every row and gemm adds into it, as the fused layer's projection does.
+/// `y = x · Wᵀ` for x (rows, n_in) and W (n_out, n_in), or W stored transposed (n_in,
+/// n_out) when `wt`; with `bias`, y starts as the bias in every row and gemm adds into it,
+/// as the fused layer's projection does.
 fn linear(
     y: &mut [f32],
     x: &[f32],
@@ -28,6 +31,7 @@ fn linear(
     (n_in, n_out): (usize, usize),
     bias: Option<&[f32]>,
     par: Parallelism,
+    wt: bool,
 ) {
     let rows = x.len() / n_in;
     assert_eq!(y.len(), rows * n_out);
@@ -38,7 +42,8 @@ fn linear(
         }
     }
     // SAFETY: y is rows × n_out, x rows × n_in, and Wᵀ (n_in × n_out) is read from W
-    // (n_out × n_in): element (a, c) at a + c·n_in; the lengths are asserted above.
+    // (n_out × n_in, element (a, c) at a + c·n_in) or from W transposed (at a·n_out + c);
+    // the lengths are asserted above.
     unsafe {
         gemm(
             rows,
@@ -52,8 +57,8 @@ fn linear(
             1,
             n_in as isize,
             w.as_ptr(),
-            n_in as isize,
-            1,
+            if wt { 1 } else { n_in as isize },
+            if wt { n_out as isize } else { 1 },
             if bias.is_some() { 1.0 } else { 0.0 },
             1.0,
             false,
@@ -78,22 +83,39 @@ fn products(c: &mut Criterion) {
         let w = values(n_out * n_in, 2);
         let b = values(n_out, 3);
         let mut y = vec![0f32; ROWS * n_out];
-        group.throughput(Throughput::Elements((2 * ROWS * n_in * n_out) as u64));
-        for (label, par, bias) in [
-            ("1_thread".to_string(), Parallelism::None, None),
-            (
-                format!("{threads}_threads"),
-                Parallelism::Rayon(threads),
-                None,
-            ),
+        let pool = Parallelism::Rayon(threads);
+        // (label, rows, threads, bias first, W stored transposed): the last two are one
+        // part of an inference batch cut in two (`backend::fused::layer::infer`), over W
+        // as stored and as `inference_layer` lays it out.
+        for (label, rows, par, bias, wt) in [
+            ("1_thread".to_string(), ROWS, Parallelism::None, None, false),
+            (format!("{threads}_threads"), ROWS, pool, None, false),
             (
                 format!("{threads}_threads_bias_first"),
-                Parallelism::Rayon(threads),
+                ROWS,
+                pool,
                 Some(&b[..]),
+                false,
+            ),
+            (
+                "1_thread_half_rows_bias_first".to_string(),
+                ROWS / 2,
+                Parallelism::None,
+                Some(&b[..]),
+                false,
+            ),
+            (
+                "1_thread_half_rows_bias_first_transposed".to_string(),
+                ROWS / 2,
+                Parallelism::None,
+                Some(&b[..]),
+                true,
             ),
         ] {
-            group.bench_with_input(BenchmarkId::new(name, &label), &par, |bench, &par| {
-                bench.iter(|| linear(&mut y, &x, &w, (n_in, n_out), bias, par))
+            group.throughput(Throughput::Elements((2 * rows * n_in * n_out) as u64));
+            let (x, y) = (&x[..rows * n_in], &mut y[..rows * n_out]);
+            group.bench_function(BenchmarkId::new(name, &label), |bench| {
+                bench.iter(|| linear(y, x, &w, (n_in, n_out), bias, par, wt))
             });
         }
     }

@@ -87,6 +87,23 @@ pub trait Kernels: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// A layer's sixteen weights laid out for [`Kernels::encoder_stack`], once per
+    /// forward call for all its batches; `None` where the backend has no such op.
+    fn inference_layer(&self, _weights: &[Tensor]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// Every layer of an inference forward as one op, over each layer's weights as
+    /// [`Kernels::inference_layer`] laid them out (`None`: the caller goes layer by layer).
+    fn encoder_stack(
+        &self,
+        _x: &Tensor,
+        _layer: &EncoderLayerShape,
+        _weights: &[Tensor],
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
     /// A whole layer as one op, where the backend has one for this mode (`None`: the
     /// caller composes the layer from the other kernels).
     fn encoder_layer(
@@ -113,6 +130,16 @@ pub trait Kernels: Send + Sync + std::fmt::Debug {
         bias: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor>;
+}
+
+/// The parts an inference batch on `device` is cut into, each on its own thread: one per
+/// thread of the pool on the CPU ([`fused`]), one elsewhere. Batches formed by a token
+/// budget keep a multiple of it ([`crate::encoder::bert::plan_batches`]).
+pub fn parts_per_batch(device: &Device) -> usize {
+    match device.is_cpu() {
+        true => rayon::current_num_threads(),
+        false => 1,
+    }
 }
 
 /// The kernels for tensors of `dtype` on `device`: the fused CPU kernels for f32 on the

@@ -20,13 +20,14 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
-use gemm::gemm;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::norm::{norm_backward_rows, norm_rows};
 use super::rows::{
-    add_into, column_sums, linear, map, pad, parallelism, unpad, with_values, ROWS_PER_TASK,
+    add_into, bias_gelu_in_place, column_sums, linear, map, pad, parallelism, product, unpad,
+    with_values, ROWS_PER_TASK,
 };
 use super::{contiguous_f32, gelu_slope, gelu_value};
 use crate::backend::AttentionShape;
@@ -42,25 +43,25 @@ pub(crate) fn pack(weights: &[Tensor]) -> candle_core::Result<Tensor> {
 
 /// Where each weight lies in the packed tensor.
 #[derive(Debug, Clone, Copy)]
-struct Offsets {
-    hidden: usize,
-    inter: usize,
+pub(super) struct Offsets {
+    pub(super) hidden: usize,
+    pub(super) inter: usize,
     /// Start of weight `i` (and of the end, at index 16).
-    at: [usize; 17],
+    pub(super) at: [usize; 17],
 }
 
 /// Indices of the packed weights.
-const QUERY: usize = 0;
-const KEY: usize = 2;
-const VALUE: usize = 4;
-const ATTN_OUT: usize = 6;
+pub(super) const QUERY: usize = 0;
+pub(super) const KEY: usize = 2;
+pub(super) const VALUE: usize = 4;
+pub(super) const ATTN_OUT: usize = 6;
 const ATTN_NORM: usize = 8;
-const INTER: usize = 10;
-const OUTPUT: usize = 12;
+pub(super) const INTER: usize = 10;
+pub(super) const OUTPUT: usize = 12;
 const OUT_NORM: usize = 14;
 
 impl Offsets {
-    fn new(hidden: usize, inter: usize) -> Self {
+    pub(super) fn new(hidden: usize, inter: usize) -> Self {
         let (h, i) = (hidden, inter);
         let sizes = [
             h * h,
@@ -97,17 +98,24 @@ impl Offsets {
 }
 
 /// A layer's sixteen weights as slices, in checkpoint order.
-pub(crate) struct Weights<'a>([&'a [f32]; 16]);
+pub(crate) struct Weights<'a> {
+    pub(super) w: [&'a [f32]; 16],
+    /// The projections' weights are stored transposed, `(n_in, n_out)`.
+    pub(super) transposed: bool,
+}
 
 impl<'a> Weights<'a> {
-    /// The weights inside one packed buffer.
-    fn packed(p: &'a [f32], o: &Offsets) -> Self {
-        Self(std::array::from_fn(|k| o.get(p, k)))
+    /// The weights inside one packed buffer ([`pack`], or [`super::infer::pack_transposed`]).
+    pub(super) fn packed(p: &'a [f32], o: &Offsets, transposed: bool) -> Self {
+        Self {
+            w: std::array::from_fn(|k| o.get(p, k)),
+            transposed,
+        }
     }
 }
 
 /// What the forward keeps for the backward.
-struct Tape {
+pub(super) struct Tape {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -125,6 +133,8 @@ pub(crate) struct EncoderLayer {
     shape: AttentionShape,
     offsets: Offsets,
     eps: f32,
+    /// The threads of the forward's products: the whole pool, or one for a part of a batch.
+    par: Parallelism,
     /// Filled by the forward, taken (and so freed) by the backward.
     tape: Mutex<Option<Tape>>,
 }
@@ -136,6 +146,7 @@ impl EncoderLayer {
             shape: shape.clone(),
             offsets: Offsets::new(hidden, inter),
             eps: eps as f32,
+            par: parallelism(),
             tape: Mutex::new(None),
         }
     }
@@ -145,37 +156,58 @@ impl EncoderLayer {
         x.contiguous()?.apply_op2(packed, self)
     }
 
-    /// The layer's output, and the tape for its backward.
-    fn forward_rows(&self, x: &[f32], w: &Weights) -> candle_core::Result<(Vec<f32>, Tape)> {
+    /// The op with its forward's products on `par`'s threads.
+    pub(super) fn with_parallelism(mut self, par: Parallelism) -> Self {
+        self.par = par;
+        self
+    }
+
+    /// The layer's output, and the tape for its backward when `keep` (a training
+    /// forward). Without it the feed-forward's first product is written without its bias
+    /// and takes bias and GELU in one pass in place: no copy of the bias into each row, no
+    /// second buffer for the GELU's output.
+    pub(super) fn forward_rows(
+        &self,
+        x: &[f32],
+        w: &Weights,
+        keep: bool,
+    ) -> candle_core::Result<(Vec<f32>, Option<Tape>)> {
         let o = &self.offsets;
         let (h, i) = (o.hidden, o.inter);
-        let w = &w.0;
-        let lin =
-            |x: &[f32], k: usize, n_in: usize, n_out: usize| linear(x, w[k], w[k + 1], n_in, n_out);
+        let (t, w) = (w.transposed, &w.w);
+        let lin = |x: &[f32], k: usize, n_in: usize, n_out: usize| {
+            linear(x, (w[k], w[k + 1], t), (n_in, n_out), self.par)
+        };
         let (q, k, v) = (lin(x, QUERY, h, h), lin(x, KEY, h, h), lin(x, VALUE, h, h));
         let ctx = self.shape.forward_unpadded(&q, &k, &v);
         let mut x1 = lin(&ctx, ATTN_OUT, h, h);
         add_into(&mut x1, x);
         let y1 = norm_rows(&x1, w[ATTN_NORM], w[ATTN_NORM + 1], self.eps);
-        let z = lin(&y1, INTER, h, i);
-        let g = map(&z, gelu_value);
-        let mut x2 = lin(&g, OUTPUT, i, h);
-        drop(g);
+        let (mut x2, z) = match keep {
+            true => {
+                let z = lin(&y1, INTER, h, i);
+                let g = map(&z, gelu_value);
+                (lin(&g, OUTPUT, i, h), Some(z))
+            }
+            false => {
+                let mut g = product(&y1, (w[INTER], t), (h, i), self.par);
+                bias_gelu_in_place(&mut g, w[INTER + 1]);
+                (lin(&g, OUTPUT, i, h), None)
+            }
+        };
         add_into(&mut x2, &y1);
         drop(y1);
         let y2 = norm_rows(&x2, w[OUT_NORM], w[OUT_NORM + 1], self.eps);
-        Ok((
-            y2,
-            Tape {
-                q,
-                k,
-                v,
-                ctx,
-                x1,
-                z,
-                x2,
-            },
-        ))
+        let tape = z.map(|z| Tape {
+            q,
+            k,
+            v,
+            ctx,
+            x1,
+            z,
+            x2,
+        });
+        Ok((y2, tape))
     }
 
     /// `(∂x, ∂packed)` from the layer's input, weights and output gradient `dy` (∂x only
@@ -360,49 +392,6 @@ impl Grads<'_> {
     }
 }
 
-/// The layer's inference forward over the weights as stored (nothing packed, nothing
-/// kept): the same arithmetic as the training op, without its tape.
-pub(crate) fn infer(
-    x: &Tensor,
-    weights: &[Tensor],
-    shape: &AttentionShape,
-    (hidden, inter, eps): (usize, usize, f64),
-) -> candle_core::Result<Tensor> {
-    let x = x.contiguous()?;
-    let guards: Vec<_> = weights.iter().map(Tensor::storage_and_layout).collect();
-    let mut slices: Vec<&[f32]> = Vec::with_capacity(16);
-    for (storage, layout) in &guards {
-        match (&**storage, layout.contiguous_offsets()) {
-            (Storage::Cpu(cpu), Some((a, b))) => slices.push(&cpu.as_slice::<f32>()?[a..b]),
-            _ => candle_core::bail!("encoder layer: weights must be contiguous on the CPU"),
-        }
-    }
-    let Ok(w) = <[&[f32]; 16]>::try_from(slices) else {
-        candle_core::bail!("encoder layer: {} weights, not 16", weights.len());
-    };
-    let op = EncoderLayer::new(shape, hidden, inter, eps);
-    if w.iter()
-        .zip(0..16)
-        .any(|(s, k)| s.len() != op.offsets.at[k + 1] - op.offsets.at[k])
-    {
-        candle_core::bail!(
-            "encoder layer: weight shapes do not fit hidden {hidden}, intermediate {inter}"
-        );
-    }
-    let real = shape.real_rows();
-    let y = with_values(&x, |xs| -> candle_core::Result<Vec<f32>> {
-        if xs.len() != shape.batch * shape.tokens * hidden {
-            candle_core::bail!(
-                "encoder layer: input {:?} does not fit {shape:?}",
-                x.shape()
-            );
-        }
-        let (y, _) = op.forward_rows(&unpad(xs, &real, shape.tokens, hidden), &Weights(w))?;
-        Ok(pad(&y, &real, shape.tokens, hidden))
-    })??;
-    Tensor::from_vec(y, x.shape(), x.device())
-}
-
 impl CustomOp2 for EncoderLayer {
     fn name(&self) -> &'static str {
         "freshen-encoder-layer"
@@ -432,14 +421,15 @@ impl CustomOp2 for EncoderLayer {
         let real = self.shape.real_rows();
         let (y, tape) = self.forward_rows(
             &unpad(x, &real, self.shape.tokens, o.hidden),
-            &Weights::packed(p, o),
+            &Weights::packed(p, o, false),
+            true,
         )?;
         let y = pad(&y, &real, self.shape.tokens, o.hidden);
         *self
             .tape
             .lock()
             .map_err(|_| candle_core::Error::Msg("encoder layer: tape lock poisoned".into()))? =
-            Some(tape);
+            tape;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -485,8 +475,9 @@ impl CustomOp2 for EncoderLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::fused::infer::{infer, infer_in_parts, infer_stack, pack_transposed};
     use crate::backend::fused::tests::{max_diff, rand};
-    use crate::backend::fused::{gelu, layer_norm};
+    use crate::backend::fused::{gelu, host, layer_norm};
     use candle_core::Var;
 
     /// The same layer through candle's ops and the per-op fused kernels (the path the
@@ -510,8 +501,10 @@ mod tests {
 
     /// Forward and every gradient (input and the sixteen weights) agree with the
     /// composition on the real rows (padding rows come out zero), and the inference
-    /// forward gives the training forward's bits, for short texts (per-row attention) and
-    /// long ones (blocked, and per-row for the short text among them).
+    /// forward gives the training forward's bits in one part and is within a few ulp of
+    /// them in several (gemm rounds a row by the rows it is computed with), for
+    /// short texts (per-row attention) and long ones (blocked, and per-row for the short
+    /// text among them).
     #[test]
     fn the_layer_op_matches_the_composition_forward_and_backward() {
         for (tokens, lengths) in [(7, vec![7, 3, 5]), (70, vec![70, 41, 9])] {
@@ -561,11 +554,39 @@ mod tests {
                 max_diff(&fused, &real(&slow)) < 1e-4,
                 "{tokens} tokens: forward"
             );
-            let inferred = infer(&x.detach(), &tensors, &shape, (h, i, eps)).unwrap();
+            let x0 = x.detach();
+            let stored = infer(&x0, &tensors, &shape, (h, i, eps)).unwrap();
+            let packed = pack_transposed(&tensors).unwrap();
+            let stack = |layers: &[Tensor]| infer_stack(&x0, layers, &shape, (h, i, eps)).unwrap();
+            let transposed = stack(std::slice::from_ref(&packed));
             assert!(
-                max_diff(&inferred, &fused) == 0.0,
-                "{tokens} tokens: inference"
+                max_diff(&transposed, &stored) < 1e-6,
+                "{tokens} tokens: transposed"
             );
+            // Two layers in one op: the second takes the first's output, padded or not.
+            let again = infer(&stored, &tensors, &shape, (h, i, eps)).unwrap();
+            let two = stack(&[packed.clone(), packed.clone()]);
+            assert!(max_diff(&two, &again) < 1e-5, "{tokens} tokens: two layers");
+            let (plain, packed) = (
+                host(&pack(&tensors).unwrap()).unwrap(),
+                host(&packed).unwrap(),
+            );
+            for (layout, t) in [(&plain, false), (&packed, true)] {
+                let w = Weights::packed(layout, &o, t);
+                let infer = |threads| {
+                    infer_in_parts(&x0, std::slice::from_ref(&w), &shape, (h, i, eps), threads)
+                        .unwrap()
+                };
+                let d = max_diff(&infer(1), &fused);
+                assert!(
+                    d == 0.0 || t && d < 1e-6,
+                    "{tokens} tokens, transposed {t}: {d}"
+                );
+                for threads in [2, 3] {
+                    let d = max_diff(&infer(threads), &fused);
+                    assert!(d < 1e-6, "{tokens} tokens in {threads} parts: {d}");
+                }
+            }
             let grads = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
             let (gf, gs) = (grads(&fused), grads(&slow));
             for (k, v) in std::iter::once(&x).chain(&w).enumerate() {

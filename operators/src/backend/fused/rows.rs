@@ -8,8 +8,8 @@ use candle_core::{Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::host;
 use super::wide::wide_fn;
+use super::{gelu_value, host};
 
 /// Rows per task of the bias gradients' partial sums (a fixed size: the sums' order, and
 /// so the result, does not depend on the thread count).
@@ -20,43 +20,99 @@ pub(super) fn parallelism() -> Parallelism {
     Parallelism::Rayon(rayon::current_num_threads())
 }
 
-/// `x (rows, n_in) · Wᵀ + b` for `W (n_out, n_in)`: the output starts as the bias and gemm
-/// adds the product into it.
-pub(super) fn linear(x: &[f32], w: &[f32], b: &[f32], n_in: usize, n_out: usize) -> Vec<f32> {
+/// `x (rows, n_in) · Wᵀ + b` for `W (n_out, n_in)`, or for W stored transposed, `(n_in,
+/// n_out)`, when `transposed`: the output starts as the bias and gemm adds the product
+/// into it, over `par`'s threads.
+pub(super) fn linear(
+    x: &[f32],
+    (w, b, transposed): (&[f32], &[f32], bool),
+    (n_in, n_out): (usize, usize),
+    par: Parallelism,
+) -> Vec<f32> {
     let rows = x.len() / n_in;
     let mut y = Vec::with_capacity(rows * n_out);
     for _ in 0..rows {
         y.extend_from_slice(b);
     }
-    if rows == 0 {
-        return y;
+    // SAFETY: y holds rows × n_out values.
+    unsafe { product_into(y.as_mut_ptr(), x, (w, transposed), (n_in, n_out), true, par) };
+    y
+}
+
+/// `x (rows, n_in) · Wᵀ` with no bias, W as in [`linear`]: gemm writes the output without
+/// reading it, so it is never filled first.
+pub(super) fn product(
+    x: &[f32],
+    (w, transposed): (&[f32], bool),
+    (n_in, n_out): (usize, usize),
+    par: Parallelism,
+) -> Vec<f32> {
+    let len = x.len() / n_in * n_out;
+    let mut y = Vec::with_capacity(len);
+    // SAFETY: y has room for rows × n_out values, which gemm writes without reading
+    // them (`read` false); the length is set only after it has.
+    unsafe {
+        product_into(
+            y.as_mut_ptr(),
+            x,
+            (w, transposed),
+            (n_in, n_out),
+            false,
+            par,
+        );
+        y.set_len(len);
     }
-    // SAFETY: y is rows × n_out, x rows × n_in, and Wᵀ (n_in × n_out) is read from W
-    // (n_out × n_in): element (a, c) at a + c·n_in.
+    y
+}
+
+/// `y (+)= x · Wᵀ` into `y`'s rows × n_out values (added to them when `read`).
+///
+/// # Safety
+/// `y` must point to room for rows × n_out values (`rows` = x's rows), initialised when
+/// `read`.
+unsafe fn product_into(
+    y: *mut f32,
+    x: &[f32],
+    (w, transposed): (&[f32], bool),
+    (n_in, n_out): (usize, usize),
+    read: bool,
+    par: Parallelism,
+) {
+    let rows = x.len() / n_in;
+    assert_eq!(w.len(), n_in * n_out, "projection weights");
+    if rows == 0 {
+        return;
+    }
+    // Wᵀ (n_in × n_out): element (a, c) at a + c·n_in in W, at a·n_out + c transposed.
+    let (w_cs, w_rs) = match transposed {
+        false => (n_in as isize, 1),
+        true => (1, n_out as isize),
+    };
+    // SAFETY: y holds rows × n_out values (the caller's contract), x is rows × n_in, and
+    // Wᵀ (n_in × n_out) is read from w (n_in · n_out values, asserted) by the strides above.
     unsafe {
         gemm(
             rows,
             n_out,
             n_in,
-            y.as_mut_ptr(),
+            y,
             1,
             n_out as isize,
-            true,
+            read,
             x.as_ptr(),
             1,
             n_in as isize,
             w.as_ptr(),
-            n_in as isize,
-            1,
+            w_cs,
+            w_rs,
+            if read { 1.0 } else { 0.0 },
             1.0,
-            1.0,
             false,
             false,
             false,
-            parallelism(),
+            par,
         );
     }
-    y
 }
 
 /// `a += b`, element-wise.
@@ -73,6 +129,23 @@ pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
         .zip(x.par_chunks(1 << 14))
         .for_each(|(o, x)| map_into(o, x, &f));
     out
+}
+
+/// `z = GELU(z + b)` in place, z's rows `b.len()` wide.
+pub(super) fn bias_gelu_in_place(z: &mut [f32], b: &[f32]) {
+    z.par_chunks_mut(ROWS_PER_TASK * b.len())
+        .for_each(|rows| bias_gelu_chunk(rows, b));
+}
+
+wide_fn! {
+    /// `z = GELU(z + b)` over one task's rows.
+    fn bias_gelu_chunk(z: &mut [f32], b: &[f32]) {
+        for row in z.chunks_exact_mut(b.len()) {
+            for (z, &b) in row.iter_mut().zip(b) {
+                *z = gelu_value(*z + b);
+            }
+        }
+    }
 }
 
 wide_fn! {
@@ -144,11 +217,16 @@ pub(super) fn unpad(x: &[f32], real: &[Range<usize>], tokens: usize, w: usize) -
     out
 }
 
-/// The inverse of [`unpad`]: padding rows come back as zeros.
-pub(super) fn pad(x: &[f32], real: &[Range<usize>], tokens: usize, w: usize) -> Vec<f32> {
-    let mut out = vec![0f32; real.len() * tokens * w];
+/// The inverse of [`unpad`] into `out`, zeroed: its padding rows stay zeros.
+pub(super) fn pad_into(out: &mut [f32], x: &[f32], real: &[Range<usize>], tokens: usize, w: usize) {
     for (b, r) in real.iter().enumerate() {
         out[b * tokens * w..(b * tokens + r.len()) * w].copy_from_slice(&x[r.start * w..r.end * w]);
     }
+}
+
+/// The inverse of [`unpad`]: padding rows come back as zeros.
+pub(super) fn pad(x: &[f32], real: &[Range<usize>], tokens: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; real.len() * tokens * w];
+    pad_into(&mut out, x, real, tokens, w);
     out
 }

@@ -272,8 +272,13 @@ impl BertEncoder {
         }
         let ids = self.tokenize(texts)?;
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let batches = plan_batches(&lengths, self.options.batch_tokens, self.options.max_batch);
-        let prepared = net.prepare()?;
+        let batches = plan_batches(
+            &lengths,
+            self.options.batch_tokens,
+            self.options.max_batch,
+            crate::backend::parts_per_batch(&self.device),
+        );
+        let prepared = net.prepare(lengths.iter().sum())?;
         let mut parts = Vec::with_capacity(batches.len());
         let mut order = Vec::with_capacity(texts.len());
         for batch in &batches {

@@ -124,9 +124,19 @@ pub struct BertNet {
 
 /// Per-call state of [`BertNet::forward`] ([`BertNet::prepare`]).
 pub struct Prepared {
-    /// Per layer: its packed weights, when the kernels run it as one op.
+    /// Per layer: its packed weights, when the kernels run it as one training op.
     packed: Vec<Option<Tensor>>,
+    /// Every layer's weights laid out for the kernels' inference op over all the
+    /// layers ([`Kernels::encoder_stack`]), when the call is long enough and they have one.
+    stack: Option<Vec<Tensor>>,
 }
+
+/// Tokens from which an inference call lays its weights out for the kernels
+/// ([`Kernels::inference_layer`]) and runs the layers as one op rather than one by one on
+/// the weights as stored: the copy (about 20 ms for MiniLM's six layers on one core) is a
+/// few percent of one full batch of the default token budget, and what it saves in the
+/// products repays it from there.
+pub const LAYOUT_FROM_TOKENS: usize = 4096;
 
 /// One padded batch of token ids.
 pub struct TokenBatch {
@@ -201,10 +211,11 @@ impl BertNet {
         self.kernels.layer_norm(x, &w, &b, n.eps, self.train)
     }
 
-    /// What the forwards of one call share: for a training forward, each layer's
-    /// weights packed for the kernels' whole-layer op when they have one (packed once,
-    /// not per batch: every batch's graph would keep its own copy).
-    pub fn prepare(&self) -> Result<Prepared> {
+    /// What the forwards of one call over `tokens` tokens share: each layer's weights
+    /// packed for the kernels' whole-layer op when they have one, packed once, not per
+    /// batch (every batch's training graph would keep its own copy), and for inference
+    /// only from [`LAYOUT_FROM_TOKENS`] (a short call runs on the weights as stored).
+    pub fn prepare(&self, tokens: usize) -> Result<Prepared> {
         let mut packed = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             packed.push(match self.train && self.whole_layers() {
@@ -212,7 +223,16 @@ impl BertNet {
                 false => None,
             });
         }
-        Ok(Prepared { packed })
+        let mut stack = None;
+        if !self.train && self.whole_layers() && tokens >= LAYOUT_FROM_TOKENS {
+            let laid = self
+                .layers
+                .iter()
+                .map(|l| self.kernels.inference_layer(&l.weights))
+                .collect::<Result<Vec<_>>>()?;
+            stack = laid.into_iter().collect();
+        }
+        Ok(Prepared { packed, stack })
     }
 
     /// Whether layers may run as one op: f32 with the exact GELU (what the op computes).
@@ -244,6 +264,17 @@ impl BertNet {
             head_dim: self.cfg.head_dim(),
             lengths: batch.lengths.clone(),
         };
+        let one = EncoderLayerShape {
+            attention: shape.clone(),
+            hidden: h,
+            intermediate: self.cfg.intermediate_size,
+            eps: self.cfg.layer_norm_eps,
+        };
+        if let Some(stack) = &prepared.stack {
+            if let Some(y) = self.kernels.encoder_stack(&x, &one, stack)? {
+                return Ok(y.reshape((b, t, h))?);
+            }
+        }
         for (layer, packed) in self.layers.iter().zip(&prepared.packed) {
             let weights = match (packed, self.train) {
                 (Some(p), _) => Some(LayerWeights::Packed(p)),
@@ -251,12 +282,6 @@ impl BertNet {
                 (None, _) => None,
             };
             if let Some(weights) = weights {
-                let one = EncoderLayerShape {
-                    attention: shape.clone(),
-                    hidden: h,
-                    intermediate: self.cfg.intermediate_size,
-                    eps: self.cfg.layer_norm_eps,
-                };
                 if let Some(y) = self.kernels.encoder_layer(&x, &one, weights)? {
                     x = y;
                     continue;

@@ -195,6 +195,24 @@ fn a_text_embeds_the_same_alone_and_in_a_padded_batch() {
     }
 }
 
+/// The same tolerance for a call long enough to lay the weights out for inference and to
+/// cut each batch into parts, one a thread: the vectors match the short calls'.
+#[test]
+fn a_long_call_embeds_as_short_calls_do() {
+    let (_tmp, enc) = tiny("m", BertOptions::default());
+    let batched = rows(&enc.encode(TEXTS).unwrap());
+    let many: Vec<&str> = TEXTS.iter().copied().cycle().take(600).collect();
+    let tokens: usize = enc.tokenize(&many).unwrap().iter().map(Vec::len).sum();
+    assert!(
+        tokens >= super::model::LAYOUT_FROM_TOKENS,
+        "{tokens} tokens"
+    );
+    for (i, v) in rows(&enc.encode(&many).unwrap()).iter().enumerate() {
+        let d = max_abs(v, &batched[i % TEXTS.len()]);
+        assert!(d <= 1e-5, "text {i} in a long call: {d}");
+    }
+}
+
 fn random_like(t: &Tensor, seed: u64) -> Tensor {
     let mut rng = SplitMix64::new(seed);
     let v: Vec<f32> = (0..t.elem_count()).map(|_| rng.normal()).collect();
