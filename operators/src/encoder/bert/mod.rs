@@ -276,7 +276,7 @@ impl BertEncoder {
             &lengths,
             self.options.batch_tokens,
             self.options.max_batch,
-            crate::backend::parts_per_batch(&self.device),
+            net.parts_per_batch(&self.device),
         );
         let prepared = net.prepare(lengths.iter().sum())?;
         let mut parts = Vec::with_capacity(batches.len());

@@ -235,6 +235,17 @@ impl BertNet {
         Ok(Prepared { packed, stack })
     }
 
+    /// The parts the kernels cut each batch of this net's forwards into, one a thread, which
+    /// the token budget's batches keep a multiple of ([`super::plan_batches`]): only an
+    /// inference forward of whole layers is cut; a training forward runs each batch whole,
+    /// so its batches, and so its numbers, do not depend on the thread count.
+    pub fn parts_per_batch(&self, device: &candle_core::Device) -> usize {
+        match !self.train && self.whole_layers() {
+            true => backend::parts_per_batch(device),
+            false => 1,
+        }
+    }
+
     /// Whether layers may run as one op: f32 with the exact GELU (what the op computes).
     fn whole_layers(&self) -> bool {
         self.dtype == DType::F32 && !matches!(self.cfg.hidden_act.as_str(), "relu" | "gelu_new")
