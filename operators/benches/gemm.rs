@@ -85,7 +85,7 @@ fn products(c: &mut Criterion) {
         let mut y = vec![0f32; ROWS * n_out];
         let pool = Parallelism::Rayon(threads);
         // (label, rows, threads, bias first, W stored transposed): the last two are one
-        // part of an inference batch cut in two (`backend::fused::layer::infer`), over W
+        // part of an inference batch cut in two (`backend::fused::infer`), over W
         // as stored and as `inference_layer` lays it out.
         for (label, rows, par, bias, wt) in [
             ("1_thread".to_string(), ROWS, Parallelism::None, None, false),
