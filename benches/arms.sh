@@ -21,6 +21,7 @@
 # Each run builds its own starting cache, so every arm pays (and counts) the same
 # initial forwards; with SHARED_STORE=1 the runs share one store instead, so only the
 # first run embeds the starting cache (it is the same for every arm: the untrained g).
+# STORE: the shared store's folder ($OUT/store), for grids that share one starting cache.
 # JOBS=N runs N at once (a GPU that one run leaves mostly idle; each run gets its own
 # store, as a store is locked by the run using it, and RAYON_NUM_THREADS a share of the
 # cores); a run's figures are the same as alone, its seconds are not.
@@ -53,6 +54,12 @@ BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
 # The --set flags that turn the quickstart pipeline into each arm.
 arm_sets() {
   case "$1" in
+    # The recipe grid's regimes, as prefixes of any arm: the false-negative guard (drop
+    # candidates within 0.05 of the positive's score), the guard on the stale scores too,
+    # and Gumbel sampling from softmax(beta * score) over the pool with the guard.
+    guard-both-*) echo "--set nodes.negatives.margin=0.05 --set nodes.negatives.margin_on=both $(arm_sets "${1#guard-both-}")" ;;
+    guard-*) echo "--set nodes.negatives.margin=0.05 $(arm_sets "${1#guard-}")" ;;
+    gumbel-*) echo "--set nodes.negatives.margin=0.05 --set nodes.negatives.strategy=gumbel $(arm_sets "${1#gumbel-}")" ;;
     corrector) echo "" ;;
     stale) echo "--set models.h.frozen=true" ;;
     inbatch) echo "--set nodes.negatives.k=0" ;;
@@ -103,7 +110,7 @@ run_arm() {
   local arm=$1 seed=$2
   local dir="$OUT/$arm-s$seed"
   local store="$dir/cache"
-  if [ -n "$SHARED_STORE" ]; then store="$OUT/store"; fi
+  if [ -n "$SHARED_STORE" ]; then store="${STORE:-$OUT/store}"; fi
   # A run killed part-way continues from its newest resume checkpoint.
   local resume=""
   if [ -d "$dir/.freshen/resume" ]; then resume="--resume"; fi

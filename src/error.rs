@@ -102,6 +102,10 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// Training diverged: a step's loss or gradient norm is not finite (the settings,
+    /// typically the learning rate, are at fault). Nothing was committed.
+    #[error("{0}")]
+    Diverged(String),
     /// An internal invariant does not hold: a bug in freshen, never the user's input.
     #[error("internal error: {0} (please report it)")]
     Invariant(String),
@@ -111,11 +115,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The process exit code for this error: 2 for bad input found before running, 1
-    /// otherwise.
+    /// The process exit code for this error: 2 for bad input found before running and for
+    /// a run that diverged (its settings are at fault), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Spec { .. } | Error::Data { .. } | Error::Usage(_) => 2,
+            Error::Spec { .. } | Error::Data { .. } | Error::Usage(_) | Error::Diverged(_) => 2,
             // A device that is missing or out of memory: the machine or the settings.
             Error::Compute(freshen_operators::Error::Device { .. }) => 2,
             Error::Node { source, .. } => source.exit_code(),

@@ -27,6 +27,10 @@ pub struct NodeStats {
     pub stored: usize,
     /// Stored rows whose id is still there with a different text (re-encoded).
     pub replaced: usize,
+    /// Training steps whose update was skipped (a non-finite loss or gradient norm, with
+    /// `on_nonfinite: skip`).
+    #[serde(default)]
+    pub skipped: usize,
 }
 
 /// Per-process state shared by the workers.

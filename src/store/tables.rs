@@ -325,6 +325,8 @@ pub fn summary_schema(recall_at: &[usize]) -> SchemaRef {
         Field::new("forwards_total", DataType::UInt64, false),
         Field::new("forwards_without_touched", DataType::UInt64, false),
         Field::new("seconds", DataType::Float64, false),
+        // Steps whose update `on_nonfinite: skip` skipped.
+        Field::new("skipped_steps", DataType::UInt64, false),
         // Memory: the timely workers over all processes; per worker the rows of its
         // largest sharded table (about N/W) and the bytes of everything it holds in
         // tables (shards, and on worker 0 the evaluation's whole corpus and cache); per

@@ -323,3 +323,41 @@ fn progress_lines_are_logged_when_stderr_is_a_file() {
         "{lines:?}"
     );
 }
+
+/// A diverging run stops at its first non-finite step with one line and exit 2, and the
+/// earlier outputs stay byte for byte; with `on_nonfinite: skip` it trains on and counts
+/// the skipped steps in its summary.
+#[test]
+fn a_diverging_run_stops_and_leaves_the_earlier_outputs_or_skips_and_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let out = work.join("out");
+    assert!(run(&args(work, &out, &[]), &[]).status.success());
+    let before = contents(&out);
+    let o = run(&args(work, &out, &["nodes.update.lr=1e30"]), &[]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stdout}{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("training diverged at step"))
+        .unwrap_or_else(|| panic!("no divergence line in {stderr}"));
+    assert!(line.contains("nodes.update.lr"), "{line}");
+    assert!(line.contains("node update"), "{line}");
+    assert_eq!(contents(&out), before, "the earlier outputs changed");
+    // Skipping: every non-finite step is skipped and counted; the run ends and commits.
+    let skip = work.join("skip");
+    let o = run(
+        &args(
+            work,
+            &skip,
+            &["nodes.update.lr=1e30", "nodes.update.on_nonfinite=skip"],
+        ),
+        &[],
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    let skipped = crate::train::column_u64(&skip.join("summary.parquet"), "skipped_steps");
+    assert!(skipped[0] >= 1 && skipped[0] < 12, "{skipped:?}");
+    let ok = crate::train::column_u64(&out.join("summary.parquet"), "skipped_steps");
+    assert_eq!(ok, [0]);
+}

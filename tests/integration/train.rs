@@ -100,7 +100,7 @@ fn train(work: &Path, name: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
-fn column_u64(path: &Path, name: &str) -> Vec<u64> {
+pub fn column_u64(path: &Path, name: &str) -> Vec<u64> {
     let mut v = Vec::new();
     for b in freshen::store::parquet_io::read_all(path).unwrap() {
         let c = b.column_by_name(name).unwrap().as_primitive::<UInt64Type>();

@@ -223,6 +223,7 @@ impl Evaluator {
             u(total),
             u(total - per_step),
             f(Some(self.shared.elapsed())),
+            u(self.shared.stats().values().map(|s| s.skipped as u64).sum()),
             u(self.workers as u64),
             list(held.shard_rows(self.workers)),
             list(held.bytes_per_worker(self.workers)),

@@ -187,4 +187,70 @@ mod tests {
         assert_eq!(ids, ["c", "a"]);
         assert_eq!(guard, None, "the searched guard is off");
     }
+
+    /// `margin_on: both`: a candidate that beats the positive by the stale scores q·B is
+    /// dropped, one that does not is kept, and the searched guard stays on (the positive's
+    /// score is returned for it).
+    #[test]
+    fn the_guard_on_both_drops_by_stale_scores_and_keeps_the_searched_guard() {
+        let cands = vec![
+            ("x".to_string(), 0.9),
+            ("y".to_string(), 0.8),
+            ("z".to_string(), 0.7),
+        ];
+        // Stale scores: x beats the positive's 0.5, y ties it, z is well below.
+        let ex = HashMap::from([
+            (
+                "x".to_string(),
+                Extra {
+                    fresher: None,
+                    stale: Some(0.6),
+                },
+            ),
+            (
+                "y".to_string(),
+                Extra {
+                    fresher: None,
+                    stale: Some(0.5),
+                },
+            ),
+            (
+                "z".to_string(),
+                Extra {
+                    fresher: None,
+                    stale: Some(0.2),
+                },
+            ),
+        ]);
+        let pos = Extra {
+            fresher: None,
+            stale: Some(0.5),
+        };
+        let on = |margin: f32| {
+            let (top, guard) = pool_for_choice(
+                cands.clone(),
+                &ex,
+                (Some(0.95), pos),
+                (3, Some(margin), MarginOn::Both),
+            );
+            let ids: Vec<String> = top.into_iter().map(|c| c.0).collect();
+            (ids, guard)
+        };
+        // Margin 0: only x (0.6 > 0.5) is dropped; y (0.5 ≤ 0.5) and z are kept.
+        assert_eq!(
+            on(0.0),
+            (vec!["y".to_string(), "z".to_string()], Some(0.95))
+        );
+        // Margin 0.1: y is too close too (0.5 > 0.4); z stays.
+        assert_eq!(on(0.1), (vec!["z".to_string()], Some(0.95)));
+        // Searched only: nothing is dropped here (the searched guard applies later).
+        let (top, guard) = pool_for_choice(
+            cands.clone(),
+            &ex,
+            (Some(0.95), pos),
+            (3, Some(0.1), MarginOn::Searched),
+        );
+        assert_eq!(top.len(), 3);
+        assert_eq!(guard, Some(0.95));
+    }
 }

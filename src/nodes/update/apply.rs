@@ -32,7 +32,7 @@ use freshen_operators::train::{
 use timely::dataflow::operators::vec::Broadcast;
 
 use super::grads::{partial_batch, read_partial, row_grads};
-use super::{Update, UpdatePlan};
+use super::{OnNonfinite, Update, UpdatePlan};
 use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
 use crate::dataflow::{
     rows_of, tick, BatchStream, BuildCx, Checkpointable, Emitted, Stepwise, Time, WorkerModels,
@@ -305,6 +305,8 @@ struct Apply {
     kept: Option<Kept>,
     run: Arc<crate::dataflow::RunState>,
     start: usize,
+    /// The node's id, for its counters and its messages.
+    node: String,
 }
 
 /// The step's losses, for the progress line.
@@ -387,6 +389,7 @@ impl Apply {
             kept,
             run: cx.run.clone(),
             start: cx.start() as usize,
+            node: cx.node.to_string(),
         })
     }
 
@@ -496,12 +499,61 @@ impl Apply {
         Ok(())
     }
 
+    /// What is not finite in a step, if anything: the gradient norms (the same on every
+    /// worker, so every worker decides alike) or a loss in the statistics.
+    fn nonfinite(&self, stats: &[Batch], norms: [f64; 2]) -> Option<String> {
+        let losses = losses(stats);
+        let bad_loss = rows_of(stats).any(|b| {
+            ["retriever_loss", "corrector_loss"].iter().any(|name| {
+                b.column_by_name(name)
+                    .and_then(|c| c.as_primitive_opt::<Float64Type>())
+                    .is_some_and(|c| !c.is_empty() && !c.is_null(0) && !c.value(0).is_finite())
+            })
+        });
+        let bad_norm = norms.iter().any(|n| !n.is_finite());
+        (bad_loss || bad_norm).then(|| {
+            let mut what = format!("gradient norm {}", norms[0]);
+            if self.plan.models.values().any(|m| m.1) {
+                what.push_str(&format!(", corrector gradient norm {}", norms[1]));
+            }
+            match losses.is_empty() {
+                true => what,
+                false => format!("{losses}, {what}"),
+            }
+        })
+    }
+
+    /// The one line a diverged run stops with: the step, what is not finite, and the
+    /// setting to lower (the corrector's rate when only its gradients are not finite).
+    fn diverged(&self, t: Time, what: &str, norms: [f64; 2]) -> String {
+        let (key, value) = match norms[0].is_finite() && !norms[1].is_finite() {
+            true => ("corrector_lr", self.spec.corrector_lr),
+            false => ("lr", self.spec.lr),
+        };
+        let id = &self.node;
+        format!(
+            "training diverged at step {} of {}: {what} (lower `nodes.{id}.{key}`, now {value:e}, \
+             or set `nodes.{id}.on_nonfinite=skip`); nothing was committed",
+            t + 1,
+            self.plan.steps
+        )
+    }
+
     /// Step `t`: sum, clip, step; port 0: the metrics row (worker 0); port 1: the tick.
     fn step(&mut self, t: Time, inputs: &[Vec<Batch>]) -> Result<Emitted> {
         let mut grads = self.gradients(t, &inputs[0])?;
         let factor = self.schedule.factor(t as usize);
         let norms = self.clip(&mut grads)?;
-        self.step_models(&grads, factor)?;
+        match self.nonfinite(&inputs[1], norms) {
+            None => self.step_models(&grads, factor)?,
+            Some(what) if self.spec.on_nonfinite == OnNonfinite::Skip => {
+                if self.worker == 0 {
+                    tracing::warn!(step = t + 1, "{what}: step skipped (`on_nonfinite: skip`)");
+                    self.run.count(&self.node, |s| s.skipped += 1);
+                }
+            }
+            Some(what) => return Err(Error::Diverged(self.diverged(t, &what, norms))),
+        }
         self.bar.inc(1);
         if self.worker == 0 {
             let p = self.run.progress();

@@ -64,6 +64,24 @@ pub struct Update {
     /// the last step is written only when over a minute of training preceded it.
     #[serde(default = "default_resume_minutes")]
     pub resume_minutes: f64,
+    /// What a step whose loss or gradient norm is not finite (NaN or infinite) does:
+    /// `stop` the run there with an error, committing nothing, or `skip` its update
+    /// (the weights stay; counted in the summary's `skipped_steps`).
+    #[serde(default)]
+    pub on_nonfinite: OnNonfinite,
+}
+
+/// What `update` does with a step whose loss or gradient norm is not finite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonfinite {
+    /// Stop the run at that step with one line naming the step, the loss and the setting
+    /// to lower (exit 2); the outputs of earlier runs stay as they were, and so does the
+    /// newest resumable checkpoint.
+    #[default]
+    Stop,
+    /// Leave the weights and the optimiser as they were and go on to the next step.
+    Skip,
 }
 
 fn default_resume_minutes() -> f64 {
