@@ -128,7 +128,8 @@ pub fn run_folder(g: &Graph) -> Option<PathBuf> {
 }
 
 /// `path` made absolute and lexically normal, its longest existing prefix resolved
-/// (symlinks included), so that two spellings of one file compare equal.
+/// (symlinks included, but for a last component that is itself a link), so that two
+/// spellings of one file compare equal.
 pub fn absolute(path: &Path) -> PathBuf {
     let joined = match path.is_absolute() {
         true => path.to_path_buf(),
@@ -155,7 +156,16 @@ pub fn absolute(path: &Path) -> PathBuf {
             break;
         }
     }
-    let mut out = existing.canonicalize().unwrap_or(existing);
+    // An output committed earlier is a link into its version folder (`store::commit`):
+    // the link itself is the path, so a last component that is a link is not resolved.
+    let is_link = std::fs::symlink_metadata(&existing).is_ok_and(|m| m.is_symlink());
+    let mut out = match (is_link, existing.parent(), existing.file_name()) {
+        (true, Some(parent), Some(name)) => parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf())
+            .join(name),
+        _ => existing.canonicalize().unwrap_or(existing),
+    };
     for name in rest.into_iter().rev() {
         out.push(name);
     }

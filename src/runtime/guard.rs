@@ -26,11 +26,8 @@ impl RunGuard {
         if let Some(dir) = &run_dir {
             let what = format!("the out folder {}", dir.display());
             locks.push(Lock::acquire(&dir.join(".freshen").join("lock"), &what)?);
-            if commit::recover(dir)? {
-                tracing::warn!(
-                    folder = %dir.display(),
-                    "rolled back the outputs of a run killed while committing them"
-                );
+            if let Some(message) = commit::recover(dir)?.message() {
+                tracing::warn!(folder = %dir.display(), "{message}");
             }
             folders.push(dir.join(".freshen"));
             folders.push(dir.join(".freshen").join("resume"));

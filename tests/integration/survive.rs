@@ -237,28 +237,130 @@ fn contents(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
+/// What a reader sees: `current` resolved once, and every file of that version with its
+/// bytes (outputs and the checkpoint).
+fn view(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    match std::fs::read_link(out.join("current")) {
+        Ok(version) => contents(&out.join(version)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The seed in a version's summary settings, and its `run.trec`.
+fn seed_and_run(version: &Path) -> Option<(u64, Vec<u8>)> {
+    let summary = freshen::store::parquet_io::read_all(&version.join("summary.parquet")).ok()?;
+    let settings = summary[0]
+        .column_by_name("settings")?
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()?
+        .value(0)
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&settings).ok()?;
+    Some((
+        v["seed"].as_u64()?,
+        std::fs::read(version.join("run.trec")).ok()?,
+    ))
+}
+
+/// A commit killed at each of its stages leaves readers the earlier run's outputs or the
+/// new run's, never a mix, and the next run on the folder says which it did: rolled
+/// back or completed. A reader polls the folder throughout, runs killed at random
+/// moments included.
 #[test]
-fn a_run_killed_while_committing_leaves_the_earlier_outputs_exactly() {
+fn a_run_killed_while_committing_leaves_one_runs_outputs_and_a_reader_never_sees_a_mix() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
     let out = work.join("out");
-    assert!(run(&args(work, &out, &[]), &[]).status.success());
-    let before = contents(&out);
-    // Another run dies after moving its first output into place.
+    let mut expected = std::collections::BTreeMap::new();
+    for seed in [7u64, 8] {
+        let o = run(&args(work, &out, &[&format!("seed={seed}")]), &[]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        expected.insert(seed, std::fs::read(out.join("run.trec")).unwrap());
+    }
+    // seed 7's outputs again, then a reader polls while runs commit and die.
+    assert!(run(&args(work, &out, &["seed=7"]), &[]).status.success());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (dir, flag, want) = (out.clone(), stop.clone(), expected.clone());
+    let reader = std::thread::spawn(move || {
+        let mut seen = 0usize;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(v) = std::fs::read_link(dir.join("current")) else {
+                continue;
+            };
+            if let Some((seed, trec)) = seed_and_run(&dir.join(v)) {
+                assert_eq!(
+                    Some(&trec),
+                    want.get(&seed),
+                    "run.trec of another run than seed {seed}"
+                );
+                seen += 1;
+            }
+        }
+        seen
+    });
+    let before = view(&out);
     let o = run(
         &args(work, &out, &["seed=8"]),
         &[("FRESHEN_CRASH_AT", "commit")],
     );
     assert!(!o.status.success());
-    assert_ne!(contents(&out), before, "the kill left a mix");
-    // The next run on the folder rolls it back before anything else (it dies right
-    // after, so that what it found is what is left).
+    assert_eq!(
+        view(&out),
+        before,
+        "a kill before the switch changed what readers see"
+    );
+    // The next run on the folder rolls it back first (and dies right after, so that what
+    // it found is what is left).
     let o = run(
         &args(work, &out, &["seed=8"]),
         &[("FRESHEN_CRASH_AT", "started")],
     );
+    assert!(text(&o).1.contains("rolled back"), "{:?}", text(&o));
+    assert_eq!(view(&out), before);
+    // Killed with the new version complete, before the switch: readers still see the
+    // earlier outputs, and the next run completes the commit.
+    let o = run(
+        &args(work, &out, &["seed=8"]),
+        &[("FRESHEN_CRASH_AT", "commit-complete")],
+    );
     assert!(!o.status.success());
-    assert_eq!(contents(&out), before);
+    assert_eq!(view(&out), before);
+    let o = run(
+        &args(work, &out, &["seed=7"]),
+        &[("FRESHEN_CRASH_AT", "started")],
+    );
+    assert!(
+        text(&o).1.contains("completed the commit"),
+        "{:?}",
+        text(&o)
+    );
+    assert_eq!(seed_and_run(&out).map(|s| s.0), Some(8));
+    // Killed right after the switch: readers see the new outputs whole at once.
+    let o = run(
+        &args(work, &out, &["seed=7"]),
+        &[("FRESHEN_CRASH_AT", "commit-switched")],
+    );
+    assert!(!o.status.success());
+    assert_eq!(seed_and_run(&out).map(|s| s.0), Some(7));
+    // Runs killed with SIGKILL at spread-out moments, then a run that finishes.
+    for (k, ms) in [150u64, 400, 700, 1000].iter().enumerate() {
+        let seed = if k % 2 == 0 { "seed=7" } else { "seed=8" };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_freshen"))
+            .args(args(work, &out, &[seed]))
+            .current_dir(root())
+            .env_remove("FRESHEN_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(run(&args(work, &out, &["seed=7"]), &[]).status.success());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0, "the reader never read");
+    assert_eq!(seed_and_run(&out).map(|s| s.0), Some(7));
 }
 
 #[test]
