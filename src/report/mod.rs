@@ -141,11 +141,14 @@ fn thousands(n: f64) -> String {
 
 /// The short result table a training run prints at its end.
 pub fn result_table(s: &RunSummary) -> String {
+    let (best, steps) = (s.get("best_step") as u64, s.get("steps") as u64);
+    let when = match best {
+        0 => format!("the starting model (no step of {steps} beat it)"),
+        _ => format!("after {best} of {steps} steps"),
+    };
     let mut out = format!(
-        "{}: best after {} of {} steps by dev {} ({:.4})\n",
+        "{}: best {when} by dev {} ({:.4})\n",
         s.label,
-        s.get("best_step") as u64 + 1,
-        s.get("steps") as u64,
         s.select_by,
         s.get("best_dev")
     );

@@ -208,22 +208,27 @@ pub fn loss_stats_schema() -> SchemaRef {
     ]))
 }
 
-/// One row per training step, as `update` writes it: the loss statistics plus the
-/// learning rates, gradient norms (before clipping), touched target forwards and seconds.
+/// One row per training step, as `update` writes it: the step (the number of updates
+/// done, from 1), the loss statistics, the learning rates, gradient norms (before
+/// clipping), touched target forwards and seconds. Every column but `step` is nullable:
+/// the training evaluation's row of the starting model (step 0) has only dev metrics.
 pub fn step_schema() -> SchemaRef {
     let mut fields: Vec<Field> = loss_stats_schema()
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone())
+        .map(|f| {
+            let nullable = f.name() != col::STEP;
+            f.as_ref().clone().with_nullable(nullable)
+        })
         .collect();
-    let f = |name: &str, nullable| Field::new(name, DataType::Float64, nullable);
+    let f = |name: &str| Field::new(name, DataType::Float64, true);
     fields.extend([
-        f("lr", false),
-        f("corrector_lr", false),
-        f("grad_norm", false),
-        f("corrector_grad_norm", true),
-        Field::new("touched_forwards", DataType::UInt64, false),
-        f("seconds", false),
+        f("lr"),
+        f("corrector_lr"),
+        f("grad_norm"),
+        f("corrector_grad_norm"),
+        Field::new("touched_forwards", DataType::UInt64, true),
+        f("seconds"),
     ]);
     Arc::new(Schema::new(fields))
 }

@@ -100,11 +100,13 @@ fn train(work: &Path, name: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
+/// The non-null values of a UInt64 column (the starting model's row, step 0, has no
+/// training columns).
 pub fn column_u64(path: &Path, name: &str) -> Vec<u64> {
     let mut v = Vec::new();
     for b in freshen::store::parquet_io::read_all(path).unwrap() {
         let c = b.column_by_name(name).unwrap().as_primitive::<UInt64Type>();
-        v.extend(c.iter().map(|x| x.unwrap()));
+        v.extend(c.iter().flatten());
     }
     v
 }
@@ -169,10 +171,10 @@ fn quickstart_on_a_tiny_slice_keeps_an_exact_ledger() {
         (b * (k + 1) * steps as u64) as f64
     );
     // The cache was built once: the whole corpus, no refresh; eval re-embedded the corpus
-    // at steps 3 and 6 (dev) and once more for test.
+    // for the starting model, at steps 3 and 6 (dev) and once more for test.
     assert_eq!(summary(&out, "forwards_initial"), n);
     assert_eq!(summary(&out, "forwards_refresh"), 0.0);
-    assert_eq!(summary(&out, "forwards_eval"), 3.0 * n);
+    assert_eq!(summary(&out, "forwards_eval"), 4.0 * n);
     assert_eq!(
         summary(&out, "forwards_total") - summary(&out, "forwards_without_touched"),
         summary(&out, "forwards_touched")
@@ -241,7 +243,8 @@ print(len(a), a == b, duckdb.sql(s.format('{a}')).fetchall() == duckdb.sql(s.for
         .unwrap();
     let (stdout, stderr) = text(&py);
     assert!(py.status.success(), "{stderr}");
-    assert_eq!(stdout.trim(), "6 True True");
+    // Six steps and the starting model's row.
+    assert_eq!(stdout.trim(), "7 True True");
     // Another seed trains differently.
     let c = train(
         work.path(),
@@ -278,7 +281,8 @@ print(r[0], all(x is not None and x >= 0 for x in r[1:]))",
         .args(["-c", &script])
         .output()
         .unwrap();
-    assert_eq!(text(&py).0.trim(), "2 True", "{}", text(&py).1);
+    // Dev rows: the starting model's and steps 3 and 6.
+    assert_eq!(text(&py).0.trim(), "3 True", "{}", text(&py).1);
     let query_side = train(work.path(), "query-side-s1", &["models.g.frozen=true"]);
     // A frozen corrector is the identity: the corrected cache is the stale one.
     let script = format!(
@@ -403,9 +407,10 @@ fn two_workers_train_with_all_reduced_gradients() {
         column_u64(&out2.join("metrics.parquet"), "candidates"),
         column_u64(&out.join("metrics.parquet"), "candidates")
     );
+    // The starting model's row (step 0), then the six steps.
     assert_eq!(
         column_u64(&out2.join("metrics.parquet"), "step"),
-        (0..6).collect::<Vec<u64>>()
+        (0..=6).collect::<Vec<u64>>()
     );
 }
 
@@ -441,6 +446,8 @@ fn minilm_towers_fine_tune_and_checkpoint_as_sentence_transformers_folders() {
         "models.f.freeze_layers=5".into(),
         "models.g.freeze_layers=5".into(),
         "nodes.update.lr=1e-3".into(),
+        // The trained step's weights, not the starting model's, are what this checks.
+        "nodes.evaluate.start=false".into(),
     ];
     let mut args = vec!["run", yaml.as_str()];
     for s in &sets {
@@ -631,4 +638,33 @@ fn the_corrected_cache_is_written_as_a_deployable_index() {
         assert!((got - summary(&out, &key)).abs() < 1e-9, "{key}: {got}");
     }
     assert!((m.mrr_at_10 - summary(&out, "corrected_mrr_at_10")).abs() < 1e-9);
+}
+
+/// The starting model is scored on dev (step 0) and kept as a candidate: a run whose
+/// steps never beat it (here no weight moves) ships it, and says so; `start: false`
+/// leaves it out.
+#[test]
+fn the_starting_model_is_a_candidate_and_ships_when_no_step_beats_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let frozen = [
+        "nodes.update.lr=0",
+        "nodes.update.embedding_lr=0",
+        "nodes.update.corrector_lr=0",
+    ];
+    let out = train(work, "still", &frozen);
+    let steps = column_u64(&out.join("metrics.parquet"), "step");
+    assert_eq!(steps, [0, 1, 2, 3, 4, 5, 6], "step 0 is the starting model");
+    assert_eq!(summary(&out, "best_step"), 0.0);
+    let b = &freshen::store::parquet_io::read_all(&out.join("metrics.parquet")).unwrap()[0];
+    let dev = b
+        .column_by_name("dev_recall_at_20")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert!(dev.is_valid(0) && b.column_by_name("retriever_loss").unwrap().is_null(0));
+    // A trained run numbers its steps from 1 and picks one of them.
+    let trained = train(work, "trained", &["nodes.evaluate.start=false"]);
+    let steps = column_u64(&trained.join("metrics.parquet"), "step");
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    assert!([3.0, 6.0].contains(&summary(&trained, "best_step")));
 }

@@ -65,8 +65,11 @@ pub(super) struct Evaluator {
     pub shard: Rc<RefCell<EvalShard>>,
     /// Timely workers of the run, over every process.
     pub workers: usize,
-    /// The best dev step so far and its dev value.
-    pub best: Option<(Time, f64)>,
+    /// The best dev step so far (the updates done: 0 is the starting model) and its dev
+    /// value.
+    pub best: Option<(u64, f64)>,
+    /// Whether the first dev answers to come are the starting model's.
+    pub start_pending: bool,
     pub candidates: u64,
     pub last_step: Option<Time>,
     /// Every per-step row emitted so far (a checkpoint keeps them, a resumed run emits
@@ -100,9 +103,19 @@ impl Evaluator {
         answer_metrics(&cx, &merged.ranked)
     }
 
-    /// Scores the dev evaluation of step `t` the workers answered, and records whether it
-    /// is the best so far (returned with the metrics and diagnostics).
-    pub(super) fn dev_step(&mut self, t: Time, got: &Gathered) -> Result<(DevResult, bool)> {
+    /// Scores the dev evaluation after step `t` (`None`: of the starting model) the
+    /// workers answered, and records whether it is the best so far (returned with the
+    /// metrics and diagnostics). A step must beat the best before it, the starting
+    /// model included, to replace it.
+    pub(super) fn dev_step(
+        &mut self,
+        t: Option<Time>,
+        got: &Gathered,
+    ) -> Result<(DevResult, bool)> {
+        let step = t.map_or(0, |t| t + 1);
+        if t.is_none() {
+            self.start_pending = false;
+        }
         let (dev, questions) = {
             let s = self.shard.borrow();
             (s.dev.clone(), s.asked_texts.clone())
@@ -116,14 +129,14 @@ impl Evaluator {
         };
         let best = self.best.is_none_or(|b| value > b.1);
         tracing::info!(
-            step = t + 1,
+            step,
             metric = self.spec.select_by.as_str(),
             value,
             best,
             "dev evaluation"
         );
         if best {
-            self.best = Some((t, value));
+            self.best = Some((step, value));
         }
         let diag = [
             a,
@@ -170,7 +183,7 @@ impl Evaluator {
     pub(super) fn summary(&self) -> Result<RecordBatch> {
         let (best_step, best_value) = match self.best {
             Some((t, v)) => (t, v),
-            None => (self.last_step.unwrap_or(0), f64::NAN),
+            None => (self.last_step.map_or(0, |t| t + 1), f64::NAN),
         };
         let test = self
             .test

@@ -69,6 +69,12 @@ pub struct Eval {
     /// During training: evaluate on dev every this many steps (and after the last).
     #[serde(default)]
     pub every: Option<usize>,
+    /// During training: also score the starting model on dev, before the first step, as
+    /// a candidate for the best step (step 0), so that a run never ships a model its own
+    /// dev metric rates below the one it started from; costs one more dev evaluation.
+    /// Needs `every` above 1 (with `every: 1` the first dev evaluation is after step 1).
+    #[serde(default = "default_start")]
+    pub start: bool,
     /// During training: the dev metric that picks the best step (`mrr_at_10`,
     /// `ndcg_at_10` or `recall_at_K`).
     #[serde(default = "default_select_by")]
@@ -102,6 +108,10 @@ pub struct Eval {
     /// `context` (`retrieved` passages, or the `question` alone: no retrieval).
     #[serde(default)]
     pub answer_context: super::read::Context,
+}
+
+fn default_start() -> bool {
+    true
 }
 
 fn default_answer_k() -> usize {

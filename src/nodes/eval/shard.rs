@@ -90,6 +90,8 @@ pub(super) struct EvalShard {
     /// This worker's copy of the best dev step's weights (every worker's models are the
     /// same, so every worker can put them back for the final evaluation of its shard).
     pub best: Option<Snapshots>,
+    /// The starting weights, until the starting model is scored on dev (`start`).
+    pub start: Option<Snapshots>,
 }
 
 impl EvalShard {
@@ -363,22 +365,52 @@ impl EvalShard {
             .collect())
     }
 
-    /// Copies the current weights of every evaluated model as the best step's.
-    pub fn keep_best(&mut self) -> Result<()> {
+    /// A copy of the current weights of every evaluated model.
+    pub fn snapshot(&self) -> Result<Snapshots> {
         let mut snaps = Vec::new();
         for name in self.model_names() {
             snaps.push((name.clone(), self.state.trainable(&name)?.snapshot()?));
         }
-        self.best = Some(snaps);
+        Ok(snaps)
+    }
+
+    /// Puts `snaps` back into the models.
+    fn restore(&self, snaps: &Snapshots) -> Result<()> {
+        for (name, snap) in snaps {
+            self.state.trainable(name)?.restore(snap)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the current weights of every evaluated model as the best step's.
+    pub fn keep_best(&mut self) -> Result<()> {
+        self.best = Some(self.snapshot()?);
         Ok(())
     }
 
     /// Puts the best step's weights back (none kept: the last step's stay).
     pub fn restore_best(&self) -> Result<()> {
-        for (name, snap) in self.best.iter().flatten() {
-            self.state.trainable(name)?.restore(snap)?;
+        match &self.best {
+            Some(snaps) => self.restore(snaps),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The starting model's dev evaluation, once, after the first step: the starting
+    /// weights put in, the shard and this worker's dev queries embedded (returned), the
+    /// current weights put back. The starting weights become the best so far; a step
+    /// must beat them on dev to replace them.
+    pub fn embed_start(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(start) = self.start.take() else {
+            return Ok(None);
+        };
+        let current = self.snapshot()?;
+        self.restore(&start)?;
+        self.embed_shard()?;
+        let queries = self.embed_own_queries(&self.dev);
+        self.restore(&current)?;
+        self.best = Some(start);
+        queries
     }
 }
 

@@ -113,6 +113,7 @@ pub(super) fn train_eval<'s>(
         asked: EmbeddingRows::default(),
         asked_texts: HashMap::new(),
         best: None,
+        start: None,
     }));
     let evaluator = Rc::new(RefCell::new(Evaluator {
         spec: spec.clone(),
@@ -127,8 +128,19 @@ pub(super) fn train_eval<'s>(
         last_step: None,
         rows: Vec::new(),
         test: TestResult::default(),
+        start_pending: false,
     }));
     let mut replay = Vec::new();
+    // The starting model is a candidate (step 0), scored after the first step with the
+    // weights kept here; with `every: 1` the first step is a dev step itself, and a run
+    // resumed past it has scored it already.
+    let scores_start =
+        spec.start && cx.resume.is_none() && spec.every.is_some_and(|n| n > 1) && plan.steps > 1;
+    if scores_start {
+        let mut s = shard.borrow_mut();
+        s.start = Some(s.snapshot()?);
+        evaluator.borrow_mut().start_pending = true;
+    }
     if let Some(point) = &cx.resume {
         let dir = point.node_dir(&cx.node);
         shard.borrow_mut().restore_best_from(&dir)?;
@@ -206,6 +218,20 @@ fn embed<'s>(
         let mut s = shard.borrow_mut();
         s.take_inputs(&inputs)?;
         let (due, _) = schedule(every, steps, t);
+        if t == 0 && s.start.is_some() && !inputs[0].is_empty() && !s.dev.is_empty() {
+            if leader {
+                s.run.progress().set_done(
+                    "train",
+                    1,
+                    "evaluating the starting model on dev".into(),
+                );
+            }
+            let mut out = vec![(0, marker())];
+            if let Some(q) = s.embed_start()? {
+                out.push((0, Batch(q)));
+            }
+            return Ok(out);
+        }
         if inputs[0].is_empty() || !due || s.dev.is_empty() {
             return Ok(Vec::new());
         }
@@ -283,9 +309,18 @@ fn merge<'s>(
         let mut e = ev.borrow_mut();
         let mut got = Gathered::default();
         got.add(&inputs[0])?;
-        let dev = match inputs[0].is_empty() {
-            true => None,
-            false => Some(e.dev_step(t, &got)?),
+        let mut answered = !inputs[0].is_empty();
+        if t == 0 && e.start_pending && answered {
+            // The starting model's answers (its weights are the shard's best already).
+            let (start, _) = e.dev_step(None, &got)?;
+            let row = start_row(&e.spec.recall_at, &start)?;
+            e.rows.push(row.clone());
+            out.push((0, Batch(row)));
+            answered = false;
+        }
+        let dev = match answered {
+            true => Some(e.dev_step(Some(t), &got)?),
+            false => None,
         };
         let best = dev.as_ref().is_some_and(|d| d.1);
         for row in rows_of(&inputs[1]) {
@@ -446,6 +481,21 @@ impl Checkpointable for EvalState {
     fn save(&self, dir: &std::path::Path) -> Result<()> {
         self.0.borrow().save_state(dir)
     }
+}
+
+/// The row of the starting model (step 0): its dev metrics, nothing of a training step.
+fn start_row(recall_at: &[usize], dev: &(MetricSet, [Option<f64>; 6])) -> Result<RecordBatch> {
+    let schema = tables::step_schema();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name() == col::STEP {
+            true => Arc::new(arrow::array::UInt64Array::from(vec![0u64])) as ArrayRef,
+            false => arrow::array::new_null_array(f.data_type(), 1),
+        })
+        .collect();
+    let row = RecordBatch::try_new(schema, columns)?;
+    with_dev_columns(&row, recall_at, Some(dev))
 }
 
 /// `update`'s row with the dev columns of [`tables::eval_steps_schema`] appended.

@@ -646,7 +646,8 @@ fn metrics_row(t: Time, stats: &[Batch], spec: &Update, n: &StepNumbers) -> Resu
     Ok(RecordBatch::try_new(
         tables::step_schema(),
         vec![
-            Arc::new(UInt64Array::from(vec![t])) as ArrayRef,
+            // Steps are numbered by the updates done: step 0 is the starting model.
+            Arc::new(UInt64Array::from(vec![t + 1])) as ArrayRef,
             Arc::new(UInt64Array::from(vec![queries])),
             Arc::new(UInt64Array::from(vec![candidates])),
             f(Some(mean(0).unwrap_or(f64::NAN))),
