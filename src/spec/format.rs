@@ -34,7 +34,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub seed: u64,
     /// Variables for `${NAME}` interpolation in strings (the environment is the fallback);
-    /// numbers and booleans are taken as their text.
+    /// a var may use the vars written before it; numbers and booleans are taken as their
+    /// text.
     #[serde(default, deserialize_with = "scalar_strings")]
     pub vars: BTreeMap<String, String>,
     /// Datasets the pipeline reads, by name.

@@ -395,3 +395,21 @@ fn bert_model_folder_without_a_tokenizer() {
         &format!("{}: missing", file.display()),
     );
 }
+
+/// A var may use the vars written before it; one written after it is an error at the var
+/// that uses it, saying so.
+#[test]
+fn vars_use_earlier_vars_only() {
+    let earlier = "  base: data\n  data: ${base}/wordnet-sample\n";
+    let c = training_case(|y| y.replace("  data: data/wordnet-sample\n", earlier));
+    let o = freshen(&["check", &c.yaml.display().to_string()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let later = "  data: ${base}/wordnet-sample\n  base: data\n";
+    let c = training_case(|y| y.replace("  data: data/wordnet-sample\n", later));
+    let place = place_of(&c, "${base}/wordnet-sample", 0);
+    assert_error_line(
+        &c,
+        &format!("{place}: "),
+        "variable `data` uses `base`, written after it",
+    );
+}
