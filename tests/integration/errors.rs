@@ -413,3 +413,23 @@ fn vars_use_earlier_vars_only() {
         "variable `data` uses `base`, written after it",
     );
 }
+
+/// A value given with `--set` that is wrong is reported at the `--set`, not at the line
+/// of the YAML it would have read.
+#[test]
+fn set_value_error_is_at_the_set() {
+    let c = training_case(|y| y);
+    let set = "nodes.dev.split=nosuch";
+    for cmd in ["check", "run"] {
+        let o = freshen(&[cmd, &c.yaml.display().to_string(), "--set", set]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: --set {set}: node dev: split `nosuch` is not in the dataset"
+            )) && stderr.contains("(expected one of: dev, test, train)"),
+            "{cmd}: {stderr}"
+        );
+        assert!(!c.out.exists(), "{cmd}: no output may be written");
+    }
+}
