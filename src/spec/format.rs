@@ -126,7 +126,9 @@ pub enum VectorLayout {
 /// mapping (its settings, which its kind reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeSpec {
-    /// Unique name of the node; other nodes name it in their `inputs`.
+    /// Unique name of the node; other nodes name it in their `inputs`. Letters, digits,
+    /// `_` and `-`, not digits alone, so that `--set nodes.ID.key=...` can name it
+    /// (checked where the file is read).
     pub id: String,
     /// Ids of the nodes whose output this node reads (`id` or `id.port`).
     pub inputs: Vec<String>,

@@ -396,6 +396,12 @@ fn bert_model_folder_without_a_tokenizer() {
     );
 }
 
+#[test]
+fn control_character_is_reported_where_it_is() {
+    let c = case(|y| y.replace("    inputs: [src]\n", "    inputs: [src]\0\n"));
+    assert_error_line(&c, "12:18: ", "control character U+0000 is not allowed");
+}
+
 /// A var may use the vars written before it; one written after it is an error at the var
 /// that uses it, saying so.
 #[test]
@@ -411,6 +417,17 @@ fn vars_use_earlier_vars_only() {
         &c,
         &format!("{place}: "),
         "variable `data` uses `base`, written after it",
+    );
+}
+
+#[test]
+fn node_id_that_set_cannot_name() {
+    let c = case(|y| y.replace("- id: store", "- id: st.ore"));
+    assert_error(
+        &c,
+        "14:9",
+        "st.ore",
+        "id `st.ore` holds `.` (expected letters, digits",
     );
 }
 
