@@ -157,6 +157,30 @@ impl Source {
         })
     }
 
+    /// A split the dataset has no qrels file for is an error at `split` (where the user
+    /// named it, in the file or a `--set`), naming the splits there are.
+    fn check_split(&self, cx: &CheckCx, ds: &Dataset) -> Result<()> {
+        let Some(split) = self.split.as_ref().filter(|_| self.table.per_split()) else {
+            return Ok(());
+        };
+        let file = ds.path(&self.data_table());
+        if file.is_file() {
+            return Ok(());
+        }
+        let splits = ds.splits().map_err(|e| self.at_path(cx, e))?;
+        Err(cx.error(
+            "split",
+            format!(
+                "split `{split}` is not in the dataset: no file {} (expected one of: {})",
+                file.display(),
+                match splits.is_empty() {
+                    true => "none, the dataset has no qrels".to_string(),
+                    false => splits.join(", "),
+                }
+            ),
+        ))
+    }
+
     /// `e` as an error at the dataset's `path`, in this node.
     fn at_path(&self, cx: &CheckCx, e: crate::Error) -> crate::Error {
         cx.spec().error(
@@ -210,6 +234,7 @@ impl NodeKind for Source {
             }
             return Ok(());
         }
+        self.check_split(cx, &ds)?;
         let mut tables = vec![self.data_table()];
         if self.table.per_step() {
             tables.push(Table::Queries);

@@ -34,7 +34,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub seed: u64,
     /// Variables for `${NAME}` interpolation in strings (the environment is the fallback);
-    /// numbers and booleans are taken as their text.
+    /// a var may use the vars written before it; numbers and booleans are taken as their
+    /// text.
     #[serde(default, deserialize_with = "scalar_strings")]
     pub vars: BTreeMap<String, String>,
     /// Datasets the pipeline reads, by name.
@@ -125,7 +126,9 @@ pub enum VectorLayout {
 /// mapping (its settings, which its kind reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeSpec {
-    /// Unique name of the node; other nodes name it in their `inputs`.
+    /// Unique name of the node; other nodes name it in their `inputs`. Letters, digits,
+    /// `_` and `-`, not digits alone, so that `--set nodes.ID.key=...` can name it
+    /// (checked where the file is read).
     pub id: String,
     /// Ids of the nodes whose output this node reads (`id` or `id.port`).
     pub inputs: Vec<String>,

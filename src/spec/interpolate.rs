@@ -1,9 +1,10 @@
 //! `${NAME}` interpolation in strings: the pipeline's `vars` first, then the environment.
+//! A var may use the vars written before it.
 //!
 //! `${NAME:-default}` gives a fallback; `$${` writes a literal `${`. An unknown name is
 //! an error at the string that uses it, never an empty substitution.
 
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
 use super::paths::{child, key_str};
 
@@ -12,37 +13,92 @@ pub(crate) type Misplaced = (String, String);
 
 /// Replaces every `${NAME}` in the string values of `root`.
 pub(crate) fn interpolate(root: &mut Value) -> Result<(), Misplaced> {
-    let mut vars = std::collections::BTreeMap::new();
-    if let Some(Value::Mapping(m)) = root.get("vars") {
-        for (k, v) in m {
-            let value = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => {
-                    return Err((
-                        format!("vars.{}", key_str(k)),
-                        "a variable must be a string, number or boolean".into(),
-                    ))
+    let resolved = resolve_vars(root)?;
+    walk(root, "", &|name: &str| var_or_env(&resolved, name))
+}
+
+/// The value of var `name` among `vars`, else of the environment variable.
+fn var_or_env(vars: &[(String, String)], name: &str) -> Option<String> {
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var(name).ok())
+}
+
+/// The pipeline's `vars` as text, in file order, each interpolated with the vars before
+/// it and the environment: `out: "${base}/y"` may use a `base` written above it. A var
+/// that uses itself or one written after it (which is how any cycle shows) is an error
+/// at that var saying so.
+fn resolve_vars(root: &Value) -> Result<Vec<(String, String)>, Misplaced> {
+    let Some(Value::Mapping(m)) = root.get("vars") else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = m.keys().map(key_str).collect();
+    let mut resolved: Vec<(String, String)> = Vec::new();
+    for (i, (name, v)) in names.iter().zip(m.values()).enumerate() {
+        let at = format!("vars.{name}");
+        let value = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return Err((at, "a variable must be a string, number or boolean".into())),
+        };
+        for used in references(&value).map_err(|e| (at.clone(), e))? {
+            if let Some(j) = names.iter().position(|n| *n == used).filter(|&j| j >= i) {
+                return Err((at, later_use(m, &names, i, j)));
+            }
+        }
+        let value = expand(&value, &|n: &str| var_or_env(&resolved, n)).map_err(|e| (at, e))?;
+        resolved.push((name.clone(), value));
+    }
+    Ok(resolved)
+}
+
+/// The message for var `i` using var `j`, itself or one written after it.
+fn later_use(m: &Mapping, names: &[String], i: usize, j: usize) -> String {
+    let (name, used) = (&names[i], &names[j]);
+    if i == j {
+        return format!(
+            "variable `{name}` uses itself (expected a value, or variables written before it)"
+        );
+    }
+    let cycle = match uses_of(m, names, j).contains(name) {
+        true => format!("; `{used}` uses `{name}` in turn, a cycle"),
+        false => String::new(),
+    };
+    format!(
+        "variable `{name}` uses `{used}`, written after it (expected only variables written before it: vars are read in file order{cycle})"
+    )
+}
+
+/// The vars that var `j` uses, directly or through the vars it uses.
+fn uses_of(m: &Mapping, names: &[String], j: usize) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut todo = vec![j];
+    while let Some(j) = todo.pop() {
+        let Some(Value::String(text)) = m.values().nth(j) else {
+            continue;
+        };
+        for used in references(text).unwrap_or_default() {
+            if let Some(k) = names.iter().position(|n| *n == used) {
+                if !seen.contains(&used) {
+                    seen.push(used);
+                    todo.push(k);
                 }
-            };
-            vars.insert(key_str(k), value);
+            }
         }
     }
-    // Variables may use the environment, not each other: one pass, no ordering puzzles.
-    let lookup = |name: &str| std::env::var(name).ok();
-    let mut resolved = std::collections::BTreeMap::new();
-    for (k, v) in &vars {
-        let s = expand(v, &lookup).map_err(|m| (format!("vars.{k}"), m))?;
-        resolved.insert(k.clone(), s);
-    }
-    let lookup = |name: &str| {
-        resolved
-            .get(name)
-            .cloned()
-            .or_else(|| std::env::var(name).ok())
-    };
-    walk(root, "", &lookup)
+    seen
+}
+
+/// The names `s` uses (`${NAME}` and `${NAME:-default}`), read as [`expand`] reads them.
+fn references(s: &str) -> Result<Vec<String>, String> {
+    let used = std::cell::RefCell::new(Vec::new());
+    expand(s, &|name: &str| {
+        used.borrow_mut().push(name.to_string());
+        Some(String::new())
+    })?;
+    Ok(used.into_inner())
 }
 
 fn walk(
@@ -125,5 +181,29 @@ mod tests {
             .unwrap_err()
             .contains("undefined variable `B`"));
         assert!(expand("${A", &look).unwrap_err().contains("unclosed"));
+    }
+
+    fn resolved(yaml: &str) -> Result<String, Misplaced> {
+        let mut v: Value = serde_yaml::from_str(yaml).unwrap();
+        interpolate(&mut v)?;
+        Ok(v["path"].as_str().unwrap_or_default().to_string())
+    }
+
+    #[test]
+    fn vars_use_the_vars_written_before_them() {
+        let chain = "vars: {base: x, out: \"${base}/y\", deep: \"${out}/z\"}\npath: ${deep}";
+        assert_eq!(resolved(chain).unwrap(), "x/y/z");
+        let (at, m) = resolved("vars: {out: \"${base}/y\", base: x}\npath: a").unwrap_err();
+        assert_eq!(at, "vars.out");
+        assert!(
+            m.contains("uses `base`, written after it") && !m.contains("cycle"),
+            "{m}"
+        );
+        let (at, m) =
+            resolved("vars: {a: \"${b}\", b: \"${c}\", c: \"${a}\"}\npath: a").unwrap_err();
+        assert_eq!(at, "vars.a");
+        assert!(m.contains("`b` uses `a` in turn, a cycle"), "{m}");
+        let (_, m) = resolved("vars: {a: \"${a:-x}\"}\npath: a").unwrap_err();
+        assert!(m.contains("`a` uses itself"), "{m}");
     }
 }

@@ -76,6 +76,17 @@ impl LoadedSpec {
             overrides: Vec::new(),
             node_ids: Vec::new(),
         };
+        if let Some((span, c)) = unprintable(text) {
+            return Err(Error::Spec {
+                file: file.to_path_buf(),
+                span: Some(span),
+                node: None,
+                message: format!(
+                    "YAML syntax: control character U+{:04X} is not allowed (expected printable text)",
+                    u32::from(c)
+                ),
+            });
+        }
         let mut value: Value = serde_yaml::from_str(text).map_err(|e| spec.syntax_error(&e))?;
         if !value.is_mapping() {
             return Err(spec.error("", None, "the file is not a YAML mapping (expected keys such as `nodes`, `inputs`, `outputs`)"));
@@ -245,6 +256,9 @@ impl LoadedSpec {
             }
         };
         let node = Some(id.as_str());
+        if let Err(message) = check_node_id(&id) {
+            return Err(self.error(&format!("{path}.id"), node, message));
+        }
         let ty = match map.remove("type") {
             Some(Value::String(s)) => s,
             Some(_) => {
@@ -325,6 +339,46 @@ impl LoadedSpec {
             self.error(&path, node, tidy(&raw))
         })
     }
+}
+
+/// Node ids are letters, digits, `_` and `-`, not digits alone: what `--set
+/// nodes.ID.key=...` can address (a dot would split the id, digits alone read as the
+/// node's index) and what `inputs: [ID.port]` can name.
+fn check_node_id(id: &str) -> std::result::Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if let Some(c) = id.chars().find(|&c| !allowed(c)) {
+        return Err(format!(
+            "id `{id}` holds `{}` (expected letters, digits, `_` and `-`, so that `--set nodes.ID.key=...` can name the node)",
+            c.escape_default()
+        ));
+    }
+    if id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "id `{id}` is a number (expected at least one letter, `_` or `-`: `--set nodes.{id}...` means the node at index {id})"
+        ));
+    }
+    Ok(())
+}
+
+/// The first character YAML does not allow in a file (its printable set: tab, line
+/// breaks, and everything from space on but DEL, the C1 controls other than NEL, and
+/// U+FFFE/U+FFFF), with its line and column. The YAML parser refuses these too, but at
+/// the start of the file, whatever line they are on.
+fn unprintable(text: &str) -> Option<(Span, char)> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{fffd}')
+            || c >= '\u{10000}'
+    };
+    text.split('\n').enumerate().find_map(|(i, line)| {
+        let (j, c) = line.chars().enumerate().find(|&(_, c)| !allowed(c))?;
+        Some((
+            Span {
+                line: i + 1,
+                col: j + 1,
+            },
+            c,
+        ))
+    })
 }
 
 /// The `id` of every node as written (none where it is missing or not a string).

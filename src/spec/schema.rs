@@ -10,6 +10,10 @@ use serde_json::{json, Map, Value};
 
 use super::format::Pipeline;
 
+/// What a node id may be (see `check_node_id` in `load.rs`): letters, digits, `_` and `-`,
+/// at least one of them not a digit.
+const NODE_ID_PATTERN: &str = "^[A-Za-z0-9_-]*[A-Za-z_-][A-Za-z0-9_-]*$";
+
 /// The schema of one node type's or model kind's settings, under its tag value.
 #[derive(Debug, Clone)]
 pub struct Tagged {
@@ -31,7 +35,8 @@ pub fn pipeline_schema(nodes: &[Tagged], models: &[Tagged]) -> Value {
             let props = object(&mut s, "properties");
             props.insert(
                 "id".into(),
-                json!({"type": "string", "description": "Unique name of the node."}),
+                json!({"type": "string", "pattern": NODE_ID_PATTERN,
+                       "description": "Unique name of the node: letters, digits, `_` and `-`, not digits alone (what `--set nodes.ID.key=...` can name)."}),
             );
             props.insert(
                 "inputs".into(),

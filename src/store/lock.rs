@@ -21,7 +21,22 @@ pub struct Lock {
 impl Lock {
     /// Takes the lock file `file` (creating its folder), or fails naming `what` is in use
     /// and the holder's pid.
+    ///
+    /// A refused run removes the lock files it created (see `RunGuard`): a file locked
+    /// just after its removal is no longer the one at `file`, so it is opened again.
     pub fn acquire(file: &Path, what: &str) -> Result<Self> {
+        loop {
+            if let Some(f) = Self::try_acquire(file, what)? {
+                return Ok(Self {
+                    _file: f,
+                    path: file.to_path_buf(),
+                });
+            }
+        }
+    }
+
+    /// One try: the locked file, or `None` when it was removed before it was locked.
+    fn try_acquire(file: &Path, what: &str) -> Result<Option<File>> {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -45,19 +60,36 @@ impl Lock {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(file, e)),
         }
+        if !same_file(&f, file) {
+            return Ok(None);
+        }
         f.set_len(0).map_err(|e| Error::io(file, e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| Error::io(file, e))?;
         writeln!(f, "{}", std::process::id()).map_err(|e| Error::io(file, e))?;
-        Ok(Self {
-            _file: f,
-            path: file.to_path_buf(),
-        })
+        Ok(Some(f))
     }
 
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether the open file `f` is still the file at `path` (not removed or replaced).
+#[cfg(unix)]
+fn same_file(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => false,
+        _ => true,
+    }
+}
+
+/// Whether the open file `f` is still the file at `path`: assumed where it cannot be told.
+#[cfg(not(unix))]
+fn same_file(_: &File, _: &Path) -> bool {
+    true
 }
 
 #[cfg(test)]

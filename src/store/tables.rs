@@ -97,6 +97,17 @@ pub fn ids_schema() -> SchemaRef {
     )]))
 }
 
+/// String types that cast to Utf8 without loss, as other tools write strings: Utf8,
+/// LargeUtf8, Utf8View, dictionary-encoded strings. `Null` is what pandas writes for a
+/// column of nothing but `None` (typically an unused title); it reads as all nulls.
+pub fn is_string(dt: &DataType) -> bool {
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => true,
+        DataType::Dictionary(_, values) => is_string(values),
+        _ => false,
+    }
+}
+
 /// The Arrow type of an embedding column of width `dim`.
 pub fn embedding_type(dim: usize) -> DataType {
     DataType::FixedSizeList(

@@ -395,3 +395,58 @@ fn bert_model_folder_without_a_tokenizer() {
         &format!("{}: missing", file.display()),
     );
 }
+
+#[test]
+fn control_character_is_reported_where_it_is() {
+    let c = case(|y| y.replace("    inputs: [src]\n", "    inputs: [src]\0\n"));
+    assert_error_line(&c, "12:18: ", "control character U+0000 is not allowed");
+}
+
+/// A var may use the vars written before it; one written after it is an error at the var
+/// that uses it, saying so.
+#[test]
+fn vars_use_earlier_vars_only() {
+    let earlier = "  base: data\n  data: ${base}/wordnet-sample\n";
+    let c = training_case(|y| y.replace("  data: data/wordnet-sample\n", earlier));
+    let o = freshen(&["check", &c.yaml.display().to_string()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let later = "  data: ${base}/wordnet-sample\n  base: data\n";
+    let c = training_case(|y| y.replace("  data: data/wordnet-sample\n", later));
+    let place = place_of(&c, "${base}/wordnet-sample", 0);
+    assert_error_line(
+        &c,
+        &format!("{place}: "),
+        "variable `data` uses `base`, written after it",
+    );
+}
+
+#[test]
+fn node_id_that_set_cannot_name() {
+    let c = case(|y| y.replace("- id: store", "- id: st.ore"));
+    assert_error(
+        &c,
+        "14:9",
+        "st.ore",
+        "id `st.ore` holds `.` (expected letters, digits",
+    );
+}
+
+/// A value given with `--set` that is wrong is reported at the `--set`, not at the line
+/// of the YAML it would have read.
+#[test]
+fn set_value_error_is_at_the_set() {
+    let c = training_case(|y| y);
+    let set = "nodes.dev.split=nosuch";
+    for cmd in ["check", "run"] {
+        let o = freshen(&[cmd, &c.yaml.display().to_string(), "--set", set]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: --set {set}: node dev: split `nosuch` is not in the dataset"
+            )) && stderr.contains("(expected one of: dev, test, train)"),
+            "{cmd}: {stderr}"
+        );
+        assert!(!c.out.exists(), "{cmd}: no output may be written");
+    }
+}

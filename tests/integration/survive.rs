@@ -1,6 +1,6 @@
 //! Runs that survive: a run killed with `kill -9` resumes to the numbers of an
 //! uninterrupted one; outputs are committed together or not at all; a second run on a
-//! folder in use is refused; what dead runs left is swept.
+//! folder in use is refused and creates nothing; what dead runs left is swept.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -399,6 +399,22 @@ fn a_folder_or_store_in_use_is_refused_and_leftovers_are_swept() {
     for d in &dead {
         assert!(!d.exists(), "{} was left", d.display());
     }
+}
+
+#[test]
+fn a_run_refused_by_a_locked_store_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let out = work.join("new/out");
+    let a = args(work, &out, &[]);
+    let lock = freshen::store::lock::Lock::acquire(&work.join("new/out-cache/.lock"), "x").unwrap();
+    let o = run(&a, &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the store"), "{stderr}");
+    assert!(!out.exists(), "the refused run left {}", out.display());
+    drop(lock);
+    assert!(run(&a, &[]).status.success());
 }
 
 #[test]

@@ -18,7 +18,7 @@ use arrow::record_batch::RecordBatch;
 use super::checks::{check_id, check_text};
 use super::{Kind, Numbered, Want};
 use crate::error::{Error, Result};
-use crate::store::tables::col;
+use crate::store::tables::{self, col};
 
 /// Opens a Parquet file for reading; an unreadable footer is a data error.
 fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
@@ -43,7 +43,7 @@ pub(super) fn resolve_columns(path: &Path, kind: Kind, schema: &SchemaRef) -> Re
         };
         let dt = schema.field(index).data_type();
         let (ok, expected) = match want {
-            Want::String => (is_string(dt), "a string"),
+            Want::String => (tables::is_string(dt), "a string"),
             Want::Integer => (dt.is_integer(), "an integer"),
         };
         if !ok {
@@ -61,16 +61,6 @@ pub(super) fn resolve_columns(path: &Path, kind: Kind, schema: &SchemaRef) -> Re
 /// The value at `i`, `None` when null.
 fn value(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
-}
-
-/// String types that cast to Utf8 without loss. `Null` is what pandas writes for a column
-/// of nothing but `None` (typically an unused title); it reads as all nulls.
-fn is_string(dt: &DataType) -> bool {
-    match dt {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => true,
-        DataType::Dictionary(_, values) => is_string(values),
-        _ => false,
-    }
 }
 
 /// The batches of one Parquet table, normalised and checked row by row; ends after an
