@@ -120,7 +120,8 @@ run_arm() {
     --set nodes.cache.path="$store" --set nodes.pairs.steps="$STEPS" \
     --set nodes.evaluate.every="$EVERY" \
     $(arm_sets "$arm") $EXTRA >> "$dir.log" 2>&1 || { echo "== $arm, seed $seed failed:" >&2; tail -20 "$dir.log" >&2; return 1; }
-  rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet"
+  # Outputs are links into their version folders (.versions/N): both go.
+  rm -rf "$dir/cache" "$dir/checkpoint" "$dir"/.versions/*/checkpoint "$dir/embeddings.parquet" "$dir"/.versions/*/embeddings.parquet
 }
 # Stopped (INT or TERM, as `timeout` sends), the runs in flight stop too.
 stop_runs() {

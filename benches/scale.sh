@@ -42,7 +42,8 @@ for n in $SIZES; do
     # estimate is the figure here, not a refusal).
     "$BIN" check pipelines/quickstart.yaml -w "$w" --max-memory 1T "${sets[@]}" > "$dir.check" 2>&1 || true
     "$BIN" run pipelines/quickstart.yaml -w "$w" "${sets[@]}" > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
-    rm -rf "$dir/cache" "$dir/checkpoint" "$dir/embeddings.parquet" "$dir/run.trec" "$dir/rankings.parquet"
+    # Outputs are links into their version folders (.versions/N): both go.
+    rm -rf "$dir/cache" "$dir/checkpoint" "$dir"/.versions/*/checkpoint "$dir/embeddings.parquet" "$dir"/.versions/*/embeddings.parquet "$dir/run.trec" "$dir"/.versions/*/run.trec "$dir/rankings.parquet" "$dir"/.versions/*/rankings.parquet
   done
 done
 

@@ -38,7 +38,8 @@ for seed in $SEEDS; do
     "$BIN" run "$PIPELINE" -w "$w" \
       --set seed="$seed" --set vars.data="$DATA" --set vars.out="$dir" \
       --set nodes.cache.path="$OUT/store" > "$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
-    rm -rf "$dir/checkpoint" "$dir/embeddings.parquet"
+    # Outputs are links into their version folders (.versions/N): both go.
+    rm -rf "$dir/checkpoint" "$dir"/.versions/*/checkpoint "$dir/embeddings.parquet" "$dir"/.versions/*/embeddings.parquet
   done
 done
 "$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet"
