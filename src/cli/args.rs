@@ -2,7 +2,7 @@
 //! `bench`.
 //!
 //! Every flag has an environment fallback (`FRESHEN_*`), the way services configure
-//! tools in CI. Timely's process options (`-w`, `-n`, `-p`, `-h`) pass straight through,
+//! tools in CI. Timely's process options (`-w`, `-n`, `-p`, and `-H` for its `-h`) pass straight through,
 //! so the same pipeline runs on one core, many threads or a cluster.
 
 use std::path::PathBuf;
@@ -34,7 +34,6 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a pipeline, then run it.
-    #[command(disable_help_flag = true)]
     Run(RunArgs),
     /// Check a pipeline (syntax, types, graph, schemas, input files) without running it.
     Check(CheckArgs),
@@ -161,8 +160,9 @@ pub struct RunArgs {
         env = "FRESHEN_PROCESS"
     )]
     pub process: usize,
-    /// File of host:port lines, one per process.
-    #[arg(short = 'h', long = "hostfile", env = "FRESHEN_HOSTFILE")]
+    /// File of host:port lines, one per process, in process order (`-p`); every process
+    /// reads the same file. `-h` is help, as in every command.
+    #[arg(short = 'H', long = "hostfile", env = "FRESHEN_HOSTFILE")]
     pub hostfile: Option<PathBuf>,
     /// Report connection progress between processes.
     #[arg(short = 'r', long = "report")]

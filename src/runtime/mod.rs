@@ -1,7 +1,7 @@
 //! Running a validated graph as a timely dataflow on one or more workers and processes.
 //!
 //! [`run`] prepares a [`Plan`] (models built, every node planned by its kind), starts
-//! timely with the requested workers (`-w`) and processes (`-n`, `-p`, `-h`), lets each
+//! timely with the requested workers (`-w`) and processes (`-n`, `-p`, `-H`), lets each
 //! worker build the same dataflow and feed it its share of the inputs, and commits every
 //! output only when all workers finished without error: a failed run leaves earlier
 //! outputs untouched.

@@ -15,7 +15,7 @@ pub struct RunOptions {
     pub processes: usize,
     /// This process's index (`-p`).
     pub process: usize,
-    /// File of `host:port` lines, one per process (`-h`); localhost:2101+i when absent.
+    /// File of `host:port` lines, one per process (`-H`, `--hostfile`); localhost:2101+i when absent.
     pub hostfile: Option<PathBuf>,
     /// Report connection progress between processes (`-r`).
     pub report: bool,

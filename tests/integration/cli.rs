@@ -77,7 +77,7 @@ fn two_processes_compute_what_one_worker_computes() {
                 "2",
                 "-p",
                 p,
-                "-h",
+                "-H",
                 &h,
             ])
             .current_dir(root())
@@ -133,4 +133,17 @@ fn log_json_gives_structured_counters_and_env_vars_interpolate() {
         )),
         "{stderr}"
     );
+}
+
+/// `-h` is help in every command (the host file is `-H` / `--hostfile`).
+#[test]
+fn dash_h_is_help_everywhere() {
+    for cmd in ["run", "check", "graph", "compare"] {
+        let o = freshen(&[cmd, "-h"]);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{cmd} -h: {stderr}");
+        assert!(stdout.contains("Usage:"), "{cmd} -h: {stdout}");
+    }
+    let o = freshen(&["run", "--help"]);
+    assert!(text(&o).0.contains("--hostfile"), "{:?}", text(&o));
 }

@@ -64,7 +64,7 @@ fn run(work: &Path, name: &str, extra: &[&str], procs: usize) -> PathBuf {
                 procs.to_string(),
                 "-p".into(),
                 p.to_string(),
-                "-h".into(),
+                "--hostfile".into(),
                 hosts.display().to_string(),
             ]);
             Command::new(env!("CARGO_BIN_EXE_freshen"))
