@@ -64,9 +64,13 @@ pub struct CompareArgs {
     /// Where to write the table as Parquet.
     #[arg(long, default_value = "out/compare.parquet")]
     pub out: PathBuf,
-    /// Also draw test Recall@20 against target-encoder forwards as a PNG.
+    /// Also draw test Recall@20 against training forwards and against wall seconds as a
+    /// PNG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Also draw each arm's dev Recall@20 over the training steps as a PNG.
+    #[arg(long)]
+    pub curves: Option<PathBuf>,
 }
 
 /// `freshen study`.

@@ -59,10 +59,15 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare(args) => {
-            let table = report::compare(&args.runs, &args.out, args.plot.as_deref())?;
+            let table = report::compare(
+                &args.runs,
+                &args.out,
+                args.plot.as_deref(),
+                args.curves.as_deref(),
+            )?;
             print!("{table}");
             println!("wrote {}", args.out.display());
-            if let Some(p) = &args.plot {
+            for p in [&args.plot, &args.curves].into_iter().flatten() {
                 println!("wrote {}", p.display());
             }
             Ok(())

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::store::parquet_io::{self, AtomicParquetWriter};
 use crate::store::tables::LEDGER_REASONS;
 
-pub use plot::plot;
+pub use plot::{curves, plot};
 
 /// The numbers of one finished run, read from its `summary.parquet`.
 #[derive(Debug, Clone, PartialEq)]
@@ -372,8 +372,66 @@ pub fn compare_batch(arms: &[Arm]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
 
-/// `freshen compare`: loads the runs, prints the table, writes Parquet (and a plot).
-pub fn compare(dirs: &[PathBuf], out: &Path, plot_path: Option<&Path>) -> Result<String> {
+/// The dev Recall@20 of a run at each step it evaluated, from `dir/metrics.parquet`.
+fn dev_curve(dir: &Path) -> Result<Vec<(f64, f64)>> {
+    let path = dir.join("metrics.parquet");
+    let mut points = Vec::new();
+    for b in parquet_io::read_all(&path)? {
+        let (Some(step), Some(dev)) = (
+            b.column_by_name("step")
+                .and_then(|c| c.as_primitive_opt::<UInt64Type>()),
+            b.column_by_name("dev_recall_at_20")
+                .and_then(|c| c.as_primitive_opt::<Float64Type>()),
+        ) else {
+            return Err(Error::data(
+                &path,
+                None,
+                "no `step` or `dev_recall_at_20` column",
+            ));
+        };
+        for i in (0..b.num_rows()).filter(|&i| dev.is_valid(i)) {
+            points.push((step.value(i) as f64, 100.0 * dev.value(i)));
+        }
+    }
+    Ok(points)
+}
+
+/// Each arm's dev curve: the mean over its runs at each step any of them evaluated.
+fn arm_curves(dirs: &[PathBuf], runs: &[RunSummary]) -> Result<Vec<plot::Curve>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut sums: BTreeMap<String, BTreeMap<u64, (f64, usize)>> = BTreeMap::new();
+    for (dir, run) in dirs.iter().zip(runs) {
+        let arm = arm_of(&run.label);
+        if !sums.contains_key(&arm) {
+            order.push(arm.clone());
+        }
+        let by_step = sums.entry(arm).or_default();
+        for (step, v) in dev_curve(dir)? {
+            let e = by_step.entry(step as u64).or_insert((0.0, 0));
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|arm| {
+            let points = sums[&arm]
+                .iter()
+                .map(|(&s, &(sum, n))| (s as f64, sum / n as f64))
+                .collect();
+            (arm, points)
+        })
+        .collect())
+}
+
+/// `freshen compare`: loads the runs, prints the table, writes Parquet (and, when asked,
+/// the cost plot and the dev curves).
+pub fn compare(
+    dirs: &[PathBuf],
+    out: &Path,
+    plot_path: Option<&Path>,
+    curves_path: Option<&Path>,
+) -> Result<String> {
     let runs = dirs
         .iter()
         .map(|d| RunSummary::load(d))
@@ -385,6 +443,9 @@ pub fn compare(dirs: &[PathBuf], out: &Path, plot_path: Option<&Path>) -> Result
     w.finish()?.commit()?;
     if let Some(p) = plot_path {
         plot(&arms, p)?;
+    }
+    if let Some(p) = curves_path {
+        curves(&arm_curves(dirs, &runs)?, p)?;
     }
     Ok(compare_table(&arms))
 }

@@ -310,6 +310,7 @@ print(s == 0, q == 0)",
 
     let table = work.path().join("compare.parquet");
     let plot = work.path().join("compare.png");
+    let curves = work.path().join("curves.png");
     let o = freshen(&[
         "compare",
         &stale.display().to_string(),
@@ -319,6 +320,8 @@ print(s == 0, q == 0)",
         &table.display().to_string(),
         "--plot",
         &plot.display().to_string(),
+        "--curves",
+        &curves.display().to_string(),
     ]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
@@ -335,8 +338,10 @@ print(duckdb.sql(\"select count(*), min(runs) from '{}' where test_recall_at_20_
         .output()
         .unwrap();
     assert_eq!(text(&py).0.trim(), "(3, 1)");
-    let png = std::fs::read(&plot).unwrap();
-    assert_eq!(&png[1..4], b"PNG");
+    for picture in [&plot, &curves] {
+        let png = std::fs::read(picture).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
 }
 
 #[test]
