@@ -91,12 +91,25 @@ impl AdamW {
     }
 
     /// One step: every parameter of `params` that has a gradient in `grads` moves, with the
-    /// learning rate `lr(name)`.
+    /// learning rate `lr(name)`. A dense f32 parameter on the CPU takes the fused passes
+    /// (`fused`), the others the composed tensor ops.
     pub fn step(
         &mut self,
         params: &[(String, Var)],
         grads: &Gradients,
         lr: &dyn Fn(&str) -> f64,
+    ) -> Result<()> {
+        self.step_with(params, grads, lr, true)
+    }
+
+    /// [`AdamW::step`], with the fused passes allowed or not (`fused: false` is the
+    /// reference the tests hold them to).
+    pub(super) fn step_with(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &Gradients,
+        lr: &dyn Fn(&str) -> f64,
+        fused: bool,
     ) -> Result<()> {
         self.steps += 1;
         let t = self.steps as i32;
@@ -117,6 +130,21 @@ impl AdamW {
             }
             let moments = &self.state[name];
             match grad {
+                Grad::Dense(g)
+                    if fused
+                        && super::fused::applies(&[var.as_tensor(), g, &moments.m, &moments.v]) =>
+                {
+                    let s = super::fused::Step {
+                        beta1: b1,
+                        beta2: b2,
+                        c1,
+                        c2,
+                        eps: self.cfg.eps,
+                        weight_decay: self.cfg.weight_decay,
+                        lr,
+                    };
+                    super::fused::step(var.as_tensor(), &moments.m, &moments.v, g, &s)?;
+                }
                 Grad::Dense(g) => {
                     let g = g.to_dtype(var.dtype())?;
                     let m = ((&moments.m * b1)? + (&g * (1.0 - b1))?)?;

@@ -55,6 +55,7 @@ impl Grad {
     /// Sum of squares of every entry, in f64.
     pub fn sq_norm(&self) -> Result<f64> {
         Ok(match self {
+            Grad::Dense(t) if super::fused::applies(&[t]) => super::fused::sq_norm(t)?,
             Grad::Dense(t) => t
                 .to_dtype(DType::F64)?
                 .sqr()?

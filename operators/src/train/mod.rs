@@ -21,6 +21,7 @@
 //! gradients, and [`AdamW`] updates only those rows ("lazy" Adam, as PyTorch's SparseAdam).
 
 mod adamw;
+mod fused;
 mod grads;
 mod schedule;
 
