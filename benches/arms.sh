@@ -59,6 +59,8 @@ arm_sets() {
     # and Gumbel sampling from softmax(beta * score) over the pool with the guard.
     guard-both-*) echo "--set nodes.negatives.margin=0.05 --set nodes.negatives.margin_on=both $(arm_sets "${1#guard-both-}")" ;;
     guard-*) echo "--set nodes.negatives.margin=0.05 $(arm_sets "${1#guard-}")" ;;
+    # Plain top-k with no guard (the drift pipeline ships the guard on).
+    topk-*) echo "--set nodes.negatives.margin=null $(arm_sets "${1#topk-}")" ;;
     gumbel-*) echo "--set nodes.negatives.margin=0.05 --set nodes.negatives.strategy=gumbel $(arm_sets "${1#gumbel-}")" ;;
     corrector) echo "" ;;
     stale) echo "--set models.h.frozen=true" ;;
