@@ -69,7 +69,7 @@ arm_sets() {
     frozen-retriever) echo "--set models.f.frozen=true --set models.g.frozen=true" ;;
     reader-alone) echo "--set nodes.read.context=question --set nodes.evaluate.answer_context=question --set models.f.frozen=true --set models.g.frozen=true --set models.h.frozen=true" ;;
     oracle) echo "--set nodes.cache.refresh_every=1" ;;
-    # The corrector's levers (README's table of arms): a training subset of N targets a
+    # The corrector's levers (docs/baselines.md): a training subset of N targets a
     # step, the pool re-scored with the current h, h applied to the whole cache every step.
     corrector-subset-*) echo "--set nodes.negatives.subset=${1#corrector-subset-}" ;;
     corrector-rescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;

@@ -2,7 +2,7 @@
 # One worker against several: the quickstart training with -w 1 and -w N for each seed,
 # side by side in one table (`freshen compare`: mean ± std over seeds, and seconds).
 # Several workers train a different (equally valid) run, not a reordering of one worker's:
-# README's "Workers" says what differs and why; this measures by how much, next to the
+# docs/workers.md says what differs and why; this measures by how much, next to the
 # spread between seeds of one worker count.
 #
 #   benches/workers.sh                       # seeds 1 2 3, -w 1 and -w 2

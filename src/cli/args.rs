@@ -39,8 +39,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a pipeline's graph as Mermaid and DOT.
     Graph(GraphArgs),
-    /// Print the JSON Schema of the pipeline format.
-    Schema,
+    /// Print the JSON Schema of the pipeline format (or, with `--markdown`, its reference).
+    Schema(SchemaArgs),
     /// Build datasets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -52,6 +52,15 @@ pub enum Command {
     /// Time the compute kernels on the peer benchmarks' inputs (benches/speed.sh).
     #[command(subcommand)]
     Bench(crate::speed::BenchCommand),
+}
+
+/// `freshen schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Print the reference in Markdown instead: every node type and model kind with its
+    /// settings (what docs/reference.md holds).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// `freshen compare`.

@@ -30,7 +30,11 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Schema => {
+        Command::Schema(args) if args.markdown => {
+            print!("{}", crate::spec::reference::markdown(&nodes::schema()));
+            Ok(())
+        }
+        Command::Schema(_) => {
             let schema = serde_json::to_string_pretty(&nodes::schema()).unwrap_or_default();
             println!("{schema}");
             Ok(())

@@ -17,6 +17,7 @@ pub const KIND: KindEntry = KindEntry {
     name: "bert",
     parse,
     schema,
+    about: "A BERT-family encoder from a sentence-transformers folder (`config.json`, `tokenizer.json`, `model.safetensors`, and optionally `1_Pooling/config.json`, `modules.json`, `sentence_bert_config.json`); nothing is downloaded at run time.",
 };
 
 /// A BERT-family encoder's settings.

@@ -15,6 +15,7 @@ pub const KIND: KindEntry = KindEntry {
     name: "corrector",
     parse,
     schema,
+    about: "The corrector h: a residual MLP trained so that h(stale) ≈ fresh; its input width is the cache's. `depth: 0` makes it linear.",
 };
 
 /// A corrector's settings.

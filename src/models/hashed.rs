@@ -14,6 +14,7 @@ pub const KIND: KindEntry = KindEntry {
     name: "hashed",
     parse,
     schema: super::schema_of::<HashedEncoderConfig>,
+    about: "An encoder that needs no download: hashed word and character n-grams feed an embedding bag and a linear projection, initialised from the seed. A text's vector does not depend on its batch.",
 };
 
 /// A hashed encoder's settings.

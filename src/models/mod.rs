@@ -147,6 +147,8 @@ pub struct KindEntry {
     pub parse: fn(&ModelCx, Value, ModelCommon) -> Result<Model>,
     /// The JSON Schema of its own settings.
     pub schema: fn() -> serde_json::Value,
+    /// What the model is, in a sentence: its schema's description (the reference's).
+    pub about: &'static str,
 }
 
 /// Every model kind, by name.
@@ -168,13 +170,20 @@ pub fn schemas() -> Vec<Tagged> {
         .iter()
         .map(|k| Tagged {
             tag: k.name,
-            schema: with_common((k.schema)()),
+            schema: with_common((k.schema)(), k.about),
         })
         .collect()
 }
 
-/// A kind's settings schema with the common settings' properties added.
-fn with_common(mut schema: serde_json::Value) -> serde_json::Value {
+/// A kind's settings schema with the common settings' properties added, described by
+/// `about`.
+fn with_common(mut schema: serde_json::Value, about: &str) -> serde_json::Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.insert(
+            "description".into(),
+            serde_json::Value::String(about.into()),
+        );
+    }
     let common = serde_json::to_value(schemars::schema_for!(ModelCommon)).unwrap_or_default();
     if let (Some(props), Some(extra)) = (
         schema

@@ -15,6 +15,7 @@ pub const KIND: KindEntry = KindEntry {
     name: "reader",
     parse,
     schema: super::schema_of::<ReaderConfig>,
+    about: "The span reader of a retrieval-augmented model, trained from scratch: hashed word vectors, a start and an end score per word, and `epsilon` for a passage without the answer.",
 };
 
 /// A reader's settings.

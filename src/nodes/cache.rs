@@ -28,7 +28,12 @@ use crate::store::cache::{EmbeddingStore, Part};
 use crate::store::parquet_io::AtomicParquetWriter;
 use crate::store::tables::{self, col};
 
-/// Settings of `cache`.
+/// Settings of `cache`: the persistent embedding store, keyed by (id, text hash,
+/// encoder fingerprint), and the stale cache B it holds.
+///
+/// Inputs: an `encode` node, read directly.
+///
+/// Writes the full embedding table: `id`, `text_hash`, `embedding`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cache {
@@ -38,6 +43,7 @@ pub struct Cache {
     /// When training: re-embed the whole corpus with the current target tower every this
     /// many steps (the ANCE-style baseline; 1 is the oracle). Absent: never.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub refresh_every: Option<usize>,
     /// Stored rows the corpus no longer has (other corpora, older texts) kept for a later
     /// run, the most recently used first; default: as many as the corpus has rows, so

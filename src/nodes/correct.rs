@@ -27,7 +27,13 @@ use crate::models::Role;
 use crate::store::batch::{self, Batch};
 use crate::store::tables::{self, col};
 
-/// Settings of `correct`.
+/// Settings of `correct`: applies the corrector h to stale embeddings.
+///
+/// Inputs: a `cache` (gives h(B), for search); or a `cache` and a `sample` node (gives
+/// h(B[y]) of the step's touched targets, for the corrector's loss).
+///
+/// Writes `id`, `text_hash`, `embedding`; with a `sample` input `id`, `embedding`,
+/// `stale`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Correct {
@@ -35,6 +41,7 @@ pub struct Correct {
     pub model: String,
     /// Recompute h(B) over the whole cache every this many steps (it costs N MLP passes).
     #[serde(default = "default_apply_every")]
+    #[schemars(range(min = 1))]
     pub apply_every: usize,
     /// Steps during which h trains but `sample` still sees the stale cache (h overshoots
     /// in its first steps).
@@ -42,6 +49,7 @@ pub struct Correct {
     pub warmup: usize,
     /// Cache rows per MLP pass (memory: chunk × width floats).
     #[serde(default = "default_chunk")]
+    #[schemars(range(min = 1))]
     pub chunk: usize,
 }
 

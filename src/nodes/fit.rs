@@ -49,7 +49,13 @@ pub const TARGETS: &str = "targets";
 /// The port of the toy query's softmaxes.
 pub const SOFTMAX: &str = "softmax";
 
-/// Settings of `fit`.
+/// Settings of `fit`: trains a corrector on a synthetic world (the synthetic study).
+///
+/// Inputs, in order: a `synthetic` node and its `queries` port.
+///
+/// Writes one metrics row per measurement (`step`, `kl_stale`, `kl_corrected`, the
+/// staleness of B and h(B), the settings). Port `targets`: the stale, true and
+/// corrected vectors and `trained`. Port `softmax`: one query's P, P_stale and P_h.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fit {

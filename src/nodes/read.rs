@@ -38,7 +38,13 @@ use crate::store::tables::{col, embedding_type};
 /// The column of the reader's log-likelihoods.
 pub const LOG_LIK: &str = "log_lik";
 
-/// Settings of `read`.
+/// Settings of `read`: the reader of a retrieval-augmented model.
+///
+/// Inputs, in order: a `sample` node with `latent: true`, the questions (a `source` of
+/// `table: answers`), the corpus.
+///
+/// Writes per question `id`, `log_lik`: the reader's log p(a | q, z) of each retrieved
+/// passage.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Read {

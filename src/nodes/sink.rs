@@ -15,7 +15,11 @@ use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, Referenc
 use crate::spec::VectorLayout;
 use crate::store::batch;
 
-/// Settings of `sink`.
+/// Settings of `sink`: writes its input to one of the pipeline's `outputs`.
+///
+/// Inputs: any node (or port).
+///
+/// Writes a Parquet file, the `outputs` entry it names.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sink {

@@ -43,7 +43,13 @@ pub enum TableName {
     Answers,
 }
 
-/// Settings of `source`.
+/// Settings of `source`: reads one table of a dataset in Arrow batches.
+///
+/// Inputs: none.
+///
+/// Writes `id`, `title`, `text` (corpus); `id`, `text` (queries); `query_id`,
+/// `corpus_id`, `score` (qrels); `id`, `text`, `corpus_id`, `positives` (pairs, one
+/// batch per step); `id`, `text`, `answer` (answers, one batch per step).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -57,10 +63,12 @@ pub struct Source {
     pub split: Option<String>,
     /// Rows per Arrow batch; for `table: pairs`, queries per training step.
     #[serde(default = "default_batch")]
+    #[schemars(range(min = 1))]
     pub batch_size: usize,
     /// For `table: pairs`: training steps (batches), cycling through the pairs in epochs;
     /// one epoch when absent.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub steps: Option<usize>,
     /// For `table: pairs`: reshuffle the pairs every epoch (seeded).
     #[serde(default = "default_shuffle")]

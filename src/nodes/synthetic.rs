@@ -43,8 +43,14 @@ pub const VECTOR: &str = "vector";
 /// The port of the queries.
 pub const QUERIES: &str = "queries";
 
-/// Settings of `synthetic`: the world's (`dim`, `targets`, `queries`, `drift`), whose
-/// defaults and ranges are `WorldConfig`'s.
+/// Settings of `synthetic`: a seeded world of targets and their drift, the synthetic
+/// study's source. Its settings are `WorldConfig`'s (`dim`, `targets`, `queries`,
+/// `drift`).
+///
+/// Inputs: none.
+///
+/// Writes targets `id`, `embedding` (stale B), `fresh` (true g). Port `queries`: `id`,
+/// `split` (`test` held out, `train`), `vector`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Synthetic {

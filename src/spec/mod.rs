@@ -12,6 +12,7 @@ mod load;
 mod overrides;
 mod paths;
 pub mod position;
+pub mod reference;
 pub mod schema;
 
 pub use format::*;

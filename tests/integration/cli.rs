@@ -23,6 +23,22 @@ fn schema_is_json_schema_of_the_pipeline_format() {
     );
 }
 
+/// docs/reference.md is what `freshen schema --markdown` writes, so it follows the code.
+#[test]
+fn the_committed_reference_is_what_schema_markdown_writes() {
+    let o = freshen(&["schema", "--markdown"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    for section in ["\n### `sample`\n", "\n### `bert`\n", "Inputs, in order:"] {
+        assert!(stdout.contains(section), "the reference lacks {section:?}");
+    }
+    let committed = std::fs::read_to_string(root().join("docs/reference.md")).unwrap_or_default();
+    assert!(
+        committed == stdout,
+        "docs/reference.md differs from `freshen schema --markdown`: run `cargo run --release -- schema --markdown > docs/reference.md`"
+    );
+}
+
 #[test]
 fn graph_prints_mermaid_and_dot_with_labelled_edges() {
     let o = freshen(&["graph", "pipelines/embed.yaml"]);

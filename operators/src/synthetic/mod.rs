@@ -277,6 +277,7 @@ pub struct FitConfig {
     pub fraction: f64,
     /// Optimiser steps (full batch). Default 500.
     #[serde(default = "default_steps")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub steps: usize,
     /// AdamW's learning rate (no weight decay). Default 0.01.
     #[serde(default = "default_lr")]
@@ -289,6 +290,7 @@ pub struct FitConfig {
     pub beta: f64,
     /// Measure every this many steps (and at the last). Default 50.
     #[serde(default = "default_eval_every")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub eval_every: usize,
 }
 

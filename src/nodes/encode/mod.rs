@@ -34,7 +34,12 @@ use crate::spec::LoadedSpec;
 use crate::store::cache::EmbeddingStore;
 use crate::store::tables::{self, col};
 
-/// Settings of `encode`.
+/// Settings of `encode`: embeds rows with a model.
+///
+/// Inputs: rows with `id` and the `fields` it embeds; or, for the touched targets, a
+/// `sample` node and the corpus (only the targets the step touches are embedded).
+///
+/// Writes `id`, `text_hash`, `embedding`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Encode {
@@ -48,6 +53,7 @@ pub struct Encode {
     pub fields: Vec<String>,
     /// Texts per forward pass.
     #[serde(default = "default_batch")]
+    #[schemars(range(min = 1))]
     pub batch_size: usize,
     /// `model`, read.
     #[serde(skip)]
@@ -86,7 +92,17 @@ impl Settings for Encode {
     fn schema() -> serde_json::Value {
         let mut s = crate::models::schema_of::<Self>();
         if let Some(p) = s.get_mut("properties").and_then(|p| p.as_object_mut()) {
-            p.insert("model".into(), ModelRef::schema());
+            let mut model = ModelRef::schema();
+            if let (Some(m), Some(serde_json::Value::Object(old))) =
+                (model.as_object_mut(), p.get("model"))
+            {
+                m.extend(
+                    old.iter()
+                        .filter(|(k, _)| *k == "description" || *k == "default")
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+            }
+            p.insert("model".into(), model);
         }
         s
     }

@@ -41,7 +41,14 @@ use evaluator::EvalPlan;
 /// The per-step metrics port of a training `eval`.
 pub const STEPS: &str = "steps";
 
-/// Settings of `eval`.
+/// Settings of `eval`: retrieval metrics; in training, the dev evaluation that picks
+/// the best step and the test evaluation at it.
+///
+/// Inputs, in order: query embeddings, target embeddings, qrels. With `models` (in
+/// training): the `update` node, the corpus, the queries, the dev qrels, the test
+/// qrels, the cache.
+///
+/// Writes the metrics; in training the summary row, and port `steps`: one row per step.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Eval {
@@ -50,9 +57,11 @@ pub struct Eval {
     pub recall_at: Vec<usize>,
     /// Results ranked and written per query.
     #[serde(default = "default_depth")]
+    #[schemars(range(min = 1))]
     pub depth: usize,
     /// Queries per search batch (memory: batch × chunk scores).
     #[serde(default = "default_batch")]
+    #[schemars(range(min = 1))]
     pub batch_size: usize,
     /// Where to write the ranking as a TREC run file (`qid Q0 docid rank score tag`).
     #[serde(default)]
@@ -68,6 +77,7 @@ pub struct Eval {
     pub models: Option<EvalModels>,
     /// During training: evaluate on dev every this many steps (and after the last).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub every: Option<usize>,
     /// During training: also score the starting model on dev, before the first step, as
     /// a candidate for the best step (step 0), so that a run never ships a model its own
@@ -103,6 +113,7 @@ pub struct Eval {
     /// During training with `models.reader`: passages the reader reads per question for
     /// the answer metrics (`exact_match`, `answer_nll`).
     #[serde(default = "default_answer_k")]
+    #[schemars(range(min = 1))]
     pub answer_k: usize,
     /// During training with `models.reader`: what the reader reads, as the `read` node's
     /// `context` (`retrieved` passages, or the `question` alone: no retrieval).

@@ -53,9 +53,14 @@ pub enum Objective {
     Marginal,
 }
 
-/// Settings of `loss`. Inputs, in order: query embeddings, fresh target embeddings, the
-/// `sample` node, optionally the `correct` node of the touched targets, and with
-/// `objective: marginal` the `read` node.
+/// Settings of `loss`: the retriever's loss and the corrector's.
+///
+/// Inputs, in order: query embeddings, fresh target embeddings (the touched `encode`),
+/// the `sample` node, optionally the `correct` node of the touched targets, and with
+/// `objective: marginal` the `read` node last.
+///
+/// Writes gradients `node`, `id`, `grad`. Port `stats`: the step's losses and
+/// staleness.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Loss {

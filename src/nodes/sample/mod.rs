@@ -32,8 +32,13 @@ use crate::store::tables::{self, col};
 /// each worker owns (`id`).
 pub const SUBSET: &str = "subset";
 
-/// Settings of `sample`. Inputs, in order: query embeddings, the cache to search, the
-/// training pairs.
+/// Settings of `sample`: searches the cache for each query's hard negatives.
+///
+/// Inputs, in order: query embeddings, the cache to search, the training pairs, and
+/// optionally the stale cache B (for `rescore` and `margin_on`).
+///
+/// Writes per query `step`, `id`, `corpus_id`, `positive_score`, `negatives`, `scores`.
+/// Port `subset`: the corrector's training subset (`id`), when `subset` is above 0.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sample {
@@ -63,6 +68,7 @@ pub struct Sample {
     pub in_batch: bool,
     /// Cache rows scored per matmul (memory: batch × chunk scores).
     #[serde(default = "default_chunk")]
+    #[schemars(range(min = 1))]
     pub chunk: usize,
     /// Retrieval as a latent variable (the retrieval-augmented model): the pairs are
     /// questions with no passage label (`table: answers`), nothing is excluded, and the

@@ -23,8 +23,11 @@ use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, Training, MAIN};
 use crate::models::Role;
 use crate::store::tables::{self, col};
 
-/// Settings of `update`: AdamW for the encoders and another for the corrector. Inputs: a
-/// `loss` node and its `stats` port.
+/// Settings of `update`: AdamW for the encoders and another for the corrector.
+///
+/// Inputs, in order: a `loss` node and its `stats` port (`<loss>.stats`).
+///
+/// Writes one row per step: its losses, learning rates, gradient norms and counts.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
@@ -56,8 +59,9 @@ pub struct Update {
     #[serde(default)]
     pub clip: Option<f64>,
     /// Write a resumable checkpoint every this many steps (at the first step after it
-    /// where the run can resume exactly: see README), and after the last step.
+    /// where the run can resume exactly: docs/long-runs.md), and after the last step.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub resume_every: Option<usize>,
     /// Also write one when this many minutes passed since the last (0: never by time): a
     /// kill loses at most about this much training. By time alone, the checkpoint after

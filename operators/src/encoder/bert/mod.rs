@@ -66,12 +66,15 @@ pub struct BertOptions {
     pub normalize: Option<bool>,
     /// Longest input in tokens; default: the folder's `max_seq_length` (256 for MiniLM),
     /// else the position table's length. Never more than the position table.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_length: Option<usize>,
     /// Prepended to every text this model embeds (e.g. `"query: "` for E5 models).
     pub prefix: String,
     /// Token budget of one batch (texts × padded length); texts are sorted by length.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub batch_tokens: usize,
     /// At most this many texts per batch.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_batch: usize,
     /// When training: keep the embedding tables fixed.
     pub freeze_embeddings: bool,
