@@ -140,6 +140,9 @@ pub struct CheckArgs {
         env = "FRESHEN_PROCESSES"
     )]
     pub processes: usize,
+    /// Also list what the memory estimate counts, largest first, and its total in bytes.
+    #[arg(long)]
+    pub costs: bool,
 }
 
 /// `freshen run`.

@@ -175,7 +175,26 @@ fn check(args: &CheckArgs) -> Result<()> {
         graph.nodes().len(),
         graph::memory::shown(graph::memory::estimate(&graph, w, n))
     );
+    if args.costs {
+        print_costs(&graph, w, n);
+    }
     Ok(())
+}
+
+/// The memory estimate's costs, largest first, and their total in bytes.
+fn print_costs(graph: &Graph, workers: usize, processes: usize) {
+    let mut costs = graph::memory::costs(graph, workers, processes);
+    costs.sort_by(|a, b| b.1.bytes.total_cmp(&a.1.bytes));
+    let total = graph::memory::estimate(graph, workers, processes);
+    println!("memory estimate: {total:.0} bytes (held for the run, plus the largest phase)");
+    for (_, c) in &costs {
+        let phase = format!("{:?}", c.phase).to_lowercase();
+        println!(
+            "  {:>8}  {phase:<10}  {}",
+            graph::memory::shown(c.bytes),
+            c.what
+        );
+    }
 }
 
 /// Ids of the nodes whose counters a user asks about (caches, encoders without one).

@@ -369,7 +369,7 @@ impl<'a> PlanCx<'a> {
 }
 
 /// What part of a run needs memory, how much, and the setting that sizes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Cost {
     /// What it is, for the message (`8,000 queries × 8,016 candidates × 128 floats`).
     pub what: String,
@@ -379,6 +379,25 @@ pub struct Cost {
     pub at: Option<String>,
     /// Who holds it: every worker a copy, the workers a shard each, or the leader alone.
     pub per: Per,
+    /// When it is held: for the whole run, or during one phase of it.
+    pub phase: Phase,
+}
+
+/// When a [`Cost`] is held. The allocator keeps freed memory for reuse and never hands it
+/// back (`cli::process`): what a phase frees stays resident, and the next phase reuses it.
+/// So the peak is what is held for the run plus the largest phase, whichever came first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// From when it is made to the end (weights, moments, copies of the cache).
+    #[default]
+    Run,
+    /// While an encoder embeds a batch without a tape: the cache's first embedding, the
+    /// evaluation's re-embedding.
+    Encode,
+    /// While a training step runs: its forwards' tapes, the backward and the update.
+    Step,
+    /// While a checkpoint is written: the copies of the weights and moments it saves.
+    Checkpoint,
 }
 
 /// How a [`Cost`] scales with workers and processes.

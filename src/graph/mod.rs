@@ -51,8 +51,8 @@ use crate::models::{Model, ModelCx};
 use crate::spec::LoadedSpec;
 
 pub use kind::{
-    Access, CheckCx, Cost, Facts, FileUse, NodeEntry, NodeKind, ParseCx, Per, PlanCx, Planned,
-    References, Registry, Store,
+    Access, CheckCx, Cost, Facts, FileUse, NodeEntry, NodeKind, ParseCx, Per, Phase, PlanCx,
+    Planned, References, Registry, Store,
 };
 pub use needs::{Need, MAIN};
 pub use render::{to_dot, to_mermaid};

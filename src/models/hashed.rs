@@ -6,7 +6,7 @@ use std::sync::Arc;
 use freshen_operators::{HashedEncoder, HashedEncoderConfig};
 use serde_yaml::Value;
 
-use super::{Built, KindEntry, Model, ModelCommon, ModelCx, ModelKind, Role};
+use super::{Built, Footprint, KindEntry, Model, ModelCommon, ModelCx, ModelKind, Role, F32};
 use crate::error::Result;
 
 /// The kind's entry in [`super::KINDS`].
@@ -52,6 +52,22 @@ impl ModelKind for Hashed {
     fn parameters(&self, _input_dim: usize) -> Option<u64> {
         let c = &self.config;
         Some((c.buckets * c.bag_dim + c.bag_dim * c.dim + c.dim) as u64)
+    }
+
+    /// The table trains by rows (its gradient and its update touch only the rows a step's
+    /// texts hash to); the projection has a dense gradient.
+    fn footprint(&self, _input_dim: usize) -> Option<Footprint> {
+        let c = &self.config;
+        let table = (c.buckets * c.bag_dim) as f64 * F32;
+        let projection = (c.bag_dim * c.dim + c.dim) as f64 * F32;
+        Some(Footprint {
+            weights: table + projection,
+            trained: table + projection,
+            dense_gradient: projection,
+            largest: table,
+            largest_dense: projection,
+            ..Footprint::default()
+        })
     }
 
     fn build(&self, _input_dim: usize) -> freshen_operators::Result<Built> {

@@ -123,6 +123,28 @@ pub trait ModelKind: fmt::Debug + Send + Sync {
     /// can be known without loading it.
     fn parameters(&self, input_dim: usize) -> Option<u64>;
 
+    /// What it holds and moves in memory, for the estimate of `graph::memory`. By default
+    /// every parameter trains with a dense gradient, nothing is held while it loads or
+    /// encodes, and the largest tensor is the whole model (an upper bound).
+    fn footprint(&self, input_dim: usize) -> Option<Footprint> {
+        let bytes = self.parameters(input_dim)? as f64 * F32;
+        Some(Footprint {
+            weights: bytes,
+            trained: bytes,
+            dense_gradient: bytes,
+            largest: bytes,
+            largest_dense: bytes,
+            ..Footprint::default()
+        })
+    }
+
+    /// Bytes the recorded forwards of `texts` texts of `text_bytes` bytes each keep for
+    /// the backward (the tape), when the model trains. Small for all but a transformer.
+    fn tape(&self, texts: usize, text_bytes: f64) -> f64 {
+        let _ = (texts, text_bytes);
+        0.0
+    }
+
     /// Whether the model is a linear map of its input (a closed-form fit such as the
     /// corrector's Procrustes objective can then set it).
     fn linear(&self) -> bool {
@@ -138,6 +160,32 @@ pub trait ModelKind: fmt::Debug + Send + Sync {
 
 /// A parsed model, shared by the nodes that name it.
 pub type Model = Arc<dyn ModelKind>;
+
+/// Bytes of an f32.
+const F32: f64 = 4.0;
+
+/// A model's sizes in bytes, for the memory estimate (`graph::memory`): what it holds, and
+/// what its training step, a checkpoint of it and its loading add.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Footprint {
+    /// Its weights.
+    pub weights: f64,
+    /// The weights that train (frozen ones left out): each has two AdamW moments, and the
+    /// training evaluation keeps a copy of the best step's.
+    pub trained: f64,
+    /// Of those, the ones whose gradient is a dense tensor of their size (a table that
+    /// trains by rows has a gradient of the touched rows only).
+    pub dense_gradient: f64,
+    /// The largest trained tensor: a checkpoint converts and scans one tensor at a time.
+    pub largest: f64,
+    /// The largest trained tensor with a dense gradient: the update and the backward's
+    /// sums handle one such tensor at a time.
+    pub largest_dense: f64,
+    /// Held beyond the weights while it loads (the weight file read whole).
+    pub load: f64,
+    /// Held while it encodes one batch without a tape.
+    pub encode: f64,
+}
 
 /// One model kind: its name, how to read its settings, and their schema.
 pub struct KindEntry {

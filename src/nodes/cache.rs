@@ -108,6 +108,17 @@ impl NodeKind for Cache {
         })
     }
 
+    /// Its shard of the store's rows: as read from the store, and as written back.
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        super::cache_copies(
+            cx,
+            0,
+            2.0,
+            "its store's rows as read and as written",
+            crate::graph::Per::Shard,
+        )
+    }
+
     fn files(&self, cx: &CheckCx) -> Vec<FileUse> {
         vec![FileUse {
             at: format!("{}.path", crate::spec::LoadedSpec::node_path(cx.node)),

@@ -55,6 +55,18 @@ impl NodeKind for Sink {
         Ok(Vec::new())
     }
 
+    /// The rows of its input's vectors that the Parquet writer buffers before a row
+    /// group is written (other columns are small).
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        super::cache_copies(
+            cx,
+            0,
+            1.0,
+            "the rows its Parquet writer buffers",
+            crate::graph::Per::Leader,
+        )
+    }
+
     fn files(&self, cx: &CheckCx) -> Vec<FileUse> {
         cx.spec()
             .pipeline

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,9 @@ use crate::graph::{
     needs::Need, Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References, MAIN,
 };
 use crate::spec::InputFormat;
+
+/// Rows per batch when the memory estimate reads a table to size its rows and texts.
+const SCAN_ROWS: usize = 8192;
 use crate::store::batch::Batch;
 use crate::store::beir::{Dataset, Format, Table};
 use crate::store::pairs::{answers_batch, pairs_batch, TrainingPairs};
@@ -189,6 +193,34 @@ impl Source {
         ))
     }
 
+    /// Rows of `table` of its dataset, their bytes as Arrow batches, and the bytes of the
+    /// texts of columns `fields` (joined by a space), read whole for the memory estimate.
+    fn scan(&self, cx: &CheckCx, table: &Table, fields: &[String]) -> Option<(usize, f64, f64)> {
+        let (mut rows, mut arrow, mut texts) = (0, 0.0, 0.0);
+        for batch in self.open(cx).ok()?.read(table, SCAN_ROWS).ok()? {
+            let batch = batch.ok()?;
+            rows += batch.num_rows();
+            arrow += batch.get_array_memory_size() as f64;
+            texts += fields
+                .iter()
+                .filter_map(|f| batch.column_by_name(f)?.as_string_opt::<i32>())
+                .map(|a| (a.value_data().len() + a.len()) as f64)
+                .sum::<f64>();
+        }
+        Some((rows, arrow, texts))
+    }
+
+    /// The mean bytes of the texts its rows carry, columns `fields` joined: of the corpus
+    /// for `table: corpus`, else of the queries, whose texts the other tables' rows join.
+    pub fn text_bytes(&self, cx: &CheckCx, fields: &[String]) -> Option<f64> {
+        let table = match self.table {
+            TableName::Corpus => Table::Corpus,
+            _ => Table::Queries,
+        };
+        let (rows, _, texts) = self.scan(cx, &table, fields)?;
+        (rows > 0).then(|| texts / rows as f64)
+    }
+
     /// `e` as an error at the dataset's `path`, in this node.
     fn at_path(&self, cx: &CheckCx, e: crate::Error) -> crate::Error {
         cx.spec().error(
@@ -228,6 +260,23 @@ impl NodeKind for Source {
             TableName::Answers => tables::answers_schema(),
         };
         Ok(vec![(MAIN.to_string(), schema)])
+    }
+
+    /// Its table's rows as Arrow batches: as read, and as its readers keep them (the
+    /// corpus's shards, the pairs, the evaluation's queries and judgements).
+    fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
+        let Some((rows, bytes, _)) = self.scan(cx, &self.data_table(), &[]) else {
+            return Vec::new();
+        };
+        vec![crate::graph::Cost {
+            what: format!(
+                "node {}: its table, 2 × {rows} rows as Arrow batches",
+                cx.this().id
+            ),
+            bytes: 2.0 * bytes,
+            per: crate::graph::Per::Leader,
+            ..Default::default()
+        }]
     }
 
     fn check_files(&self, cx: &CheckCx, rows: bool, seen: &mut Vec<String>) -> Result<()> {

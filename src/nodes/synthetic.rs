@@ -115,6 +115,7 @@ impl NodeKind for Synthetic {
             bytes: (2 * (w.targets + w.queries) * w.dim) as f64 * crate::graph::memory::F32,
             at: None,
             per: crate::graph::Per::Leader,
+            phase: crate::graph::Phase::Run,
         }]
     }
 

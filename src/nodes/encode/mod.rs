@@ -11,6 +11,7 @@
 //!   each step touches ([`train::touched`]).
 
 mod infer;
+mod memory;
 mod train;
 
 use std::sync::Arc;
@@ -197,18 +198,14 @@ impl NodeKind for Encode {
         Ok(())
     }
 
+    /// A model written here: its weights, loading it, an inference batch; in training,
+    /// the tape of each step's forwards (see [`memory`]).
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
-        // A model of `models:` is counted once, with the graph's models.
-        let Ok(ModelRef::Inline(m)) = self.model() else {
-            return Vec::new();
-        };
-        let params = m.parameters(0).unwrap_or(0) as f64;
-        vec![crate::graph::Cost {
-            what: format!("node {}: its model, {params:.0} parameters", cx.this().id),
-            bytes: params * crate::graph::memory::F32,
-            at: Some(format!("{}.model", LoadedSpec::node_path(cx.node))),
-            per: crate::graph::Per::Worker,
-        }]
+        match self.model() {
+            Ok(ModelRef::Inline(m)) => memory::inline(cx, m),
+            Ok(ModelRef::Named(name)) => memory::tape(cx, name, &self.fields).into_iter().collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     fn prints_counts(&self, cx: &CheckCx) -> bool {

@@ -229,6 +229,7 @@ impl NodeKind for Loss {
             bytes: 6.0 * (b * m * d) as f64 * crate::graph::memory::F32,
             at: Some(at),
             per: crate::graph::Per::Worker,
+            phase: crate::graph::Phase::Step,
         }]
     }
 

@@ -279,6 +279,7 @@ impl NodeKind for Sample {
                     crate::spec::LoadedSpec::node_path(cx.node)
                 )),
                 per: crate::graph::Per::Worker,
+                phase: crate::graph::Phase::Step,
             });
         }
         out
