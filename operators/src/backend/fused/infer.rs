@@ -4,13 +4,12 @@
 //! - A batch of several texts is cut into one part per thread ([`parts`]), and each part
 //!   runs on its own thread with single-threaded products, so nothing waits on the other
 //!   thread between a layer's passes and the element-wise passes run on both threads as
-//!   the products do. On the 2-core machine one thread's gemm on 1,024 rows ran the
-//!   feed-forward's 1,536 → 384 at 97 GFLOP/s against 91 a thread when two shared one
-//!   call on 2,048 rows (`cargo bench -p freshen-operators --bench gemm`).
+//!   the products do; one thread's product on half the rows runs faster than two threads
+//!   sharing one product (`cargo bench -p freshen-operators --bench gemm`).
 //! - A call long enough (`LAYOUT_FROM_TOKENS` in the BERT model, 4,096 tokens) lays each
 //!   layer's weights out once ([`pack_transposed`]): the projections transposed to
-//!   `(n_in, n_out)`, which gemm reads as they lie instead of packing them every call
-//!   (that product: 108 GFLOP/s), and all the layers then run in one op
+//!   `(n_in, n_out)`, which gemm reads as they lie instead of packing them every call,
+//!   and all the layers then run in one op
 //!   ([`infer_stack`]), each part from the first layer to the last in the unpadded layout.
 //! - The feed-forward's first product takes its bias and GELU in one pass in place
 //!   ([`EncoderLayer::forward_rows`] without its tape).

@@ -78,8 +78,8 @@ impl Kernels for FusedCpu {
     }
 
     /// The six projections' weights transposed, `(n_in, n_out)`: gemm then reads them
-    /// in the order its kernel walks them, with no packing of its own (the feed-forward's
-    /// down projection ran 11 % faster on one thread: `cargo bench --bench gemm`).
+    /// in the order its kernel walks them, with no packing of its own (measured by
+    /// `cargo bench --bench gemm`).
     fn inference_layer(&self, weights: &[Tensor]) -> Result<Option<Tensor>> {
         Ok(Some(infer::pack_transposed(weights)?))
     }

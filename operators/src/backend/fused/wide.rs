@@ -6,9 +6,8 @@
 //! were vectorised four floats wide, and at passage lengths they were a sixth of the
 //! encoder's time. [`wide_fn`] compiles a kernel a second time with AVX2 and FMA and a
 //! third time with AVX-512F, and picks the widest the CPU has: vectorised eight or
-//! sixteen floats wide (AVX-512 took GELU from 4.1 % to 2.4 % of an encoding at 64 word
-//! pieces and the encoding 1-7 % faster: BENCHMARKS.md, "The row kernels compiled for
-//! AVX-512 too").
+//! sixteen floats wide (measured in BENCHMARKS.md, "The row kernels compiled for AVX-512
+//! too").
 //! No float operation is reordered or fused (Rust never contracts `a·b + c` by itself), so
 //! the results are the same to the bit as the baseline's.
 

@@ -133,11 +133,9 @@ pub struct Prepared {
 
 /// Tokens from which an inference call lays its weights out for the kernels
 /// ([`Kernels::inference_layer`]) and runs the layers as one op rather than one by one on
-/// the weights as stored. The copy is 42 MB for MiniLM's six layers (27-61 ms when timed),
-/// about a tenth of one full batch of the default budget, which the faster products repay
-/// within the call: `pipelines/embed-minilm.yaml`, whose calls of 512 glosses are about
-/// 6,600 tokens, ran no slower with it than with a build that never lays out (wall ratio
-/// 0.976, 6 pairs; BENCHMARKS.md, "A batch in parts, one a thread").
+/// the weights as stored. The copy costs a small part of one full batch of the default
+/// budget, which the faster products repay within the call (measured on
+/// `pipelines/embed-minilm.yaml`: BENCHMARKS.md, "A batch in parts, one a thread").
 pub const LAYOUT_FROM_TOKENS: usize = 4096;
 
 /// One padded batch of token ids.

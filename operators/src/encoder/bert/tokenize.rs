@@ -84,8 +84,8 @@ impl TextTokenizer {
 /// budget keeps the attention matrices of long inputs from blowing up memory while letting
 /// short inputs form large, efficient batches. A batch the budget closes keeps a multiple
 /// of `parts` inputs when it has more than `parts` (the rest open the next batch): the CPU
-/// cuts a batch into that many parts of whole texts, one a thread, and 31 passages of 130
-/// tokens in two parts left one thread idle for a sixteenth of the batch (4 % slower than 32).
+/// cuts a batch into that many parts of whole texts, one a thread, and an odd count left
+/// one thread idle at the end of the batch.
 pub fn plan_batches(
     lengths: &[usize],
     budget: usize,
