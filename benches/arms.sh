@@ -25,6 +25,10 @@
 # JOBS=N runs N at once (a GPU that one run leaves mostly idle; each run gets its own
 # store, as a store is locked by the run using it, and RAYON_NUM_THREADS a share of the
 # cores); a run's figures are the same as alone, its seconds are not.
+#
+# Results: one JSON line per arm is appended to $RESULTS (benches/results/arms.jsonl),
+# for BENCHMARKS.md's table $TABLE (e.g. TABLE=claim-full; default arms-<OUT's name>),
+# with the command, machine and commit; then `python3 benches/report.py` rewrites it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +42,11 @@ EXTRA=${EXTRA:-}
 PIPELINE=${PIPELINE:-pipelines/quickstart.yaml}
 SHARED_STORE=${SHARED_STORE:-}
 JOBS=${JOBS:-1}
+RESULTS=${RESULTS:-benches/results/arms.jsonl}
+TABLE=${TABLE:-arms-$(basename "$OUT")}
+COMMAND="${ARMS_COMMAND:-DATA=$DATA OUT=$OUT SEEDS=\"$SEEDS\" ARMS=\"$ARMS\" STEPS=$STEPS EVERY=$EVERY PIPELINE=$PIPELINE${RUNS:+ RUNS=\"$RUNS\"}${EXTRA:+ EXTRA=\"$EXTRA\"} benches/arms.sh}"
+COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src operators 2>/dev/null || echo "+dirty")
+MACHINE="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 if [ "$JOBS" -gt 1 ] && [ -n "$SHARED_STORE" ]; then
   echo "arms: SHARED_STORE=1 needs JOBS=1 (a store is locked by the run that uses it)" >&2
   exit 2
@@ -150,6 +159,10 @@ for dir in "${dirs[@]}"; do
   [ -f "$dir/summary.parquet" ] || { echo "arms: $dir has no summary (see $dir.log)" >&2; exit 1; }
 done
 "$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet"
+# The table's lines for benches/report.py: each arm's mean ± std as `freshen compare`
+# prints them (recall in %), the forwards, and where the run was made.
+python3 benches/compare_lines.py "$OUT/compare.parquet" "$RESULTS" "$TABLE" "$COMMAND" "$MACHINE" "$COMMIT"
+echo "arms: lines for table $TABLE appended to $RESULTS (python3 benches/report.py renders them)" >&2
 # The plot needs a TrueType font (FRESHEN_FONT or DejaVu Sans); a machine without one still
 # gets the table.
 "$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet" --plot "$OUT/recall20-vs-forwards.png" >/dev/null ||

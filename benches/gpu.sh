@@ -28,6 +28,13 @@
 # the arms' STEPS, EVERY, ARMS, SEEDS (or RUNS="arm:seed ...": those runs only), JOBS (7:
 # measured on one H200, 1.6 times one run's steps a second in all), PIPELINE. On the CPU, PyTorch's bf16 autocast fails in
 # layer_norm (torch 2.15), so that peer's cell stays empty there.
+#
+# Results: each cell of the measurements is appended as a JSON line to
+# benches/results/gpu.jsonl (RESULTS): the speed cells with `work`, `peer_s`, `freshen_s`
+# (the figure, in `unit`: sent/s or s), `ratio`, `device`, `commit` (table `gpu-speed`),
+# the checks with `check` and `figure` (table `gpu-correctness`), each with `machine`
+# (nvidia-smi's name and driver) and `command`. Bring the file back with the run's
+# outputs, then `python3 benches/report.py` rewrites BENCHMARKS.md's GPU tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +46,8 @@ DATA=${DATA:-data/wordnet-sample}
 CLAIM=${CLAIM:-1}
 MEASURE=${MEASURE:-1}
 WORK=${WORK:-$OUT}
+RESULTS=${RESULTS:-benches/results/gpu.jsonl}
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # What benches/gpu-pack.sh packed here, unpacked once.
 if [ -d dist/pack ] && [ ! -x dist/freshen-cuda ]; then
   xz -dc dist/pack/freshen-cuda.xz >dist/freshen-cuda && chmod +x dist/freshen-cuda
@@ -160,6 +169,60 @@ t, r = j("torch-topk"), j("freshen-topk")
 print(f"| top-10, {t.get('n_queries', '?')} queries × {t.get('n', '?')} rows (s) | {f(t.get('seconds'))} | {f(r.get('seconds'))} | {ratio(t.get('seconds'), r.get('seconds'))} |")
 same = bool(t) and bool(r) and t.get("ids_first") == r.get("ids_first")
 print(f"\nTop-k ids of the first two queries equal to torch's: {same}.")
+PY
+# The result lines (BENCHMARKS.md's tables gpu-correctness and gpu-speed).
+MACHINE=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 | sed 's/, / (driver /; s/$/)/')
+mkdir -p "$(dirname "$RESULTS")"
+$P - "$OUT" "$DEVICE" "$BATCHES" "$STEP_SHAPES" "$RESULTS" "${MACHINE:-$DEVICE}" "$COMMIT" "DATA=$DATA SMALL=$SMALL benches/gpu.sh" <<'PY'
+import json, os, sys
+out, device, batches, shapes, results, machine, commit, command = sys.argv[1:]
+def j(name):
+    try:
+        return json.load(open(os.path.join(out, name + ".json")))
+    except (OSError, ValueError):
+        return {}
+lines = []
+def add(**row):
+    lines.append({**row, "device": device, "command": command, "machine": machine, "commit": commit})
+def cell(work, unit, peer, freshen, faster_is_larger):
+    ratio = None
+    if peer and freshen:
+        ratio = round(freshen / peer if faster_is_larger else peer / freshen, 2)
+    rnd = (lambda v: None if v is None else round(v)) if unit == "sent/s" else (lambda v: None if v is None else round(v, 4))
+    add(table="gpu-speed", work=work, unit=unit, peer_s=rnd(peer), freshen_s=rnd(freshen), ratio=ratio)
+for dt in ("f32", "bf16"):
+    p = j(f"parity-{dt}")
+    for key, what in (("lowest_cosine_vs_st", "sentence-transformers"), ("lowest_cosine_vs_cpu_f32", "this binary on the CPU (f32)")):
+        v = p.get(key)
+        add(table="gpu-correctness", check=f"parity fixture, {dt}: lowest cosine vs {what}",
+            figure=None if v is None else f"{v:.7f}")
+cpu, dev, again = j("step-loss-cpu"), j(f"step-loss-{device}"), j("step-loss-again")
+lc, ld = (cpu.get("losses") or [None])[0], (dev.get("losses") or [None])[0]
+add(table="gpu-correctness", check=f"first training step's loss: CPU / {device}",
+    figure=f"{lc:.6f} / {ld:.6f}" if lc is not None and ld is not None else None)
+missing = dev.get("params_without_gradient")
+add(table="gpu-correctness", check=f"trainable weight tensors without a gradient on {device}",
+    figure=None if missing is None else (" ".join(missing) or "none"))
+add(table="gpu-correctness", check=f"the same two steps twice on {device}: losses equal",
+    figure=str(bool(dev) and dev.get("losses") == again.get("losses")).lower())
+for texts in ("glosses", "passages"):
+    for dt in ("f32", "bf16"):
+        for b in batches.split():
+            s, r = j(f"st-{texts}-{dt}-{b}"), j(f"freshen-{texts}-{dt}-{b}")
+            cell(f"encode {texts}, {dt}, batch {b} (sent/s)", "sent/s", s.get("sent_per_s"), r.get("sent_per_s"), True)
+for shape in shapes.split():
+    q, t = shape.split("x")
+    for dt in ("f32", "bf16"):
+        tt, r = j(f"torch-step-{shape}-{dt}"), j(f"freshen-step-{shape}-{dt}")
+        cell(f"training step {q} × {t}, {dt} (s)", "s", tt.get("step_s"), r.get("step_s"), False)
+t, r = j("torch-topk"), j("freshen-topk")
+n_q, n = t.get("n_queries"), t.get("n")
+work = f"exact top-10, {n_q:,} queries × {n:,} × 384 (s)" if n_q and n else "exact top-10 (s)"
+cell(work, "s", t.get("seconds"), r.get("seconds"), False)
+with open(results, "a") as f:
+    for line in lines:
+        f.write(json.dumps(line, ensure_ascii=False) + "\n")
+print(f"gpu: {len(lines)} lines appended to {results}", file=sys.stderr)
 PY
 echo "gpu: measurements done in $((SECONDS - start)) s" >&2
 fi

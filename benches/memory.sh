@@ -3,7 +3,8 @@
 # (`freshen check --costs`: the estimate in bytes) and run once with a fresh output folder
 # and store, under `/usr/bin/time -v` (its "Maximum resident set size" is the peak). One
 # JSON line per pipeline goes to benches/results/memory.jsonl (pipeline, estimate_bytes,
-# peak_bytes, ratio = estimate / peak, commit, the steps run), and a table to stdout.
+# peak_bytes, ratio = estimate / peak, commit, machine, command, the steps run), and a
+# table to stdout; then `python3 benches/report.py` rewrites BENCHMARKS.md's table.
 # A benchmark, not a test: it runs every pipeline (minutes; the MiniLM ones need
 # models/all-MiniLM-L6-v2, scripts/fetch-model.sh).
 #
@@ -26,6 +27,7 @@ RLM_DATA=${RLM_DATA:-$OUT/rlm-data}
 [ -n "${BIN:-}" ] || cargo build --release --quiet
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
 COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src operators || echo "+dirty")
+MACHINE="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 
 # The settings of a pipeline's run: its output folder, its store, fewer steps where it
 # trains long (with the dev evaluation at the last step), and a resumable checkpoint
@@ -64,8 +66,9 @@ for name in $PIPELINES; do
   kb=$(sed -n 's/.*Maximum resident set size (kbytes): \([0-9]*\)/\1/p' "$OUT/$name.log")
   peak=$((kb * 1024))
   line=$(jq -cn --arg p "$name" --argjson e "$estimate" --argjson m "$peak" --arg c "$COMMIT" \
-    --arg s "$*" '{pipeline: $p, estimate_bytes: $e, peak_bytes: $m,
-      ratio: (($e / $m) * 1000 | round / 1000), commit: $c, settings: $s}')
+    --arg s "$*" --arg mc "$MACHINE" --arg cmd "PIPELINES=\"$PIPELINES\" benches/memory.sh" \
+    '{pipeline: $p, estimate_bytes: $e, peak_bytes: $m,
+      ratio: (($e / $m) * 1000 | round / 1000), commit: $c, settings: $s, command: $cmd, machine: $mc}')
   echo "$line" >> "$RESULTS"
   rows+=("$line")
 done

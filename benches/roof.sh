@@ -9,11 +9,25 @@
 #   benches/roof.sh                  # prints one table; about a minute, on an idle machine
 #
 # Settings (environment): THREADS (2: the cores speed.sh gives both engines), PYTHON (the
-# peers' virtual environment, .venv-peers/bin/python, from benches/peers/setup.sh).
+# peers' virtual environment, .venv-peers/bin/python, from benches/peers/setup.sh), RESULTS.
+# Results: one JSON line per measurement and thread count is appended to
+# benches/results/roof.jsonl (table `roof` of BENCHMARKS.md: GFLOP/s in the column of
+# 1 thread or THREADS), with the command, machine and commit; then
+# `python3 benches/report.py` rewrites the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
 PY=${PYTHON:-.venv-peers/bin/python}
+RESULTS=${RESULTS:-benches/results/roof.jsonl}
+COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src operators 2>/dev/null || echo "+dirty")
+MACHINE="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
+# line WHAT THREADS GFLOPS: appends one result line.
+line() {
+  local field=gflops_1thread
+  [ "$2" = 1 ] || field=gflops_$2threads
+  python3 -c 'import json, sys; w, f, g, c, m, k = sys.argv[1:]; print(json.dumps({"table": "roof", "what": w, f: g,
+    "command": c, "machine": m, "commit": k}, ensure_ascii=False))' "$1" "$field" "$3" "benches/roof.sh" "$MACHINE" "$COMMIT" >>"$RESULTS"
+}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -86,11 +100,13 @@ for t in 1 "$THREADS"; do
       best=$(python3 -c "print(max($best, $g))")
     done
     echo "| FMA loop, ${w}-bit vectors (best of 3) | $t | $best |"
+    line "FMA loop, ${w}-bit vectors (best of 3)" "$t" "$best"
   done
 done
 if [ -x "$PY" ]; then
-  "$PY" - "$THREADS" <<'PY'
-import sys, time, torch
+  "$PY" - "$THREADS" "$RESULTS" "$MACHINE" "$COMMIT" <<'PY'
+import json, sys, time, torch
+results = open(sys.argv[2], "a")
 torch.set_num_threads(int(sys.argv[1]))
 # MiniLM's products for a batch of 32 texts of 64 pieces (2,048 rows): the attention's
 # projections (384 × 384), the feed-forward's two (384 × 1,536 and back), and a square one.
@@ -106,5 +122,10 @@ for m, k, n, what in [(2048, 384, 384, "projection"), (2048, 384, 1536, "feed-fo
             torch.mm(a, b); reps += 1
         best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9)
     print(f"| torch.mm {m} × {k} × {n} ({what}), torch {torch.__version__} | {sys.argv[1]} | {best:.1f} |")
+    t = int(sys.argv[1])
+    field = "gflops_1thread" if t == 1 else f"gflops_{t}threads"
+    results.write(json.dumps({"table": "roof", "what": f"`torch.mm` (MKL), {m:,} × {k:,} → {n:,}", field: f"{best:.1f}",
+                              "torch": torch.__version__, "command": "benches/roof.sh", "machine": sys.argv[3],
+                              "commit": sys.argv[4]}, ensure_ascii=False) + "\n")
 PY
 fi

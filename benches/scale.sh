@@ -12,7 +12,10 @@
 # in tables (shards, and on worker 0 the evaluation's corpus and cache), the process's
 # peak resident memory, and the whole run's seconds. Run it on an idle machine: the
 # seconds are wall time.
-# Settings (environment): SIZES, WORKERS ("1 2"), STEPS (30), OUT, BIN.
+# Settings (environment): SIZES, WORKERS ("1 2"), STEPS (30), OUT, BIN, RESULTS.
+# Results: one JSON line per size and worker count is appended to
+# benches/results/scale.jsonl (table `scale` of BENCHMARKS.md), with the command, machine
+# and commit; then `python3 benches/report.py` rewrites the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,9 @@ SIZES=${SIZES:-"100000 1000000 4000000"}
 WORKERS=${WORKERS:-"1 2"}
 STEPS=${STEPS:-30}
 OUT=${OUT:-out/bench/scale}
+RESULTS=${RESULTS:-benches/results/scale.jsonl}
+COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src operators 2>/dev/null || echo "+dirty")
+MACHINE="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 [ -n "${BIN:-}" ] || cargo build --release --quiet
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
 
@@ -47,14 +53,16 @@ for n in $SIZES; do
   done
 done
 
-python3 - "${runs[@]}" <<'EOF'
-import statistics, sys
+python3 - "$RESULTS" "SIZES=\"$SIZES\" WORKERS=\"$WORKERS\" STEPS=$STEPS benches/scale.sh" "$MACHINE" "$COMMIT" "${runs[@]}" <<'EOF'
+import json, statistics, sys
 import pyarrow.parquet as pq
+results, command, machine, commit = sys.argv[1:5]
+lines = open(results, "a")
 
 import re
 print("| targets | workers | s / step | shard rows (worker 0) | held GB (per worker) | peak GB (per process) | check's estimate GB | run s |")
 print("|---|---|---|---|---|---|---|---|")
-for run in sys.argv[1:]:
+for run in sys.argv[5:]:
     n, w, d = run.split()
     steps = pq.read_table(f"{d}/metrics.parquet").to_pylist()
     # Step 0 waits for the initial cache; the last step runs the evaluation.
@@ -63,6 +71,10 @@ for run in sys.argv[1:]:
     gb = lambda xs: " / ".join(f"{x / 2**30:.2f}" for x in xs)
     m = re.search(r"peak memory about ([0-9.]+) (GB|MB)", open(f"{d}.check").read())
     est = "?" if not m else f"{float(m[1]) / (1024 if m[2] == 'MB' else 1):.1f}"
-    print(f"| {int(n):,} | {w} | {statistics.median(inner):.3f} | {s['shard_rows'][0]:,} "
-          f"| {gb(s['held_bytes'])} | {gb(s['peak_bytes'])} | {est} | {s['seconds']:.0f} |")
+    row = {"targets": f"{int(n):,}", "workers": w, "s_per_step": f"{statistics.median(inner):.3f}",
+           "shard_rows": f"{s['shard_rows'][0]:,}", "held_gb": gb(s['held_bytes']), "peak_gb": gb(s['peak_bytes']),
+           "estimate_gb": est, "run_s": f"{s['seconds']:.0f}"}
+    print("| " + " | ".join(row.values()) + " |")
+    lines.write(json.dumps({"table": "scale", **row, "command": command, "machine": machine, "commit": commit},
+                           ensure_ascii=False) + "\n")
 EOF

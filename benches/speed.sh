@@ -15,6 +15,10 @@
 #   benches/speed.sh                 # THREADS=2 OUT=out/speed
 #
 # Run it on an otherwise idle machine: a concurrent build halves every number.
+#
+# Results: the cells of BENCHMARKS.md's tables `speed-encode`, `speed-step` and
+# `speed-topk` are appended as JSON lines to benches/results/speed.jsonl (RESULTS), with
+# the command, machine and commit; then `python3 benches/report.py` rewrites the tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +41,9 @@ PASSAGE_REPEATS=${PASSAGE_REPEATS:-2}
 ROUNDS=${ROUNDS:-1}
 # BEFORE: another freshen binary (an older build) measured beside this one on the passages.
 BEFORE=${BEFORE:-}
+RESULTS=${RESULTS:-benches/results/speed.jsonl}
+COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src operators 2>/dev/null || echo "+dirty")
+MACHINE="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 
 mkdir -p "$OUT"
 [ -f "$OUT/glosses.txt" ] || $P benches/peers/texts.py --source queries --n 2000 --out "$OUT/glosses.txt"
@@ -168,4 +175,57 @@ print("| measurement | freshen | peer | peer value | freshen / peer |")
 print("|---|---:|---|---:|---:|")
 for name, fv, peer, pv, r in rows:
     print(f"| {name} | {fv:.3g} | {peer} | {pv:.3g} | **{r:.2f}x** |")
+PY
+
+# The result lines (benches/report.py renders them).
+python3 - "$OUT" "$LENGTHS" "$STEP_LENGTHS" "$RESULTS" "$MACHINE" "$COMMIT" \
+  "THREADS=$THREADS LENGTHS=\"$LENGTHS\" PASSAGE_LIMIT=$PASSAGE_LIMIT PASSAGE_REPEATS=$PASSAGE_REPEATS ROUNDS=$ROUNDS benches/speed.sh" <<'PY'
+import json, sys
+out, lengths, step_lengths, results, machine, commit, command = sys.argv[1:]
+def j(n):
+    try:
+        return json.load(open(f"{out}/{n}.json"))
+    except (OSError, ValueError):
+        return {}
+def rounds(name, value):
+    try:
+        return f"{value:.1f} (" + ", ".join(open(f"{out}/{name}.rounds").read().split()) + ")"
+    except OSError:
+        return f"{value:.1f}"
+lines = []
+def add(table, **row):
+    lines.append({"table": table, **row, "command": command, "machine": machine, "commit": commit})
+budget = "freshen's budget (vs ST b32)"
+for b, fname, sname in (("32", "freshen-encode-32", "st-encode-32"), ("128", "freshen-encode-128", "st-encode-128"),
+                        (budget, "freshen-encode-default", "st-encode-32")):
+    f, s = j(fname), j(sname)
+    if f and s:
+        add("speed-encode", passages="glosses", batch=b, st_sent_per_s=f"{s['sent_per_s']:.1f}",
+            freshen_sent_per_s=f"{f['sent_per_s']:.1f}", freshen_tokens_per_s="—",
+            ratio=f"**{f['sent_per_s'] / s['sent_per_s']:.2f}x**")
+for L in lengths.split():
+    for b in ("32", "128", "default"):
+        fn, sn = f"freshen-passages-{L}-{b}", f"st-passages-{L}-{'32' if b == 'default' else b}"
+        f, s = j(fn), j(sn)
+        if f and s:
+            add("speed-encode", passages=L, batch=budget if b == "default" else b,
+                st_sent_per_s=rounds(sn, s["sent_per_s"]) if b != "default" else f"{s['sent_per_s']:.1f}",
+                freshen_sent_per_s=rounds(fn, f["sent_per_s"]), freshen_tokens_per_s=f"{f['sent_per_s'] * int(L):,.0f}",
+                ratio=f"**{f['sent_per_s'] / s['sent_per_s']:.2f}x**")
+steps = [(f"passages of {L} pieces", f"freshen-step-{L}", f"torch-step-{L}") for L in step_lengths.split()]
+for label, fn, tn in steps + [("WordNet targets (short)", "freshen-train-step", "torch-train-step")]:
+    f, t = j(fn), j(tn)
+    if f and t:
+        peak = f"{t['peak_rss_mb']:.0f} / {f['peak_rss_mb']:.0f}" if "peak_rss_mb" in t and "peak_rss_mb" in f else "—"
+        add("speed-step", texts=label, torch_step_s=f"{t['step_s']:.2f}", freshen_step_s=f"{f['step_s']:.2f}",
+            ratio=f"**{t['step_s'] / f['step_s']:.2f}x**", peak_mb=peak)
+f, p = j("freshen-topk"), j("peers-topk")
+for peer, key in (("numpy", "numpy"), ("FAISS IndexFlatIP", "faiss_flat")):
+    if f and p.get(key):
+        add("speed-topk", peer=peer, peer_q_per_s=f"{p[key]['queries_per_s']:.0f}", freshen_q_per_s=f"{f['queries_per_s']:.0f}",
+            ratio=f"**{f['queries_per_s'] / p[key]['queries_per_s']:.2f}x**")
+with open(results, "a") as r:
+    for line in lines:
+        r.write(json.dumps(line, ensure_ascii=False) + "\n")
+print(f"speed: {len(lines)} lines appended to {results} (python3 benches/report.py renders them)", file=sys.stderr)
 PY

@@ -11,6 +11,9 @@
 # Settings (environment): DATA, OUT, SEEDS ("1 2 3"), WORKERS ("1 2"), PIPELINE, BIN.
 # Finished runs (a summary.parquet in their folder) are skipped, so the script resumes.
 # Every run shares one store, so the starting cache is embedded once, by the first run.
+# Results: one JSON line per worker count is appended to benches/results/workers.jsonl
+# (table `workers` of BENCHMARKS.md; RESULTS, TABLE to change), with the command, machine
+# and commit; then `python3 benches/report.py` rewrites the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,10 @@ OUT=${OUT:-out/bench/workers}
 SEEDS=${SEEDS:-"1 2 3"}
 WORKERS=${WORKERS:-"1 2"}
 PIPELINE=${PIPELINE:-pipelines/quickstart.yaml}
+RESULTS=${RESULTS:-benches/results/workers.jsonl}
+TABLE=${TABLE:-workers}
+COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src operators 2>/dev/null || echo "+dirty")
+MACHINE="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 # Built (or found up to date) first, so a stale binary is never measured.
 [ -n "${BIN:-}" ] || cargo build --release --quiet
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/freshen}
@@ -43,3 +50,5 @@ for seed in $SEEDS; do
   done
 done
 "$BIN" compare "${dirs[@]}" --out "$OUT/compare.parquet"
+python3 benches/compare_lines.py "$OUT/compare.parquet" "$RESULTS" "$TABLE" \
+  "DATA=$DATA SEEDS=\"$SEEDS\" WORKERS=\"$WORKERS\" benches/workers.sh" "$MACHINE" "$COMMIT"
