@@ -450,7 +450,7 @@ impl Feed for TableFeed {
         let (index, peers) = (worker.index(), worker.peers());
         let id = self.node.as_str();
         let bar = match index {
-            0 => run.progress().bar(id, self.rows as u64),
+            0 => run.progress().quiet_bar(id, self.rows as u64),
             _ => indicatif::ProgressBar::hidden(),
         };
         match self.dataset.read(&self.table, self.batch_size) {

@@ -39,6 +39,80 @@ fn the_committed_reference_is_what_schema_markdown_writes() {
     );
 }
 
+/// The README's quickstart table is what the quickstart prints: the same best step, dev
+/// score, test table and forward counts (the seconds are the machine's).
+#[test]
+fn the_readme_shows_the_table_the_quickstart_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = format!("vars.out={}", dir.path().join("out").display());
+    let store = format!("nodes.cache.path={}", dir.path().join("cache").display());
+    let o = freshen(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--set",
+        &out,
+        "--set",
+        &store,
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let table = |text: &str| -> Vec<String> {
+        let from = text
+            .find("quickstart: best after")
+            .expect("a quickstart table");
+        text[from..]
+            .lines()
+            .take(6)
+            .map(|l| without_seconds(l.trim_end()))
+            .collect()
+    };
+    assert_eq!(
+        table(&readme),
+        table(&stdout),
+        "README.md's quickstart table"
+    );
+}
+
+/// A line with its `(1.2s)` timings and its `12.3s wall` left out.
+fn without_seconds(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(open) = rest.find(" (") {
+        let close = rest[open..].find(')').map(|c| open + c);
+        match close {
+            Some(c) if rest[open + 2..c].ends_with('s') => {
+                out.push_str(&rest[..open]);
+                rest = &rest[c + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..open + 2]);
+                rest = &rest[open + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    match out.rfind("; ") {
+        Some(i) if out.ends_with(" wall") => out[..i].to_string(),
+        _ => out,
+    }
+}
+
+/// BENCHMARKS.md's tables are what `benches/report.py` renders from the result files.
+#[test]
+fn the_benchmark_tables_are_rendered_from_the_result_files() {
+    let o = Command::new("python3")
+        .args(["benches/report.py", "--check"])
+        .current_dir(root())
+        .output()
+        .expect("python3 runs");
+    let (stdout, stderr) = text(&o);
+    assert!(
+        o.status.success(),
+        "BENCHMARKS.md differs from `python3 benches/report.py`: {stdout}{stderr}"
+    );
+}
+
 #[test]
 fn graph_prints_mermaid_and_dot_with_labelled_edges() {
     let o = freshen(&["graph", "pipelines/embed.yaml"]);

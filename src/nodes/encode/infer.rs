@@ -107,15 +107,18 @@ fn rows<'s>(input: BatchStream<'s>, fields: Vec<String>) -> RowStream<'s> {
     )
 }
 
-/// Plain inference over the input rows.
+/// Plain inference over the input rows; `expected` is the input table's row count when
+/// the graph knows it (the progress line's total before every row has arrived).
 pub(super) fn plain<'s>(
     cx: &BuildCx<'_, 's>,
     encoder: Rc<dyn Encoder>,
     fields: Vec<String>,
     batch_size: usize,
+    expected: Option<usize>,
 ) -> Result<BatchStream<'s>> {
     let rows = rows(cx.input(0)?, fields);
-    Ok(encode(cx, rows, encoder, batch_size, Ledger::None))
+    let share = expected.map_or(0, |n| n.div_ceil(cx.scope.peers()));
+    Ok(encode(cx, rows, encoder, batch_size, (Ledger::None, share)))
 }
 
 /// What an encode does about the ledger of target-encoder forwards.
@@ -130,24 +133,39 @@ enum Ledger {
 }
 
 /// Embeds the rows with positive multiplicity, `batch_size` texts per forward pass, and
-/// emits embedding batches (`id`, `text_hash`, `embedding`).
+/// emits embedding batches (`id`, `text_hash`, `embedding`). `expected` rows of this
+/// worker's share are the progress total until more arrive; the leader's bar is the one
+/// the progress lines report.
 fn encode<'s>(
     cx: &BuildCx<'_, 's>,
     input: RowStream<'s>,
     encoder: Rc<dyn Encoder>,
     batch_size: usize,
-    ledger: Ledger,
+    (ledger, expected): (Ledger, usize),
 ) -> BatchStream<'s> {
     let (node, shared) = (cx.node.clone(), cx.run.clone());
+    let label = match ledger {
+        Ledger::Count("initial") => format!("initial cache ({node})"),
+        _ => format!("encode {node}"),
+    };
     if let Ledger::Count("initial") = ledger {
         shared.progress().phase("initial cache", "rows", 0);
+        shared.progress().note(
+            "initial cache",
+            "comparing the corpus with the store".into(),
+        );
     }
+    let leader = cx.leader();
     input.unary_frontier::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
         Pipeline,
         "Encode",
         move |_, _| {
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<KeyedText>)> = BTreeMap::new();
-            let bar = shared.progress().bar(&node, 0);
+            let bar = match leader {
+                true => shared.progress().bar(&label, expected as u64),
+                false => indicatif::ProgressBar::hidden(),
+            };
+            let mut arrived = 0u64;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else {
@@ -163,9 +181,12 @@ fn encode<'s>(
                             }
                         }
                     }
-                    bar.inc_length(entry.1.len() as u64);
+                    arrived += entry.1.len() as u64;
+                    bar.set_length(arrived.max(expected as u64));
                     if let Ledger::Count("initial") = ledger {
-                        shared.progress().advance("initial cache", 0, bar.length().unwrap_or(0));
+                        let p = shared.progress();
+                        p.advance("initial cache", 0, bar.length().unwrap_or(0));
+                        p.note("initial cache", String::new());
                     }
                 });
                 let times: Vec<Time> = pending.keys().copied().collect();
@@ -269,7 +290,7 @@ pub(super) fn cached<'s>(
         0 => Ledger::Count("initial"),
         _ => Ledger::Refuse,
     };
-    let out = encode(cx, todo.inner, group.encoder, group.batch_size, ledger);
+    let out = encode(cx, todo.inner, group.encoder, group.batch_size, (ledger, 0));
     Ok(vec![
         (MAIN.to_string(), out),
         (REUSED.to_string(), key_batches(reused.inner)),

@@ -273,6 +273,8 @@ enum EncodeOp {
         encoder: EncoderUse,
         fields: Vec<String>,
         batch_size: usize,
+        /// The input table's rows, when the graph can count them (the progress total).
+        expected: Option<usize>,
     },
     /// Inference of the rows a cache's store lacks.
     Cached {
@@ -349,6 +351,7 @@ impl Encode {
                 encoder,
                 fields: self.fields.clone(),
                 batch_size: self.batch_size,
+                expected: super::upstream_rows(&cx.check(), 0),
             });
         };
         let cache_node = &cx.graph.nodes()[c];
@@ -398,9 +401,10 @@ impl Operator for EncodeOp {
                 encoder: e,
                 fields,
                 batch_size,
+                expected,
             } => {
                 let enc = encoder(cx, e)?;
-                let out = infer::plain(cx, enc, fields.clone(), *batch_size)?;
+                let out = infer::plain(cx, enc, fields.clone(), *batch_size, *expected)?;
                 Ok(vec![(MAIN.to_string(), out)])
             }
             EncodeOp::Cached {

@@ -75,7 +75,9 @@ pub struct Eval {
     /// During training: the models evaluated, by name.
     #[serde(default)]
     pub models: Option<EvalModels>,
-    /// During training: evaluate on dev every this many steps (and after the last).
+    /// During training: evaluate on dev every this many steps (and after the last). Each
+    /// evaluation re-embeds the whole corpus with the target tower: with MiniLM on 2 CPU
+    /// cores count some hundreds of short rows a second (docs/writing-pipelines.md).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub every: Option<usize>,

@@ -92,6 +92,9 @@ pub(super) struct EvalShard {
     pub best: Option<Snapshots>,
     /// The starting weights, until the starting model is scored on dev (`start`).
     pub start: Option<Snapshots>,
+    /// What the current evaluation is, for the progress lines (`dev evaluation after
+    /// step 50`).
+    pub label: String,
 }
 
 impl EvalShard {
@@ -133,6 +136,18 @@ impl EvalShard {
         Ok(())
     }
 
+    /// The leader's bar for one part of the current evaluation (the progress lines
+    /// report it under the evaluation's label); hidden on the other workers.
+    fn bar(&self, part: &str, unit: &'static str, len: usize) -> indicatif::ProgressBar {
+        match self.me {
+            0 => self
+                .run
+                .progress()
+                .bar_of(&format!("{}: {part}", self.label), unit, len as u64),
+            _ => indicatif::ProgressBar::hidden(),
+        }
+    }
+
     /// The embedded text of fresh row `r`.
     fn text(&self, r: usize) -> Result<String> {
         let (b, row) = self.order[r];
@@ -152,6 +167,7 @@ impl EvalShard {
         // score by row, so this makes it the same for every worker count.
         let corpus = &self.corpus.0;
         let order = corpus.in_id_order();
+        let bar = self.bar("corpus", "rows", order.len());
         for chunk in order.chunks(EMBED_ROWS) {
             let mut texts = Vec::with_capacity(chunk.len());
             for &(id, b, r) in chunk {
@@ -163,7 +179,9 @@ impl EvalShard {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             rows.values
                 .extend(enc.encode(&refs)?.flatten_all()?.to_vec1::<f32>()?);
+            bar.inc(chunk.len() as u64);
         }
+        bar.finish_and_clear();
         self.order = order.into_iter().map(|(_, b, r)| (b, r)).collect();
         let secs = started.elapsed().as_secs_f64();
         self.run.forwards("eval", rows.len() as u64, secs);
@@ -190,9 +208,12 @@ impl EvalShard {
         let enc = self.state.encoder(&self.models.query)?;
         let texts: Vec<&str> = ids.iter().map(|q| self.queries[*q].as_str()).collect();
         let mut values = Vec::with_capacity(ids.len() * enc.dim());
+        let bar = self.bar("queries", "rows", texts.len());
         for chunk in texts.chunks(EMBED_ROWS) {
             values.extend(enc.encode(chunk)?.flatten_all()?.to_vec1::<f32>()?);
+            bar.inc(chunk.len() as u64);
         }
+        bar.finish_and_clear();
         let ids: Vec<String> = ids.into_iter().cloned().collect();
         Ok(Some(merge::query_batch(ids, &texts, values, enc.dim())?))
     }
@@ -233,10 +254,7 @@ impl EvalShard {
         let Some((rows, cache)) = self.searched(against)? else {
             return Ok(ShardAnswer::default());
         };
-        let bar = match self.me {
-            0 => self.run.progress().bar("eval", self.asked.len() as u64),
-            _ => indicatif::ProgressBar::hidden(),
-        };
+        let bar = self.bar("ranking", "queries", self.asked.len());
         let read = match self.models.reader {
             Some(_) => self.spec.answer_k,
             None => 0,

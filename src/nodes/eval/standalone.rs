@@ -93,7 +93,9 @@ fn evaluate(
 ) -> Result<RecordBatch> {
     let (queries, targets, judgements) = data;
     let cache = targets.tensor(device)?;
-    let bar = shared.progress().bar("eval", 0);
+    let bar = shared
+        .progress()
+        .bar_of("evaluation: ranking", "queries", 0);
     let cx = RankCx {
         depth: spec.depth,
         batch: spec.batch_size,

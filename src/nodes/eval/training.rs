@@ -114,6 +114,7 @@ pub(super) fn train_eval<'s>(
         asked_texts: HashMap::new(),
         best: None,
         start: None,
+        label: String::new(),
     }));
     let evaluator = Rc::new(RefCell::new(Evaluator {
         spec: spec.clone(),
@@ -227,6 +228,7 @@ fn embed<'s>(
                 );
             }
             let mut out = vec![(0, marker())];
+            s.label = "dev evaluation of the starting model".into();
             if let Some(q) = s.embed_start()? {
                 out.push((0, Batch(q)));
             }
@@ -240,6 +242,7 @@ fn embed<'s>(
                 .progress()
                 .set_done("train", t + 1, "evaluating on dev".into());
         }
+        s.label = format!("dev evaluation after step {}", t + 1);
         s.embed_shard()?;
         let mut out = vec![(0, marker())];
         if let Some(q) = s.embed_own_queries(&s.dev)? {
@@ -369,6 +372,7 @@ fn keep<'s>(
         let mut out = vec![(0, tick())];
         if flag(v, LAST) {
             s.restore_best()?;
+            s.label = "test evaluation of the best step".into();
             s.embed_shard()?;
             s.correct_shard()?;
             out.push((1, marker()));
