@@ -81,9 +81,9 @@ arm_sets() {
     # The corrector's levers (docs/baselines.md): a training subset of N targets a
     # step, the pool re-scored with the current h, h applied to the whole cache every step.
     corrector-subset-*) echo "--set nodes.negatives.subset=${1#corrector-subset-}" ;;
-    corrector-rescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs,cache] --set nodes.negatives.rescore=true" ;;
+    corrector-rescore) echo "--set nodes.negatives.inputs.stale=cache --set nodes.negatives.rescore=true" ;;
     # The pool not re-scored (the MiniLM drift pipeline ships the re-scoring on).
-    corrector-norescore) echo "--set nodes.negatives.inputs=[queries,corrected,pairs] --set nodes.negatives.rescore=false" ;;
+    corrector-norescore) echo "--set nodes.negatives.inputs.stale=null --set nodes.negatives.rescore=false" ;;
     corrector-c1) echo "--set nodes.corrected.apply_every=1" ;;
     # The drift MSE alone (the paper's objective; pipelines that ship another, as the
     # MiniLM drift pipeline ships listwise, are measured against it with this arm).

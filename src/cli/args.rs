@@ -39,6 +39,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a pipeline's graph as Mermaid and DOT.
     Graph(GraphArgs),
+    /// Rewrite pipeline files with every node's inputs by role (comments kept).
+    Fmt(FmtArgs),
     /// Print the JSON Schema of the pipeline format (or, with `--markdown`, its reference).
     Schema(SchemaArgs),
     /// Build datasets.
@@ -52,6 +54,17 @@ pub enum Command {
     /// Time the compute kernels on the peer benchmarks' inputs (benches/speed.sh).
     #[command(subcommand)]
     Bench(crate::speed::BenchCommand),
+}
+
+/// `freshen fmt`.
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// The pipeline files to rewrite in place.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Change nothing; exit with code 2 if a file would change.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `freshen schema`.

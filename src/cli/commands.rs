@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use super::args::{
-    CheckArgs, Cli, Command, DataCommand, GraphFormat, LogFormat, RunArgs, SpecArgs,
+    CheckArgs, Cli, Command, DataCommand, FmtArgs, GraphFormat, LogFormat, RunArgs, SpecArgs,
 };
 use crate::data::wordnet::{self, WordnetOptions};
 use crate::data::{distractors, synthetic};
@@ -18,7 +18,7 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Check(args) => check(args),
         Command::Graph(args) => {
-            let graph = nodes::load(&args.spec.file, &args.spec.sets)?;
+            let graph = load(&args.spec)?;
             if matches!(args.format, GraphFormat::Mermaid | GraphFormat::Both) {
                 print!("{}", graph::to_mermaid(&graph));
             }
@@ -30,6 +30,7 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Fmt(args) => fmt(args),
         Command::Schema(args) if args.markdown => {
             print!("{}", crate::spec::reference::markdown(&nodes::schema()));
             Ok(())
@@ -146,10 +147,53 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
     }
 }
 
+/// `freshen fmt`: each file's inputs by role, written back (or, with `--check`, a
+/// line per file that would change and exit code 2).
+fn fmt(args: &FmtArgs) -> Result<()> {
+    let mut stale = Vec::new();
+    for file in &args.files {
+        let graph = nodes::load(file, &[])?;
+        let text = std::fs::read_to_string(file).map_err(|e| crate::Error::io(file, e))?;
+        let (out, changed) = graph::rewrite::inputs_by_role(&text, &graph)?;
+        match (changed, args.check) {
+            (0, _) => eprintln!("{}: inputs already by role", file.display()),
+            (n, true) => {
+                eprintln!("{}: {n} node(s) list inputs by position", file.display());
+                stale.push(file.display().to_string());
+            }
+            (n, false) => {
+                let staged = file.with_extension("yaml.fmt");
+                std::fs::write(&staged, out).map_err(|e| crate::Error::io(&staged, e))?;
+                std::fs::rename(&staged, file).map_err(|e| crate::Error::io(file, e))?;
+                eprintln!(
+                    "{}: {n} nodes rewritten with inputs by role",
+                    file.display()
+                );
+            }
+        }
+    }
+    match stale.is_empty() {
+        true => Ok(()),
+        false => Err(crate::Error::Usage(format!(
+            "{} would change (run `freshen fmt` on them)",
+            stale.join(", ")
+        ))),
+    }
+}
+
+/// Loads and checks the graph, printing what the file should change (one line each).
+fn load(spec: &SpecArgs) -> Result<Graph> {
+    let graph = nodes::load(&spec.file, &spec.sets)?;
+    for w in &graph.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(graph)
+}
+
 /// Loads and checks the graph, its files and their rows, and its memory for `processes`
 /// processes of `workers` workers: everything `run` needs first.
 fn checked(spec: &SpecArgs, workers: usize, processes: usize) -> Result<Graph> {
-    let graph = nodes::load(&spec.file, &spec.sets)?;
+    let graph = load(spec)?;
     graph.check_files(true)?;
     let max = spec
         .max_memory

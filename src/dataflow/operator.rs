@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// A node's run-time form: built once per worker into its dataflow.
 pub trait Operator: Send + Sync {
-    /// Builds the node's timely operators from its input streams (`cx.input(j)`) and
+    /// Builds the node's timely operators from its input streams (`cx.input("queries")`, by role) and
     /// returns its output streams by port name (the main port is `""`).
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>>;
 
@@ -92,8 +92,10 @@ pub struct BuildCx<'a, 's> {
     pub resume: Option<Arc<ResumePoint>>,
     /// The training loop's feedback: "step t is done", arriving at t + 1.
     pub feedback: Option<BatchStream<'s>>,
-    /// `(producer, port)` of each input, in order.
+    /// `(producer, port)` of each input, in its type's role order.
     pub edges: &'a [(usize, String)],
+    /// The role of each input.
+    pub roles: &'a [&'static str],
     /// Every node's id, by index.
     pub ids: &'a [String],
     /// Every stream built so far, by `(node, port)`.
@@ -103,28 +105,42 @@ pub struct BuildCx<'a, 's> {
 }
 
 impl<'s> BuildCx<'_, 's> {
-    /// Input `j`'s stream.
-    pub fn input(&self, j: usize) -> Result<BatchStream<'s>> {
-        let key = self
-            .edges
-            .get(j)
-            .ok_or_else(|| Error::invariant(format!("node {}: no input {j}", self.node)))?;
-        self.streams.get(key).cloned().ok_or_else(|| {
-            Error::invariant(format!("node {}: input {j} is not built yet", self.node))
+    /// The slot of the input of role `role`, if it is given.
+    pub fn slot(&self, role: &str) -> Option<usize> {
+        self.roles.iter().position(|r| *r == role)
+    }
+
+    /// Whether the input of role `role` is given.
+    pub fn has(&self, role: &str) -> bool {
+        self.slot(role).is_some()
+    }
+
+    /// The `(producer, port)` of the input of role `role`.
+    fn edge(&self, role: &str) -> Result<(usize, String)> {
+        self.slot(role)
+            .and_then(|j| self.edges.get(j))
+            .cloned()
+            .ok_or_else(|| Error::invariant(format!("node {}: no input `{role}`", self.node)))
+    }
+
+    /// The stream of the input of role `role`.
+    pub fn input(&self, role: &str) -> Result<BatchStream<'s>> {
+        let key = self.edge(role)?;
+        self.streams.get(&key).cloned().ok_or_else(|| {
+            Error::invariant(format!(
+                "node {}: input `{role}` is not built yet",
+                self.node
+            ))
         })
     }
 
-    /// Input `j`'s stream moved to the owners of its rows by id (each worker then holds
+    /// The stream of input `role` moved to the owners of its rows by id (each worker then holds
     /// its shard, [`super::shard::to_owners`]), and the name its shard is reported under
     /// ([`super::RunState::hold`]). Nodes that read the same table get the same stream,
     /// so they hold the same batches: keep the batches (Arrow's buffers are shared), not
     /// copies of them, and report them under this name, to hold the shard once.
-    pub fn sharded_input(&mut self, j: usize) -> Result<(BatchStream<'s>, String)> {
-        let key = self
-            .edges
-            .get(j)
-            .cloned()
-            .ok_or_else(|| Error::invariant(format!("node {}: no input {j}", self.node)))?;
+    pub fn sharded_input(&mut self, role: &str) -> Result<(BatchStream<'s>, String)> {
+        let key = self.edge(role)?;
         let name = match key.1.as_str() {
             "" => format!("{}: shard", self.ids[key.0]),
             port => format!("{}.{port}: shard", self.ids[key.0]),
@@ -133,7 +149,7 @@ impl<'s> BuildCx<'_, 's> {
             return Ok((s.clone(), name));
         }
         let s = super::shard::to_owners(
-            self.input(j)?,
+            self.input(role)?,
             crate::store::tables::col::ID,
             self.scope.peers(),
         );
@@ -141,16 +157,16 @@ impl<'s> BuildCx<'_, 's> {
         Ok((s, name))
     }
 
-    /// Every input's stream, in order.
+    /// Every input's stream, in its type's role order.
     pub fn inputs(&self) -> Result<Vec<BatchStream<'s>>> {
-        (0..self.edges.len()).map(|j| self.input(j)).collect()
+        self.roles.iter().map(|r| self.input(r)).collect()
     }
 
-    /// Another port of input `j`'s node (one the graph does not wire, such as an
-    /// `encode`'s stored keys for its `cache`), if that node has it.
-    pub fn port_of_input(&mut self, j: usize, port: &str) -> Option<BatchStream<'s>> {
-        let (node, _) = self.edges.get(j)?;
-        let key = (*node, port.to_string());
+    /// Another port of the node that input `role` reads (one the graph does not wire,
+    /// such as an `encode`'s stored keys for its `cache`), if that node has it.
+    pub fn port_of_input(&mut self, role: &str, port: &str) -> Option<BatchStream<'s>> {
+        let (node, _) = self.edge(role).ok()?;
+        let key = (node, port.to_string());
         let s = self.streams.get(&key).cloned()?;
         self.assembly.taken.insert(key);
         Some(s)

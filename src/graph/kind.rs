@@ -90,16 +90,23 @@ pub trait NodeKind: Any + fmt::Debug + Send + Sync {
     /// The `type` as written.
     fn type_name(&self) -> &'static str;
 
-    /// The numbers of inputs it may take.
-    fn arity(&self) -> &'static [usize];
+    /// Its inputs, by role, in the order an older pipeline's positional list gives them.
+    fn roles(&self) -> &'static [InputRole];
+
+    /// The roles of a positional list of inputs whose producers have types `types`
+    /// (older pipelines): by default the first roles in order, if that leaves no required
+    /// role out (`None`: no reading fits).
+    fn positional(&self, types: &[&str]) -> Option<Vec<&'static str>> {
+        by_position(self.roles(), types.len())
+    }
 
     /// The datasets, outputs and models it names.
     fn references(&self) -> References {
         References::default()
     }
 
-    /// What each input (by position) must carry; the last entry applies to later inputs.
-    fn needs(&self, cx: &CheckCx) -> Vec<Vec<Need>>;
+    /// What the input of each role must carry (a role not listed: any rows).
+    fn needs(&self, cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)>;
 
     /// Its output ports with their schemas, main port first (none for a sink), given its
     /// inputs' schemas (already checked against [`NodeKind::needs`]).
@@ -156,6 +163,45 @@ pub trait NodeKind: Any + fmt::Debug + Send + Sync {
     fn settings_json(&self) -> serde_json::Value;
 }
 
+/// One input a node type reads: the role a pipeline names it by, whether it must be
+/// given, and what it must be (one line, for messages and the reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRole {
+    /// The key under `inputs:` (`queries`, `search`).
+    pub name: &'static str,
+    /// Whether the node needs it.
+    pub required: bool,
+    /// What it carries and which node gives it.
+    pub about: &'static str,
+}
+
+impl InputRole {
+    /// An input the node needs.
+    pub const fn required(name: &'static str, about: &'static str) -> Self {
+        Self {
+            name,
+            required: true,
+            about,
+        }
+    }
+
+    /// An input the node may take.
+    pub const fn optional(name: &'static str, about: &'static str) -> Self {
+        Self {
+            name,
+            required: false,
+            about,
+        }
+    }
+}
+
+/// The first `n` of `roles`, if they include every required one.
+pub fn by_position(roles: &[InputRole], n: usize) -> Option<Vec<&'static str>> {
+    let taken = roles.get(..n)?;
+    let left_out = roles[n..].iter().any(|r| r.required);
+    (!left_out).then(|| taken.iter().map(|r| r.name).collect())
+}
+
 /// A node type: its `type` name, how its settings are read, and their schema.
 pub struct NodeEntry {
     /// The `type` as written.
@@ -164,6 +210,9 @@ pub struct NodeEntry {
     pub parse: fn(&ParseCx, Value) -> Result<Box<dyn NodeKind>>,
     /// The JSON Schema of its settings.
     pub schema: fn() -> serde_json::Value,
+    /// Every input role it may take, whatever its settings (for the schema and the
+    /// reference).
+    pub roles: &'static [InputRole],
 }
 
 /// The node types there are, by name: what a pipeline's `type`s are looked up in.
@@ -217,6 +266,25 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// Where a node's input is: its role (`"search"`), or its slot among the inputs given
+/// (in the roles' declared order).
+pub trait Slot: Copy {
+    /// The slot in `node`'s inputs, if that input is given.
+    fn slot(self, node: &GraphNode) -> Option<usize>;
+}
+
+impl Slot for usize {
+    fn slot(self, node: &GraphNode) -> Option<usize> {
+        (self < node.inputs.len()).then_some(self)
+    }
+}
+
+impl Slot for &str {
+    fn slot(self, node: &GraphNode) -> Option<usize> {
+        node.roles.iter().position(|r| *r == self)
+    }
+}
+
 /// One node of a graph being checked, and the graph around it.
 pub struct CheckCx<'a> {
     /// The graph (its ports filled up to this node's inputs while outputs are computed).
@@ -242,9 +310,13 @@ impl<'a> CheckCx<'a> {
         self.spec().error(&path, Some(&self.this().id), message)
     }
 
-    /// An error at the node's input `j`.
-    pub fn input_error(&self, j: usize, message: impl Into<String>) -> Error {
-        self.error(&format!("inputs.{j}"), message)
+    /// An error at the node's input `at` (as written: under its role, or its position).
+    pub fn input_error(&self, at: impl Slot, message: impl Into<String>) -> Error {
+        let key = at
+            .slot(self.this())
+            .and_then(|j| self.this().keys.get(j))
+            .map_or_else(|| "inputs".to_string(), |k| format!("inputs.{k}"));
+        self.error(&key, message)
     }
 
     /// Number of inputs.
@@ -252,44 +324,50 @@ impl<'a> CheckCx<'a> {
         self.graph.inputs(self.node).len()
     }
 
-    /// The node that input `j` reads.
-    pub fn producer(&self, j: usize) -> Option<&'a GraphNode> {
-        let e = self.graph.inputs(self.node).get(j)?;
-        Some(&self.graph.nodes()[e.node])
+    /// Whether the input of role `role` is given.
+    pub fn has(&self, role: &str) -> bool {
+        role.slot(self.this()).is_some()
     }
 
-    /// The index of the node that input `j` reads.
-    pub fn producer_index(&self, j: usize) -> Option<usize> {
-        self.graph.inputs(self.node).get(j).map(|e| e.node)
+    /// The edge of input `at`.
+    fn edge(&self, at: impl Slot) -> Option<&'a super::Edge> {
+        self.graph.inputs(self.node).get(at.slot(self.this())?)
     }
 
-    /// The port input `j` reads.
-    pub fn port(&self, j: usize) -> &'a str {
-        self.graph
-            .inputs(self.node)
-            .get(j)
-            .map_or("", |e| e.port.as_str())
+    /// The node that input `at` reads.
+    pub fn producer(&self, at: impl Slot) -> Option<&'a GraphNode> {
+        Some(&self.graph.nodes()[self.edge(at)?.node])
     }
 
-    /// The settings of input `j`'s node, if it is of type `T`.
-    pub fn producer_as<T: NodeKind>(&self, j: usize) -> Option<&'a T> {
-        self.producer(j)?.settings::<T>()
+    /// The index of the node that input `at` reads.
+    pub fn producer_index(&self, at: impl Slot) -> Option<usize> {
+        self.edge(at).map(|e| e.node)
     }
 
-    /// How many inputs input `j`'s node has.
-    pub fn producer_inputs(&self, j: usize) -> usize {
-        self.producer_index(j)
+    /// The port input `at` reads.
+    pub fn port(&self, at: impl Slot) -> &'a str {
+        self.edge(at).map_or("", |e| e.port.as_str())
+    }
+
+    /// The settings of input `at`'s node, if it is of type `T`.
+    pub fn producer_as<T: NodeKind>(&self, at: impl Slot) -> Option<&'a T> {
+        self.producer(at)?.settings::<T>()
+    }
+
+    /// How many inputs input `at`'s node has.
+    pub fn producer_inputs(&self, at: impl Slot) -> usize {
+        self.producer_index(at)
             .map_or(0, |p| self.graph.inputs(p).len())
     }
 
-    /// The schema input `j` carries.
-    pub fn input_schema(&self, j: usize) -> Option<SchemaRef> {
-        self.graph.schema(self.graph.inputs(self.node).get(j)?)
+    /// The schema input `at` carries.
+    pub fn input_schema(&self, at: impl Slot) -> Option<SchemaRef> {
+        self.graph.schema(self.edge(at)?)
     }
 
-    /// The width of input `j`'s `embedding` column (0 if it has none).
-    pub fn input_dim(&self, j: usize) -> usize {
-        self.input_schema(j)
+    /// The width of input `at`'s `embedding` column (0 if it has none).
+    pub fn input_dim(&self, at: impl Slot) -> usize {
+        self.input_schema(at)
             .as_ref()
             .and_then(super::needs::vector_dim)
             .unwrap_or(0)

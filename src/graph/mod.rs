@@ -39,6 +39,7 @@ pub mod memory;
 pub mod needs;
 pub mod paths;
 mod render;
+pub mod rewrite;
 mod structure;
 mod training;
 
@@ -51,8 +52,8 @@ use crate::models::{Model, ModelCx};
 use crate::spec::LoadedSpec;
 
 pub use kind::{
-    Access, CheckCx, Cost, Facts, FileUse, NodeEntry, NodeKind, ParseCx, Per, Phase, PlanCx,
-    Planned, References, Registry, Store,
+    by_position, Access, CheckCx, Cost, Facts, FileUse, InputRole, NodeEntry, NodeKind, ParseCx,
+    Per, Phase, PlanCx, Planned, References, Registry, Slot, Store,
 };
 pub use needs::{Need, MAIN};
 pub use render::{to_dot, to_mermaid};
@@ -65,6 +66,8 @@ pub struct Edge {
     pub node: usize,
     /// The producer's port ([`MAIN`] for its main output).
     pub port: String,
+    /// The role the reading node gives it.
+    pub role: &'static str,
 }
 
 /// One node: its id, its inputs as written, and its settings, read by its kind.
@@ -72,8 +75,13 @@ pub struct Edge {
 pub struct GraphNode {
     /// The node's id.
     pub id: String,
-    /// Its inputs as written (`id` or `id.port`).
+    /// Its inputs as written (`id` or `id.port`), in its type's role order.
     pub inputs: Vec<String>,
+    /// The role of each input.
+    pub roles: Vec<&'static str>,
+    /// Where each input is written under `inputs:` (its role, or its position in an
+    /// older pipeline's list), for messages.
+    pub keys: Vec<String>,
     /// Its settings: what its type says about it.
     pub kind: Box<dyn NodeKind>,
 }
@@ -105,6 +113,9 @@ pub struct Graph {
     pub ports: Vec<Vec<(String, SchemaRef)>>,
     /// What training the graph does, if it has a node that trains.
     pub training: Option<Training>,
+    /// What the pipeline should change though it loads (inputs by position): one line
+    /// each, for the commands to print.
+    pub warnings: Vec<String>,
     nodes: Vec<GraphNode>,
     index: HashMap<String, usize>,
     consumers: Vec<Vec<usize>>,
@@ -118,6 +129,8 @@ impl Graph {
         let models = structure::parse_models(&spec)?;
         let nodes = structure::parse_nodes(&spec, registry)?;
         let index = structure::check_ids(&spec, &nodes)?;
+        let mut nodes = nodes;
+        let warnings = structure::assign_roles(&spec, &mut nodes, &index)?;
         let structure::Wiring { edges, consumers } = structure::edges(&spec, &nodes, &index)?;
         structure::check_references(&spec, &nodes)?;
         let order = structure::topological_order(&spec, &nodes, &edges)?;
@@ -128,6 +141,7 @@ impl Graph {
             order,
             ports: vec![Vec::new(); count],
             training: None,
+            warnings,
             nodes,
             index,
             consumers,
@@ -163,6 +177,11 @@ impl Graph {
     /// The inputs of node `i`, in order.
     pub fn inputs(&self, i: usize) -> &[Edge] {
         &self.edges[i]
+    }
+
+    /// The input of node `i` that has role `role`, if it is given.
+    pub fn input(&self, i: usize, role: &str) -> Option<&Edge> {
+        self.edges[i].iter().find(|e| e.role == role)
     }
 
     /// The nodes, in file order.

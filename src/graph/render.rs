@@ -18,10 +18,13 @@ fn edge_label(g: &Graph, edge: &super::Edge) -> String {
                 .join(", ")
         })
         .unwrap_or_default();
-    if edge.port.is_empty() {
-        cols
-    } else {
-        format!("{}: {cols}", edge.port)
+    let from = match edge.port.is_empty() {
+        true => cols,
+        false => format!("{}: {cols}", edge.port),
+    };
+    match edge.role {
+        "" => from,
+        role => format!("{role} ← {from}"),
     }
 }
 
@@ -33,7 +36,8 @@ fn feedback(g: &Graph) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The graph as a Mermaid flowchart; edges are labelled with the columns they carry.
+/// The graph as a Mermaid flowchart; each edge is labelled with the role its reader
+/// gives it and the columns it carries (`search ← id, text_hash, embedding`).
 pub fn to_mermaid(g: &Graph) -> String {
     let mut s = String::from("flowchart LR\n");
     for &i in &g.order {
@@ -71,7 +75,7 @@ fn mermaid_id(id: &str) -> String {
         .collect()
 }
 
-/// The graph in Graphviz DOT; edges are labelled with the columns they carry.
+/// The graph in Graphviz DOT; edges are labelled as in [`to_mermaid`].
 pub fn to_dot(g: &Graph) -> String {
     let mut s = String::from("digraph pipeline {\n    rankdir=LR;\n    node [shape=box];\n");
     for &i in &g.order {

@@ -10,7 +10,7 @@ use super::needs::{self, MAIN};
 use super::{Edge, Graph, GraphNode, Training};
 use crate::error::Result;
 use crate::models::{self, Model};
-use crate::spec::LoadedSpec;
+use crate::spec::{Inputs, LoadedSpec};
 
 /// Reads every model of `models:`.
 pub(super) fn parse_models(spec: &LoadedSpec) -> Result<BTreeMap<String, Model>> {
@@ -61,7 +61,9 @@ pub(super) fn parse_nodes(spec: &LoadedSpec, registry: &Registry) -> Result<Vec<
         };
         nodes.push(GraphNode {
             id: n.id.clone(),
-            inputs: n.inputs.clone(),
+            inputs: Vec::new(),
+            roles: Vec::new(),
+            keys: Vec::new(),
             kind: (entry.parse)(&cx, n.settings.clone())?,
         });
     }
@@ -109,12 +111,11 @@ pub(super) fn edges(
     let mut consumers = vec![Vec::new(); nodes.len()];
     let mut edges = vec![Vec::new(); nodes.len()];
     for (i, n) in nodes.iter().enumerate() {
-        check_arity(spec, i, n)?;
         for (j, input) in n.inputs.iter().enumerate() {
-            let Some(edge) = resolve(index, input) else {
+            let Some(mut edge) = resolve(index, input) else {
                 let known: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
                 return Err(spec.error(
-                    &format!("{}.inputs.{j}", LoadedSpec::node_path(i)),
+                    &format!("{}.inputs.{}", LoadedSpec::node_path(i), n.keys[j]),
                     Some(&n.id),
                     format!(
                         "input `{input}` names no node (expected one of {})",
@@ -122,6 +123,7 @@ pub(super) fn edges(
                     ),
                 ));
             };
+            edge.role = n.roles[j];
             consumers[edge.node].push(i);
             edges[i].push(edge);
         }
@@ -135,39 +137,154 @@ fn resolve(index: &HashMap<String, usize>, input: &str) -> Option<Edge> {
         return Some(Edge {
             node,
             port: MAIN.to_string(),
+            role: "",
         });
     }
     let (id, port) = input.rsplit_once('.')?;
     index.get(id).map(|&node| Edge {
         node,
         port: port.to_string(),
+        role: "",
     })
 }
 
-fn check_arity(spec: &LoadedSpec, i: usize, n: &GraphNode) -> Result<()> {
-    let allowed = n.kind.arity();
-    if allowed.contains(&n.inputs.len()) {
-        return Ok(());
+/// Each node's inputs put in its type's role order, with their roles: a map is checked
+/// against the roles, a list (older pipelines) read by position. Returns a warning line
+/// per node whose list has more than one input, giving the map to write instead.
+pub(super) fn assign_roles(
+    spec: &LoadedSpec,
+    nodes: &mut [GraphNode],
+    index: &HashMap<String, usize>,
+) -> Result<Vec<String>> {
+    let types: Vec<&'static str> = nodes.iter().map(|n| n.kind.type_name()).collect();
+    let mut warnings = Vec::new();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let written: Vec<(String, String, String)> = match &spec.pipeline.nodes[i].inputs {
+            Inputs::Named(pairs) => named(spec, i, n, pairs)?,
+            Inputs::Listed(list) => {
+                let of = |input: &String| resolve(index, input).map_or("?", |e| types[e.node]);
+                let producers: Vec<&str> = list.iter().map(of).collect();
+                let Some(roles) = n.kind.positional(&producers) else {
+                    return Err(arity_error(spec, i, n, list.len()));
+                };
+                let pairs: Vec<(String, String, String)> = roles
+                    .iter()
+                    .zip(list)
+                    .enumerate()
+                    .map(|(j, (r, src))| (r.to_string(), src.clone(), j.to_string()))
+                    .collect();
+                if list.len() > 1 {
+                    warnings.push(positional_warning(spec, i, n, &pairs));
+                }
+                pairs
+            }
+        };
+        for role in n.kind.roles() {
+            if let Some((_, src, key)) = written.iter().find(|(r, ..)| r == role.name) {
+                n.inputs.push(src.clone());
+                n.roles.push(role.name);
+                n.keys.push(key.clone());
+            }
+        }
     }
-    let want = allowed
+    Ok(warnings)
+}
+
+/// A map of inputs checked against the node's roles: each role known, each required one
+/// given. Returns `(role, source, key)` in the order written.
+fn named(
+    spec: &LoadedSpec,
+    i: usize,
+    n: &GraphNode,
+    pairs: &[(String, String)],
+) -> Result<Vec<(String, String, String)>> {
+    let path = LoadedSpec::node_path(i);
+    let roles = n.kind.roles();
+    let names = || roles.iter().map(|r| r.name).collect::<Vec<_>>().join(", ");
+    for (role, _) in pairs {
+        if !roles.iter().any(|r| r.name == role) {
+            let expected = match roles.is_empty() {
+                true => "none: it reads no node".to_string(),
+                false => format!("one of: {}", names()),
+            };
+            return Err(spec.error(
+                &format!("{path}.inputs.{role}"),
+                Some(&n.id),
+                format!(
+                    "`{}` has no input `{role}` (expected {expected})",
+                    n.kind.type_name()
+                ),
+            ));
+        }
+    }
+    if let Some(missing) = roles
         .iter()
-        .map(|k| k.to_string())
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let path = match n.inputs.is_empty() {
-        true => LoadedSpec::node_path(i),
-        false => format!("{}.inputs", LoadedSpec::node_path(i)),
+        .find(|r| r.required && !pairs.iter().any(|(p, _)| p == r.name))
+    {
+        let at = match pairs.is_empty() {
+            true => path.clone(),
+            false => format!("{path}.inputs"),
+        };
+        return Err(spec.error(
+            &at,
+            Some(&n.id),
+            format!("missing input `{}`: {}", missing.name, missing.about),
+        ));
+    }
+    Ok(pairs
+        .iter()
+        .map(|(r, s)| (r.clone(), s.clone(), r.clone()))
+        .collect())
+}
+
+/// The error of a positional list that no reading of the node's roles fits.
+fn arity_error(spec: &LoadedSpec, i: usize, n: &GraphNode, found: usize) -> crate::Error {
+    let roles = n.kind.roles();
+    let list = |required: bool| {
+        roles
+            .iter()
+            .filter(|r| r.required == required)
+            .map(|r| r.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    Err(spec.error(
+    let (needed, optional) = (list(true), list(false));
+    let mut want = match roles.is_empty() {
+        true => "no inputs".to_string(),
+        false => format!("inputs {needed}"),
+    };
+    if !optional.is_empty() {
+        want.push_str(&format!(" (and optionally {optional})"));
+    }
+    let path = match found {
+        0 => LoadedSpec::node_path(i),
+        _ => format!("{}.inputs", LoadedSpec::node_path(i)),
+    };
+    spec.error(
         &path,
         Some(&n.id),
+        format!("`{}` takes {want} (found {found})", n.kind.type_name()),
+    )
+}
+
+/// The warning for a list of inputs: the map to write instead.
+fn positional_warning(
+    spec: &LoadedSpec,
+    i: usize,
+    n: &GraphNode,
+    pairs: &[(String, String, String)],
+) -> String {
+    let map: Vec<String> = pairs.iter().map(|(r, s, _)| format!("{r}: {s}")).collect();
+    let file = spec.file.display();
+    spec.error(
+        &format!("{}.inputs", LoadedSpec::node_path(i)),
+        Some(&n.id),
         format!(
-            "`{}` takes {want} input{} (found {})",
-            n.kind.type_name(),
-            if allowed == [1] { "" } else { "s" },
-            n.inputs.len()
+            "inputs by position; write them by role: `inputs: {{{}}}` (`freshen fmt {file}` rewrites the file)",
+            map.join(", ")
         ),
-    ))
+    )
+    .to_string()
 }
 
 /// Every dataset and output a node names exists, and every output has one writer.
@@ -354,7 +471,12 @@ pub(super) fn ports(g: &Graph, i: usize) -> Result<Vec<(String, SchemaRef)>> {
                 ),
             ));
         };
-        for need in needs.get(j).or(needs.last()).into_iter().flatten() {
+        let role = n.roles[j];
+        let need = needs
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .flat_map(|(_, n)| n);
+        for need in need {
             needs::check(&schema, name, need).map_err(|m| cx.input_error(j, m))?;
         }
     }

@@ -219,6 +219,7 @@ pub fn schemas() -> Vec<Tagged> {
         .map(|k| Tagged {
             tag: k.name,
             schema: with_common((k.schema)(), k.about),
+            inputs: None,
         })
         .collect()
 }

@@ -22,7 +22,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, NodeStats, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, Store, MAIN};
+use crate::graph::{Access, CheckCx, FileUse, InputRole, NodeKind, PlanCx, Planned, Store, MAIN};
 use crate::store::batch::{self, Batch};
 use crate::store::cache::{EmbeddingStore, Part};
 use crate::store::parquet_io::AtomicParquetWriter;
@@ -58,6 +58,7 @@ fn default_path() -> PathBuf {
 
 impl Settings for Cache {
     const TYPE: &'static str = "cache";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         match self.refresh_every {
@@ -67,32 +68,41 @@ impl Settings for Cache {
     }
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[InputRole::required(
+    "vectors",
+    "the `encode` node whose vectors the store keeps",
+)];
+
 impl NodeKind for Cache {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[1]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
-        vec![vec![
-            needs::text(col::ID),
-            needs::hash(col::TEXT_HASH),
-            needs::vector(col::EMBEDDING),
-        ]]
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
+        vec![(
+            "vectors",
+            vec![
+                needs::text(col::ID),
+                needs::hash(col::TEXT_HASH),
+                needs::vector(col::EMBEDDING),
+            ],
+        )]
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
         Ok(vec![(
             MAIN.to_string(),
-            tables::embeddings_schema(cx.input_dim(0)),
+            tables::embeddings_schema(cx.input_dim("vectors")),
         )])
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        if cx.producer_as::<Encode>(0).is_none() || cx.port(0) != MAIN {
+        if cx.producer_as::<Encode>("vectors").is_none() || cx.port("vectors") != MAIN {
             return Err(cx.input_error(
                 0,
                 "a cache must read an `encode` node directly (expected inputs: [<encode id>])",
@@ -112,7 +122,7 @@ impl NodeKind for Cache {
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
         super::cache_copies(
             cx,
-            0,
+            "vectors",
             2.0,
             "its store's rows as read and as written",
             crate::graph::Per::Shard,
@@ -174,11 +184,11 @@ struct CacheOp {
 
 impl Operator for CacheOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
-        let fresh = cx.input(0)?;
+        let fresh = cx.input("vectors")?;
         let reused = cx
-            .port_of_input(0, REUSED)
+            .port_of_input("vectors", REUSED)
             .ok_or_else(|| Error::invariant("a cache whose encode node gave no stored keys"))?;
-        let refresh = cx.port_of_input(0, REFRESH);
+        let refresh = cx.port_of_input("vectors", REFRESH);
         let how = Writing {
             emit: self.emit_stored,
             retain: self.retain,

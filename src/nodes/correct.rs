@@ -22,7 +22,7 @@ use crate::dataflow::{
 };
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, References, MAIN};
 use crate::models::Role;
 use crate::store::batch::{self, Batch};
 use crate::store::tables::{self, col};
@@ -63,6 +63,7 @@ fn default_chunk() -> usize {
 
 impl Settings for Correct {
     const TYPE: &'static str = "correct";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         freshen_operators::ranges::at_least("apply_every", self.apply_every, 1)?;
@@ -70,13 +71,25 @@ impl Settings for Correct {
     }
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required(
+        "cache",
+        "the `cache` node: the stale cache B that h corrects",
+    ),
+    InputRole::optional(
+        "sample",
+        "a `sample` node: only its step's targets are corrected, for the loss",
+    ),
+];
+
 impl NodeKind for Correct {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[1, 2]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
     fn references(&self) -> References {
@@ -86,42 +99,45 @@ impl NodeKind for Correct {
         }
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
         vec![
-            needs::embeddings(),
-            vec![needs::text(col::CORPUS_ID), needs::id_list(col::NEGATIVES)],
+            ("cache", needs::embeddings()),
+            (
+                "sample",
+                vec![needs::text(col::CORPUS_ID), needs::id_list(col::NEGATIVES)],
+            ),
         ]
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
-        let dim = cx.input_dim(0);
-        let schema = match cx.inputs() {
-            2 => tables::corrected_rows_schema(dim),
-            _ => tables::embeddings_schema(dim),
+        let dim = cx.input_dim("cache");
+        let schema = match cx.has("sample") {
+            true => tables::corrected_rows_schema(dim),
+            false => tables::embeddings_schema(dim),
         };
         Ok(vec![(MAIN.to_string(), schema)])
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        let cache = cx.producer_as::<Cache>(0).is_some();
-        super::want(cx, 0, cache, "a `cache` node: the stale embeddings")?;
-        // Input 1 of two is a `sample` node: only it writes the `negatives` its needs name.
+        let cache = cx.producer_as::<Cache>("cache").is_some();
+        super::want(cx, "cache", cache, "a `cache` node: the stale embeddings")?;
+        // A `sample` input is a sample node: only it writes the `negatives` its needs name.
         Ok(())
     }
 
-    /// With one input: its shard of B (the one copy every reader of the cache shares),
-    /// and a new h(B) as batches while it replaces the searched one. With two: nothing
-    /// of its own (it reads the same shard of B).
+    /// Without `sample`: its shard of B (the one copy every reader of the cache shares),
+    /// and a new h(B) as batches while it replaces the searched one. With it: nothing of
+    /// its own (it reads the same shard of B).
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
-        match cx.inputs() {
-            1 => super::cache_copies(
+        match cx.has("sample") {
+            false => super::cache_copies(
                 cx,
-                0,
+                "cache",
                 2.0,
                 "its shard of the cache, and of a new h(B) while it replaces the searched one",
                 crate::graph::Per::Shard,
             ),
-            _ => Vec::new(),
+            true => Vec::new(),
         }
     }
 
@@ -229,7 +245,7 @@ fn correct_cache<'s>(
     let h = cx.models()?.corrector(&spec.model)?;
     let start = cx.start();
     let mut stale = Shard::default();
-    let (cache, table) = cx.sharded_input(0)?;
+    let (cache, table) = cx.sharded_input("cache")?;
     let (run, me) = (cx.run.clone(), cx.scope.index());
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         let replaced = stale.replace(&inputs[0], col::ID)?;
@@ -279,9 +295,9 @@ fn correct_touched<'s>(
 ) -> Result<BatchStream<'s>> {
     let state = cx.models()?;
     let h = state.corrector(&model)?;
-    let sample = cx.input(1)?;
-    let subset = cx.port_of_input(1, crate::nodes::sample::SUBSET);
-    let cache = cx.sharded_input(0)?;
+    let sample = cx.input("sample")?;
+    let subset = cx.port_of_input("sample", crate::nodes::sample::SUBSET);
+    let cache = cx.sharded_input("cache")?;
     let requests = touched_requests(cx, sample.clone(), subset.clone());
     let fetched = fetch(cx, "cache", requests, cache);
     let tape_node = cx.node.clone();

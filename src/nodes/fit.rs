@@ -13,7 +13,7 @@
 //! ```yaml
 //! - id: fit
 //!   type: fit
-//!   inputs: [world, world.queries]
+//!   inputs: {world: world, queries: world.queries}
 //!   model: h
 //!   train: {fraction: 0.1, steps: 500, lr: 0.01, loss: drift}
 //! ```
@@ -39,7 +39,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, References, MAIN};
 use crate::models::Role;
 use crate::store::batch::{self, vector_column, Batch};
 use crate::store::tables::{col, embedding_type};
@@ -50,8 +50,6 @@ pub const TARGETS: &str = "targets";
 pub const SOFTMAX: &str = "softmax";
 
 /// Settings of `fit`: trains a corrector on a synthetic world (the synthetic study).
-///
-/// Inputs, in order: a `synthetic` node and its `queries` port.
 ///
 /// Writes one metrics row per measurement (`step`, `kl_stale`, `kl_corrected`, the
 /// staleness of B and h(B), the settings). Port `targets`: the stale, true and
@@ -74,6 +72,7 @@ pub struct Fit {
 
 impl Settings for Fit {
     const TYPE: &'static str = "fit";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         self.train.validate().map_err(|e| super::under("train", e))
@@ -135,13 +134,22 @@ pub fn softmax_schema() -> SchemaRef {
     ]))
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required(
+        "world",
+        "the `synthetic` node: the cache and the fresh vectors",
+    ),
+    InputRole::required("queries", "the synthetic world's queries (`world.queries`)"),
+];
+
 impl NodeKind for Fit {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[2]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
     fn references(&self) -> References {
@@ -151,25 +159,31 @@ impl NodeKind for Fit {
         }
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
         vec![
-            vec![
-                needs::text(col::ID),
-                needs::vector(col::EMBEDDING),
-                needs::vector(synthetic::FRESH),
-            ],
-            vec![
-                needs::text(col::ID),
-                needs::text(synthetic::SPLIT),
-                needs::vector(synthetic::VECTOR),
-            ],
+            (
+                "world",
+                vec![
+                    needs::text(col::ID),
+                    needs::vector(col::EMBEDDING),
+                    needs::vector(synthetic::FRESH),
+                ],
+            ),
+            (
+                "queries",
+                vec![
+                    needs::text(col::ID),
+                    needs::text(synthetic::SPLIT),
+                    needs::vector(synthetic::VECTOR),
+                ],
+            ),
         ]
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
         Ok(vec![
             (MAIN.to_string(), metrics_schema()),
-            (TARGETS.to_string(), targets_schema(cx.input_dim(0))),
+            (TARGETS.to_string(), targets_schema(cx.input_dim("world"))),
             (SOFTMAX.to_string(), softmax_schema()),
         ])
     }
@@ -179,7 +193,7 @@ impl NodeKind for Fit {
             let ok = cx.producer_as::<Synthetic>(j).is_some();
             super::want(cx, j, ok, "a `synthetic` node")?;
         }
-        let world = cx.producer_as::<Synthetic>(0).map(|s| s.world);
+        let world = cx.producer_as::<Synthetic>("world").map(|s| s.world);
         if let Some(w) = world {
             if self.query >= w.queries {
                 return Err(cx.error(
@@ -197,7 +211,7 @@ impl NodeKind for Fit {
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let world = cx
             .check()
-            .producer_as::<Synthetic>(0)
+            .producer_as::<Synthetic>("world")
             .map(|s| s.world)
             .ok_or_else(|| Error::invariant("a fit without its world"))?;
         let model =
@@ -240,9 +254,9 @@ impl Operator for FitOp {
         let op = self.clone();
         let to_leader = || Exchange::new(|_: &Batch| 0u64);
         let out = cx
-            .input(0)?
+            .input("world")?
             .binary_frontier::<_, CapacityContainerBuilder<Vec<(u64, Batch)>>, _, _, _, _>(
-                cx.input(1)?,
+                cx.input("queries")?,
                 to_leader(),
                 to_leader(),
                 "Fit",

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_yaml::Value;
 
 use crate::error::Result;
-use crate::graph::{Graph, NodeEntry, NodeKind, ParseCx, Registry};
+use crate::graph::{Graph, InputRole, NodeEntry, NodeKind, ParseCx, Registry, Slot};
 use crate::spec::schema::Tagged;
 use crate::spec::LoadedSpec;
 
@@ -52,6 +52,9 @@ pub static KINDS: &Registry = &[
 pub trait Settings: DeserializeOwned + Serialize + JsonSchema + NodeKind + Sized {
     /// The `type` as written.
     const TYPE: &'static str;
+
+    /// Every input role it may take, whatever its settings.
+    const ROLES: &'static [InputRole];
 
     /// Range checks; a [`freshen_operators::Error::Field`] names the key at fault.
     fn validate(&self) -> freshen_operators::Result<()> {
@@ -82,26 +85,30 @@ const fn entry<S: Settings>() -> NodeEntry {
         name: S::TYPE,
         parse: parse::<S>,
         schema: S::schema,
+        roles: S::ROLES,
     }
 }
 
-/// Checks that input `j` is what the node needs (`ok`), described by `what`.
-fn want(cx: &crate::graph::CheckCx, j: usize, ok: bool, what: &str) -> Result<()> {
+/// Checks that input `at` is what the node needs (`ok`), described by `what`.
+fn want(cx: &crate::graph::CheckCx, at: impl Slot, ok: bool, what: &str) -> Result<()> {
     if ok {
         return Ok(());
     }
-    let name = &cx.this().inputs[j];
+    let Some(j) = at.slot(cx.this()) else {
+        return Ok(());
+    };
+    let (role, name) = (cx.this().roles[j], &cx.this().inputs[j]);
     let ty = cx.producer(j).map_or("?", |p| p.kind.type_name());
     Err(cx.input_error(
         j,
-        format!("input `{name}` is a node of type `{ty}` (expected {what})"),
+        format!("input `{role}` must be {what} (got {ty} `{name}`)"),
     ))
 }
 
 /// The rows of the dataset table that input `j` of the node derives from (following
 /// first inputs back to a `source`), when it can be counted.
-fn upstream_rows(cx: &crate::graph::CheckCx, j: usize) -> Option<usize> {
-    let mut node = cx.producer_index(j)?;
+fn upstream_rows(cx: &crate::graph::CheckCx, at: impl Slot) -> Option<usize> {
+    let mut node = cx.producer_index(at)?;
     loop {
         let n = &cx.graph.nodes()[node];
         if let Some(s) = n.settings::<source::Source>() {
@@ -135,12 +142,12 @@ fn pairs_per_step(g: &crate::graph::Graph, source: usize) -> Option<(usize, Stri
 /// says whether each worker holds them, a shard of them, or worker 0).
 fn cache_copies(
     cx: &crate::graph::CheckCx,
-    j: usize,
+    at: impl Slot,
     copies: f64,
     what: &str,
     per: crate::graph::Per,
 ) -> Vec<crate::graph::Cost> {
-    let (Some(n), d) = (upstream_rows(cx, j), cx.input_dim(j)) else {
+    let (Some(n), d) = (upstream_rows(cx, at), cx.input_dim(at)) else {
         return Vec::new();
     };
     if d == 0 {
@@ -187,9 +194,41 @@ pub fn schema() -> serde_json::Value {
         .map(|k| Tagged {
             tag: k.name,
             schema: (k.schema)(),
+            inputs: (!k.roles.is_empty()).then(|| inputs_schema(k.roles)),
         })
         .collect();
     crate::spec::schema::pipeline_schema(&nodes, &crate::models::schemas())
+}
+
+/// The schema of a node type's `inputs`: a map of its roles (each described), or the
+/// list of older pipelines.
+fn inputs_schema(roles: &[InputRole]) -> serde_json::Value {
+    let props: serde_json::Map<String, serde_json::Value> = roles
+        .iter()
+        .map(|r| {
+            let about = match r.required {
+                true => r.about.to_string(),
+                false => format!("Optional: {}", r.about),
+            };
+            (
+                r.name.to_string(),
+                serde_json::json!({"type": "string", "description": about}),
+            )
+        })
+        .collect();
+    let required: Vec<&str> = roles
+        .iter()
+        .filter(|r| r.required)
+        .map(|r| r.name)
+        .collect();
+    serde_json::json!({
+        "description": "The nodes it reads (`id` or `id.port`), by role. A list in the roles' order also loads, with a warning (`freshen fmt` rewrites it).",
+        "oneOf": [
+            {"type": "object", "properties": props, "required": required, "additionalProperties": false,
+             "x-order": roles.iter().map(|r| r.name).collect::<Vec<_>>()},
+            {"type": "array", "items": {"type": "string"}}
+        ]
+    })
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::dataflow::shard::fetch;
 use crate::dataflow::{rows_of, BatchStream, BuildCx, Operator, Stepwise, TapeEntry, Time};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, References, MAIN};
 use crate::models::Role;
 use crate::store::batch::{self, Batch};
 use crate::store::pairs::string_lists;
@@ -39,9 +39,6 @@ use crate::store::tables::{col, embedding_type};
 pub const LOG_LIK: &str = "log_lik";
 
 /// Settings of `read`: the reader of a retrieval-augmented model.
-///
-/// Inputs, in order: a `sample` node with `latent: true`, the questions (a `source` of
-/// `table: answers`), the corpus.
 ///
 /// Writes per question `id`, `log_lik`: the reader's log p(a | q, z) of each retrieved
 /// passage.
@@ -77,6 +74,7 @@ fn default_fields() -> Vec<String> {
 
 impl Settings for Read {
     const TYPE: &'static str = "read";
+    const ROLES: &'static [InputRole] = ROLES;
 }
 
 /// The output's schema for `k` passages per question.
@@ -87,13 +85,26 @@ pub fn read_schema(k: usize) -> SchemaRef {
     ]))
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required(
+        "retrieved",
+        "the `sample` node with `latent: true`: the passages retrieved for each question",
+    ),
+    InputRole::required("answers", "the `source` with `table: answers`"),
+    InputRole::required(
+        "corpus",
+        "the `source` with `table: corpus`: the passages' texts",
+    ),
+];
+
 impl NodeKind for Read {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[3]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
     fn references(&self) -> References {
@@ -103,42 +114,57 @@ impl NodeKind for Read {
         }
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
         vec![
-            vec![
-                needs::text(col::ID),
-                needs::text(col::CORPUS_ID),
-                needs::id_list(col::NEGATIVES),
-            ],
-            vec![
-                needs::text(col::ID),
-                needs::text(col::TEXT),
-                needs::text(col::ANSWER),
-            ],
-            needs::rows(&self.fields),
+            (
+                "retrieved",
+                vec![
+                    needs::text(col::ID),
+                    needs::text(col::CORPUS_ID),
+                    needs::id_list(col::NEGATIVES),
+                ],
+            ),
+            (
+                "answers",
+                vec![
+                    needs::text(col::ID),
+                    needs::text(col::TEXT),
+                    needs::text(col::ANSWER),
+                ],
+            ),
+            ("corpus", needs::rows(&self.fields)),
         ]
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
-        let k = cx.producer_as::<Sample>(0).map_or(1, |s| s.k.max(1));
+        let k = cx
+            .producer_as::<Sample>("retrieved")
+            .map_or(1, |s| s.k.max(1));
         Ok(vec![(MAIN.to_string(), read_schema(k))])
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        let latent = cx.producer_as::<Sample>(0).is_some_and(|s| s.latent);
-        super::want(cx, 0, latent, "a `sample` node with `latent: true`")?;
-        let table =
-            |j: usize, t: TableName| cx.producer_as::<Source>(j).is_some_and(|s| s.table == t);
+        let latent = cx
+            .producer_as::<Sample>("retrieved")
+            .is_some_and(|s| s.latent);
         super::want(
             cx,
-            1,
-            table(1, TableName::Answers),
+            "retrieved",
+            latent,
+            "a `sample` node with `latent: true`",
+        )?;
+        let table =
+            |role: &str, t: TableName| cx.producer_as::<Source>(role).is_some_and(|s| s.table == t);
+        super::want(
+            cx,
+            "answers",
+            table("answers", TableName::Answers),
             "a `source` with `table: answers`",
         )?;
         super::want(
             cx,
-            2,
-            table(2, TableName::Corpus),
+            "corpus",
+            table("corpus", TableName::Corpus),
             "a `source` with `table: corpus`",
         )
     }
@@ -146,7 +172,7 @@ impl NodeKind for Read {
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let k = cx
             .check()
-            .producer_as::<Sample>(0)
+            .producer_as::<Sample>("retrieved")
             .map_or(1, |s| s.k.max(1));
         let record = cx
             .graph
@@ -179,8 +205,8 @@ impl Operator for ReadOp {
         let (spec, k, record) = (self.spec.clone(), self.k, self.record);
         let alone = spec.context == Context::Question;
         let (counter, node) = (cx.run.clone(), cx.node.clone());
-        let sample = cx.input(0)?;
-        let corpus = cx.sharded_input(2)?;
+        let sample = cx.input("retrieved")?;
+        let corpus = cx.sharded_input("corpus")?;
         let fetched = fetch(
             cx,
             "corpus",
@@ -283,7 +309,7 @@ impl Operator for ReadOp {
             Ok(vec![(0, Batch(out))])
         };
         let out = Stepwise::new("Read")
-            .local_inputs(vec![sample, fetched, cx.input(1)?, cx.feedback()?])
+            .local_inputs(vec![sample, fetched, cx.input("answers")?, cx.feedback()?])
             .build(cx, logic)
             .remove(0);
         Ok(vec![(MAIN.to_string(), out)])

@@ -11,7 +11,7 @@ use super::Settings;
 use crate::dataflow::{write_on_leader, BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::Need;
-use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References};
+use crate::graph::{Access, CheckCx, FileUse, InputRole, NodeKind, PlanCx, Planned, References};
 use crate::spec::VectorLayout;
 use crate::store::batch;
 
@@ -29,15 +29,20 @@ pub struct Sink {
 
 impl Settings for Sink {
     const TYPE: &'static str = "sink";
+    const ROLES: &'static [InputRole] = ROLES;
 }
+
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] =
+    &[InputRole::required("rows", "the node whose rows it writes")];
 
 impl NodeKind for Sink {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[1]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
     fn references(&self) -> References {
@@ -47,8 +52,8 @@ impl NodeKind for Sink {
         }
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
-        vec![Vec::new()]
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
+        Vec::new()
     }
 
     fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
@@ -60,7 +65,7 @@ impl NodeKind for Sink {
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
         super::cache_copies(
             cx,
-            0,
+            "rows",
             1.0,
             "the rows its Parquet writer buffers",
             crate::graph::Per::Leader,
@@ -91,7 +96,7 @@ impl NodeKind for Sink {
             .ok_or_else(|| Error::invariant(format!("output `{}` is not defined", self.output)))?;
         let schema = cx
             .check()
-            .input_schema(0)
+            .input_schema("rows")
             .ok_or_else(|| Error::invariant("a sink input without a schema"))?;
         Ok(Planned::operator(SinkOp {
             path: out.path.clone(),
@@ -127,7 +132,7 @@ impl Operator for SinkOp {
                 VectorLayout::List => batch::to_list_layout(&b),
             }
         };
-        write_on_leader(cx, cx.input(0)?, self.path.clone(), schema, map);
+        write_on_leader(cx, cx.input("rows")?, self.path.clone(), schema, map);
         Ok(Vec::new())
     }
 }

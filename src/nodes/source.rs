@@ -16,7 +16,7 @@ use crate::dataflow::{
 };
 use crate::error::Result;
 use crate::graph::{
-    needs::Need, Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References, MAIN,
+    needs::Need, Access, CheckCx, FileUse, InputRole, NodeKind, PlanCx, Planned, References, MAIN,
 };
 use crate::spec::InputFormat;
 
@@ -89,6 +89,7 @@ fn default_shuffle() -> bool {
 
 impl Settings for Source {
     const TYPE: &'static str = "source";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         use freshen_operators::ranges::{at_least, field_error};
@@ -231,13 +232,16 @@ impl Source {
     }
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[];
+
 impl NodeKind for Source {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[0]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
     fn references(&self) -> References {
@@ -247,8 +251,8 @@ impl NodeKind for Source {
         }
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
-        vec![Vec::new()]
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
+        Vec::new()
     }
 
     fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {

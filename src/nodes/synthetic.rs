@@ -30,7 +30,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::Result;
 use crate::graph::needs::Need;
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
 use crate::store::batch::{vector_column, Batch};
 use crate::store::tables::{col, embedding_type};
 
@@ -60,6 +60,7 @@ pub struct Synthetic {
 
 impl Settings for Synthetic {
     const TYPE: &'static str = "synthetic";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         self.world.validate()
@@ -84,16 +85,19 @@ pub fn queries_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[];
+
 impl NodeKind for Synthetic {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[0]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
         Vec::new()
     }
 

@@ -130,10 +130,52 @@ pub struct NodeSpec {
     /// `_` and `-`, not digits alone, so that `--set nodes.ID.key=...` can name it
     /// (checked where the file is read).
     pub id: String,
-    /// Ids of the nodes whose output this node reads (`id` or `id.port`).
-    pub inputs: Vec<String>,
+    /// The nodes whose output this node reads (`id` or `id.port`), by role or, in older
+    /// pipelines, by position.
+    pub inputs: Inputs,
     /// The operator type, as written.
     pub type_name: String,
     /// The node's other keys.
     pub settings: Value,
+}
+
+/// A node's inputs as written: a map from each input's role to the node (or `id.port`)
+/// it reads, or a list in the roles' declared order (older pipelines; a node with one
+/// input may keep the one-element list).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Inputs {
+    /// `inputs: [a, b]`.
+    Listed(Vec<String>),
+    /// `inputs: {role: a, other: b}`, in the order written.
+    Named(Vec<(String, String)>),
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Inputs::Listed(Vec::new())
+    }
+}
+
+impl Inputs {
+    /// How many inputs are written.
+    pub fn len(&self) -> usize {
+        match self {
+            Inputs::Listed(v) => v.len(),
+            Inputs::Named(v) => v.len(),
+        }
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The nodes read, as written, in the order written.
+    pub fn sources(&self) -> Vec<&str> {
+        match self {
+            Inputs::Listed(v) => v.iter().map(String::as_str).collect(),
+            Inputs::Named(v) => v.iter().map(|(_, s)| s.as_str()).collect(),
+        }
+    }
 }

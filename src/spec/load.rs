@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use super::format::{NodeSpec, Pipeline, FORMAT_VERSION};
+use super::format::{Inputs, NodeSpec, Pipeline, FORMAT_VERSION};
 use super::position::PositionIndex;
 use crate::error::{Error, Result, Span};
 
@@ -189,6 +189,11 @@ impl LoadedSpec {
         self.positions.value(path)
     }
 
+    /// The span of the key at `path` (the value's, where the key is not written).
+    pub fn key_span_of(&self, path: &str) -> Option<Span> {
+        self.positions.key(path)
+    }
+
     /// The dotted path of node number `index`.
     pub fn node_path(index: usize) -> String {
         format!("nodes.{index}")
@@ -267,38 +272,54 @@ impl LoadedSpec {
             // Reported by the graph, which knows the types there are.
             None => String::new(),
         };
-        let inputs = match map.remove("inputs") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => vec![s],
-            Some(Value::Sequence(items)) => {
-                let mut v = Vec::new();
-                for (j, item) in items.into_iter().enumerate() {
-                    match item {
-                        Value::String(s) => v.push(s),
-                        _ => {
-                            return Err(self.error(
-                                &format!("{path}.inputs.{j}"),
-                                node,
-                                "an input must be a node id (a string)",
-                            ))
-                        }
-                    }
-                }
-                v
-            }
-            Some(_) => {
-                return Err(self.error(
-                    &format!("{path}.inputs"),
-                    node,
-                    "`inputs` must be a list of node ids",
-                ))
-            }
-        };
+        let inputs = self.inputs(&path, node, map.remove("inputs"))?;
         Ok(NodeSpec {
             id,
             inputs,
             type_name: ty,
             settings: Value::Mapping(map),
+        })
+    }
+
+    /// A node's `inputs`: a map from role to node id (`id.port`), or a list of ids.
+    fn inputs(&self, path: &str, node: Option<&str>, value: Option<Value>) -> Result<Inputs> {
+        let id = |v: Value, at: String| match v {
+            Value::String(s) => Ok(s),
+            _ => Err(self.error(&at, node, "an input must be a node id (a string)")),
+        };
+        Ok(match value {
+            None | Some(Value::Null) => Inputs::default(),
+            Some(Value::String(s)) => Inputs::Listed(vec![s]),
+            Some(Value::Sequence(items)) => Inputs::Listed(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, v)| id(v, format!("{path}.inputs.{j}")))
+                    .collect::<Result<_>>()?,
+            ),
+            Some(Value::Mapping(map)) => {
+                let mut named = Vec::with_capacity(map.len());
+                // A role set to null is not given (`--set nodes.x.inputs.stale=null`).
+                for (k, v) in map.into_iter().filter(|(_, v)| !v.is_null()) {
+                    let Value::String(role) = k else {
+                        return Err(self.error(
+                            &format!("{path}.inputs"),
+                            node,
+                            "an input's role must be a name (`inputs: {role: node_id}`)",
+                        ));
+                    };
+                    let at = format!("{path}.inputs.{role}");
+                    named.push((role, id(v, at)?));
+                }
+                Inputs::Named(named)
+            }
+            Some(_) => {
+                return Err(self.error(
+                    &format!("{path}.inputs"),
+                    node,
+                    "`inputs` must be a map from role to node id (`{queries: q, search: cache}`) or a list of node ids",
+                ))
+            }
         })
     }
 

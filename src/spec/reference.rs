@@ -26,7 +26,7 @@ pub fn markdown(schema: &Value) -> String {
             }
         }
     }
-    out.push_str("`nodes` is a list of the node types below, each with an `id`, its `type` and the\n`inputs` it reads (`id` or `id.port`); `models` maps names to the model kinds below.\n\n");
+    out.push_str("`nodes` is a list of the node types below, each with an `id`, its `type` and the\n`inputs` it reads, by role (`inputs: {role: id}`, or `id.port` for another port);\n`models` maps names to the model kinds below. Relative paths resolve from the\nworking directory.\n\n");
     out.push_str(&w.table(&rows));
     let nodes = schema.pointer("/properties/nodes/items/oneOf");
     out.push_str("\n## Node types\n");
@@ -38,6 +38,38 @@ pub fn markdown(schema: &Value) -> String {
     for m in models.and_then(Value::as_array).into_iter().flatten() {
         out.push_str(&w.section(m, "kind", &["kind"]));
     }
+    out
+}
+
+/// A node type's inputs by role, as a table (nothing for a type that reads no node).
+fn inputs(v: &Value) -> String {
+    let Some(map) = v.pointer("/properties/inputs/oneOf/0") else {
+        return String::new();
+    };
+    let required: Vec<&str> = map
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let props = map.get("properties").and_then(Value::as_object);
+    let order = map.get("x-order").and_then(Value::as_array);
+    let mut out = String::from("| input | | what it reads |\n|---|---|---|\n");
+    for role in order.into_iter().flatten().filter_map(Value::as_str) {
+        let Some(p) = props.and_then(|m| m.get(role)) else {
+            continue;
+        };
+        let role = role.to_string();
+        let need = match required.contains(&role.as_str()) {
+            true => "required",
+            false => "optional",
+        };
+        let about = p.get("description").and_then(Value::as_str).unwrap_or("");
+        let about = about.strip_prefix("Optional: ").unwrap_or(about);
+        out.push_str(&format!("| `{role}` | {need} | {} |\n", clean(about)));
+    }
+    out.push('\n');
     out
 }
 
@@ -101,6 +133,7 @@ impl Walker<'_> {
             .unwrap_or("?");
         let mut out = format!("\n### `{name}`\n\n");
         out.push_str(&paragraphs(&self.text(v, "description")));
+        out.push_str(&inputs(v));
         let mut rows = Vec::new();
         for props in [v.get("properties"), self.resolve(v).get("properties")] {
             for (k, p) in props.and_then(Value::as_object).into_iter().flatten() {

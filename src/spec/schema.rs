@@ -21,6 +21,8 @@ pub struct Tagged {
     pub tag: &'static str,
     /// The settings' schema: an object schema.
     pub schema: Value,
+    /// A node type's schema of `inputs` (its roles), if it reads any.
+    pub inputs: Option<Value>,
 }
 
 /// The whole format: `nodes` items are one of `nodes` (tagged by `type`), `models`
@@ -38,11 +40,11 @@ pub fn pipeline_schema(nodes: &[Tagged], models: &[Tagged]) -> Value {
                 json!({"type": "string", "pattern": NODE_ID_PATTERN,
                        "description": "Unique name of the node: letters, digits, `_` and `-`, not digits alone (what `--set nodes.ID.key=...` can name)."}),
             );
-            props.insert(
-                "inputs".into(),
-                json!({"type": "array", "items": {"type": "string"},
-                       "description": "Ids of the nodes it reads (`id` or `id.port`)."}),
-            );
+            let inputs = n.inputs.clone().unwrap_or_else(|| {
+                json!({"type": "array", "maxItems": 0,
+                       "description": "None: it reads no node."})
+            });
+            props.insert("inputs".into(), inputs);
             require(&mut s, "id");
             s
         })

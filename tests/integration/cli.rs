@@ -29,7 +29,11 @@ fn the_committed_reference_is_what_schema_markdown_writes() {
     let o = freshen(&["schema", "--markdown"]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
-    for section in ["\n### `sample`\n", "\n### `bert`\n", "Inputs, in order:"] {
+    for section in [
+        "\n### `sample`\n",
+        "\n### `bert`\n",
+        "| `stale` | optional | the `cache` node",
+    ] {
         assert!(stdout.contains(section), "the reference lacks {section:?}");
     }
     let committed = std::fs::read_to_string(root().join("docs/reference.md")).unwrap_or_default();
@@ -120,16 +124,28 @@ fn graph_prints_mermaid_and_dot_with_labelled_edges() {
     assert!(o.status.success(), "{stderr}");
     assert!(stdout.starts_with("flowchart LR\n"), "{stdout}");
     assert!(
-        stdout.contains("corpus -->|id, title, text| embed"),
+        stdout.contains("corpus -->|rows ← id, title, text| embed"),
         "{stdout}"
     );
     assert!(stdout.contains("digraph pipeline {"), "{stdout}");
     assert!(
-        stdout.contains("\"embed\" -> \"store\" [label=\"id, text_hash, embedding\"];"),
+        stdout.contains("\"embed\" -> \"store\" [label=\"vectors ← id, text_hash, embedding\"];"),
         "{stdout}"
     );
     let dot_only = freshen(&["graph", "pipelines/embed.yaml", "--format", "dot"]);
     assert!(!text(&dot_only).0.contains("flowchart"));
+    // Every edge of a training graph carries its role, a port's too.
+    let o = freshen(&["graph", "pipelines/quickstart.yaml", "--format", "mermaid"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success() && stderr.is_empty(), "{stderr}");
+    for edge in [
+        "corrected -->|search ← id, text_hash, embedding| negatives",
+        "negatives -->|sample ← ",
+        "loss -->|stats ← stats: ",
+        "update -->|trained ← ",
+    ] {
+        assert!(stdout.contains(edge), "{edge}: {stdout}");
+    }
 }
 
 #[test]

@@ -340,25 +340,20 @@ fn model_of_the_wrong_kind() {
 
 #[test]
 fn training_input_of_the_wrong_kind() {
-    let c = training_case(|y| {
-        y.replace(
-            "inputs: [queries, corrected, pairs]",
-            "inputs: [queries, queries, pairs]",
-        )
-    });
-    let place = place_of(&c, "queries, queries, pairs]", 9);
+    let c = training_case(|y| y.replace("search: corrected", "search: queries"));
+    let place = place_of(&c, "search: queries", 8);
     assert_error(
         &c,
         &place,
         "negatives",
-        "input `queries` is a node of type `encode` (expected a `cache` or a one-input `correct` node: the cache to search)",
+        "input `search` must be a `cache` or a one-input `correct` node: the cache to search (got encode `queries`)",
     );
 }
 
 #[test]
 fn port_that_does_not_exist() {
-    let c = training_case(|y| y.replace("[loss, loss.stats]", "[loss, loss.stat]"));
-    let place = place_of(&c, "loss.stat]", 0);
+    let c = training_case(|y| y.replace("stats: loss.stats}", "stats: loss.stat}"));
+    let place = place_of(&c, "loss.stat}", 0);
     assert_error(
         &c,
         &place,

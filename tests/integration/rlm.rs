@@ -113,9 +113,9 @@ fn a_latent_graph_refuses_labels_and_a_marginal_loss_needs_its_reader() {
             "node retrieved: `in_batch` needs a positive, and `latent: true` has none",
         ),
         (
-            "inputs: [queries, passages, retrieved, drift, read]",
-            "inputs: [queries, passages, retrieved, drift]",
-            "node loss: input `drift` is a node of type `correct` (expected the `read` node",
+            ", drift: drift, reader: read}",
+            ", drift: drift}",
+            "node loss: `objective: marginal` needs input `reader`",
         ),
     ] {
         assert!(yaml.contains(from), "{from}");

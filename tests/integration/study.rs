@@ -124,7 +124,7 @@ fn the_synthetic_study_runs_fixes_the_drift_and_is_deterministic() {
 fn a_fit_must_read_a_synthetic_world_and_its_queries_port() {
     let work = tempfile::tempdir().unwrap();
     let yaml = std::fs::read_to_string(root().join("pipelines/synthetic.yaml")).unwrap();
-    let bad = yaml.replace("inputs: [world, world.queries]", "inputs: [world, world]");
+    let bad = yaml.replace("queries: world.queries}", "queries: world}");
     let file = work.path().join("bad.yaml");
     std::fs::write(&file, bad).unwrap();
     let o = freshen(&["check", file.to_str().unwrap()]);

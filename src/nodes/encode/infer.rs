@@ -116,7 +116,7 @@ pub(super) fn plain<'s>(
     batch_size: usize,
     expected: Option<usize>,
 ) -> Result<BatchStream<'s>> {
-    let rows = rows(cx.input(0)?, fields);
+    let rows = rows(cx.input("rows")?, fields);
     let share = expected.map_or(0, |n| n.div_ceil(cx.scope.peers()));
     Ok(encode(cx, rows, encoder, batch_size, (Ledger::None, share)))
 }
@@ -257,7 +257,7 @@ pub(super) fn cached<'s>(
     cx: &mut BuildCx<'_, 's>,
     group: CachedGroup,
 ) -> Result<Vec<(String, BatchStream<'s>)>> {
-    let rows = rows(cx.input(0)?, group.fields.clone()).as_collection();
+    let rows = rows(cx.input("rows")?, group.fields.clone()).as_collection();
     type Keys<'s> = VecCollection<'s, Time, (String, u64), isize>;
     let (mut store_input, stored): (StoreInput, Keys<'s>) = cx.scope.new_collection();
     let (mut retained_input, retained): (StoreInput, Keys<'s>) = cx.scope.new_collection();

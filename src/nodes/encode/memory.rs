@@ -68,15 +68,19 @@ pub(super) fn tape(cx: &CheckCx, name: &str, fields: &[String]) -> Option<Cost> 
 
 /// Texts a step embeds, the setting that sizes them, and the source node of their texts.
 fn texts_per_step(cx: &CheckCx) -> Option<(usize, String, usize)> {
-    let first = cx.producer_index(0)?;
-    if cx.inputs() == 1 {
-        let (b, at) = super::super::pairs_per_step(cx.graph, first)?;
-        return Some((b, at, first));
+    if let Some(rows) = cx.producer_index("rows") {
+        let (b, at) = super::super::pairs_per_step(cx.graph, rows)?;
+        return Some((b, at, rows));
     }
-    let sample = cx.producer_as::<Sample>(0)?;
-    let pairs = cx.graph.inputs(first).get(2)?.node;
+    let sample = cx.producer_as::<Sample>("sample")?;
+    // The sample node's `pairs` input: the source of the step's queries.
+    let sample_cx = CheckCx {
+        graph: cx.graph,
+        node: cx.producer_index("sample")?,
+    };
+    let pairs = sample_cx.producer_index("pairs")?;
     let (b, at) = super::super::pairs_per_step(cx.graph, pairs)?;
     let per_query = sample.k + usize::from(!sample.latent);
-    cx.producer_as::<Source>(1)?;
-    Some((b * per_query, at, cx.producer_index(1)?))
+    cx.producer_as::<Source>("corpus")?;
+    Some((b * per_query, at, cx.producer_index("corpus")?))
 }

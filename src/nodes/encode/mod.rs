@@ -29,7 +29,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, ParseCx, PlanCx, Planned, References, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, ParseCx, PlanCx, Planned, References, MAIN};
 use crate::models::{Built, ModelCx, ModelRef, Role};
 use crate::spec::LoadedSpec;
 use crate::store::cache::EmbeddingStore;
@@ -73,6 +73,7 @@ fn default_batch() -> usize {
 
 impl Settings for Encode {
     const TYPE: &'static str = "encode";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         freshen_operators::ranges::at_least("batch_size", self.batch_size, 1)?;
@@ -133,13 +134,38 @@ pub struct EncoderFacts {
     pub store: Option<EmbeddingStore>,
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::optional(
+        "rows",
+        "the rows to embed (`id` and the text fields); or else `sample` and `corpus`",
+    ),
+    InputRole::optional(
+        "sample",
+        "while training: the `sample` node whose step's targets are embedded (with `corpus`)",
+    ),
+    InputRole::optional(
+        "corpus",
+        "the corpus `source` that the sample's target ids are looked up in",
+    ),
+];
+
 impl NodeKind for Encode {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[1, 2]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
+    }
+
+    /// One input is the rows; two are the sample and the corpus.
+    fn positional(&self, types: &[&str]) -> Option<Vec<&'static str>> {
+        match types.len() {
+            1 => Some(vec!["rows"]),
+            2 => Some(vec!["sample", "corpus"]),
+            _ => None,
+        }
     }
 
     fn references(&self) -> References {
@@ -153,14 +179,15 @@ impl NodeKind for Encode {
         }
     }
 
-    fn needs(&self, cx: &CheckCx) -> Vec<Vec<Need>> {
-        match cx.inputs() {
-            2 => vec![
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
+        vec![
+            ("rows", needs::rows(&self.fields)),
+            (
+                "sample",
                 vec![needs::text(col::CORPUS_ID), needs::id_list(col::NEGATIVES)],
-                needs::rows(&self.fields),
-            ],
-            _ => vec![needs::rows(&self.fields)],
-        }
+            ),
+            ("corpus", needs::rows(&self.fields)),
+        ]
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
@@ -172,6 +199,14 @@ impl NodeKind for Encode {
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
+        if cx.has("rows") == (cx.has("sample") || cx.has("corpus"))
+            || cx.has("sample") != cx.has("corpus")
+        {
+            return Err(cx.error(
+                "inputs",
+                "`encode` takes `rows`, or else `sample` and `corpus` (expected `inputs: {rows: corpus}` or `inputs: {sample: negatives, corpus: corpus}`)",
+            ));
+        }
         if let ModelRef::Inline(m) = self.model()? {
             if m.role() != Role::Encoder {
                 return Err(cx.error(
@@ -184,9 +219,9 @@ impl NodeKind for Encode {
             }
         }
         // Input 0 of two is a `sample` node: only it writes the `negatives` its needs name.
-        if cx.inputs() == 2 {
+        if cx.has("sample") {
             let corpus = cx
-                .producer_as::<Source>(1)
+                .producer_as::<Source>("corpus")
                 .is_some_and(|s| s.table == TableName::Corpus);
             super::want(
                 cx,
@@ -308,7 +343,7 @@ impl Encode {
             .copied()
             .find(|&c| cx.graph.nodes()[c].kind.store().is_some());
         let (encoder, fingerprint, dim) = match self.model()? {
-            ModelRef::Named(name) if cx.graph.inputs(i).len() == 2 => {
+            ModelRef::Named(name) if cx.this().roles.contains(&"sample") => {
                 return Ok(EncodeOp::Touched(train(name)))
             }
             ModelRef::Named(name) if cache.is_none() && training.is_some_and(|t| t.is_gated(i)) => {

@@ -80,7 +80,7 @@ pub(super) fn queries<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
         Ok(out)
     };
     Ok(Stepwise::new("EncodeTrain")
-        .local_inputs(vec![cx.input(0)?, cx.feedback()?])
+        .local_inputs(vec![cx.input("rows")?, cx.feedback()?])
         .build(cx, logic)
         .remove(0))
 }
@@ -103,9 +103,9 @@ pub(super) fn touched<'s>(
     let state = cx.models()?;
     let enc = state.encoder(&spec.model)?;
     let (counter, node) = (cx.run.clone(), cx.node.clone());
-    let sample = cx.input(0)?;
-    let subset = cx.port_of_input(0, crate::nodes::sample::SUBSET);
-    let corpus = cx.sharded_input(1)?;
+    let sample = cx.input("sample")?;
+    let subset = cx.port_of_input("sample", crate::nodes::sample::SUBSET);
+    let corpus = cx.sharded_input("corpus")?;
     let requests = touched_requests(cx, sample.clone(), subset.clone());
     let fetched = fetch(cx, "corpus", requests, corpus);
     let with_subset = subset.is_some();
@@ -188,7 +188,7 @@ pub(super) fn refresh<'s>(
     let state = cx.models()?;
     let enc = state.encoder(&spec.model)?;
     let (counter, node, me) = (cx.run.clone(), cx.node.clone(), cx.scope.index());
-    let (corpus, held_as) = cx.sharded_input(0)?;
+    let (corpus, held_as) = cx.sharded_input("rows")?;
     let mut shard = Shard::default();
     let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
         if shard.replace(&inputs[0], col::ID)? {

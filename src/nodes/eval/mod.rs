@@ -33,7 +33,9 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{Access, CheckCx, FileUse, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{
+    Access, CheckCx, FileUse, InputRole, NodeKind, PlanCx, Planned, References, MAIN,
+};
 use crate::models::Role;
 use crate::store::tables;
 use evaluator::EvalPlan;
@@ -43,10 +45,6 @@ pub const STEPS: &str = "steps";
 
 /// Settings of `eval`: retrieval metrics; in training, the dev evaluation that picks
 /// the best step and the test evaluation at it.
-///
-/// Inputs, in order: query embeddings, target embeddings, qrels. With `models` (in
-/// training): the `update` node, the corpus, the queries, the dev qrels, the test
-/// qrels, the cache.
 ///
 /// Writes the metrics; in training the summary row, and port `steps`: one row per step.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -174,6 +172,7 @@ fn default_tag() -> String {
 
 impl Settings for Eval {
     const TYPE: &'static str = "eval";
+    const ROLES: &'static [InputRole] = ALL_ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         at_least("depth", self.depth, 1)?;
@@ -220,15 +219,77 @@ impl Settings for Eval {
     }
 }
 
+/// Its inputs, by role, without `models` (embeddings already made).
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required("queries", "the queries' embeddings (`id`, `embedding`)"),
+    InputRole::required(
+        "targets",
+        "the targets' embeddings: a `cache` or an `encode` node",
+    ),
+    InputRole::required(
+        "judgements",
+        "the `source` of relevance judgements (`table: qrels`)",
+    ),
+];
+
+/// Its inputs, by role, with `models` (while training).
+pub(crate) const TRAINING_ROLES: &[InputRole] = &[
+    InputRole::required(
+        "trained",
+        "the `update` node: its steps say when to evaluate",
+    ),
+    InputRole::required(
+        "corpus",
+        "the corpus `source`, re-embedded at each evaluation",
+    ),
+    InputRole::required(
+        "queries",
+        "the `source` of the queries' texts (`table: queries`)",
+    ),
+    InputRole::required(
+        "dev",
+        "the `source` of dev judgements (`table: qrels`, `split: dev`)",
+    ),
+    InputRole::required(
+        "test",
+        "the `source` of test judgements (`table: qrels`, `split: test`)",
+    ),
+    InputRole::required(
+        "cache",
+        "the `cache` node: the stale cache B, for the corrected metrics",
+    ),
+];
+
+/// Every role it may take (for the schema and the reference).
+pub(crate) const ALL_ROLES: &[InputRole] = &[
+    InputRole::required(
+        "queries",
+        "the queries: their embeddings, or with `models` the `source` of their texts",
+    ),
+    InputRole::required("targets", "without `models`: the targets' embeddings"),
+    InputRole::required(
+        "judgements",
+        "without `models`: the `source` of relevance judgements",
+    ),
+    InputRole::required("trained", "with `models`: the `update` node"),
+    InputRole::required(
+        "corpus",
+        "with `models`: the corpus `source`, re-embedded at each evaluation",
+    ),
+    InputRole::required("dev", "with `models`: the `source` of dev judgements"),
+    InputRole::required("test", "with `models`: the `source` of test judgements"),
+    InputRole::required("cache", "with `models`: the `cache` node (stale cache B)"),
+];
+
 impl NodeKind for Eval {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
+    fn roles(&self) -> &'static [InputRole] {
         match self.models {
-            Some(_) => &[6],
-            None => &[3],
+            Some(_) => TRAINING_ROLES,
+            None => ROLES,
         }
     }
 
@@ -250,17 +311,21 @@ impl NodeKind for Eval {
         }
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
         match self.models {
             Some(_) => vec![
-                vec![needs::step()],
-                needs::rows(&self.fields),
-                needs::rows(&self.query_fields),
-                needs::qrels(),
-                needs::qrels(),
-                needs::embeddings(),
+                ("trained", vec![needs::step()]),
+                ("corpus", needs::rows(&self.fields)),
+                ("queries", needs::rows(&self.query_fields)),
+                ("dev", needs::qrels()),
+                ("test", needs::qrels()),
+                ("cache", needs::embeddings()),
             ],
-            None => vec![needs::embeddings(), needs::embeddings(), needs::qrels()],
+            None => vec![
+                ("queries", needs::embeddings()),
+                ("targets", needs::embeddings()),
+                ("judgements", needs::qrels()),
+            ],
         }
     }
 
@@ -282,29 +347,39 @@ impl NodeKind for Eval {
             return Ok(());
         }
         let table =
-            |j: usize, t: TableName| cx.producer_as::<Source>(j).is_some_and(|s| s.table == t);
+            |role: &str, t: TableName| cx.producer_as::<Source>(role).is_some_and(|s| s.table == t);
         super::want(
             cx,
-            0,
-            cx.producer_as::<Update>(0).is_some(),
+            "trained",
+            cx.producer_as::<Update>("trained").is_some(),
             "the `update` node",
         )?;
-        super::want(cx, 1, table(1, TableName::Corpus), "a corpus `source`")?;
-        super::want(cx, 2, table(2, TableName::Queries), "a queries `source`")?;
         super::want(
             cx,
-            3,
-            table(3, TableName::Qrels),
+            "corpus",
+            table("corpus", TableName::Corpus),
+            "a corpus `source`",
+        )?;
+        super::want(
+            cx,
+            "queries",
+            table("queries", TableName::Queries),
+            "a queries `source`",
+        )?;
+        super::want(
+            cx,
+            "dev",
+            table("dev", TableName::Qrels),
             "a qrels `source` of the dev split",
         )?;
         super::want(
             cx,
-            4,
-            table(4, TableName::Qrels),
+            "test",
+            table("test", TableName::Qrels),
             "a qrels `source` of the test split",
         )?;
-        let cache = cx.producer_as::<Cache>(5).is_some();
-        super::want(cx, 5, cache, "the `cache` node: the stale embeddings")
+        let cache = cx.producer_as::<Cache>("cache").is_some();
+        super::want(cx, "cache", cache, "the `cache` node: the stale embeddings")
     }
 
     /// A cut-off above the corpus size is allowed (the metric then counts every target)
@@ -313,7 +388,11 @@ impl NodeKind for Eval {
         if rows {
             return Ok(());
         }
-        if let Some(n) = super::upstream_rows(cx, 1) {
+        let targets = match self.models {
+            Some(_) => "corpus",
+            None => "targets",
+        };
+        if let Some(n) = super::upstream_rows(cx, targets) {
             if let Some(k) = self.recall_at.iter().find(|&&k| k > n) {
                 tracing::warn!(
                     node = cx.this().id.as_str(),
@@ -360,7 +439,7 @@ impl NodeKind for Eval {
                     .count();
                 super::cache_copies(
                     cx,
-                    5,
+                    "cache",
                     3.0 + outputs as f64,
                     "its shard re-embedded, of B aligned to it and corrected, and of the written embeddings",
                     crate::graph::Per::Shard,
@@ -368,7 +447,7 @@ impl NodeKind for Eval {
             }
             None => super::cache_copies(
                 cx,
-                1,
+                "targets",
                 2.0,
                 "the targets and their tensor",
                 crate::graph::Per::Leader,
@@ -384,42 +463,43 @@ impl NodeKind for Eval {
                 None => Ok(freshen_operators::device::cpu()),
             }
         };
-        let op =
-            match &self.models {
-                None => EvalOp::Standalone {
-                    spec: self.clone(),
-                    device: freshen_operators::device::cpu(),
-                },
-                Some(models) => {
-                    let training = g.training.as_ref().ok_or_else(|| {
-                        Error::invariant("a training eval outside a training graph")
-                    })?;
-                    let answers = match &models.reader {
-                        Some(_) => {
-                            let queries = cx.check().producer_as::<Source>(2).ok_or_else(|| {
-                                Error::invariant("a training eval without queries")
-                            })?;
-                            let ds = queries.open(&cx.check())?;
-                            crate::store::pairs::read_answers(&ds)
-                                .map_err(|e| e.with_node(&cx.this().id))?
-                        }
-                        None => Default::default(),
-                    };
-                    let plan = EvalPlan {
-                        answers: std::sync::Arc::new(answers),
-                        steps: cx.steps,
-                        beta: training.beta,
-                        run: g.spec.pipeline.name.clone().unwrap_or_else(|| "run".into()),
-                        settings: g.settings_json().to_string(),
-                        device: device_of(&models.target)?,
-                    };
-                    EvalOp::Training {
-                        spec: self.clone(),
-                        models: models.clone(),
-                        plan,
+        let op = match &self.models {
+            None => EvalOp::Standalone {
+                spec: self.clone(),
+                device: freshen_operators::device::cpu(),
+            },
+            Some(models) => {
+                let training = g
+                    .training
+                    .as_ref()
+                    .ok_or_else(|| Error::invariant("a training eval outside a training graph"))?;
+                let answers = match &models.reader {
+                    Some(_) => {
+                        let queries = cx
+                            .check()
+                            .producer_as::<Source>("queries")
+                            .ok_or_else(|| Error::invariant("a training eval without queries"))?;
+                        let ds = queries.open(&cx.check())?;
+                        crate::store::pairs::read_answers(&ds)
+                            .map_err(|e| e.with_node(&cx.this().id))?
                     }
+                    None => Default::default(),
+                };
+                let plan = EvalPlan {
+                    answers: std::sync::Arc::new(answers),
+                    steps: cx.steps,
+                    beta: training.beta,
+                    run: g.spec.pipeline.name.clone().unwrap_or_else(|| "run".into()),
+                    settings: g.settings_json().to_string(),
+                    device: device_of(&models.target)?,
+                };
+                EvalOp::Training {
+                    spec: self.clone(),
+                    models: models.clone(),
+                    plan,
                 }
-            };
+            }
+        };
         Ok(Planned::operator(op))
     }
 

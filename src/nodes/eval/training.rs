@@ -92,8 +92,8 @@ pub(super) fn train_eval<'s>(
     let (leader, workers) = (cx.leader(), cx.scope.peers());
     // The corpus and the cache at their owners, the batches shared with the other
     // readers of those tables (`encode`'s and `correct`'s fetches).
-    let (corpus, corpus_held) = cx.sharded_input(1)?;
-    let (cache, cache_held) = cx.sharded_input(5)?;
+    let (corpus, corpus_held) = cx.sharded_input("corpus")?;
+    let (cache, cache_held) = cx.sharded_input("cache")?;
     let shard = Rc::new(RefCell::new(EvalShard {
         spec: spec.clone(),
         models: models.clone(),

@@ -33,7 +33,7 @@ use super::Settings;
 use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, Time};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
 use crate::store::batch::{self, Batch};
 use crate::store::pairs::string_lists;
 use crate::store::tables::{self, col};
@@ -49,15 +49,11 @@ pub enum Objective {
     #[default]
     Retriever,
     /// `−log Σ_z p(z | q) p(a | q, z)` over the retrieved passages, with `p(a | q, z)`
-    /// from a `read` node (the last input): retrieval as a latent variable.
+    /// from a `read` node (the `reader` input): retrieval as a latent variable.
     Marginal,
 }
 
 /// Settings of `loss`: the retriever's loss and the corrector's.
-///
-/// Inputs, in order: query embeddings, fresh target embeddings (the touched `encode`),
-/// the `sample` node, optionally the `correct` node of the touched targets, and with
-/// `objective: marginal` the `read` node last.
 ///
 /// Writes gradients `node`, `id`, `grad`. Port `stats`: the step's losses and
 /// staleness.
@@ -76,7 +72,7 @@ pub struct Loss {
     #[schemars(with = "CorrectorLoss")]
     pub corrector: CorrectorLoss,
     /// `retriever` (the truncated softmax) or `marginal` (the retrieval-augmented model's
-    /// marginal likelihood, with a `read` node as the last input).
+    /// marginal likelihood, with a `read` node as the `reader` input).
     #[serde(default)]
     pub objective: Objective,
 }
@@ -87,6 +83,7 @@ fn default_beta() -> f64 {
 
 impl Settings for Loss {
     const TYPE: &'static str = "loss";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         freshen_operators::ranges::finite_positive("beta", self.beta)?;
@@ -96,89 +93,122 @@ impl Settings for Loss {
     }
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required("queries", "the query tower's `encode` node"),
+    InputRole::required("targets", "the `encode` node of the step's touched targets"),
+    InputRole::required(
+        "sample",
+        "the `sample` node: each query's positive and negatives",
+    ),
+    InputRole::optional(
+        "drift",
+        "a `correct` node with two inputs: h(B) of the touched targets, which trains h",
+    ),
+    InputRole::optional(
+        "reader",
+        "a `read` node: the reader's log-likelihoods (`objective: marginal`)",
+    ),
+];
+
 impl NodeKind for Loss {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[3, 4, 5]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
-    fn needs(&self, cx: &CheckCx) -> Vec<Vec<Need>> {
-        let mut out = vec![
-            needs::embeddings(),
-            needs::embeddings(),
-            vec![
-                needs::text(col::ID),
-                needs::text(col::CORPUS_ID),
-                needs::id_list(col::NEGATIVES),
-            ],
-        ];
-        for j in 3..cx.inputs() {
-            out.push(match cx.producer_as::<Read>(j) {
-                Some(_) => vec![needs::text(col::ID), needs::vector(super::read::LOG_LIK)],
-                None => vec![
+    /// A fourth input of a list is the reader when it is a `read` node.
+    fn positional(&self, types: &[&str]) -> Option<Vec<&'static str>> {
+        match types {
+            [_, _, _, "read"] => Some(vec!["queries", "targets", "sample", "reader"]),
+            _ => crate::graph::by_position(ROLES, types.len()),
+        }
+    }
+
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
+        vec![
+            ("queries", needs::embeddings()),
+            ("targets", needs::embeddings()),
+            (
+                "sample",
+                vec![
+                    needs::text(col::ID),
+                    needs::text(col::CORPUS_ID),
+                    needs::id_list(col::NEGATIVES),
+                ],
+            ),
+            (
+                "drift",
+                vec![
                     needs::text(col::ID),
                     needs::vector(col::EMBEDDING),
                     needs::vector(col::STALE),
                 ],
-            });
-        }
-        out
+            ),
+            (
+                "reader",
+                vec![needs::text(col::ID), needs::vector(super::read::LOG_LIK)],
+            ),
+        ]
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
         Ok(vec![
-            (MAIN.to_string(), tables::grads_schema(cx.input_dim(0))),
+            (
+                MAIN.to_string(),
+                tables::grads_schema(cx.input_dim("queries")),
+            ),
             (STATS.to_string(), tables::loss_stats_schema()),
         ])
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        let encode = |j: usize, lookup: bool| {
-            cx.producer_as::<Encode>(j)
+        let encode = |role: &str, lookup: bool| {
+            cx.producer_as::<Encode>(role)
                 .is_some_and(|e| e.model_name().is_some())
-                && (cx.producer_inputs(j) == 2) == lookup
+                && (cx.producer_inputs(role) == 2) == lookup
         };
-        super::want(cx, 0, encode(0, false), "the query tower's `encode` node")?;
+        let queries = encode("queries", false);
+        super::want(cx, "queries", queries, "the query tower's `encode` node")?;
         super::want(
             cx,
-            1,
-            encode(1, true),
+            "targets",
+            encode("targets", true),
             "the two-input `encode` node of the chosen targets",
         )?;
+        let sample = cx.producer_as::<Sample>("sample").is_some();
+        super::want(cx, "sample", sample, "the `sample` node")?;
+        let correct =
+            cx.producer_as::<Correct>("drift").is_some() && cx.producer_inputs("drift") == 2;
         super::want(
             cx,
-            2,
-            cx.producer_as::<Sample>(2).is_some(),
-            "the `sample` node",
+            "drift",
+            correct,
+            "the two-input `correct` node of the chosen targets",
         )?;
-        let marginal = self.objective == Objective::Marginal;
-        let last = cx.inputs() - 1;
-        for j in 3..cx.inputs() {
-            let read = cx.producer_as::<Read>(j).is_some();
-            if marginal && j == last {
-                super::want(cx, j, read, "the `read` node (objective: marginal)")?;
-                continue;
+        let read = cx.producer_as::<Read>("reader").is_some();
+        super::want(cx, "reader", read, "a `read` node")?;
+        match (self.objective == Objective::Marginal, cx.has("reader")) {
+            (true, false) => {
+                return Err(cx.error(
+                    "objective",
+                    "`objective: marginal` needs input `reader` (expected a `read` node)",
+                ))
             }
-            let correct = cx.producer_as::<Correct>(j).is_some() && cx.producer_inputs(j) == 2;
-            super::want(
-                cx,
-                j,
-                correct && j == 3,
-                "the two-input `correct` node of the chosen targets, as input 3",
-            )?;
-        }
-        if marginal && last < 3 {
-            return Err(cx.error(
-                "objective",
-                "`objective: marginal` needs a `read` node as the loss's last input",
-            ));
+            (false, true) => {
+                return Err(cx.input_error(
+                    "reader",
+                    "input `reader` is read by `objective: marginal` only",
+                ))
+            }
+            _ => {}
         }
         if let CorrectorLoss::Procrustes { .. } = self.corrector {
             let h = cx
-                .producer_as::<Correct>(3)
+                .producer_as::<Correct>("drift")
                 .and_then(|c| cx.graph.models.get(&c.model));
             if !h.is_some_and(|m| m.linear()) {
                 return Err(cx.error(
@@ -196,7 +226,7 @@ impl NodeKind for Loss {
         if !stats_read {
             return Err(cx.error(
                 "",
-                "no `update` node reads this loss (expected an update with inputs: [<loss>, <loss>.stats])",
+                "no `update` node reads this loss (expected an update with inputs: {grads: <loss>, stats: <loss>.stats})",
             ));
         }
         Ok(())
@@ -205,12 +235,13 @@ impl NodeKind for Loss {
     /// The candidate tensors: every query's positive, negatives and (in-batch) the other
     /// queries' positives, forward and backward (about six copies).
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
-        let (Some(sample), d) = (cx.producer_as::<Sample>(2), cx.input_dim(0)) else {
+        let (Some(sample), d) = (cx.producer_as::<Sample>("sample"), cx.input_dim("queries"))
+        else {
             return Vec::new();
         };
         let pairs = cx
-            .producer_index(2)
-            .and_then(|s| cx.graph.inputs(s).get(2).map(|e| e.node));
+            .producer_index("sample")
+            .and_then(|s| cx.graph.input(s, "pairs").map(|e| e.node));
         let Some((b, at)) = pairs.and_then(|p| super::pairs_per_step(cx.graph, p)) else {
             return Vec::new();
         };
@@ -235,13 +266,9 @@ impl NodeKind for Loss {
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let g = cx.graph;
-        let name = |j: usize| {
-            g.inputs(cx.node)
-                .get(j)
-                .map(|e| g.nodes()[e.node].id.clone())
-        };
-        let device = match g.producers(cx.node).first().and_then(|&q| {
-            g.nodes()[q]
+        let name = |role: &str| g.input(cx.node, role).map(|e| g.nodes()[e.node].id.clone());
+        let device = match g.input(cx.node, "queries").and_then(|q| {
+            g.nodes()[q.node]
                 .settings::<Encode>()
                 .and_then(|e| e.model_name())
                 .and_then(|m| g.models.get(m))
@@ -249,19 +276,13 @@ impl NodeKind for Loss {
             Some(m) => m.common().device.open()?,
             None => freshen_operators::device::cpu(),
         };
-        let n = g.inputs(cx.node).len();
-        let marginal = self.objective == Objective::Marginal;
-        let corrected = match (marginal, n) {
-            (true, 5) | (false, 4) => name(3),
-            _ => None,
-        };
         Ok(Planned::operator(LossOp {
             spec: self.clone(),
             nodes: LossNodes {
-                queries: name(0).unwrap_or_default(),
-                targets: name(1).unwrap_or_default(),
-                read: marginal.then(|| name(n - 1)).flatten(),
-                corrected,
+                queries: name("queries").unwrap_or_default(),
+                targets: name("targets").unwrap_or_default(),
+                read: name("reader"),
+                corrected: name("drift"),
                 train_corrector: g.training.as_ref().is_some_and(|t| t.corrector_trains),
             },
             device,
@@ -299,7 +320,7 @@ impl Operator for LossOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let (spec, nodes, dev) = (self.spec.clone(), self.nodes.clone(), self.device.clone());
         // The corrector's training subset, embedded by the touched targets' encode.
-        let subset = cx.port_of_input(1, super::encode::SUBSET);
+        let subset = cx.port_of_input("targets", super::encode::SUBSET);
         let with_subset = subset.is_some();
         let logic = move |t: Time, mut inputs: Vec<Vec<Batch>>| {
             let subset = match with_subset {

@@ -25,7 +25,7 @@ use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::Result;
 use crate::graph::needs::{self, Need};
 use crate::graph::Per::Shard;
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
 use crate::store::tables::{self, col};
 
 /// The port of `sample`'s training subset for the corrector: per step, the drawn targets
@@ -33,9 +33,6 @@ use crate::store::tables::{self, col};
 pub const SUBSET: &str = "subset";
 
 /// Settings of `sample`: searches the cache for each query's hard negatives.
-///
-/// Inputs, in order: query embeddings, the cache to search, the training pairs, and
-/// optionally the stale cache B (for `rescore` and `margin_on`).
 ///
 /// Writes per query `step`, `id`, `corpus_id`, `positive_score`, `negatives`, `scores`.
 /// Port `subset`: the corrector's training subset (`id`), when `subset` is above 0.
@@ -86,12 +83,12 @@ pub struct Sample {
     /// Re-score each query's pool with the current corrector applied to the pool's rows
     /// of B, before choosing: the searched h(B) is up to `apply_every − 1` steps old, this
     /// costs b × pool corrector rows a step and no target forward. Needs the stale cache
-    /// as a fourth input and a `correct` node as the second.
+    /// as the `stale` input and a `correct` node as `search`.
     #[serde(default)]
     pub rescore: bool,
     /// Which scores the guard (`margin`) compares: `searched` (the searched cache's,
     /// re-scored with `rescore`), `stale` (q·B), or `both`. `stale` and `both` need the
-    /// stale cache as a fourth input.
+    /// stale cache as the `stale` input.
     #[serde(default)]
     pub margin_on: MarginOn,
 }
@@ -129,6 +126,7 @@ impl Sample {
 
 impl Settings for Sample {
     const TYPE: &'static str = "sample";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         use freshen_operators::ranges::{at_least, field_error};
@@ -151,16 +149,33 @@ impl Settings for Sample {
     }
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required("queries", "the query tower's `encode` node"),
+    InputRole::required(
+        "search",
+        "the cache searched for negatives: a `cache`, or a one-input `correct` node",
+    ),
+    InputRole::required(
+        "pairs",
+        "the `source` of training pairs (`table: pairs`; `table: answers` with `latent: true`)",
+    ),
+    InputRole::optional(
+        "stale",
+        "the `cache` node: the stale cache B that `rescore` and `margin_on` read",
+    ),
+];
+
 impl NodeKind for Sample {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[3, 4]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
         let pairs = match self.latent {
             true => vec![needs::text(col::ID)],
             false => vec![
@@ -169,9 +184,12 @@ impl NodeKind for Sample {
                 needs::id_list(col::POSITIVES),
             ],
         };
-        let mut out = vec![needs::embeddings(), needs::embeddings(), pairs];
-        out.push(needs::embeddings());
-        out
+        vec![
+            ("queries", needs::embeddings()),
+            ("search", needs::embeddings()),
+            ("pairs", pairs),
+            ("stale", needs::embeddings()),
+        ]
     }
 
     fn outputs(&self, _cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
@@ -184,19 +202,19 @@ impl NodeKind for Sample {
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
         let queries = cx
-            .producer_as::<Encode>(0)
+            .producer_as::<Encode>("queries")
             .is_some_and(|e| e.model_name().is_some());
         super::want(
             cx,
-            0,
+            "queries",
             queries,
             "an `encode` node with a model from `models:`: the query tower",
         )?;
-        let cache = cx.producer_as::<Cache>(1).is_some()
-            || (cx.producer_as::<Correct>(1).is_some() && cx.producer_inputs(1) == 1);
+        let cache = cx.producer_as::<Cache>("search").is_some()
+            || (cx.producer_as::<Correct>("search").is_some() && cx.producer_inputs("search") == 1);
         super::want(
             cx,
-            1,
+            "search",
             cache,
             "a `cache` or a one-input `correct` node: the cache to search",
         )?;
@@ -208,29 +226,29 @@ impl NodeKind for Sample {
             false => (TableName::Pairs, "a `source` with `table: pairs`"),
         };
         let pairs = cx
-            .producer_as::<Source>(2)
+            .producer_as::<Source>("pairs")
             .is_some_and(|s| s.table == table);
-        super::want(cx, 2, pairs, what)?;
+        super::want(cx, "pairs", pairs, what)?;
         let fresher = self.rescore || self.margin_on != MarginOn::Searched;
-        match (cx.inputs(), fresher) {
-            (4, _) => super::want(
+        match (cx.has("stale"), fresher) {
+            (true, _) => super::want(
                 cx,
-                3,
-                cx.producer_as::<Cache>(3).is_some(),
+                "stale",
+                cx.producer_as::<Cache>("stale").is_some(),
                 "the `cache` node: the stale cache B",
             )?,
-            (_, true) => {
+            (false, true) => {
                 return Err(cx.error(
                     if self.rescore { "rescore" } else { "margin_on" },
-                    "fresher selection reads the stale cache B (expected a fourth input: the `cache` node)",
+                    "fresher selection reads the stale cache B (expected input `stale`: the `cache` node)",
                 ))
             }
             _ => {}
         }
-        if self.rescore && cx.producer_as::<Correct>(1).is_none() {
+        if self.rescore && cx.producer_as::<Correct>("search").is_none() {
             return Err(cx.error(
                 "rescore",
-                "`rescore` applies the corrector of the searched cache (expected a `correct` node as the second input)",
+                "`rescore` applies the corrector of the searched cache (expected a `correct` node as input `search`)",
             ));
         }
         Ok(())
@@ -240,7 +258,7 @@ impl NodeKind for Sample {
         if rows {
             return Ok(());
         }
-        if let Some(n) = super::upstream_rows(cx, 1) {
+        if let Some(n) = super::upstream_rows(cx, "search") {
             let most = n.saturating_sub(1);
             if self.k + self.skip_top > most {
                 return Err(cx.error(
@@ -258,13 +276,13 @@ impl NodeKind for Sample {
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
         let mut out = super::cache_copies(
             cx,
-            1,
+            "search",
             1.0,
             "its shard of the searched cache (a tensor)",
             Shard,
         );
         if let Some((b, _)) = cx
-            .producer_index(2)
+            .producer_index("pairs")
             .and_then(|p| super::pairs_per_step(cx.graph, p))
         {
             out.push(crate::graph::Cost {
@@ -297,9 +315,10 @@ impl NodeKind for Sample {
             None => freshen_operators::device::cpu(),
         };
         let trains = graph.training.as_ref().is_some_and(|t| t.corrector_trains);
-        let searched = graph.producers(cx.node)[1];
+        let searched = cx.check().producer_index("search").unwrap_or(cx.node);
         // h is applied to the searched cache only when it trains and nothing refreshes B.
-        let refreshing = graph.producers(searched).first().is_some_and(|&c| {
+        let refreshing = graph.input(searched, "cache").is_some_and(|e| {
+            let c = e.node;
             graph
                 .training
                 .as_ref()

@@ -528,10 +528,14 @@ pub(super) fn sample<'s>(
     plan: (usize, Option<FresherPlan>, usize),
 ) -> Result<(BatchStream<'s>, Option<BatchStream<'s>>)> {
     let (subset, fresher_plan, steps) = plan;
-    let (queries, cache, pairs) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let (queries, cache, pairs) = (
+        cx.input("queries")?,
+        cx.input("search")?,
+        cx.input("pairs")?,
+    );
     let fresher = match fresher_plan {
         Some(p) => {
-            let (stale, _) = cx.sharded_input(3)?;
+            let (stale, _) = cx.sharded_input("stale")?;
             let mut streams = vec![stale];
             let h = match &p.corrector {
                 Some(name) => {

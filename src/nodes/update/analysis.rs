@@ -67,7 +67,7 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
             recorded.insert(e.node);
         }
     }
-    let corrector_trains = g.inputs(loss).get(3).is_some_and(|e| {
+    let corrector_trains = g.input(loss, "drift").is_some_and(|e| {
         recorded.contains(&e.node) && g.nodes()[e.node].settings::<Correct>().is_some()
     });
     let mut cadences: Vec<(usize, usize)> = refresh_every.values().map(|&e| (0, e)).collect();
@@ -75,9 +75,10 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
         let Some(c) = n.settings::<Correct>() else {
             continue;
         };
-        let cache = g.inputs(i).first().map(|e| e.node);
+        let cache = g.input(i, "cache").map(|e| e.node);
         let refreshing = cache.is_some_and(|c| refresh_every.contains_key(&c));
-        if g.inputs(i).len() == 1 && trained.contains(&c.model) && !refreshing {
+        let whole = g.input(i, "sample").is_none();
+        if whole && trained.contains(&c.model) && !refreshing {
             cadences.push((c.warmup, c.apply_every));
         }
     }

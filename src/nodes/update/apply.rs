@@ -75,7 +75,7 @@ pub(super) fn update<'s>(
         backward_step(t, &inputs, &taped, &local, worker, keep.as_ref())
     };
     let mut parts = Stepwise::new("Backward")
-        .local_inputs(vec![cx.input(0)?, cx.input(1)?])
+        .local_inputs(vec![cx.input("grads")?, cx.input("stats")?])
         .outputs(2)
         .build(cx, backward)
         .into_iter();

@@ -19,13 +19,11 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, NodeKind, PlanCx, Planned, Training, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, Training, MAIN};
 use crate::models::Role;
 use crate::store::tables::{self, col};
 
 /// Settings of `update`: AdamW for the encoders and another for the corrector.
-///
-/// Inputs, in order: a `loss` node and its `stats` port (`<loss>.stats`).
 ///
 /// Writes one row per step: its losses, learning rates, gradient norms and counts.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -106,6 +104,7 @@ fn default_weight_decay() -> f64 {
 
 impl Settings for Update {
     const TYPE: &'static str = "update";
+    const ROLES: &'static [InputRole] = ROLES;
 
     fn validate(&self) -> freshen_operators::Result<()> {
         for (key, v) in [
@@ -127,23 +126,35 @@ impl Settings for Update {
     }
 }
 
+/// Its inputs, by role.
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required("grads", "the `loss` node: its gradients"),
+    InputRole::required(
+        "stats",
+        "the loss's `stats` port (`loss.stats`): the step's losses",
+    ),
+];
+
 impl NodeKind for Update {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
-    fn arity(&self) -> &'static [usize] {
-        &[2]
+    fn roles(&self) -> &'static [InputRole] {
+        ROLES
     }
 
-    fn needs(&self, _cx: &CheckCx) -> Vec<Vec<Need>> {
+    fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
         vec![
-            vec![
-                needs::text(col::NODE),
-                needs::text(col::ID),
-                needs::vector(col::GRAD),
-            ],
-            vec![needs::step()],
+            (
+                "grads",
+                vec![
+                    needs::text(col::NODE),
+                    needs::text(col::ID),
+                    needs::vector(col::GRAD),
+                ],
+            ),
+            ("stats", vec![needs::step()]),
         ]
     }
 
@@ -153,12 +164,17 @@ impl NodeKind for Update {
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
         let loss = |j: usize| cx.producer_as::<Loss>(j).is_some();
-        super::want(cx, 0, loss(0) && cx.port(0) == MAIN, "a `loss` node")?;
-        let same = cx.producer_index(1) == cx.producer_index(0);
         super::want(
             cx,
-            1,
-            loss(1) && cx.port(1) == STATS && same,
+            "grads",
+            loss(0) && cx.port("grads") == MAIN,
+            "a `loss` node",
+        )?;
+        let same = cx.producer_index("stats") == cx.producer_index("grads");
+        super::want(
+            cx,
+            "stats",
+            loss(1) && cx.port("stats") == STATS && same,
             "the same loss node's `stats` port, as `<loss>.stats`",
         )
     }
