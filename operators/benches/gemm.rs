@@ -86,7 +86,7 @@ fn products(c: &mut Criterion) {
         let pool = Parallelism::Rayon(threads);
         // (label, rows, threads, bias first, W stored transposed): the last two are one
         // part of an inference batch cut in two (`backend::fused::infer`), over W
-        // as stored and as `inference_layer` lays it out.
+        // as stored and as `prepare_layer` lays it out for a long call.
         for (label, rows, par, bias, wt) in [
             ("1_thread".to_string(), ROWS, Parallelism::None, None, false),
             (format!("{threads}_threads"), ROWS, pool, None, false),

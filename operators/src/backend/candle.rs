@@ -1,5 +1,6 @@
 //! candle's own ops: the backend of every device without fused kernels (CUDA, Metal, and
-//! the CPU in half precision).
+//! the CPU in half precision), whose layers are composed from them
+//! ([`super::composed`]).
 
 use candle_core::{DType, Tensor, D};
 

@@ -2,12 +2,15 @@
 //!
 //! As text-embeddings-inference keeps its backends behind a trait, the models here never
 //! ask which device they are on: a model takes [`for_device`]'s [`Kernels`] when it is
-//! built and calls them. The CPU gets the fused kernels of [`fused`] (one pass per row,
-//! with their own backward, attention that skips padding); other devices get candle's
-//! own ops ([`CandleOps`]), differentiable compositions when training. A new device
-//! backend is one more implementation of [`Kernels`] and one more arm in [`for_device`].
+//! built and calls them. Every method returns its result; a backend without an op of its
+//! own inherits the trait's default, which composes it from the backend's smaller ops in
+//! one shared place ([`composed`]). The CPU gets the fused kernels of [`fused`] (a whole
+//! layer as one op with its own backward, attention that skips padding); other devices
+//! get candle's own ops ([`CandleOps`]) and the composed layer. A new device backend is
+//! one more implementation of [`Kernels`] and one more arm in [`for_device`].
 
 mod candle;
+pub mod composed;
 pub mod fused;
 
 pub use self::candle::CandleOps;
@@ -15,7 +18,7 @@ pub use fused::FusedCpu;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// The shape of one multi-head self-attention call over a right-padded batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +35,20 @@ pub struct AttentionShape {
     pub lengths: Vec<usize>,
 }
 
-/// One post-norm transformer layer (BERT's, with the exact GELU) over one batch, for
-/// [`Kernels::encoder_layer`].
-pub struct EncoderLayerShape {
+/// The feed-forward block's activation (a checkpoint's `hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// GELU in its exact (erf) form (`gelu`): BERT's, and the one [`fused`] layers compute.
+    Gelu,
+    /// GELU's tanh approximation (`gelu_new`).
+    GeluTanh,
+    /// `relu`.
+    Relu,
+}
+
+/// One batch through a post-norm transformer encoder (BERT's): what every layer call of
+/// one forward shares.
+pub struct EncoderBatch {
     /// The batch's attention.
     pub attention: AttentionShape,
     /// Width of the token vectors.
@@ -43,20 +57,63 @@ pub struct EncoderLayerShape {
     pub intermediate: usize,
     /// The layer norms' epsilon.
     pub eps: f64,
+    /// The feed-forward block's activation.
+    pub activation: Activation,
+    /// The batch's attention bias ([`Kernels::attention_bias`]), made once for all the
+    /// layers.
+    pub bias: Option<Tensor>,
 }
 
-/// The weights [`Kernels::encoder_layer`] runs a layer with, in checkpoint order: query,
-/// key, value, the attention's output projection and its layer norm, the intermediate
-/// and output projections and the output's layer norm, each weight then bias.
-#[derive(Clone, Copy)]
-pub enum LayerWeights<'a> {
-    /// A training forward: the sixteen packed by [`Kernels::pack_layer`].
-    Packed(&'a Tensor),
-    /// An inference forward: the sixteen as stored.
-    Stored(&'a [Tensor]),
+/// One layer's sixteen weights for the forwards of one call, as
+/// [`Kernels::prepare_layer`] made them. In checkpoint order: query, key, value, the
+/// attention's output projection and its layer norm, the intermediate and output
+/// projections and the output's layer norm, each weight then bias.
+#[derive(Clone)]
+pub enum LayerWeights {
+    /// The sixteen as stored: what the composed layer runs on.
+    Stored(Vec<Tensor>),
+    /// The sixteen in one tensor of the backend's own layout, read only by the backend
+    /// that packed them (once per call, not per batch: every batch's training graph would
+    /// keep its own copy).
+    Packed(Tensor),
 }
 
-/// The operations of a transformer encoder whose best implementation depends on the device.
+impl LayerWeights {
+    /// The weights as stored; an error for weights another backend packed.
+    pub fn stored(&self) -> Result<&[Tensor]> {
+        match self {
+            Self::Stored(w) => Ok(w),
+            Self::Packed(_) => Err(Error::Setting(
+                "encoder layer: weights packed by one backend given to another".into(),
+            )),
+        }
+    }
+}
+
+/// The operations of a transformer encoder whose best implementation depends on the
+/// device.
+///
+/// A backend either owns a whole layer, forward and backward, by implementing
+/// [`Kernels::encoder_layer`] (and [`Kernels::prepare_layer`] for its weight layout),
+/// or inherits the default, which composes the layer from the backend's smaller ops
+/// ([`composed::encoder_layer`]). A CUDA backend does the same: forward and backward
+/// as custom ops behind [`Kernels::encoder_layer`], or its `layer_norm`, `gelu` and
+/// `attention` under the composed default.
+///
+/// ```text
+///                   encoder_stack: every layer of one forward
+///                   (default: encoder_layer, layer by layer)
+///                                 │
+///                   encoder_layer: one layer, with its backward
+///            ┌────────────────────┴─────────────────────┐
+///     a backend's own op                      composed::encoder_layer (default):
+///     FusedCpu, f32 with the exact GELU:      projections, residuals and activation
+///       training: fused::layer                from candle ops, and the backend's
+///       inference: fused::infer (a long       layer_norm, gelu, attention_bias and
+///       call: encoder_stack, all layers       attention
+///       as one op)                            CandleOps: CUDA, Metal, half precision
+///                                             FusedCpu: relu and gelu_new
+/// ```
 ///
 /// `train` asks for a differentiable result (the forward records its backward);
 /// otherwise the fastest inference path is taken.
@@ -80,41 +137,6 @@ pub trait Kernels: Send + Sync + std::fmt::Debug {
     /// GELU in its exact (erf) form.
     fn gelu(&self, x: &Tensor) -> Result<Tensor>;
 
-    /// A layer's sixteen weights packed for a training forward of
-    /// [`Kernels::encoder_layer`], once per forward call for all its batches; `None`
-    /// where the backend has no whole-layer op for training.
-    fn pack_layer(&self, _weights: &[Tensor]) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-
-    /// A layer's sixteen weights laid out for [`Kernels::encoder_stack`], once per
-    /// forward call for all its batches; `None` where the backend has no such op.
-    fn inference_layer(&self, _weights: &[Tensor]) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-
-    /// Every layer of an inference forward as one op, over each layer's weights as
-    /// [`Kernels::inference_layer`] laid them out (`None`: the caller goes layer by layer).
-    fn encoder_stack(
-        &self,
-        _x: &Tensor,
-        _layer: &EncoderLayerShape,
-        _weights: &[Tensor],
-    ) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-
-    /// A whole layer as one op, where the backend has one for this mode (`None`: the
-    /// caller composes the layer from the other kernels).
-    fn encoder_layer(
-        &self,
-        _x: &Tensor,
-        _layer: &EncoderLayerShape,
-        _weights: LayerWeights,
-    ) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-
     /// What [`Kernels::attention`] needs of the batch's `(b, t)` mask (1 for tokens, 0
     /// for padding), computed once per forward: an additive bias, or nothing.
     fn attention_bias(&self, mask: &Tensor) -> Result<Option<Tensor>>;
@@ -130,15 +152,51 @@ pub trait Kernels: Send + Sync + std::fmt::Debug {
         bias: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor>;
-}
 
-/// The parts an inference batch on `device` is cut into, each on its own thread: one per
-/// thread of the pool on the CPU ([`fused`]), one elsewhere. Batches formed by a token
-/// budget keep a multiple of it ([`crate::encoder::bert::plan_batches`]).
-pub fn parts_per_batch(device: &Device) -> usize {
-    match device.is_cpu() {
-        true => rayon::current_num_threads(),
-        false => 1,
+    /// A layer's sixteen weights (checkpoint order) laid out for the forwards of one
+    /// call over `tokens` tokens in all, once for all its batches. By default as stored.
+    fn prepare_layer(
+        &self,
+        weights: &[Tensor],
+        _activation: Activation,
+        _train: bool,
+        _tokens: usize,
+    ) -> Result<LayerWeights> {
+        Ok(LayerWeights::Stored(weights.to_vec()))
+    }
+
+    /// One layer over `x`, `(b·t, hidden)`, its weights from [`Kernels::prepare_layer`]
+    /// with the same activation and `train`. By default composed from this backend's
+    /// smaller ops ([`composed::encoder_layer`]).
+    fn encoder_layer(
+        &self,
+        x: &Tensor,
+        batch: &EncoderBatch,
+        weights: &LayerWeights,
+        train: bool,
+    ) -> Result<Tensor> {
+        composed::encoder_layer(self, x, batch, weights.stored()?, train)
+    }
+
+    /// Every layer of one forward over `x`, `(b·t, hidden)`, each with its weights from
+    /// [`Kernels::prepare_layer`]. By default [`Kernels::encoder_layer`] layer by layer.
+    fn encoder_stack(
+        &self,
+        x: &Tensor,
+        batch: &EncoderBatch,
+        weights: &[LayerWeights],
+        train: bool,
+    ) -> Result<Tensor> {
+        weights
+            .iter()
+            .try_fold(x.clone(), |x, w| self.encoder_layer(&x, batch, w, train))
+    }
+
+    /// The parts this backend cuts each batch of a forward into, one a thread, which
+    /// batches formed by a token budget keep a multiple of
+    /// ([`crate::encoder::bert::plan_batches`]). By default one: batches run whole.
+    fn parts_per_batch(&self, _activation: Activation, _train: bool) -> usize {
+        1
     }
 }
 

@@ -6,11 +6,11 @@
 //!   thread between a layer's passes and the element-wise passes run on both threads as
 //!   the products do; one thread's product on half the rows runs faster than two threads
 //!   sharing one product (`cargo bench -p freshen-operators --bench gemm`).
-//! - A call long enough (`LAYOUT_FROM_TOKENS` in the BERT model, 4,096 tokens) lays each
-//!   layer's weights out once ([`pack_transposed`]): the projections transposed to
-//!   `(n_in, n_out)`, which gemm reads as they lie instead of packing them every call,
-//!   and all the layers then run in one op
-//!   ([`infer_stack`]), each part from the first layer to the last in the unpadded layout.
+//! - A call long enough ([`super::LAYOUT_FROM_TOKENS`]) lays each layer's weights out
+//!   once ([`pack_transposed`]): the projections transposed to `(n_in, n_out)`, which
+//!   gemm reads as they lie instead of packing them every call, and all the layers then
+//!   run in one op ([`infer_stack`]), each part from the first layer to the last in the
+//!   unpadded layout.
 //! - The feed-forward's first product takes its bias and GELU in one pass in place
 //!   ([`EncoderLayer::forward_rows`] without its tape).
 //!

@@ -23,13 +23,29 @@ use wide::wide_fn;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{AttentionShape, EncoderLayerShape, Kernels, LayerWeights};
+use super::{composed, Activation, AttentionShape, EncoderBatch, Kernels, LayerWeights};
 use crate::Result;
+
+/// Tokens from which an inference call lays each layer's weights out for the
+/// whole-stack op ([`Kernels::prepare_layer`]) rather than running the layers one by
+/// one on the weights as stored. The copy costs a small part of one full batch of the
+/// default budget, which the faster products repay within the call (measured on
+/// `pipelines/embed-minilm.yaml`: BENCHMARKS.md, "A batch in parts, one a thread").
+pub const LAYOUT_FROM_TOKENS: usize = 4096;
 
 /// The CPU's kernels: the fused ops of this module for training and attention, candle-nn's
 /// fused (non-differentiable) ops for inference.
 #[derive(Debug)]
 pub struct FusedCpu;
+
+impl FusedCpu {
+    /// Whether a layer with `activation` runs as this backend's whole-layer op (what the
+    /// op computes: the exact GELU) rather than composed. f32 only: [`super::for_device`]
+    /// gives other types to [`super::CandleOps`].
+    fn owns(activation: Activation) -> bool {
+        activation == Activation::Gelu
+    }
+}
 
 impl Kernels for FusedCpu {
     fn name(&self) -> &'static str {
@@ -70,49 +86,96 @@ impl Kernels for FusedCpu {
         Ok(None)
     }
 
+    /// The layer's weights packed for its whole-layer op where it has one for
+    /// `activation` (the exact GELU): for a training forward as [`layer::pack`]; for
+    /// an inference call of [`LAYOUT_FROM_TOKENS`] tokens or more with the six
+    /// projections' weights transposed, `(n_in, n_out)`, which gemm then reads in the
+    /// order its kernel walks them, with no packing of its own (measured by `cargo bench
+    /// --bench gemm`). A shorter inference call runs on the weights as stored.
+    fn prepare_layer(
+        &self,
+        weights: &[Tensor],
+        activation: Activation,
+        train: bool,
+        tokens: usize,
+    ) -> Result<LayerWeights> {
+        Ok(match (Self::owns(activation), train) {
+            (true, true) => LayerWeights::Packed(layer::pack(weights)?),
+            (true, false) if tokens >= LAYOUT_FROM_TOKENS => {
+                LayerWeights::Packed(infer::pack_transposed(weights)?)
+            }
+            _ => LayerWeights::Stored(weights.to_vec()),
+        })
+    }
+
     /// Whole layers run as one op ([`layer`]): a training forward keeps 11 of the 27
     /// tensors the op-by-op graph keeps and frees them as the backward passes; an
-    /// inference forward makes fewer passes over memory.
-    fn pack_layer(&self, weights: &[Tensor]) -> Result<Option<Tensor>> {
-        Ok(Some(layer::pack(weights)?))
-    }
-
-    /// The six projections' weights transposed, `(n_in, n_out)`: gemm then reads them
-    /// in the order its kernel walks them, with no packing of its own (measured by
-    /// `cargo bench --bench gemm`).
-    fn inference_layer(&self, weights: &[Tensor]) -> Result<Option<Tensor>> {
-        Ok(Some(infer::pack_transposed(weights)?))
-    }
-
-    /// Each part of the batch through every layer on its own thread ([`infer::infer_stack`]).
-    fn encoder_stack(
-        &self,
-        x: &Tensor,
-        layer: &EncoderLayerShape,
-        weights: &[Tensor],
-    ) -> Result<Option<Tensor>> {
-        let sizes = (layer.hidden, layer.intermediate, layer.eps);
-        Ok(Some(infer::infer_stack(
-            x,
-            weights,
-            &layer.attention,
-            sizes,
-        )?))
-    }
-
+    /// inference forward makes fewer passes over memory. Other activations are composed.
     fn encoder_layer(
         &self,
         x: &Tensor,
-        layer: &EncoderLayerShape,
-        weights: LayerWeights,
-    ) -> Result<Option<Tensor>> {
-        let sizes = (layer.hidden, layer.intermediate, layer.eps);
-        Ok(Some(match weights {
-            LayerWeights::Packed(p) => {
-                layer::EncoderLayer::new(&layer.attention, sizes.0, sizes.1, sizes.2).apply(x, p)?
+        batch: &EncoderBatch,
+        weights: &LayerWeights,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (shape, sizes) = (
+            &batch.attention,
+            (batch.hidden, batch.intermediate, batch.eps),
+        );
+        if !Self::owns(batch.activation) {
+            return composed::encoder_layer(self, x, batch, weights.stored()?, train);
+        }
+        Ok(match (weights, train) {
+            (LayerWeights::Packed(p), true) => {
+                layer::EncoderLayer::new(shape, sizes.0, sizes.1, sizes.2).apply(x, p)?
             }
-            LayerWeights::Stored(w) => infer::infer(x, w, &layer.attention, sizes)?,
-        }))
+            (LayerWeights::Stored(w), true) => {
+                layer::EncoderLayer::new(shape, sizes.0, sizes.1, sizes.2)
+                    .apply(x, &layer::pack(w)?)?
+            }
+            (LayerWeights::Packed(p), false) => {
+                infer::infer_stack(x, std::slice::from_ref(p), shape, sizes)?
+            }
+            (LayerWeights::Stored(w), false) => infer::infer(x, w, shape, sizes)?,
+        })
+    }
+
+    /// An inference forward on packed weights runs every layer as one op, each part of
+    /// the batch through all of them on its own thread ([`infer::infer_stack`]); anything
+    /// else layer by layer.
+    fn encoder_stack(
+        &self,
+        x: &Tensor,
+        batch: &EncoderBatch,
+        weights: &[LayerWeights],
+        train: bool,
+    ) -> Result<Tensor> {
+        let packed: Option<Vec<Tensor>> = weights
+            .iter()
+            .map(|w| match w {
+                LayerWeights::Packed(p) => Some(p.clone()),
+                LayerWeights::Stored(_) => None,
+            })
+            .collect();
+        match packed {
+            Some(p) if !train && Self::owns(batch.activation) => {
+                let sizes = (batch.hidden, batch.intermediate, batch.eps);
+                Ok(infer::infer_stack(x, &p, &batch.attention, sizes)?)
+            }
+            _ => weights
+                .iter()
+                .try_fold(x.clone(), |x, w| self.encoder_layer(&x, batch, w, train)),
+        }
+    }
+
+    /// An inference forward of whole layers runs each batch in parts, one a thread
+    /// ([`infer`]); a training forward runs each batch whole, so that its batches, and so
+    /// its numbers, do not depend on the thread count.
+    fn parts_per_batch(&self, activation: Activation, train: bool) -> usize {
+        match !train && Self::owns(activation) {
+            true => rayon::current_num_threads(),
+            false => 1,
+        }
     }
 
     /// The fused kernel, training and inference alike: per-row dot products for short

@@ -279,7 +279,7 @@ impl BertEncoder {
             &lengths,
             self.options.batch_tokens,
             self.options.max_batch,
-            net.parts_per_batch(&self.device),
+            net.parts_per_batch(),
         );
         let prepared = net.prepare(lengths.iter().sum())?;
         let mut parts = Vec::with_capacity(batches.len());

@@ -4,9 +4,8 @@
 //! Written here rather than taken from candle-transformers because that model cannot be
 //! trained: its layer norm is candle-nn's fused kernel, which records no backward, so a
 //! loss gives none of its weights a gradient and no error is raised. Here every operation
-//! of a training forward is differentiable ([`super::kernels`] holds fused layer-norm and
-//! softmax kernels that carry their own backward), and a test checks that every weight
-//! receives a gradient.
+//! of a training forward is differentiable (the kernels of [`crate::backend`] carry their
+//! own backward), and a test checks that every weight receives a gradient.
 //!
 //! Weight names are Hugging Face's (`embeddings.word_embeddings.weight`,
 //! `encoder.layer.3.attention.self.query.weight`, ...), so files load and save unchanged.
@@ -14,7 +13,7 @@
 use candle_core::{DType, Tensor, D};
 
 use super::config::{BertConfig, Pooling};
-use crate::backend::{self, AttentionShape, EncoderLayerShape, Kernels, LayerWeights};
+use crate::backend::{self, Activation, AttentionShape, EncoderBatch, Kernels, LayerWeights};
 use crate::Result;
 
 /// Every tensor the network reads, by name, with its shape: what a weight file must hold.
@@ -69,39 +68,10 @@ pub fn layer_of(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    /// `x (rows, in) · Wᵀ + b` in `x`'s dtype; gemm reads the transposed weight through
-    /// its strides. The f32 weights are cast for a half-precision `x` (a no-op for f32),
-    /// so gradients reach the f32 master weights through the cast.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dt = x.dtype();
-        Ok(x.matmul(&self.weight.to_dtype(dt)?.t()?)?
-            .broadcast_add(&self.bias.to_dtype(dt)?)?)
-    }
-}
-
 struct Norm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
-}
-
-struct Layer {
-    /// The sixteen weights in checkpoint order (what [`Kernels::pack_layer`] takes).
-    weights: Vec<Tensor>,
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: Norm,
-    intermediate: Linear,
-    output: Linear,
-    out_norm: Norm,
 }
 
 /// The network over a set of weight tensors. Two instances share the same storage: one
@@ -113,7 +83,10 @@ pub struct BertNet {
     position: Tensor,
     token_type: Tensor,
     emb_norm: Norm,
-    layers: Vec<Layer>,
+    /// Each layer's sixteen weights in checkpoint order ([`LayerWeights`]).
+    layers: Vec<Vec<Tensor>>,
+    /// The feed-forward blocks' activation.
+    activation: Activation,
     /// Whether forwards must be differentiable (chooses the kernels' training paths).
     train: bool,
     /// The compute type (the weights stay as they are; see [`crate::device::Precision`]).
@@ -122,21 +95,11 @@ pub struct BertNet {
     kernels: &'static dyn Kernels,
 }
 
-/// Per-call state of [`BertNet::forward`] ([`BertNet::prepare`]).
+/// Per-call state of [`BertNet::forward`] ([`BertNet::prepare`]): each layer's weights
+/// as the kernels laid them out for the call ([`Kernels::prepare_layer`]).
 pub struct Prepared {
-    /// Per layer: its packed weights, when the kernels run it as one training op.
-    packed: Vec<Option<Tensor>>,
-    /// Every layer's weights laid out for the kernels' inference op over all the
-    /// layers ([`Kernels::encoder_stack`]), when the call is long enough and they have one.
-    stack: Option<Vec<Tensor>>,
+    layers: Vec<LayerWeights>,
 }
-
-/// Tokens from which an inference call lays its weights out for the kernels
-/// ([`Kernels::inference_layer`]) and runs the layers as one op rather than one by one on
-/// the weights as stored. The copy costs a small part of one full batch of the default
-/// budget, which the faster products repay within the call (measured on
-/// `pipelines/embed-minilm.yaml`: BENCHMARKS.md, "A batch in parts, one a thread").
-pub const LAYOUT_FROM_TOKENS: usize = 4096;
 
 /// One padded batch of token ids.
 pub struct TokenBatch {
@@ -157,40 +120,21 @@ impl BertNet {
         dtype: DType,
         get: &dyn Fn(&str) -> Result<Tensor>,
     ) -> Result<Self> {
-        let eps = cfg.layer_norm_eps;
-        let linear = |p: &str| -> Result<Linear> {
-            Ok(Linear {
-                weight: get(&format!("{p}.weight"))?,
-                bias: get(&format!("{p}.bias"))?,
-            })
-        };
-        let norm = |p: &str| -> Result<Norm> {
-            Ok(Norm {
-                weight: get(&format!("{p}.weight"))?,
-                bias: get(&format!("{p}.bias"))?,
-                eps,
-            })
-        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
-            let p = format!("encoder.layer.{l}");
+            let p = format!("encoder.layer.{l}.");
             let weights = expected_shapes(cfg)
                 .into_iter()
-                .filter(|(name, _)| name.starts_with(&format!("{p}.")))
+                .filter(|(name, _)| name.starts_with(&p))
                 .map(|(name, _)| get(&name))
                 .collect::<Result<Vec<_>>>()?;
-            layers.push(Layer {
-                weights,
-                query: linear(&format!("{p}.attention.self.query"))?,
-                key: linear(&format!("{p}.attention.self.key"))?,
-                value: linear(&format!("{p}.attention.self.value"))?,
-                attn_out: linear(&format!("{p}.attention.output.dense"))?,
-                attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                intermediate: linear(&format!("{p}.intermediate.dense"))?,
-                output: linear(&format!("{p}.output.dense"))?,
-                out_norm: norm(&format!("{p}.output.LayerNorm"))?,
-            });
+            layers.push(weights);
         }
+        let activation = match cfg.hidden_act.as_str() {
+            "relu" => Activation::Relu,
+            "gelu_new" => Activation::GeluTanh,
+            _ => Activation::Gelu,
+        };
         let word = get("embeddings.word_embeddings.weight")?;
         let kernels = backend::for_device(word.device(), dtype);
         Ok(Self {
@@ -198,8 +142,13 @@ impl BertNet {
             word,
             position: get("embeddings.position_embeddings.weight")?,
             token_type: get("embeddings.token_type_embeddings.weight")?,
-            emb_norm: norm("embeddings.LayerNorm")?,
+            emb_norm: Norm {
+                weight: get("embeddings.LayerNorm.weight")?,
+                bias: get("embeddings.LayerNorm.bias")?,
+                eps: cfg.layer_norm_eps,
+            },
             layers,
+            activation,
             train,
             dtype,
             kernels,
@@ -211,44 +160,24 @@ impl BertNet {
         self.kernels.layer_norm(x, &w, &b, n.eps, self.train)
     }
 
-    /// What the forwards of one call over `tokens` tokens share: each layer's weights
-    /// packed for the kernels' whole-layer op when they have one, packed once, not per
-    /// batch (every batch's training graph would keep its own copy), and for inference
-    /// only from [`LAYOUT_FROM_TOKENS`] (a short call runs on the weights as stored).
+    /// What the forwards of one call over `tokens` tokens share: each layer's weights as
+    /// the kernels lay them out ([`Kernels::prepare_layer`]), once, not per batch.
     pub fn prepare(&self, tokens: usize) -> Result<Prepared> {
-        let mut packed = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            packed.push(match self.train && self.whole_layers() {
-                true => self.kernels.pack_layer(&l.weights)?,
-                false => None,
-            });
-        }
-        let mut stack = None;
-        if !self.train && self.whole_layers() && tokens >= LAYOUT_FROM_TOKENS {
-            let laid = self
-                .layers
-                .iter()
-                .map(|l| self.kernels.inference_layer(&l.weights))
-                .collect::<Result<Vec<_>>>()?;
-            stack = laid.into_iter().collect();
-        }
-        Ok(Prepared { packed, stack })
+        let layers = self
+            .layers
+            .iter()
+            .map(|w| {
+                self.kernels
+                    .prepare_layer(w, self.activation, self.train, tokens)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Prepared { layers })
     }
 
-    /// The parts the kernels cut each batch of this net's forwards into, one a thread, which
-    /// the token budget's batches keep a multiple of ([`super::plan_batches`]): only an
-    /// inference forward of whole layers is cut; a training forward runs each batch whole,
-    /// so its batches, and so its numbers, do not depend on the thread count.
-    pub fn parts_per_batch(&self, device: &candle_core::Device) -> usize {
-        match !self.train && self.whole_layers() {
-            true => backend::parts_per_batch(device),
-            false => 1,
-        }
-    }
-
-    /// Whether layers may run as one op: f32 with the exact GELU (what the op computes).
-    fn whole_layers(&self) -> bool {
-        self.dtype == DType::F32 && !matches!(self.cfg.hidden_act.as_str(), "relu" | "gelu_new")
+    /// The parts the kernels cut each batch of this net's forwards into, one a thread,
+    /// which the token budget's batches keep a multiple of ([`super::plan_batches`]).
+    pub fn parts_per_batch(&self) -> usize {
+        self.kernels.parts_per_batch(self.activation, self.train)
     }
 
     /// Token vectors `(b, t, hidden)` of one padded batch.
@@ -266,62 +195,25 @@ impl BertNet {
             .broadcast_add(&segment)?
             .reshape((b * t, h))?
             .to_dtype(self.dtype)?;
-        let mut x = self.norm(&x, &self.emb_norm)?;
-        let bias = self.kernels.attention_bias(&batch.mask)?;
-        let shape = AttentionShape {
-            batch: b,
-            tokens: t,
-            heads: self.cfg.num_attention_heads,
-            head_dim: self.cfg.head_dim(),
-            lengths: batch.lengths.clone(),
-        };
-        let one = EncoderLayerShape {
-            attention: shape.clone(),
+        let x = self.norm(&x, &self.emb_norm)?;
+        let one = EncoderBatch {
+            attention: AttentionShape {
+                batch: b,
+                tokens: t,
+                heads: self.cfg.num_attention_heads,
+                head_dim: self.cfg.head_dim(),
+                lengths: batch.lengths.clone(),
+            },
             hidden: h,
             intermediate: self.cfg.intermediate_size,
             eps: self.cfg.layer_norm_eps,
+            activation: self.activation,
+            bias: self.kernels.attention_bias(&batch.mask)?,
         };
-        if let Some(stack) = &prepared.stack {
-            if let Some(y) = self.kernels.encoder_stack(&x, &one, stack)? {
-                return Ok(y.reshape((b, t, h))?);
-            }
-        }
-        for (layer, packed) in self.layers.iter().zip(&prepared.packed) {
-            let weights = match (packed, self.train) {
-                (Some(p), _) => Some(LayerWeights::Packed(p)),
-                (None, false) if self.whole_layers() => Some(LayerWeights::Stored(&layer.weights)),
-                (None, _) => None,
-            };
-            if let Some(weights) = weights {
-                if let Some(y) = self.kernels.encoder_layer(&x, &one, weights)? {
-                    x = y;
-                    continue;
-                }
-            }
-            let ctx = self.kernels.attention(
-                &layer.query.forward(&x)?,
-                &layer.key.forward(&x)?,
-                &layer.value.forward(&x)?,
-                &shape,
-                bias.as_ref(),
-                self.train,
-            )?;
-            x = self.layer(layer, &x, &ctx)?;
-        }
-        Ok(x.reshape((b, t, h))?)
-    }
-
-    /// The rest of a layer after attention: output projection, residual and norm, then
-    /// the feed-forward block with its residual and norm.
-    fn layer(&self, l: &Layer, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
-        let attn = self.norm(&(l.attn_out.forward(ctx)? + x)?, &l.attn_norm)?;
-        let inter = l.intermediate.forward(&attn)?;
-        let inter = match self.cfg.hidden_act.as_str() {
-            "relu" => inter.relu()?,
-            "gelu_new" => inter.gelu()?,
-            _ => self.kernels.gelu(&inter)?,
-        };
-        self.norm(&(l.output.forward(&inter)? + attn)?, &l.out_norm)
+        let y = self
+            .kernels
+            .encoder_stack(&x, &one, &prepared.layers, self.train)?;
+        Ok(y.reshape((b, t, h))?)
     }
 }
 

@@ -204,7 +204,7 @@ fn a_long_call_embeds_as_short_calls_do() {
     let many: Vec<&str> = TEXTS.iter().copied().cycle().take(600).collect();
     let tokens: usize = enc.tokenize(&many).unwrap().iter().map(Vec::len).sum();
     assert!(
-        tokens >= super::model::LAYOUT_FROM_TOKENS,
+        tokens >= crate::backend::fused::LAYOUT_FROM_TOKENS,
         "{tokens} tokens"
     );
     for (i, v) in rows(&enc.encode(&many).unwrap()).iter().enumerate() {
