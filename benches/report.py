@@ -61,7 +61,8 @@ TABLES = {
     "million-topk": table("arms", f"{ARM} | {FWD_S} | seconds = seconds"),
     "million-guard": table("arms", f"{ARM} | {FWD_S} | seconds = seconds"),
     "scale": table("scale", "targets = targets | workers = workers | s / step = s_per_step | shard rows (worker 0) = shard_rows | held GB (per worker) = held_gb | peak GB (per process) = peak_gb | `check`'s estimate GB = estimate_gb | run s = run_s", key=2),
-    "recipe": table("recipe", "arm = label | guard = guard | dev R@20, seed {seeds} = dev_r20 | test R@20, seed {seeds} = test_r20 | test R@1, seed {seeds} = test_r1 | training forwards = training_fwd:{:,} | seconds (seed 1) = seconds:{:,}", "|---|---|---|---|---|---:|---:|", key=("arm", "guard", "seed")),
+    "recipe-long": table("recipe", "arm = arm | seed = seed | dev-selected step = best_step | dev R@20 = dev_r20 | test R@20 = test_r20 | test R@1 = test_r1 | dev R@20 by step = dev_by_step | training forwards = training_fwd:{:,} | seconds = seconds:{:,}", "|---|---:|---:|---:|---:|---:|---|---:|---:|", key=("arm", "seed")),
+    "recipe": table("recipe", "arm = label | guard = guard | dev R@20, seed {seeds} = dev_r20 | dev R@20, mean ± std = dev_spread | test R@20, seed {seeds} = test_r20 | test R@20, mean ± std = test_spread | test R@1, seed {seeds} = test_r1 | training forwards = training_fwd:{:,} | seconds (seed 1) = seconds:{:,}", "|---|---|---|---|---|---|---|---:|---:|", key=("arm", "guard", "seed")),
     "minilm": table("arms", f"{ARM} | {FWD_S} | seconds = seconds"),
     "drift-regime": table("arms", "steps = steps | staleness, stale arm (mean) = staleness_stale | staleness, refresh-10 = staleness_refresh10 | dev R@20 stale = dev_r20_stale | dev R@20 refresh-10 = dev_r20_refresh10 | gap = gap", "|---|---:|---:|---:|---:|---:|"),
     "drift-levers": table("arms", "arm = arm | test R@20, seeds 1 / 2 / 3 = test_r20_seeds | mean ± std = test_r20 | test R@1, seeds 1 / 2 / 3 = test_r1_seeds | mean ± std = test_r1 | dev R@20 at step 100 (seeds 1 / 3) = dev_r20_seeds | training fwd (with the initial 10,000) = training_fwd", "|---|---|---:|---|---:|---|---:|"),
@@ -140,8 +141,20 @@ def recipe_rows(lines):
                 row[f] = fmt(by_seed[None].get(f), "")
             else:
                 row[f] = " / ".join(fmt(by_seed.get(s, {}).get(f), "") for s in seeds)
+        for f, spread in (("dev_r20", "dev_spread"), ("test_r20", "test_spread")):
+            row[spread] = mean_std([r.get(f) for s, r in by_seed.items() if s is not None])
         out.append(row)
     return out, " / ".join(str(s) for s in seeds)
+
+
+def mean_std(values):
+    """`mean ± std (n seeds)` of the figures given (sample std), or `—` under two."""
+    xs = [float(v) for v in values if v not in (None, "", "—")]
+    if len(xs) < 2:
+        return "—"
+    m = sum(xs) / len(xs)
+    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+    return f"{m:.1f} ± {sd:.1f} ({len(xs)})"
 
 
 def provenance(rows, label):
@@ -168,12 +181,15 @@ def render(name):
     spec = TABLES[name]
     rows = rows_of(name, spec)
     cols = spec["cols"]
+    lines = rows
     if name == "recipe":
         rows, seeds = recipe_rows(rows)
         cols = [(h.replace("{seeds}", seeds), f, x) for h, f, x in cols]
+        lines = [dict(l, label=f"{l.get('label')}, seed {l['seed']}") if l.get("seed") == max(
+            (x.get("seed") or 0) for x in lines) else l for l in lines]
     if not rows:
         return f"(no lines for table `{name}` in benches/results/{spec['file']}.jsonl yet)\n"
-    out = [provenance(rows, cols[0][1]), ""]
+    out = [provenance(lines, cols[0][1]), ""]
     out.append("| " + " | ".join(h for h, _, _ in cols) + " |" if cols[0][0] else
                "| | " + " | ".join(h for h, _, _ in cols[1:]) + " |")
     out.append(spec["align"])
