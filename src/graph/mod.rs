@@ -38,6 +38,7 @@ mod kind;
 pub mod memory;
 pub mod needs;
 pub mod paths;
+pub mod ports;
 mod render;
 pub mod rewrite;
 mod structure;

@@ -17,11 +17,12 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Concat, Operator as _};
 
-use super::encode::{Encode, EncoderFacts, REFRESH, REUSED};
+use super::encode::{Encode, EncoderFacts};
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, NodeStats, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
+use crate::graph::ports::{REFRESH, REUSED};
 use crate::graph::{Access, CheckCx, FileUse, InputRole, NodeKind, PlanCx, Planned, Store, MAIN};
 use crate::store::batch::{self, Batch};
 use crate::store::cache::{EmbeddingStore, Part};

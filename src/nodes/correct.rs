@@ -296,7 +296,7 @@ fn correct_touched<'s>(
     let state = cx.models()?;
     let h = state.corrector(&model)?;
     let sample = cx.input("sample")?;
-    let subset = cx.port_of_input("sample", crate::nodes::sample::SUBSET);
+    let subset = cx.port_of_input("sample", crate::graph::ports::SUBSET);
     let cache = cx.sharded_input("cache")?;
     let requests = touched_requests(cx, sample.clone(), subset.clone());
     let fetched = fetch(cx, "cache", requests, cache);

@@ -34,7 +34,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Partition;
 use timely::dataflow::operators::Operator as _;
 
-use super::synthetic::{self, Synthetic};
+use super::synthetic::Synthetic;
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
@@ -44,10 +44,7 @@ use crate::models::Role;
 use crate::store::batch::{self, vector_column, Batch};
 use crate::store::tables::{col, embedding_type};
 
-/// The port of the targets' vectors.
-pub const TARGETS: &str = "targets";
-/// The port of the toy query's softmaxes.
-pub const SOFTMAX: &str = "softmax";
+use crate::graph::ports::{self, SOFTMAX, TARGETS};
 
 /// Settings of `fit`: trains a corrector on a synthetic world (the synthetic study).
 ///
@@ -117,7 +114,7 @@ pub fn targets_schema(dim: usize) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new(col::ID, DataType::Utf8, false),
         Field::new(col::EMBEDDING, embedding_type(dim), false),
-        Field::new(synthetic::FRESH, embedding_type(dim), false),
+        Field::new(ports::FRESH, embedding_type(dim), false),
         Field::new("corrected", embedding_type(dim), false),
         Field::new("trained", DataType::Boolean, false),
     ]))
@@ -166,15 +163,15 @@ impl NodeKind for Fit {
                 vec![
                     needs::text(col::ID),
                     needs::vector(col::EMBEDDING),
-                    needs::vector(synthetic::FRESH),
+                    needs::vector(ports::FRESH),
                 ],
             ),
             (
                 "queries",
                 vec![
                     needs::text(col::ID),
-                    needs::text(synthetic::SPLIT),
-                    needs::vector(synthetic::VECTOR),
+                    needs::text(ports::SPLIT),
+                    needs::vector(ports::VECTOR),
                 ],
             ),
         ]
@@ -401,12 +398,12 @@ fn world_of(targets: &[Batch], queries: &[Batch]) -> Result<World> {
     for b in targets {
         let (v, d) = batch::vectors_of(&b.0, col::EMBEDDING)?;
         stale.extend_from_slice(v);
-        fresh.extend_from_slice(batch::vectors_of(&b.0, synthetic::FRESH)?.0);
+        fresh.extend_from_slice(batch::vectors_of(&b.0, ports::FRESH)?.0);
         dim = d;
     }
     for b in queries {
-        let (v, d) = batch::vectors_of(&b.0, synthetic::VECTOR)?;
-        let split: &StringArray = batch::strings(&b.0, synthetic::SPLIT)?;
+        let (v, d) = batch::vectors_of(&b.0, ports::VECTOR)?;
+        let split: &StringArray = batch::strings(&b.0, ports::SPLIT)?;
         for (i, s) in split.iter().enumerate() {
             let row = &v[i * d..(i + 1) * d];
             match s {

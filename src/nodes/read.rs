@@ -35,8 +35,7 @@ use crate::store::batch::{self, Batch};
 use crate::store::pairs::string_lists;
 use crate::store::tables::{col, embedding_type};
 
-/// The column of the reader's log-likelihoods.
-pub const LOG_LIK: &str = "log_lik";
+pub use crate::graph::ports::LOG_LIK;
 
 /// Settings of `read`: the reader of a retrieval-augmented model.
 ///

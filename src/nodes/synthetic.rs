@@ -34,14 +34,7 @@ use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
 use crate::store::batch::{vector_column, Batch};
 use crate::store::tables::{col, embedding_type};
 
-/// The column of the true target vectors.
-pub const FRESH: &str = "fresh";
-/// The column of a query's split (`train` or `test`).
-pub const SPLIT: &str = "split";
-/// The column of a query's vector.
-pub const VECTOR: &str = "vector";
-/// The port of the queries.
-pub const QUERIES: &str = "queries";
+use crate::graph::ports::{FRESH, QUERIES, SPLIT, VECTOR};
 
 /// Settings of `synthetic`: a seeded world of targets and their drift, the synthetic
 /// study's source. Its settings are `WorldConfig`'s (`dim`, `targets`, `queries`,

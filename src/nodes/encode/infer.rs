@@ -15,11 +15,11 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::worker::Worker;
 
-use super::{MAIN, REUSED};
 use crate::dataflow::{
     BatchStream, BuildCx, Feed, FeedStage, KeyStream, Row, RowStream, RunState, StoreInput, Time,
 };
 use crate::error::Result;
+use crate::graph::ports::{MAIN, REUSED};
 use crate::store::batch::{self, Batch};
 use crate::store::cache::{EmbeddingStore, Part};
 use crate::store::tables::col;

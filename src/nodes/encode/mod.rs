@@ -29,6 +29,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
+use crate::graph::ports::{REFRESH, TOUCHED_SUBSET as SUBSET};
 use crate::graph::{CheckCx, InputRole, NodeKind, ParseCx, PlanCx, Planned, References, MAIN};
 use crate::models::{Built, ModelCx, ModelRef, Role};
 use crate::spec::LoadedSpec;
@@ -485,10 +486,3 @@ impl Operator for EncodeOp {
         }
     }
 }
-
-/// The port of a cached encode that carries the keys of the store's rows still current.
-pub const REUSED: &str = "_reused";
-/// The port of a cached encode that carries the corpus re-embedded at a refresh.
-pub const REFRESH: &str = "_refresh";
-/// The port of a touched encode that carries the training subset's fresh embeddings.
-pub const SUBSET: &str = "_subset";

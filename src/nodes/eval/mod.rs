@@ -40,8 +40,7 @@ use crate::models::Role;
 use crate::store::tables;
 use evaluator::EvalPlan;
 
-/// The per-step metrics port of a training `eval`.
-pub const STEPS: &str = "steps";
+use crate::graph::ports::STEPS;
 
 /// Settings of `eval`: retrieval metrics; in training, the dev evaluation that picks
 /// the best step and the test evaluation at it.

@@ -26,7 +26,7 @@ pub(super) fn log_likelihoods(
     let mut by_query = std::collections::HashMap::new();
     for b in rows_of(rows) {
         let ids = batch::strings(b, col::ID)?;
-        let (values, k) = batch::vectors_of(b, crate::nodes::read::LOG_LIK)?;
+        let (values, k) = batch::vectors_of(b, crate::graph::ports::LOG_LIK)?;
         for r in 0..b.num_rows() {
             by_query.insert(ids.value(r).to_string(), &values[r * k..(r + 1) * k]);
         }

@@ -38,8 +38,7 @@ use crate::store::batch::{self, Batch};
 use crate::store::pairs::string_lists;
 use crate::store::tables::{self, col};
 
-/// The per-step statistics port of `loss`.
-pub const STATS: &str = "stats";
+use crate::graph::ports::{self, STATS};
 
 /// What the retriever side of the loss is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -150,7 +149,7 @@ impl NodeKind for Loss {
             ),
             (
                 "reader",
-                vec![needs::text(col::ID), needs::vector(super::read::LOG_LIK)],
+                vec![needs::text(col::ID), needs::vector(ports::LOG_LIK)],
             ),
         ]
     }
@@ -320,7 +319,7 @@ impl Operator for LossOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let (spec, nodes, dev) = (self.spec.clone(), self.nodes.clone(), self.device.clone());
         // The corrector's training subset, embedded by the touched targets' encode.
-        let subset = cx.port_of_input("targets", super::encode::SUBSET);
+        let subset = cx.port_of_input("targets", ports::TOUCHED_SUBSET);
         let with_subset = subset.is_some();
         let logic = move |t: Time, mut inputs: Vec<Vec<Batch>>| {
             let subset = match with_subset {

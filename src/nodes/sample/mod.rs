@@ -28,9 +28,7 @@ use crate::graph::Per::Shard;
 use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
 use crate::store::tables::{self, col};
 
-/// The port of `sample`'s training subset for the corrector: per step, the drawn targets
-/// each worker owns (`id`).
-pub const SUBSET: &str = "subset";
+use crate::graph::ports::SUBSET;
 
 /// Settings of `sample`: searches the cache for each query's hard negatives.
 ///

@@ -14,11 +14,12 @@ use freshen_operators::train::Decay;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::loss::{Loss, STATS};
+use super::loss::Loss;
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
+use crate::graph::ports::STATS;
 use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, Training, MAIN};
 use crate::models::Role;
 use crate::store::tables::{self, col};
