@@ -1,7 +1,7 @@
 //! What a node becomes at run time: an [`Operator`] that each worker builds into its
 //! dataflow through a [`BuildCx`], and the [`Feed`]s that worker drives afterwards.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -55,8 +55,6 @@ pub struct Assembly<'s> {
     /// must finish before the next step (the training `eval`) replaces it, and the
     /// runtime finally feeds it back into the loop.
     pub ticks: Option<BatchStream<'s>>,
-    /// The output ports a node took from another through [`BuildCx::port_of_input`].
-    pub taken: HashSet<(usize, String)>,
     /// Streams moved to their rows' owners ([`BuildCx::sharded_input`]), by the
     /// `(node, port)` they come from: split once, so every node reading the same table
     /// keeps the same batches (one copy per worker, not one per reader).
@@ -69,7 +67,6 @@ impl Default for Assembly<'_> {
             feeds: Vec::new(),
             probe: ProbeHandle::new(),
             ticks: None,
-            taken: HashSet::new(),
             sharded: HashMap::new(),
         }
     }
@@ -162,14 +159,12 @@ impl<'s> BuildCx<'_, 's> {
         self.roles.iter().map(|r| self.input(r)).collect()
     }
 
-    /// Another port of the node that input `role` reads (one the graph does not wire,
-    /// such as an `encode`'s stored keys for its `cache`), if that node has it.
-    pub fn port_of_input(&mut self, role: &str, port: &str) -> Option<BatchStream<'s>> {
-        let (node, _) = self.edge(role).ok()?;
-        let key = (node, port.to_string());
-        let s = self.streams.get(&key).cloned()?;
-        self.assembly.taken.insert(key);
-        Some(s)
+    /// The stream of input `role` if it is given and its producer built it: an input
+    /// freshen wires itself reads a port that its producer makes only in some runs (a
+    /// training subset only while the corrector trains).
+    pub fn input_if(&self, role: &str) -> Option<BatchStream<'s>> {
+        let key = self.edge(role).ok()?;
+        self.streams.get(&key).cloned()
     }
 
     /// The first step this run trains (a resumed run's checkpoint step, else 0).

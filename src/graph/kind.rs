@@ -173,6 +173,10 @@ pub struct InputRole {
     pub required: bool,
     /// What it carries and which node gives it.
     pub about: &'static str,
+    /// For an input freshen wires itself: `(role, port)`, the port it reads of the node
+    /// given as `role`, when that node has the port (an `encode`'s stored keys for its
+    /// `cache`). A pipeline does not write it; `freshen graph` draws it.
+    pub implied: Option<(&'static str, &'static str)>,
 }
 
 impl InputRole {
@@ -182,6 +186,7 @@ impl InputRole {
             name,
             required: true,
             about,
+            implied: None,
         }
     }
 
@@ -191,14 +196,30 @@ impl InputRole {
             name,
             required: false,
             about,
+            implied: None,
+        }
+    }
+
+    /// An input freshen wires itself: port `port` of the node given as `from`.
+    pub const fn implied(
+        name: &'static str,
+        (from, port): (&'static str, &'static str),
+        about: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            required: false,
+            about,
+            implied: Some((from, port)),
         }
     }
 }
 
-/// The first `n` of `roles`, if they include every required one.
+/// The first `n` of `roles` a pipeline writes, if they include every required one.
 pub fn by_position(roles: &[InputRole], n: usize) -> Option<Vec<&'static str>> {
-    let taken = roles.get(..n)?;
-    let left_out = roles[n..].iter().any(|r| r.required);
+    let written: Vec<&InputRole> = roles.iter().filter(|r| r.implied.is_none()).collect();
+    let taken = written.get(..n)?;
+    let left_out = written[n..].iter().any(|r| r.required);
     (!left_out).then(|| taken.iter().map(|r| r.name).collect())
 }
 
@@ -354,10 +375,9 @@ impl<'a> CheckCx<'a> {
         self.producer(at)?.settings::<T>()
     }
 
-    /// How many inputs input `at`'s node has.
-    pub fn producer_inputs(&self, at: impl Slot) -> usize {
-        self.producer_index(at)
-            .map_or(0, |p| self.graph.inputs(p).len())
+    /// Whether input `at`'s node has an input of role `role`.
+    pub fn producer_has(&self, at: impl Slot, role: &str) -> bool {
+        self.producer(at).is_some_and(|p| p.roles.contains(&role))
     }
 
     /// The schema input `at` carries.

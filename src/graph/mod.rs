@@ -151,6 +151,7 @@ impl Graph {
         for i in graph.order.clone() {
             graph.ports[i] = structure::ports(&graph, i)?;
         }
+        structure::implied_edges(&mut graph);
         for i in 0..count {
             structure::check_models(&graph, i)?;
             graph.nodes[i].kind.check(&CheckCx {

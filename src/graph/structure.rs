@@ -200,8 +200,22 @@ fn named(
 ) -> Result<Vec<(String, String, String)>> {
     let path = LoadedSpec::node_path(i);
     let roles = n.kind.roles();
-    let names = || roles.iter().map(|r| r.name).collect::<Vec<_>>().join(", ");
+    let names = || {
+        let written = roles.iter().filter(|r| r.implied.is_none());
+        written.map(|r| r.name).collect::<Vec<_>>().join(", ")
+    };
     for (role, _) in pairs {
+        if let Some((from, port)) = roles
+            .iter()
+            .find(|r| r.name == role)
+            .and_then(|r| r.implied)
+        {
+            return Err(spec.error(
+                &format!("{path}.inputs.{role}"),
+                Some(&n.id),
+                format!("input `{role}` is wired by freshen: the `{port}` port of input `{from}` (expected it left out)"),
+            ));
+        }
         if !roles.iter().any(|r| r.name == role) {
             let expected = match roles.is_empty() {
                 true => "none: it reads no node".to_string(),
@@ -237,13 +251,44 @@ fn named(
         .collect())
 }
 
+/// Adds the inputs freshen wires itself ([`InputRole::implied`]) once every node's ports
+/// are known: each implied role not written, whose `from` input's node has the port.
+pub(super) fn implied_edges(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        for role in g.nodes[i].kind.roles() {
+            let Some((from, port)) = role.implied else {
+                continue;
+            };
+            let Some(producer) = g.input(i, from).map(|e| e.node) else {
+                continue;
+            };
+            if g.nodes[i].roles.contains(&role.name)
+                || !g.ports[producer].iter().any(|(p, _)| p == port)
+            {
+                continue;
+            }
+            let source = format!("{}.{port}", g.nodes[producer].id);
+            let n = &mut g.nodes[i];
+            n.inputs.push(source);
+            n.roles.push(role.name);
+            n.keys.push(role.name.to_string());
+            g.edges[i].push(Edge {
+                node: producer,
+                port: port.to_string(),
+                role: role.name,
+            });
+            g.consumers[producer].push(i);
+        }
+    }
+}
+
 /// The error of a positional list that no reading of the node's roles fits.
 fn arity_error(spec: &LoadedSpec, i: usize, n: &GraphNode, found: usize) -> crate::Error {
     let roles = n.kind.roles();
     let list = |required: bool| {
         roles
             .iter()
-            .filter(|r| r.required == required)
+            .filter(|r| r.required == required && r.implied.is_none())
             .map(|r| r.name)
             .collect::<Vec<_>>()
             .join(", ")

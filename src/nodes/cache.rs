@@ -32,8 +32,6 @@ use crate::store::tables::{self, col};
 /// Settings of `cache`: the persistent embedding store, keyed by (id, text hash,
 /// encoder fingerprint), and the stale cache B it holds.
 ///
-/// Inputs: an `encode` node, read directly.
-///
 /// Writes the full embedding table: `id`, `text_hash`, `embedding`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,10 +68,19 @@ impl Settings for Cache {
 }
 
 /// Its inputs, by role.
-pub(crate) const ROLES: &[InputRole] = &[InputRole::required(
-    "vectors",
-    "the `encode` node whose vectors the store keeps",
-)];
+pub(crate) const ROLES: &[InputRole] = &[
+    InputRole::required("vectors", "the `encode` node whose vectors the store keeps"),
+    InputRole::implied(
+        "reused",
+        ("vectors", REUSED),
+        "the keys of the store's rows still current, which the `vectors` node did not re-embed",
+    ),
+    InputRole::implied(
+        "refresh",
+        ("vectors", REFRESH),
+        "the corpus re-embedded at each refresh (`refresh_every`), while training",
+    ),
+];
 
 impl NodeKind for Cache {
     fn type_name(&self) -> &'static str {
@@ -143,7 +150,7 @@ impl NodeKind for Cache {
     }
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
-        let producer = cx.graph.producers(cx.node)[0];
+        let producer = cx.check().producer_index("vectors").unwrap_or(cx.node);
         let store = cx
             .facts
             .of::<EncoderFacts>(producer)
@@ -187,9 +194,9 @@ impl Operator for CacheOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let fresh = cx.input("vectors")?;
         let reused = cx
-            .port_of_input("vectors", REUSED)
+            .input_if("reused")
             .ok_or_else(|| Error::invariant("a cache whose encode node gave no stored keys"))?;
-        let refresh = cx.port_of_input("vectors", REFRESH);
+        let refresh = cx.input_if("refresh");
         let how = Writing {
             emit: self.emit_stored,
             retain: self.retain,

@@ -81,6 +81,11 @@ pub(crate) const ROLES: &[InputRole] = &[
         "sample",
         "a `sample` node: only its step's targets are corrected, for the loss",
     ),
+    InputRole::implied(
+        "subset",
+        ("sample", crate::graph::ports::SUBSET),
+        "the training subset the `sample` node draws (`subset`), corrected for h's loss",
+    ),
 ];
 
 impl NodeKind for Correct {
@@ -144,15 +149,15 @@ impl NodeKind for Correct {
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let i = cx.node;
         let training = cx.graph.training.as_ref();
-        let cache = cx.graph.producers(i)[0];
-        let op = match cx.graph.inputs(i).len() {
-            1 => CorrectOp::Cache {
+        let cache = cx.check().producer_index("cache").unwrap_or(i);
+        let op = match cx.check().has("sample") {
+            false => CorrectOp::Cache {
                 spec: self.clone(),
                 trained: training.is_some_and(|t| t.trains(&self.model)),
                 refreshing: training.is_some_and(|t| t.refresh(cache).is_some()),
                 steps: cx.steps,
             },
-            _ => CorrectOp::Touched {
+            true => CorrectOp::Touched {
                 model: self.model.clone(),
                 record: training.is_some_and(|t| t.records(i)),
             },
@@ -296,7 +301,7 @@ fn correct_touched<'s>(
     let state = cx.models()?;
     let h = state.corrector(&model)?;
     let sample = cx.input("sample")?;
-    let subset = cx.port_of_input("sample", crate::graph::ports::SUBSET);
+    let subset = cx.input_if("subset");
     let cache = cx.sharded_input("cache")?;
     let requests = touched_requests(cx, sample.clone(), subset.clone());
     let fetched = fetch(cx, "cache", requests, cache);

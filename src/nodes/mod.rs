@@ -203,8 +203,8 @@ pub fn schema() -> serde_json::Value {
 /// The schema of a node type's `inputs`: a map of its roles (each described), or the
 /// list of older pipelines.
 fn inputs_schema(roles: &[InputRole]) -> serde_json::Value {
-    let props: serde_json::Map<String, serde_json::Value> = roles
-        .iter()
+    let written = || roles.iter().filter(|r| r.implied.is_none());
+    let props: serde_json::Map<String, serde_json::Value> = written()
         .map(|r| {
             let about = match r.required {
                 true => r.about.to_string(),
@@ -216,16 +216,20 @@ fn inputs_schema(roles: &[InputRole]) -> serde_json::Value {
             )
         })
         .collect();
-    let required: Vec<&str> = roles
+    let required: Vec<&str> = written().filter(|r| r.required).map(|r| r.name).collect();
+    // The inputs freshen wires itself, for the reference: not written, so not in the map.
+    let implied: Vec<serde_json::Value> = roles
         .iter()
-        .filter(|r| r.required)
-        .map(|r| r.name)
+        .filter_map(|r| {
+            let (from, port) = r.implied?;
+            Some(serde_json::json!({"name": r.name, "from": from, "port": port, "description": r.about}))
+        })
         .collect();
     serde_json::json!({
         "description": "The nodes it reads (`id` or `id.port`), by role. A list in the roles' order also loads, with a warning (`freshen fmt` rewrites it).",
         "oneOf": [
             {"type": "object", "properties": props, "required": required, "additionalProperties": false,
-             "x-order": roles.iter().map(|r| r.name).collect::<Vec<_>>()},
+             "x-order": written().map(|r| r.name).collect::<Vec<_>>(), "x-implied": implied},
             {"type": "array", "items": {"type": "string"}}
         ]
     })

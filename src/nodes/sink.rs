@@ -17,8 +17,6 @@ use crate::store::batch;
 
 /// Settings of `sink`: writes its input to one of the pipeline's `outputs`.
 ///
-/// Inputs: any node (or port).
-///
 /// Writes a Parquet file, the `outputs` entry it names.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -49,7 +49,7 @@ pub enum TableName {
 
 /// Settings of `source`: reads one table of a dataset in Arrow batches.
 ///
-/// Inputs: none.
+/// It reads no node.
 ///
 /// Writes `id`, `title`, `text` (corpus); `id`, `text` (queries); `query_id`,
 /// `corpus_id`, `score` (qrels); `id`, `text`, `corpus_id`, `positives` (pairs, one

@@ -40,7 +40,7 @@ use crate::graph::ports::{FRESH, QUERIES, SPLIT, VECTOR};
 /// study's source. Its settings are `WorldConfig`'s (`dim`, `targets`, `queries`,
 /// `drift`).
 ///
-/// Inputs: none.
+/// It reads no node.
 ///
 /// Writes targets `id`, `embedding` (stale B), `fresh` (true g). Port `queries`: `id`,
 /// `split` (`test` held out, `train`), `vector`.

@@ -129,13 +129,12 @@ fn drain_unread<'s>(
     keys.sort();
     for key in keys {
         let (i, port) = key;
-        let read = assembly.taken.contains(key)
-            || (0..graph.nodes().len()).any(|c| {
-                graph
-                    .inputs(c)
-                    .iter()
-                    .any(|e| e.node == *i && &e.port == port)
-            });
+        let read = (0..graph.nodes().len()).any(|c| {
+            graph
+                .inputs(c)
+                .iter()
+                .any(|e| e.node == *i && &e.port == port)
+        });
         if !read {
             streams[key]
                 .clone()

@@ -69,6 +69,21 @@ fn inputs(v: &Value) -> String {
         let about = about.strip_prefix("Optional: ").unwrap_or(about);
         out.push_str(&format!("| `{role}` | {need} | {} |\n", clean(about)));
     }
+    for r in map
+        .get("x-implied")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+        out.push_str(&format!(
+            "| `{}` | wired by freshen | {}: the `{}` port of input `{}` |\n",
+            field("name"),
+            clean(field("description")),
+            field("port"),
+            field("from")
+        ));
+    }
     out.push('\n');
     out
 }

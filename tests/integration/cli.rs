@@ -146,6 +146,38 @@ fn graph_prints_mermaid_and_dot_with_labelled_edges() {
     ] {
         assert!(stdout.contains(edge), "{edge}: {stdout}");
     }
+    // The inputs freshen wires itself are edges too: the store's keys and refreshes for
+    // the cache, the corrector's training subset for the touched nodes and the loss.
+    let sets = [
+        "--set",
+        "nodes.cache.refresh_every=50",
+        "--set",
+        "nodes.negatives.subset=64",
+    ];
+    let mut args = vec!["graph", "pipelines/quickstart.yaml", "--format", "mermaid"];
+    args.extend(sets);
+    let (stdout, stderr) = text(&freshen(&args));
+    for edge in [
+        "initial -->|reused ← _reused: id, text_hash| cache",
+        "initial -->|refresh ← _refresh: ",
+        "negatives -->|subset ← subset: id| targets",
+        "negatives -->|subset ← subset: id| drift",
+        "targets -->|subset ← _subset: ",
+    ] {
+        assert!(stdout.contains(edge), "{edge}: {stdout}{stderr}");
+    }
+    // They are not written: naming one is a located error.
+    let mut args = vec!["check", "pipelines/quickstart.yaml", "--set"];
+    args.push("nodes.cache.inputs={vectors: initial, reused: initial}");
+    let o = freshen(&args);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "node cache: input `reused` is wired by freshen: the `_reused` port of input `vectors`"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -346,7 +346,7 @@ fn training_input_of_the_wrong_kind() {
         &c,
         &place,
         "negatives",
-        "input `search` must be a `cache` or a one-input `correct` node: the cache to search (got encode `queries`)",
+        "input `search` must be a `cache`, or a `correct` node of the whole cache (no `sample` input): the cache to search (got encode `queries`)",
     );
 }
 

@@ -29,7 +29,7 @@ use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::ports::{REFRESH, TOUCHED_SUBSET as SUBSET};
+use crate::graph::ports::{REFRESH, REUSED, SUBSET as SUBSET_PORT, TOUCHED_SUBSET as SUBSET};
 use crate::graph::{CheckCx, InputRole, NodeKind, ParseCx, PlanCx, Planned, References, MAIN};
 use crate::models::{Built, ModelCx, ModelRef, Role};
 use crate::spec::LoadedSpec;
@@ -149,6 +149,11 @@ pub(crate) const ROLES: &[InputRole] = &[
         "corpus",
         "the corpus `source` that the sample's target ids are looked up in",
     ),
+    InputRole::implied(
+        "subset",
+        ("sample", SUBSET_PORT),
+        "the training subset the `sample` node draws (`subset`), embedded off the tape for h",
+    ),
 ];
 
 impl NodeKind for Encode {
@@ -196,7 +201,24 @@ impl NodeKind for Encode {
             .model(self.model()?)
             .and_then(|m| m.output_dim())
             .unwrap_or(0);
-        Ok(vec![(MAIN.to_string(), tables::embeddings_schema(dim))])
+        let mut out = vec![(MAIN.to_string(), tables::embeddings_schema(dim))];
+        // The ports its `cache` reads (stored keys; refreshes while training), and the
+        // training subset's embeddings for the loss where its sample draws one.
+        let store = cx
+            .consumers()
+            .iter()
+            .find_map(|&c| cx.graph.nodes()[c].kind.store());
+        if let (Some(store), false) = (store, cx.has("sample")) {
+            out.push((REUSED.to_string(), tables::keys_schema()));
+            if store.refresh_every.is_some() {
+                out.push((REFRESH.to_string(), tables::embeddings_schema(dim)));
+            }
+        }
+        let sample = cx.producer_index("sample");
+        if sample.is_some_and(|s| cx.graph.ports[s].iter().any(|(p, _)| p == SUBSET_PORT)) {
+            out.push((SUBSET.to_string(), tables::embeddings_schema(dim)));
+        }
+        Ok(out)
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {

@@ -104,7 +104,7 @@ pub(super) fn touched<'s>(
     let enc = state.encoder(&spec.model)?;
     let (counter, node) = (cx.run.clone(), cx.node.clone());
     let sample = cx.input("sample")?;
-    let subset = cx.port_of_input("sample", crate::graph::ports::SUBSET);
+    let subset = cx.input_if("subset");
     let corpus = cx.sharded_input("corpus")?;
     let requests = touched_requests(cx, sample.clone(), subset.clone());
     let fetched = fetch(cx, "corpus", requests, corpus);

@@ -108,6 +108,11 @@ pub(crate) const ROLES: &[InputRole] = &[
         "reader",
         "a `read` node: the reader's log-likelihoods (`objective: marginal`)",
     ),
+    InputRole::implied(
+        "subset",
+        ("targets", ports::TOUCHED_SUBSET),
+        "the training subset's fresh embeddings, from the `targets` node",
+    ),
 ];
 
 impl NodeKind for Loss {
@@ -168,7 +173,7 @@ impl NodeKind for Loss {
         let encode = |role: &str, lookup: bool| {
             cx.producer_as::<Encode>(role)
                 .is_some_and(|e| e.model_name().is_some())
-                && (cx.producer_inputs(role) == 2) == lookup
+                && cx.producer_has(role, "sample") == lookup
         };
         let queries = encode("queries", false);
         super::want(cx, "queries", queries, "the query tower's `encode` node")?;
@@ -176,17 +181,17 @@ impl NodeKind for Loss {
             cx,
             "targets",
             encode("targets", true),
-            "the two-input `encode` node of the chosen targets",
+            "the `encode` node of the chosen targets (inputs `sample` and `corpus`)",
         )?;
         let sample = cx.producer_as::<Sample>("sample").is_some();
         super::want(cx, "sample", sample, "the `sample` node")?;
         let correct =
-            cx.producer_as::<Correct>("drift").is_some() && cx.producer_inputs("drift") == 2;
+            cx.producer_as::<Correct>("drift").is_some() && cx.producer_has("drift", "sample");
         super::want(
             cx,
             "drift",
             correct,
-            "the two-input `correct` node of the chosen targets",
+            "the `correct` node of the chosen targets (inputs `cache` and `sample`)",
         )?;
         let read = cx.producer_as::<Read>("reader").is_some();
         super::want(cx, "reader", read, "a `read` node")?;
@@ -319,7 +324,7 @@ impl Operator for LossOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let (spec, nodes, dev) = (self.spec.clone(), self.nodes.clone(), self.device.clone());
         // The corrector's training subset, embedded by the touched targets' encode.
-        let subset = cx.port_of_input("targets", ports::TOUCHED_SUBSET);
+        let subset = cx.input_if("subset");
         let with_subset = subset.is_some();
         let logic = move |t: Time, mut inputs: Vec<Vec<Batch>>| {
             let subset = match with_subset {
@@ -328,7 +333,14 @@ impl Operator for LossOp {
             };
             step(t, &inputs, subset.as_deref(), (&spec, &nodes, &dev))
         };
-        let mut inputs = cx.inputs()?;
+        let mut inputs = vec![
+            cx.input("queries")?,
+            cx.input("targets")?,
+            cx.input("sample")?,
+        ];
+        for role in ["drift", "reader"].into_iter().filter(|r| cx.has(r)) {
+            inputs.push(cx.input(role)?);
+        }
         inputs.extend(subset);
         let mut ports = Stepwise::new("Loss")
             .local_inputs(inputs)

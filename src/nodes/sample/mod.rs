@@ -152,7 +152,7 @@ pub(crate) const ROLES: &[InputRole] = &[
     InputRole::required("queries", "the query tower's `encode` node"),
     InputRole::required(
         "search",
-        "the cache searched for negatives: a `cache`, or a one-input `correct` node",
+        "the cache searched for negatives: a `cache`, or a `correct` node of the whole cache",
     ),
     InputRole::required(
         "pairs",
@@ -209,12 +209,13 @@ impl NodeKind for Sample {
             "an `encode` node with a model from `models:`: the query tower",
         )?;
         let cache = cx.producer_as::<Cache>("search").is_some()
-            || (cx.producer_as::<Correct>("search").is_some() && cx.producer_inputs("search") == 1);
+            || (cx.producer_as::<Correct>("search").is_some()
+                && !cx.producer_has("search", "sample"));
         super::want(
             cx,
             "search",
             cache,
-            "a `cache` or a one-input `correct` node: the cache to search",
+            "a `cache`, or a `correct` node of the whole cache (no `sample` input): the cache to search",
         )?;
         let (table, what) = match self.latent {
             true => (
@@ -303,7 +304,7 @@ impl NodeKind for Sample {
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let graph = cx.graph;
-        let queries = graph.producers(cx.node)[0];
+        let queries = cx.check().producer_index("queries").unwrap_or(cx.node);
         let device = match graph.nodes()[queries]
             .settings::<Encode>()
             .and_then(|e| e.model_name())
