@@ -1,11 +1,11 @@
 //! `eval`: ranks targets for queries by exact search and scores the ranking against
 //! qrels.
 //!
-//! Standalone, its inputs are, in order: query embeddings, target embeddings, and the
-//! qrels of the split being evaluated ([`standalone`]). During training (with `models`),
-//! they are: the `update` node, the corpus, the queries, the dev qrels, the test qrels
-//! and the stale cache; it then evaluates on dev every `every` steps, keeps the best
-//! step, and reports test at it ([`training`]).
+//! Standalone, its inputs are the `queries`' and the `targets`' embeddings and the
+//! `judgements` of the split being evaluated ([`standalone`]). During training (with
+//! `models`), they are the `trained` steps (the `update` node), the `corpus`, the
+//! `queries`, the `dev` and `test` qrels and the stale `cache`; it then evaluates on dev
+//! every `every` steps, keeps the best step, and reports test at it ([`training`]).
 
 mod answers;
 mod evaluator;
