@@ -112,6 +112,12 @@ pub trait NodeKind: Any + fmt::Debug + Send + Sync {
     /// inputs' schemas (already checked against [`NodeKind::needs`]).
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>>;
 
+    /// For a node that picks targets for each query (`sample`): how many each query's
+    /// step touches (its positive and negatives).
+    fn picks_per_query(&self) -> Option<usize> {
+        None
+    }
+
     /// Checks that need the whole graph: the types of the nodes it reads, who reads it.
     fn check(&self, cx: &CheckCx) -> Result<()> {
         let _ = cx;
@@ -373,6 +379,23 @@ impl<'a> CheckCx<'a> {
     /// The settings of input `at`'s node, if it is of type `T`.
     pub fn producer_as<T: NodeKind>(&self, at: impl Slot) -> Option<&'a T> {
         self.producer(at)?.settings::<T>()
+    }
+
+    /// Whether input `at`'s node is of type `type_name` (`"cache"`): what a node checks
+    /// of the nodes it reads, without importing their modules.
+    pub fn producer_is(&self, at: impl Slot, type_name: &str) -> bool {
+        self.producer(at)
+            .is_some_and(|p| p.kind.type_name() == type_name)
+    }
+
+    /// The name of the model of `models:` that input `at`'s node uses as `role` (an
+    /// `encode` node's encoder, a `correct` node's corrector), if it names one.
+    pub fn producer_model(&self, at: impl Slot, role: Role) -> Option<String> {
+        let refs = self.producer(at)?.kind.references();
+        refs.models
+            .into_iter()
+            .find(|(_, _, r)| *r == role)
+            .map(|(_, name, _)| name)
     }
 
     /// Whether input `at`'s node has an input of role `role`.

@@ -17,7 +17,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Concat, Operator as _};
 
-use super::encode::{Encode, EncoderFacts};
+use super::facts::EncoderFacts;
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, NodeStats, Operator};
 use crate::error::{Error, Result};
@@ -110,7 +110,7 @@ impl NodeKind for Cache {
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        if cx.producer_as::<Encode>("vectors").is_none() || cx.port("vectors") != MAIN {
+        if !cx.producer_is("vectors", "encode") || cx.port("vectors") != MAIN {
             return Err(cx.input_error(
                 0,
                 "a cache must read an `encode` node directly (expected inputs: [<encode id>])",

@@ -13,7 +13,6 @@ use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::cache::Cache;
 use super::touched::{step_ids, touched_requests};
 use super::Settings;
 use crate::dataflow::shard::{fetch, Shard};
@@ -124,7 +123,7 @@ impl NodeKind for Correct {
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        let cache = cx.producer_as::<Cache>("cache").is_some();
+        let cache = cx.producer_is("cache", "cache");
         super::want(cx, "cache", cache, "a `cache` node: the stale embeddings")?;
         // A `sample` input is a sample node: only it writes the `negatives` its needs name.
         Ok(())

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod correct;
 pub mod encode;
 pub mod eval;
+mod facts;
 pub mod fit;
 pub mod loss;
 pub mod read;

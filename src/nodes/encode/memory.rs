@@ -4,7 +4,6 @@
 
 use crate::graph::{CheckCx, Cost, Per, Phase};
 use crate::models::Model;
-use crate::nodes::sample::Sample;
 use crate::nodes::source::Source;
 use crate::spec::LoadedSpec;
 
@@ -72,7 +71,7 @@ fn texts_per_step(cx: &CheckCx) -> Option<(usize, String, usize)> {
         let (b, at) = super::super::pairs_per_step(cx.graph, rows)?;
         return Some((b, at, rows));
     }
-    let sample = cx.producer_as::<Sample>("sample")?;
+    let per_query = cx.producer("sample")?.kind.picks_per_query()?;
     // The sample node's `pairs` input: the source of the step's queries.
     let sample_cx = CheckCx {
         graph: cx.graph,
@@ -80,7 +79,6 @@ fn texts_per_step(cx: &CheckCx) -> Option<(usize, String, usize)> {
     };
     let pairs = sample_cx.producer_index("pairs")?;
     let (b, at) = super::super::pairs_per_step(cx.graph, pairs)?;
-    let per_query = sample.k + usize::from(!sample.latent);
     cx.producer_as::<Source>("corpus")?;
     Some((b * per_query, at, cx.producer_index("corpus")?))
 }

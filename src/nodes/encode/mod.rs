@@ -24,6 +24,7 @@ use serde_yaml::Value;
 
 pub use infer::{encode_rows, joined_rows, joined_text};
 
+use super::facts::EncoderFacts;
 use super::source::{Source, TableName};
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
@@ -123,16 +124,6 @@ impl Encode {
     pub fn model_name(&self) -> Option<&str> {
         self.resolved.as_ref().and_then(ModelRef::name)
     }
-}
-
-/// What an encode node tells the nodes planned after it.
-pub struct EncoderFacts {
-    /// The encoder's fingerprint and width.
-    pub fingerprint: String,
-    /// The width of its vectors.
-    pub dim: usize,
-    /// The store of the cache that reads it, if one does.
-    pub store: Option<EmbeddingStore>,
 }
 
 /// Its inputs, by role.
@@ -397,14 +388,7 @@ impl Encode {
             }
         };
         let Some(c) = cache else {
-            cx.facts.publish(
-                i,
-                EncoderFacts {
-                    fingerprint,
-                    dim,
-                    store: None,
-                },
-            );
+            cx.facts.publish(i, EncoderFacts { store: None });
             return Ok(EncodeOp::Infer {
                 encoder,
                 fields: self.fields.clone(),
@@ -430,8 +414,6 @@ impl Encode {
         cx.facts.publish(
             i,
             EncoderFacts {
-                fingerprint,
-                dim,
                 store: Some(store.clone()),
             },
         );

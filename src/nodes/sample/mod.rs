@@ -16,9 +16,6 @@ use freshen_operators::search::{NegativeSampler, Strategy};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::cache::Cache;
-use super::correct::Correct;
-use super::encode::Encode;
 use super::source::{Source, TableName};
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
@@ -26,6 +23,7 @@ use crate::error::Result;
 use crate::graph::needs::{self, Need};
 use crate::graph::Per::Shard;
 use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
+use crate::models::Role;
 use crate::store::tables::{self, col};
 
 use crate::graph::ports::SUBSET;
@@ -198,19 +196,22 @@ impl NodeKind for Sample {
         Ok(out)
     }
 
+    fn picks_per_query(&self) -> Option<usize> {
+        Some(self.k + usize::from(!self.latent))
+    }
+
     fn check(&self, cx: &CheckCx) -> Result<()> {
         let queries = cx
-            .producer_as::<Encode>("queries")
-            .is_some_and(|e| e.model_name().is_some());
+            .producer_model("queries", Role::Encoder)
+            .is_some_and(|_| cx.producer_is("queries", "encode"));
         super::want(
             cx,
             "queries",
             queries,
             "an `encode` node with a model from `models:`: the query tower",
         )?;
-        let cache = cx.producer_as::<Cache>("search").is_some()
-            || (cx.producer_as::<Correct>("search").is_some()
-                && !cx.producer_has("search", "sample"));
+        let cache = cx.producer_is("search", "cache")
+            || (cx.producer_is("search", "correct") && !cx.producer_has("search", "sample"));
         super::want(
             cx,
             "search",
@@ -233,7 +234,7 @@ impl NodeKind for Sample {
             (true, _) => super::want(
                 cx,
                 "stale",
-                cx.producer_as::<Cache>("stale").is_some(),
+                cx.producer_is("stale", "cache"),
                 "the `cache` node: the stale cache B",
             )?,
             (false, true) => {
@@ -244,7 +245,7 @@ impl NodeKind for Sample {
             }
             _ => {}
         }
-        if self.rescore && cx.producer_as::<Correct>("search").is_none() {
+        if self.rescore && !cx.producer_is("search", "correct") {
             return Err(cx.error(
                 "rescore",
                 "`rescore` applies the corrector of the searched cache (expected a `correct` node as input `search`)",
@@ -304,17 +305,16 @@ impl NodeKind for Sample {
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let graph = cx.graph;
-        let queries = cx.check().producer_index("queries").unwrap_or(cx.node);
-        let device = match graph.nodes()[queries]
-            .settings::<Encode>()
-            .and_then(|e| e.model_name())
-            .and_then(|name| graph.models.get(name))
+        let check = cx.check();
+        let device = match check
+            .producer_model("queries", Role::Encoder)
+            .and_then(|name| graph.models.get(&name))
         {
             Some(m) => m.common().device.open()?,
             None => freshen_operators::device::cpu(),
         };
         let trains = graph.training.as_ref().is_some_and(|t| t.corrector_trains);
-        let searched = cx.check().producer_index("search").unwrap_or(cx.node);
+        let searched = check.producer_index("search").unwrap_or(cx.node);
         // h is applied to the searched cache only when it trains and nothing refreshes B.
         let refreshing = graph.input(searched, "cache").is_some_and(|e| {
             let c = e.node;
@@ -323,9 +323,8 @@ impl NodeKind for Sample {
                 .as_ref()
                 .is_some_and(|t| t.refresh(c).is_some())
         });
-        let corrector = graph.nodes()[searched]
-            .settings::<Correct>()
-            .map(|c| c.model.clone())
+        let corrector = check
+            .producer_model("search", Role::Corrector)
             .filter(|_| !refreshing);
         let fresher = (self.rescore || self.margin_on != MarginOn::Searched).then(|| {
             search::FresherPlan {
