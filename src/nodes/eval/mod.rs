@@ -73,8 +73,8 @@ pub struct Eval {
     #[serde(default)]
     pub models: Option<EvalModels>,
     /// During training: evaluate on dev every this many steps (and after the last). Each
-    /// evaluation re-embeds the whole corpus with the target tower: with MiniLM on 2 CPU
-    /// cores count some hundreds of short rows a second (docs/writing-pipelines.md).
+    /// evaluation re-embeds the whole corpus with the target tower (what that costs with
+    /// MiniLM on the CPU: docs/writing-pipelines.md).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub every: Option<usize>,

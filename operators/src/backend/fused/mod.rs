@@ -30,7 +30,7 @@ use crate::Result;
 /// whole-stack op ([`Kernels::prepare_layer`]) rather than running the layers one by
 /// one on the weights as stored. The copy costs a small part of one full batch of the
 /// default budget, which the faster products repay within the call (measured on
-/// `pipelines/embed-minilm.yaml`: BENCHMARKS.md, "A batch in parts, one a thread").
+/// `pipelines/embed-minilm.yaml`: docs/design/performance.md, "A batch in parts").
 pub const LAYOUT_FROM_TOKENS: usize = 4096;
 
 /// The CPU's kernels: the fused ops of this module for training and attention, candle-nn's

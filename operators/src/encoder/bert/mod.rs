@@ -50,8 +50,8 @@ use tokenize::TextTokenizer;
 /// 2-core machine, MiniLM encoded 128-piece passages at 43.0 sentences/s with 1,024,
 /// 48.9 with 2,048 and 49.2 with 4,096, glosses at 554 / 519 / 558, and a training step
 /// of 32 queries × 8 such passages ran about a tenth faster at 4,096 than at 1,024
-/// (BENCHMARKS.md, "A layer as one op"). Before the layers skipped padding, 1,024 won:
-/// larger batches of WordNet texts carried more padding.
+/// (docs/design/performance.md, "A BERT layer as one op"). Before the layers skipped
+/// padding, 1,024 won: larger batches of WordNet texts carried more padding.
 pub const DEFAULT_BATCH_TOKENS: usize = 4096;
 
 /// What the user may set on top of the folder. Every field has a default; unknown
