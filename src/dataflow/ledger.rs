@@ -17,7 +17,7 @@ use super::held::Held;
 use super::operator::BuildCx;
 use super::rows_of;
 use super::run_state::RunState;
-use super::stepwise::Stepwise;
+use super::stepwise::{StepInputs, Stepwise};
 use super::streams::{BatchStream, Time};
 use crate::error::Result;
 use crate::store::batch::{self, Batch};
@@ -37,7 +37,7 @@ const PEAK: &str = "peak_bytes";
 /// [`add`] there.
 pub fn share<'s>(cx: &BuildCx<'_, 's>, ticks: BatchStream<'s>) -> BatchStream<'s> {
     let run = cx.run.clone();
-    let logic = move |_t: Time, _inputs: Vec<Vec<Batch>>| {
+    let logic = move |_t: Time, _inputs: StepInputs| {
         if run.leads() {
             return Ok(Vec::new());
         }
@@ -66,7 +66,7 @@ pub fn share<'s>(cx: &BuildCx<'_, 's>, ticks: BatchStream<'s>) -> BatchStream<'s
         Ok(out)
     };
     Stepwise::new("LedgerShare")
-        .local_inputs(vec![ticks])
+        .input("ticks", ticks)
         .build(cx, logic)
         .remove(0)
 }

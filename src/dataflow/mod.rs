@@ -25,7 +25,7 @@ pub use operator::{Assembly, BuildCx, Feed, FeedStage, Operator};
 pub use progress::Progress;
 pub use rows::EmbeddingRows;
 pub use run_state::{NodeStats, RunState};
-pub use stepwise::{Emitted, Finish, Route, Stepwise};
+pub use stepwise::{Emitted, Finish, Route, StepInputs, Stepwise};
 pub use streams::{BatchStream, Key, KeyStream, Row, RowStream, SourceInput, StoreInput, Time};
 pub use writer::write_on_leader;
 

@@ -1,7 +1,8 @@
 //! What a node becomes at run time: an [`Operator`] that each worker builds into its
 //! dataflow through a [`BuildCx`], and the [`Feed`]s that worker drives afterwards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -59,6 +60,9 @@ pub struct Assembly<'s> {
     /// `(node, port)` they come from: split once, so every node reading the same table
     /// keeps the same batches (one copy per worker, not one per reader).
     pub sharded: HashMap<(usize, String), BatchStream<'s>>,
+    /// Every input an operator read, as `(node, producer, port)`: the edges the runtime
+    /// built, which must be the graph's (what `freshen graph` draws).
+    pub read: RefCell<BTreeSet<(usize, usize, String)>>,
 }
 
 impl Default for Assembly<'_> {
@@ -68,6 +72,7 @@ impl Default for Assembly<'_> {
             probe: ProbeHandle::new(),
             ticks: None,
             sharded: HashMap::new(),
+            read: RefCell::default(),
         }
     }
 }
@@ -123,12 +128,17 @@ impl<'s> BuildCx<'_, 's> {
     /// The stream of the input of role `role`.
     pub fn input(&self, role: &str) -> Result<BatchStream<'s>> {
         let key = self.edge(role)?;
-        self.streams.get(&key).cloned().ok_or_else(|| {
+        let stream = self.streams.get(&key).cloned().ok_or_else(|| {
             Error::invariant(format!(
                 "node {}: input `{role}` is not built yet",
                 self.node
             ))
-        })
+        })?;
+        self.assembly
+            .read
+            .borrow_mut()
+            .insert((self.index, key.0, key.1));
+        Ok(stream)
     }
 
     /// The stream of input `role` moved to the owners of its rows by id (each worker then holds
@@ -138,6 +148,8 @@ impl<'s> BuildCx<'_, 's> {
     /// copies of them, and report them under this name, to hold the shard once.
     pub fn sharded_input(&mut self, role: &str) -> Result<(BatchStream<'s>, String)> {
         let key = self.edge(role)?;
+        let read = (self.index, key.0, key.1.clone());
+        self.assembly.read.borrow_mut().insert(read);
         let name = match key.1.as_str() {
             "" => format!("{}: shard", self.ids[key.0]),
             port => format!("{}.{port}: shard", self.ids[key.0]),
@@ -164,7 +176,9 @@ impl<'s> BuildCx<'_, 's> {
     /// training subset only while the corrector trains).
     pub fn input_if(&self, role: &str) -> Option<BatchStream<'s>> {
         let key = self.edge(role).ok()?;
-        self.streams.get(&key).cloned()
+        self.streams
+            .contains_key(&key)
+            .then(|| self.input(role).ok())?
     }
 
     /// The first step this run trains (a resumed run's checkpoint step, else 0).

@@ -20,7 +20,7 @@ use timely::dataflow::operators::{Exchange, Operator as _};
 
 use super::operator::BuildCx;
 use super::rows_of;
-use super::stepwise::Stepwise;
+use super::stepwise::{StepInputs, Stepwise};
 use super::streams::{BatchStream, Time};
 use crate::error::{Error, Result};
 use crate::store::batch::{self, Batch};
@@ -291,12 +291,12 @@ pub fn fetch<'s>(
     let asks = to_owners(asks, col::ID, workers);
     let mut shard = Shard::default();
     let run = cx.run.clone();
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
-        if shard.replace(&inputs[1], col::ID)? {
+    let logic = move |_t: Time, inputs: StepInputs| {
+        if shard.replace(&inputs["table"], col::ID)? {
             run.hold(me, &held_as, shard.index.len() as u64, shard.bytes());
         }
         let mut out = Vec::new();
-        for b in rows_of(&inputs[0]) {
+        for b in rows_of(&inputs["asks"]) {
             let ids = batch::strings(b, col::ID)?;
             let ids: Vec<String> = (0..b.num_rows())
                 .map(|r| ids.value(r).to_string())
@@ -308,7 +308,8 @@ pub fn fetch<'s>(
         Ok(out)
     };
     let answers = Stepwise::new("Serve")
-        .local_inputs(vec![asks, table])
+        .input("asks", asks)
+        .input("table", table)
         .build(cx, logic)
         .remove(0);
     to_addressed(answers)

@@ -34,6 +34,54 @@ pub enum Route {
 /// A time not yet acted on: a capability per output port, and the batches per input.
 type Pending = (Vec<Capability<Time>>, Vec<Vec<Batch>>);
 
+/// The batches of one time, per input, by the name each input was added under.
+///
+/// Reading an input by a name that was not added is a bug of the operator, not of the
+/// pipeline: it panics, as indexing a map by a missing key does.
+#[derive(Debug)]
+pub struct StepInputs {
+    names: Rc<[&'static str]>,
+    batches: Vec<Vec<Batch>>,
+}
+
+impl StepInputs {
+    /// Inputs made by hand (to test an operator's logic outside a dataflow).
+    pub fn from_named(named: impl IntoIterator<Item = (&'static str, Vec<Batch>)>) -> Self {
+        let (names, batches): (Vec<_>, Vec<_>) = named.into_iter().unzip();
+        Self {
+            names: names.into(),
+            batches,
+        }
+    }
+
+    fn at(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| *n == name)
+    }
+
+    /// The batches of input `name`, if the operator added one of that name.
+    pub fn get(&self, name: &str) -> Option<&[Batch]> {
+        Some(&self.batches[self.at(name)?])
+    }
+
+    /// Takes the batches of input `name` out (empty afterwards).
+    pub fn take(&mut self, name: &str) -> Vec<Batch> {
+        let j = self.at(name).unwrap_or_else(|| missing(name));
+        std::mem::take(&mut self.batches[j])
+    }
+}
+
+impl std::ops::Index<&str> for StepInputs {
+    type Output = [Batch];
+
+    fn index(&self, name: &str) -> &[Batch] {
+        self.get(name).unwrap_or_else(|| missing(name))
+    }
+}
+
+fn missing(name: &str) -> ! {
+    panic!("a stepwise operator read input `{name}`, which it never added")
+}
+
 /// What the logic of a step hands out: `(output port, batch)`.
 pub type Emitted = Vec<(usize, Batch)>;
 
@@ -48,9 +96,57 @@ pub type Finish = Box<dyn FnMut(Time) -> Result<Emitted>>;
 /// every input is exhausted and emits on port 0 (at the last time seen): the operator
 /// holds port 0 open for it, so port 0 must not lead back into a feedback loop. Errors
 /// are recorded in the run state under the node, and the operator then stops acting.
+///
+/// ```text
+///   queries ──┐  step t's batches, by name
+///             ├──▶ logic(t, inputs) ──▶ port 0, port 1, ...
+///  feedback ──┘  (called once no input can send more for t)
+/// ```
+///
+/// A node builds it with [`Stepwise::build`] in its [`BuildCx`]; outside a pipeline,
+/// [`Stepwise::build_in`] takes the scope and run state directly:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use arrow::array::{RecordBatch, UInt64Array};
+/// use freshen::dataflow::{RunState, Stepwise, Time};
+/// use freshen::store::batch::Batch;
+/// use timely::dataflow::operators::Input;
+///
+/// let rows = |n: u64| {
+///     let col = Arc::new(UInt64Array::from_iter_values(0..n)) as _;
+///     Batch(RecordBatch::try_from_iter([("id", col)]).unwrap())
+/// };
+/// let run = Arc::new(RunState::new(false, None));
+/// let seen: Arc<Mutex<Vec<(Time, usize)>>> = Arc::default();
+/// let log = seen.clone();
+/// timely::execute_directly(move |worker| {
+///     let (mut queries, mut feedback) = worker.dataflow::<Time, _, _>(|scope| {
+///         let (q_in, queries) = scope.new_input::<Vec<Batch>>();
+///         let (f_in, feedback) = scope.new_input::<Vec<Batch>>();
+///         // Per step: how many query rows arrived, once the feedback has that step too.
+///         Stepwise::new("CountRows")
+///             .input("queries", queries)
+///             .input("feedback", feedback)
+///             .build_in(scope, "count", run.clone(), move |t, inputs| {
+///                 let n: usize = inputs["queries"].iter().map(|b| b.0.num_rows()).sum();
+///                 log.lock().unwrap().push((t, n));
+///                 Ok(vec![(0, rows(n as u64))])
+///             });
+///         (q_in, f_in)
+///     });
+///     for t in 0..2 {
+///         queries.send(rows(3));
+///         queries.send(rows(t + 1));
+///         queries.advance_to(t + 1);
+///         feedback.advance_to(t + 1);
+///     }
+/// });
+/// assert_eq!(*seen.lock().unwrap(), vec![(0, 4), (1, 5)]);
+/// ```
 pub struct Stepwise<'s> {
     name: &'static str,
-    inputs: Vec<(BatchStream<'s>, Route)>,
+    inputs: Vec<(&'static str, BatchStream<'s>, Route)>,
     outputs: usize,
     finish: Option<Finish>,
 }
@@ -66,16 +162,26 @@ impl<'s> Stepwise<'s> {
         }
     }
 
-    /// Adds an input, routed by `route`.
-    pub fn input(mut self, stream: BatchStream<'s>, route: Route) -> Self {
-        self.inputs.push((stream, route));
-        self
+    /// Adds an input that stays on its worker, read as `inputs[name]`.
+    pub fn input(self, name: &'static str, stream: BatchStream<'s>) -> Self {
+        self.routed(name, stream, Route::Local)
     }
 
-    /// Adds inputs that stay on their worker.
-    pub fn local_inputs(mut self, streams: Vec<BatchStream<'s>>) -> Self {
-        self.inputs
-            .extend(streams.into_iter().map(|s| (s, Route::Local)));
+    /// Adds an input if there is one (an optional input of the node).
+    pub fn input_if(self, name: &'static str, stream: Option<BatchStream<'s>>) -> Self {
+        match stream {
+            Some(s) => self.input(name, s),
+            None => self,
+        }
+    }
+
+    /// Adds an input routed by `route`, read as `inputs[name]`.
+    pub fn routed(mut self, name: &'static str, stream: BatchStream<'s>, route: Route) -> Self {
+        debug_assert!(
+            self.inputs.iter().all(|(n, ..)| *n != name),
+            "input `{name}` added twice"
+        );
+        self.inputs.push((name, stream, route));
         self
     }
 
@@ -95,16 +201,27 @@ impl<'s> Stepwise<'s> {
     pub fn build(
         self,
         cx: &BuildCx<'_, 's>,
-        logic: impl FnMut(Time, Vec<Vec<Batch>>) -> Result<Emitted> + 'static,
+        logic: impl FnMut(Time, StepInputs) -> Result<Emitted> + 'static,
     ) -> Vec<BatchStream<'s>> {
         build(self, cx.scope, logic, cx.node.clone(), cx.run.clone())
+    }
+
+    /// Builds the operator in `scope` for node `node`, its errors recorded in `run`.
+    pub fn build_in(
+        self,
+        scope: timely::dataflow::Scope<'s, Time>,
+        node: &str,
+        run: Arc<RunState>,
+        logic: impl FnMut(Time, StepInputs) -> Result<Emitted> + 'static,
+    ) -> Vec<BatchStream<'s>> {
+        build(self, scope, logic, node.into(), run)
     }
 }
 
 fn build<'s>(
     op: Stepwise<'s>,
     scope: timely::dataflow::Scope<'s, Time>,
-    mut logic: impl FnMut(Time, Vec<Vec<Batch>>) -> Result<Emitted> + 'static,
+    mut logic: impl FnMut(Time, StepInputs) -> Result<Emitted> + 'static,
     node: Rc<str>,
     shared: Arc<RunState>,
 ) -> Vec<BatchStream<'s>> {
@@ -116,8 +233,9 @@ fn build<'s>(
     } = op;
     let mut builder = OperatorBuilder::new(name.to_string(), scope);
     let count = inputs.len();
+    let names: Rc<[&'static str]> = inputs.iter().map(|(n, ..)| *n).collect();
     let mut handles = Vec::with_capacity(count);
-    for (stream, route) in inputs {
+    for (_, stream, route) in inputs {
         handles.push(match route {
             Route::Local => Box::new(builder.new_input(stream, Pipeline)) as Box<dyn InputPort>,
             Route::Leader => Box::new(builder.new_input(stream, Exchange::new(|_: &Batch| 0u64)))
@@ -164,7 +282,11 @@ fn build<'s>(
                 if shared.failed() {
                     continue;
                 }
-                match logic(t, batches) {
+                let step = StepInputs {
+                    names: names.clone(),
+                    batches,
+                };
+                match logic(t, step) {
                     Ok(emitted) => {
                         for (port, b) in emitted {
                             outs[port].give(&caps[port], &mut vec![b]);

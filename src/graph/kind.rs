@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use serde_yaml::Value;
 
 use super::needs::Need;
+use super::peers::{Cadence, DataSource, Picks, TableName, TrainingLoss};
 use super::{Graph, GraphNode};
 use crate::dataflow::{Operator, ProcessModels};
 use crate::error::{Error, Result};
@@ -86,6 +87,77 @@ impl Planned {
 }
 
 /// The settings of one node, and everything the graph and the runtime ask of its type.
+///
+/// A new node type implements it in its own module and adds one [`NodeEntry`] to the
+/// registry (freshen's own are `freshen::nodes::KINDS`). Here, a type `passthrough`
+/// with one required input whose rows it hands on as they are:
+///
+/// ```
+/// use freshen::dataflow::{BatchStream, BuildCx, Operator};
+/// use freshen::graph::needs::{self, Need};
+/// use freshen::graph::{CheckCx, Graph, InputRole, NodeEntry, NodeKind, PlanCx, Planned, MAIN};
+/// use freshen::spec::LoadedSpec;
+///
+/// #[derive(Debug)]
+/// struct Passthrough;
+///
+/// const ROLES: &[InputRole] = &[InputRole::required("rows", "the rows to hand on")];
+///
+/// impl NodeKind for Passthrough {
+///     fn type_name(&self) -> &'static str {
+///         "passthrough"
+///     }
+///     fn roles(&self) -> &'static [InputRole] {
+///         ROLES
+///     }
+///     fn needs(&self, _cx: &CheckCx) -> Vec<(&'static str, Vec<Need>)> {
+///         vec![("rows", vec![needs::text("id")])]
+///     }
+///     fn outputs(&self, cx: &CheckCx) -> freshen::Result<Vec<(String, arrow::datatypes::SchemaRef)>> {
+///         Ok(vec![(MAIN.to_string(), cx.input_schema("rows").expect("checked"))])
+///     }
+///     fn plan(&self, _cx: &PlanCx) -> freshen::Result<Planned> {
+///         Ok(Planned::operator(Pass))
+///     }
+///     fn settings_json(&self) -> serde_json::Value {
+///         serde_json::json!({})
+///     }
+/// }
+///
+/// /// At run time: the input stream is the output stream.
+/// struct Pass;
+///
+/// impl Operator for Pass {
+///     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> freshen::Result<Vec<(String, BatchStream<'s>)>> {
+///         Ok(vec![(MAIN.to_string(), cx.input("rows")?)])
+///     }
+/// }
+///
+/// let mut kinds: Vec<NodeEntry> = freshen::nodes::KINDS.to_vec();
+/// kinds.push(NodeEntry {
+///     name: "passthrough",
+///     parse: |_cx, _settings| Ok(Box::new(Passthrough)),
+///     schema: || serde_json::json!({"type": "object"}),
+///     roles: ROLES,
+/// });
+/// let yaml = |inputs: &str| format!("
+/// inputs: {{d: {{path: data/wordnet-sample}}}}
+/// nodes:
+///   - {{id: corpus, type: source, dataset: d}}
+///   - {{id: same, type: passthrough, inputs: {inputs}}}
+///   - {{id: write, type: sink, inputs: [same], output: rows}}
+/// outputs: {{rows: {{path: /tmp/rows.parquet}}}}
+/// ");
+/// let spec = LoadedSpec::from_str("p.yaml".as_ref(), &yaml("{rows: corpus}"), &[])?;
+/// let graph = Graph::build(spec, &kinds)?;
+/// assert_eq!(graph.main_schema(1), graph.main_schema(0));
+///
+/// // Its roles are checked like any other type's.
+/// let spec = LoadedSpec::from_str("p.yaml".as_ref(), &yaml("{row: corpus}"), &[])?;
+/// let err = Graph::build(spec, &kinds).unwrap_err().to_string();
+/// assert!(err.contains("`passthrough` has no input `row`"), "{err}");
+/// # Ok::<(), freshen::Error>(())
+/// ```
 pub trait NodeKind: Any + fmt::Debug + Send + Sync {
     /// The `type` as written.
     fn type_name(&self) -> &'static str;
@@ -112,9 +184,28 @@ pub trait NodeKind: Any + fmt::Debug + Send + Sync {
     /// inputs' schemas (already checked against [`NodeKind::needs`]).
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>>;
 
-    /// For a node that picks targets for each query (`sample`): how many each query's
-    /// step touches (its positive and negatives).
-    fn picks_per_query(&self) -> Option<usize> {
+    /// For a node that reads a dataset's table (`source`): what its readers may ask of it.
+    fn data_source(&self) -> Option<&dyn DataSource> {
+        None
+    }
+
+    /// For a node that picks targets for each query (`sample`): what it picks.
+    fn picks(&self) -> Option<Picks> {
+        None
+    }
+
+    /// For a `correct` node: when it applies its corrector, if it reads the whole cache.
+    fn cadence(&self) -> Option<Cadence> {
+        None
+    }
+
+    /// For a training `loss` node: its softmax's β and the corrector's objective.
+    fn training_loss(&self) -> Option<TrainingLoss> {
+        None
+    }
+
+    /// For a `synthetic` node: the world it generates.
+    fn world(&self) -> Option<&freshen_operators::synthetic::WorldConfig> {
         None
     }
 
@@ -230,6 +321,7 @@ pub fn by_position(roles: &[InputRole], n: usize) -> Option<Vec<&'static str>> {
 }
 
 /// A node type: its `type` name, how its settings are read, and their schema.
+#[derive(Clone, Copy)]
 pub struct NodeEntry {
     /// The `type` as written.
     pub name: &'static str,
@@ -391,11 +483,26 @@ impl<'a> CheckCx<'a> {
     /// The name of the model of `models:` that input `at`'s node uses as `role` (an
     /// `encode` node's encoder, a `correct` node's corrector), if it names one.
     pub fn producer_model(&self, at: impl Slot, role: Role) -> Option<String> {
-        let refs = self.producer(at)?.kind.references();
-        refs.models
-            .into_iter()
-            .find(|(_, _, r)| *r == role)
-            .map(|(_, name, _)| name)
+        self.graph.model_of(self.producer_index(at)?, role)
+    }
+
+    /// Input `at`'s node if it reads a dataset's table, with that node's own context (to
+    /// open the dataset or count its rows).
+    pub fn producer_source(&self, at: impl Slot) -> Option<(&'a dyn DataSource, CheckCx<'a>)> {
+        let node = self.producer_index(at)?;
+        let source = self.graph.nodes()[node].kind.data_source()?;
+        let cx = CheckCx {
+            graph: self.graph,
+            node,
+        };
+        Some((source, cx))
+    }
+
+    /// Whether input `at`'s node reads table `table` of a dataset.
+    pub fn producer_reads(&self, at: impl Slot, table: TableName) -> bool {
+        self.producer(at)
+            .and_then(|p| p.kind.data_source())
+            .is_some_and(|s| s.table() == table)
     }
 
     /// Whether input `at`'s node has an input of role `role`.

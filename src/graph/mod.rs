@@ -1,7 +1,7 @@
 //! A validated graph of typed nodes, built from a loaded pipeline.
 //!
 //! [`Graph::build`] reads every model and every node's settings (each by its kind),
-//! then runs every check that needs no data: ids, edges, arity, references to inputs,
+//! then runs every check that needs no data: ids, edges, input roles, references to inputs,
 //! outputs and models, cycles, whether each edge's Arrow schema gives the consumer the
 //! columns it needs, the node types' own checks, and the training analysis.
 //! [`Graph::check_files`] then looks at the input files (presence and columns, and with
@@ -38,6 +38,7 @@ mod kind;
 pub mod memory;
 pub mod needs;
 pub mod paths;
+pub mod peers;
 pub mod ports;
 mod render;
 pub mod rewrite;
@@ -57,6 +58,7 @@ pub use kind::{
     Per, Phase, PlanCx, Planned, References, Registry, Slot, Store,
 };
 pub use needs::{Need, MAIN};
+pub use peers::{Cadence, Context, DataSource, Picks, TableName, TrainingLoss};
 pub use render::{to_dot, to_mermaid};
 pub use training::{Resumable, Training};
 
@@ -124,6 +126,18 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The name of the model of `models:` that node `i` uses as `role` (an `encode`
+    /// node's encoder, a `correct` node's corrector), if it names one.
+    pub fn model_of(&self, i: usize, role: crate::models::Role) -> Option<String> {
+        self.nodes()[i]
+            .kind
+            .references()
+            .models
+            .into_iter()
+            .find(|(_, _, r)| *r == role)
+            .map(|(_, name, _)| name)
+    }
+
     /// Reads the models and nodes of `spec` (node types looked up in `registry`), checks
     /// the graph and computes every node's output schema.
     pub fn build(spec: LoadedSpec, registry: &Registry) -> Result<Self> {
@@ -243,7 +257,14 @@ impl Graph {
                 let mut v = n.kind.settings_json();
                 if let Some(o) = v.as_object_mut() {
                     o.insert("id".into(), n.id.clone().into());
-                    o.insert("inputs".into(), n.inputs.clone().into());
+                    // By role, however the file wrote them.
+                    let inputs: serde_json::Map<String, serde_json::Value> = n
+                        .roles
+                        .iter()
+                        .zip(&n.inputs)
+                        .map(|(r, s)| (r.to_string(), s.clone().into()))
+                        .collect();
+                    o.insert("inputs".into(), inputs.into());
                     o.insert("type".into(), n.kind.type_name().into());
                 }
                 v

@@ -175,4 +175,113 @@ outputs: {metrics: {path: /tmp/freshen-fmt-test.parquet}}
         ), "{out}");
         assert!(graph(&out).warnings.is_empty());
     }
+
+    /// `text` with every flow map of inputs (`inputs: {queries: q, search: c}`) written
+    /// as the list an older pipeline had (`inputs: [q, c]`), comments kept, and how many
+    /// changed. The shipped pipelines write their roles in role order, so a wrong
+    /// reading of a list shows as a different graph.
+    fn by_position(text: &str) -> (String, usize) {
+        let mut changed = 0;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let Some(at) = line.find("inputs: {") else {
+                    return line.to_string();
+                };
+                let from = at + "inputs: ".len();
+                let to = from + line[from..].find('}').expect("one-line map");
+                let values: Vec<&str> = line[from + 1..to]
+                    .split(',')
+                    .map(|kv| kv.split_once(':').expect("role: input").1.trim())
+                    .collect();
+                changed += 1;
+                format!(
+                    "{}[{}]{}",
+                    &line[..from],
+                    values.join(", "),
+                    &line[to + 1..]
+                )
+            })
+            .collect();
+        (lines.join("\n") + "\n", changed)
+    }
+
+    /// Ids, types, inputs with their roles and producers, and settings: what must not
+    /// change between two ways of writing a pipeline.
+    fn shape(g: &Graph) -> Vec<String> {
+        (0..g.nodes().len())
+            .map(|i| {
+                let n = &g.nodes()[i];
+                let edges: Vec<_> = g
+                    .inputs(i)
+                    .iter()
+                    .map(|e| (e.node, &e.port, e.role))
+                    .collect();
+                let settings = n.kind.settings_json();
+                format!(
+                    "{} {} {:?} {:?} {edges:?} {settings}",
+                    n.id,
+                    n.kind.type_name(),
+                    n.inputs,
+                    n.roles
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_shipped_pipeline_reads_the_same_by_position_and_fmt_restores_it() {
+        let load = |path: &std::path::Path, text: &str| {
+            let spec = LoadedSpec::from_str(path, text, &[]).unwrap();
+            Graph::build(spec, crate::nodes::KINDS)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let mut files: Vec<_> = std::fs::read_dir("pipelines")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 8, "{files:?}");
+        let mut lists = 0;
+        for path in &files {
+            let text = std::fs::read_to_string(path).unwrap();
+            let named = load(path, &text);
+            assert!(
+                named.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                named.warnings
+            );
+            let (old, n) = by_position(&text);
+            let listed = load(path, &old);
+            assert_eq!(
+                listed.warnings.len(),
+                n,
+                "{}: one warning a list",
+                path.display()
+            );
+            assert_eq!(shape(&listed), shape(&named), "{}", path.display());
+            // `freshen fmt` on the old form: no warning left, the same graph, every
+            // comment kept.
+            let (new, changed) = inputs_by_role(&old, &listed).unwrap();
+            assert_eq!(changed, n, "{}", path.display());
+            let formatted = load(path, &new);
+            assert!(
+                formatted.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                formatted.warnings
+            );
+            assert_eq!(shape(&formatted), shape(&named), "{}", path.display());
+            for comment in old.lines().filter_map(|l| l.find('#').map(|at| &l[at..])) {
+                assert!(new.contains(comment), "{}: lost {comment}", path.display());
+            }
+            lists += n;
+        }
+        assert!(
+            lists >= 20,
+            "only {lists} inputs written by name in the shipped pipelines"
+        );
+    }
 }

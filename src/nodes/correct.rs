@@ -17,11 +17,11 @@ use super::touched::{step_ids, touched_requests};
 use super::Settings;
 use crate::dataflow::shard::{fetch, Shard};
 use crate::dataflow::{
-    rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, TapeEntry, Time,
+    rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, StepInputs, Stepwise, TapeEntry, Time,
 };
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{Cadence, CheckCx, InputRole, NodeKind, PlanCx, Planned, References, MAIN};
 use crate::models::Role;
 use crate::store::batch::{self, Batch};
 use crate::store::tables::{self, col};
@@ -120,6 +120,13 @@ impl NodeKind for Correct {
             false => tables::embeddings_schema(dim),
         };
         Ok(vec![(MAIN.to_string(), schema)])
+    }
+
+    fn cadence(&self) -> Option<Cadence> {
+        Some(Cadence {
+            warmup: self.warmup,
+            apply_every: self.apply_every,
+        })
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
@@ -251,8 +258,8 @@ fn correct_cache<'s>(
     let mut stale = Shard::default();
     let (cache, table) = cx.sharded_input("cache")?;
     let (run, me) = (cx.run.clone(), cx.scope.index());
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        let replaced = stale.replace(&inputs[0], col::ID)?;
+    let logic = move |t: Time, inputs: StepInputs| {
+        let replaced = stale.replace(&inputs["cache"], col::ID)?;
         if replaced {
             run.hold(me, &table, stale.len() as u64, stale.bytes());
         }
@@ -282,7 +289,8 @@ fn correct_cache<'s>(
         cache_batches(&stale, spec.chunk, Some(&apply))
     };
     Ok(Stepwise::new("CorrectCache")
-        .local_inputs(vec![cache, cx.feedback()?])
+        .input("cache", cache)
+        .input("feedback", cx.feedback()?)
         .build(cx, logic)
         .remove(0))
 }
@@ -305,13 +313,13 @@ fn correct_touched<'s>(
     let requests = touched_requests(cx, sample.clone(), subset.clone());
     let fetched = fetch(cx, "cache", requests, cache);
     let tape_node = cx.node.clone();
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |t: Time, inputs: StepInputs| {
         let mut stale = EmbeddingRows::default();
-        for b in rows_of(&inputs[0]) {
+        for b in rows_of(&inputs["stale"]) {
             stale.push(b)?;
         }
         let index = stale.index();
-        let ids = step_ids(&inputs[1], inputs.get(3))?;
+        let ids = step_ids(&inputs["sample"], inputs.get("subset"))?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -348,10 +356,11 @@ fn correct_touched<'s>(
         )?;
         Ok(vec![(0, Batch(out))])
     };
-    let mut inputs = vec![fetched, sample, cx.feedback()?];
-    inputs.extend(subset);
     Ok(Stepwise::new("CorrectTouched")
-        .local_inputs(inputs)
+        .input("stale", fetched)
+        .input("sample", sample)
+        .input("feedback", cx.feedback()?)
+        .input_if("subset", subset)
         .build(cx, logic)
         .remove(0))
 }

@@ -34,7 +34,6 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Partition;
 use timely::dataflow::operators::Operator as _;
 
-use super::synthetic::Synthetic;
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
@@ -186,11 +185,11 @@ impl NodeKind for Fit {
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        for j in 0..2 {
-            let ok = cx.producer_as::<Synthetic>(j).is_some();
-            super::want(cx, j, ok, "a `synthetic` node")?;
+        for role in ["world", "queries"] {
+            let ok = cx.producer_is(role, "synthetic");
+            super::want(cx, role, ok, "a `synthetic` node")?;
         }
-        let world = cx.producer_as::<Synthetic>("world").map(|s| s.world);
+        let world = cx.producer("world").and_then(|p| p.kind.world());
         if let Some(w) = world {
             if self.query >= w.queries {
                 return Err(cx.error(
@@ -208,8 +207,9 @@ impl NodeKind for Fit {
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let world = cx
             .check()
-            .producer_as::<Synthetic>("world")
-            .map(|s| s.world)
+            .producer("world")
+            .and_then(|p| p.kind.world())
+            .copied()
             .ok_or_else(|| Error::invariant("a fit without its world"))?;
         let model =
             cx.graph.models.get(&self.model).ok_or_else(|| {

@@ -18,6 +18,7 @@ pub mod sample;
 pub mod sink;
 pub mod source;
 pub mod synthetic;
+mod text;
 mod touched;
 pub mod update;
 
@@ -112,13 +113,12 @@ fn upstream_rows(cx: &crate::graph::CheckCx, at: impl Slot) -> Option<usize> {
     let mut node = cx.producer_index(at)?;
     loop {
         let n = &cx.graph.nodes()[node];
-        if let Some(s) = n.settings::<source::Source>() {
+        if let Some(s) = n.kind.data_source() {
             let source_cx = crate::graph::CheckCx {
                 graph: cx.graph,
                 node,
             };
-            let ds = s.open(&source_cx).ok()?;
-            return ds.row_count(&s.data_table()).ok();
+            return s.row_count(&source_cx);
         }
         node = cx.graph.inputs(node).first()?.node;
     }
@@ -127,14 +127,13 @@ fn upstream_rows(cx: &crate::graph::CheckCx, at: impl Slot) -> Option<usize> {
 /// Queries per training step of the pairs `source` node `source` (its batch, at most the
 /// split's judgements), with the dotted path of its `batch_size`.
 fn pairs_per_step(g: &crate::graph::Graph, source: usize) -> Option<(usize, String)> {
-    let s = g.nodes()[source].settings::<source::Source>()?;
+    let s = g.nodes()[source].kind.data_source()?;
     let cx = crate::graph::CheckCx {
         graph: g,
         node: source,
     };
-    let rows = s.open(&cx).ok()?.row_count(&s.data_table()).ok()?;
     Some((
-        s.batch_size.min(rows.max(1)),
+        s.per_step(&cx)?,
         format!("{}.batch_size", crate::spec::LoadedSpec::node_path(source)),
     ))
 }

@@ -20,16 +20,18 @@ use freshen_operators::reader::Example;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::encode::joined_rows;
-use super::sample::Sample;
-use super::source::{Source, TableName};
+use super::text::joined_rows;
 use super::touched::touched_requests;
 use super::Settings;
 use crate::dataflow::shard::fetch;
-use crate::dataflow::{rows_of, BatchStream, BuildCx, Operator, Stepwise, TapeEntry, Time};
+use crate::dataflow::{
+    rows_of, BatchStream, BuildCx, Operator, StepInputs, Stepwise, TapeEntry, Time,
+};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, References, MAIN};
+use crate::graph::{
+    CheckCx, Context, InputRole, NodeKind, PlanCx, Planned, References, TableName, MAIN,
+};
 use crate::models::Role;
 use crate::store::batch::{self, Batch};
 use crate::store::pairs::string_lists;
@@ -56,15 +58,9 @@ pub struct Read {
     pub context: Context,
 }
 
-/// What a reader reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Context {
-    /// The retrieved passages.
-    #[default]
-    Retrieved,
-    /// The question alone (no retrieval).
-    Question,
+/// What the `retrieved` input's `sample` node picks per question.
+fn picks(cx: &CheckCx) -> Option<crate::graph::Picks> {
+    cx.producer("retrieved")?.kind.picks()
 }
 
 fn default_fields() -> Vec<String> {
@@ -136,43 +132,34 @@ impl NodeKind for Read {
     }
 
     fn outputs(&self, cx: &CheckCx) -> Result<Vec<(String, SchemaRef)>> {
-        let k = cx
-            .producer_as::<Sample>("retrieved")
-            .map_or(1, |s| s.k.max(1));
+        let k = picks(cx).map_or(1, |p| p.k.max(1));
         Ok(vec![(MAIN.to_string(), read_schema(k))])
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        let latent = cx
-            .producer_as::<Sample>("retrieved")
-            .is_some_and(|s| s.latent);
+        let latent = picks(cx).is_some_and(|p| p.latent);
         super::want(
             cx,
             "retrieved",
             latent,
             "a `sample` node with `latent: true`",
         )?;
-        let table =
-            |role: &str, t: TableName| cx.producer_as::<Source>(role).is_some_and(|s| s.table == t);
         super::want(
             cx,
             "answers",
-            table("answers", TableName::Answers),
+            cx.producer_reads("answers", TableName::Answers),
             "a `source` with `table: answers`",
         )?;
         super::want(
             cx,
             "corpus",
-            table("corpus", TableName::Corpus),
+            cx.producer_reads("corpus", TableName::Corpus),
             "a `source` with `table: corpus`",
         )
     }
 
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
-        let k = cx
-            .check()
-            .producer_as::<Sample>("retrieved")
-            .map_or(1, |s| s.k.max(1));
+        let k = picks(&cx.check()).map_or(1, |p| p.k.max(1));
         let record = cx
             .graph
             .training
@@ -213,15 +200,15 @@ impl Operator for ReadOp {
             corpus,
         );
         let floor = reader.config().epsilon.ln() as f32;
-        let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+        let logic = move |t: Time, inputs: StepInputs| {
             let mut passages: HashMap<String, String> = HashMap::new();
-            for b in rows_of(&inputs[1]) {
+            for b in rows_of(&inputs["passages"]) {
                 for ((id, _), text) in joined_rows(b, &spec.fields)? {
                     passages.insert(id, text);
                 }
             }
             let mut questions: HashMap<String, (String, String)> = HashMap::new();
-            for b in rows_of(&inputs[2]) {
+            for b in rows_of(&inputs["answers"]) {
                 let (ids, texts) = (batch::strings(b, col::ID)?, batch::strings(b, col::TEXT)?);
                 let answers = batch::strings(b, col::ANSWER)?;
                 for r in 0..b.num_rows() {
@@ -232,7 +219,7 @@ impl Operator for ReadOp {
                 }
             }
             let (mut ids, mut sets) = (Vec::new(), Vec::new());
-            for b in rows_of(&inputs[0]) {
+            for b in rows_of(&inputs["retrieved"]) {
                 let q = batch::strings(b, col::ID)?;
                 let best = batch::strings(b, col::CORPUS_ID)?;
                 for (r, rest) in string_lists(b, col::NEGATIVES)?.into_iter().enumerate() {
@@ -308,7 +295,10 @@ impl Operator for ReadOp {
             Ok(vec![(0, Batch(out))])
         };
         let out = Stepwise::new("Read")
-            .local_inputs(vec![sample, fetched, cx.input("answers")?, cx.feedback()?])
+            .input("retrieved", sample)
+            .input("passages", fetched)
+            .input("answers", cx.input("answers")?)
+            .input("feedback", cx.feedback()?)
             .build(cx, logic)
             .remove(0);
         Ok(vec![(MAIN.to_string(), out)])

@@ -16,36 +16,17 @@ use crate::dataflow::{
 };
 use crate::error::Result;
 use crate::graph::{
-    needs::Need, Access, CheckCx, FileUse, InputRole, NodeKind, PlanCx, Planned, References, MAIN,
+    needs::Need, Access, CheckCx, DataSource, FileUse, InputRole, NodeKind, PlanCx, Planned,
+    References, TableName, MAIN,
 };
 use crate::spec::InputFormat;
-
-/// Rows per batch when the memory estimate reads a table to size its rows and texts.
-const SCAN_ROWS: usize = 8192;
 use crate::store::batch::Batch;
 use crate::store::beir::{Dataset, Format, Table};
 use crate::store::pairs::{answers_batch, pairs_batch, TrainingPairs};
 use crate::store::tables;
 
-/// A table of a BEIR dataset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TableName {
-    /// `id`, `title`, `text`.
-    #[default]
-    Corpus,
-    /// `id`, `text`.
-    Queries,
-    /// `query_id`, `corpus_id`, `score` of one split.
-    Qrels,
-    /// Training pairs of one split, one batch per step: `id` (query), `text`, `corpus_id`
-    /// (its positive) and `positives` (every relevant id, excluded from its negatives).
-    Pairs,
-    /// Training questions of one split, one batch per step, as `pairs` walks them: `id`,
-    /// `text` and `answer` (the queries' `answer` column); no passage label (the qrels
-    /// only say which queries the split holds).
-    Answers,
-}
+/// Rows per batch when the memory estimate reads a table to size its rows and texts.
+const SCAN_ROWS: usize = 8192;
 
 /// Settings of `source`: reads one table of a dataset in Arrow batches.
 ///
@@ -112,51 +93,7 @@ impl Settings for Source {
     }
 }
 
-impl TableName {
-    /// Whether the table is read by split (qrels, and the per-step training tables).
-    pub fn per_split(self) -> bool {
-        matches!(self, Self::Qrels | Self::Pairs | Self::Answers)
-    }
-
-    /// Whether the source sends one batch per training step.
-    pub fn per_step(self) -> bool {
-        matches!(self, Self::Pairs | Self::Answers)
-    }
-}
-
 impl Source {
-    /// The dataset's table this source reads (pairs: the qrels of its split).
-    pub fn data_table(&self) -> Table {
-        match self.table {
-            TableName::Corpus => Table::Corpus,
-            TableName::Queries => Table::Queries,
-            TableName::Qrels | TableName::Pairs | TableName::Answers => {
-                Table::Qrels(self.split.clone().unwrap_or_default())
-            }
-        }
-    }
-
-    /// Opens the dataset; a problem points at the dataset's `path`.
-    pub fn open(&self, cx: &CheckCx) -> Result<Dataset> {
-        let input = cx
-            .spec()
-            .pipeline
-            .inputs
-            .get(&self.dataset)
-            .ok_or_else(|| {
-                cx.error(
-                    "dataset",
-                    format!("dataset `{}` is not defined", self.dataset),
-                )
-            })?;
-        let format = match input.format {
-            InputFormat::Auto => None,
-            InputFormat::Parquet => Some(Format::Parquet),
-            InputFormat::Beir => Some(Format::Jsonl),
-        };
-        Dataset::open(&input.path, format).map_err(|e| self.at_path(cx, e))
-    }
-
     /// The source node of the graph that reads the file a data error names (the
     /// dataset is validated whole, once, by its first reader).
     fn reader_of<'a>(&self, cx: &CheckCx<'a>, ds: &Dataset, e: &crate::Error) -> Option<&'a str> {
@@ -211,17 +148,6 @@ impl Source {
         Some((rows, arrow, texts))
     }
 
-    /// The mean bytes of the texts its rows carry, columns `fields` joined: of the corpus
-    /// for `table: corpus`, else of the queries, whose texts the other tables' rows join.
-    pub fn text_bytes(&self, cx: &CheckCx, fields: &[String]) -> Option<f64> {
-        let table = match self.table {
-            TableName::Corpus => Table::Corpus,
-            _ => Table::Queries,
-        };
-        let (rows, _, texts) = self.scan(cx, &table, fields)?;
-        (rows > 0).then(|| texts / rows as f64)
-    }
-
     /// `e` as an error at the dataset's `path`, in this node.
     fn at_path(&self, cx: &CheckCx, e: crate::Error) -> crate::Error {
         cx.spec().error(
@@ -232,12 +158,69 @@ impl Source {
     }
 }
 
+impl DataSource for Source {
+    fn table(&self) -> TableName {
+        self.table
+    }
+
+    /// The dataset's table this source reads (pairs: the qrels of its split).
+    fn data_table(&self) -> Table {
+        match self.table {
+            TableName::Corpus => Table::Corpus,
+            TableName::Queries => Table::Queries,
+            TableName::Qrels | TableName::Pairs | TableName::Answers => {
+                Table::Qrels(self.split.clone().unwrap_or_default())
+            }
+        }
+    }
+
+    /// Opens the dataset; a problem points at the dataset's `path`.
+    fn open(&self, cx: &CheckCx) -> Result<Dataset> {
+        let input = cx
+            .spec()
+            .pipeline
+            .inputs
+            .get(&self.dataset)
+            .ok_or_else(|| {
+                cx.error(
+                    "dataset",
+                    format!("dataset `{}` is not defined", self.dataset),
+                )
+            })?;
+        let format = match input.format {
+            InputFormat::Auto => None,
+            InputFormat::Parquet => Some(Format::Parquet),
+            InputFormat::Beir => Some(Format::Jsonl),
+        };
+        Dataset::open(&input.path, format).map_err(|e| self.at_path(cx, e))
+    }
+
+    /// The mean bytes of the texts its rows carry, columns `fields` joined: of the corpus
+    /// for `table: corpus`, else of the queries, whose texts the other tables' rows join.
+    fn text_bytes(&self, cx: &CheckCx, fields: &[String]) -> Option<f64> {
+        let table = match self.table {
+            TableName::Corpus => Table::Corpus,
+            _ => Table::Queries,
+        };
+        let (rows, _, texts) = self.scan(cx, &table, fields)?;
+        (rows > 0).then(|| texts / rows as f64)
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+}
+
 /// Its inputs, by role.
 pub(crate) const ROLES: &[InputRole] = &[];
 
 impl NodeKind for Source {
     fn type_name(&self) -> &'static str {
         Self::TYPE
+    }
+
+    fn data_source(&self) -> Option<&dyn DataSource> {
+        Some(self)
     }
 
     fn roles(&self) -> &'static [InputRole] {

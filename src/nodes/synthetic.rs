@@ -86,6 +86,10 @@ impl NodeKind for Synthetic {
         Self::TYPE
     }
 
+    fn world(&self) -> Option<&WorldConfig> {
+        Some(&self.world)
+    }
+
     fn roles(&self) -> &'static [InputRole] {
         ROLES
     }

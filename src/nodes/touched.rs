@@ -40,7 +40,7 @@ pub(crate) fn subset_ids(batches: &[Batch]) -> Result<Vec<String>> {
 
 /// The touched targets of `sample` rows, then the training subset's targets not among
 /// them: every row a step's training operators embed or correct, each once, in one order.
-pub(crate) fn step_ids(sample: &[Batch], subset: Option<&Vec<Batch>>) -> Result<Vec<String>> {
+pub(crate) fn step_ids(sample: &[Batch], subset: Option<&[Batch]>) -> Result<Vec<String>> {
     let mut ids = touched_ids(sample)?;
     if let Some(subset) = subset {
         let touched: HashSet<String> = ids.iter().cloned().collect();
@@ -62,17 +62,16 @@ pub(crate) fn touched_requests<'s>(
     sample: crate::dataflow::BatchStream<'s>,
     subset: Option<crate::dataflow::BatchStream<'s>>,
 ) -> crate::dataflow::BatchStream<'s> {
-    let logic = |_t: crate::dataflow::Time, inputs: Vec<Vec<Batch>>| {
-        let ids = step_ids(&inputs[0], inputs.get(1))?;
+    let logic = |_t: crate::dataflow::Time, inputs: crate::dataflow::StepInputs| {
+        let ids = step_ids(&inputs["sample"], inputs.get("subset"))?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         Ok(vec![(0, crate::dataflow::shard::request(ids)?)])
     };
-    let mut inputs = vec![sample];
-    inputs.extend(subset);
     crate::dataflow::Stepwise::new("TouchedIds")
-        .local_inputs(inputs)
+        .input("sample", sample)
+        .input_if("subset", subset)
         .build(cx, logic)
         .remove(0)
 }

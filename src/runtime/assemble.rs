@@ -7,7 +7,7 @@
 //! timestamp later to every node that uses a trained model, so step `t + 1` runs on the
 //! weights of step `t`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -29,6 +29,10 @@ pub struct Built {
     pub feeds: Vec<Box<dyn Feed>>,
     /// Passes when everything has finished.
     pub probe: ProbeHandle<Time>,
+    /// The edges the operators read, as `(node, producer, port)`: the test that they
+    /// are the graph's reads it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub read: BTreeSet<(usize, usize, String)>,
 }
 
 /// Builds the dataflow of `plan` in `scope`; returns what the worker drives.
@@ -115,6 +119,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Arc<Plan>, run: &Arc<RunState>) 
     Ok(Built {
         feeds: assembly.feeds,
         probe: assembly.probe,
+        read: assembly.read.into_inner(),
     })
 }
 
@@ -142,6 +147,57 @@ fn drain_unread<'s>(
                     |input, _| input.for_each(|_, _| {})
                 })
                 .probe_with(&assembly.probe);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::build;
+    use crate::dataflow::{RunState, Time};
+    use crate::runtime::plan::Plan;
+
+    /// What `freshen graph` draws is what the runtime builds: every edge of the graph,
+    /// the ones freshen wires itself included, is read by its node's operators, and no
+    /// operator reads another.
+    #[test]
+    fn the_operators_read_exactly_the_edges_the_graph_draws() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = [
+            format!("vars.out={}", dir.path().join("out").display()),
+            format!("nodes.cache.path={}", dir.path().join("cache").display()),
+        ];
+        let wired = ["nodes.cache.refresh_every=50", "nodes.negatives.subset=64"];
+        for extra in [&[][..], &wired[..]] {
+            let mut sets = base.to_vec();
+            sets.extend(extra.iter().map(|s| s.to_string()));
+            let graph = crate::nodes::load("pipelines/quickstart.yaml".as_ref(), &sets).unwrap();
+            let drawn: BTreeSet<(usize, usize, String)> = (0..graph.nodes().len())
+                .flat_map(|i| {
+                    graph
+                        .inputs(i)
+                        .iter()
+                        .map(move |e| (i, e.node, e.port.clone()))
+                })
+                .collect();
+            let ports: BTreeSet<&str> = drawn.iter().map(|(_, _, p)| p.as_str()).collect();
+            assert!(ports.contains("_reused"), "{ports:?}");
+            if !extra.is_empty() {
+                assert!(["_refresh", "subset", "_subset"]
+                    .iter()
+                    .all(|p| ports.contains(p)));
+            }
+            let plan = Arc::new(Plan::new(graph, 1, 1, None).unwrap());
+            let run = Arc::new(RunState::new(false, None));
+            // Built, not run: dropping the feeds closes the inputs.
+            let read = timely::execute_directly(move |w| {
+                let built = w.dataflow::<Time, _, _>(|scope| build(scope, &plan, &run));
+                built.unwrap().read
+            });
+            assert_eq!(read, drawn, "{extra:?}");
         }
     }
 }

@@ -12,10 +12,11 @@ use serde_json::Value;
 
 use super::resume::{self, InputFile, RunRecord};
 use crate::dataflow::checkpoint::{node_dir, save_json, save_tensors};
-use crate::dataflow::{tick, BatchStream, BuildCx, RunState, Stepwise, Time, WorkerModels};
+use crate::dataflow::{
+    tick, BatchStream, BuildCx, RunState, StepInputs, Stepwise, Time, WorkerModels,
+};
 use crate::error::{Error, Result};
 use crate::graph::Resumable;
-use crate::store::batch::Batch;
 use crate::store::commit::crash_point;
 
 /// When and where a run writes its checkpoints, and what they record of it.
@@ -49,8 +50,8 @@ pub fn build<'s>(
     // those of an earlier run it did not resume go once it writes its first.
     let mut kept: Vec<usize> = plan.resumed.into_iter().collect();
     let mut owed = false;
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        if inputs[0].is_empty() {
+    let logic = move |t: Time, inputs: StepInputs| {
+        if inputs["ticks"].is_empty() {
             return Ok(Vec::new());
         }
         let s = t as usize + 1;
@@ -82,7 +83,7 @@ pub fn build<'s>(
         Ok(vec![(0, tick())])
     };
     Ok(Stepwise::new("Checkpoint")
-        .local_inputs(vec![ticks])
+        .input("ticks", ticks)
         .build(cx, logic)
         .remove(0))
 }

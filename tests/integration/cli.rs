@@ -49,7 +49,10 @@ fn the_committed_reference_is_what_schema_markdown_writes() {
 fn the_readme_shows_the_table_the_quickstart_prints() {
     let dir = tempfile::tempdir().unwrap();
     let out = format!("vars.out={}", dir.path().join("out").display());
-    let store = format!("nodes.cache.path={}", dir.path().join("cache").display());
+    let store = format!(
+        "nodes.cache.path={}",
+        dir.path().join("out-cache").display()
+    );
     let o = freshen(&[
         "run",
         "pipelines/quickstart.yaml",
@@ -76,6 +79,99 @@ fn the_readme_shows_the_table_the_quickstart_prints() {
         table(&stdout),
         "README.md's quickstart table"
     );
+
+    // The quickstart as an older pipeline wrote it, inputs by position: one warning a
+    // node, and the same run to the last bit.
+    let yaml = std::fs::read_to_string(root().join("pipelines/quickstart.yaml")).unwrap();
+    let (old, lists) = by_position(&yaml);
+    assert!(lists >= 5, "{lists}");
+    // Its own folder: the run is named after the file.
+    let old_file = dir.path().join("by-position/quickstart.yaml");
+    std::fs::create_dir_all(old_file.parent().unwrap()).unwrap();
+    std::fs::write(&old_file, old).unwrap();
+    let old_out = format!("vars.out={}", dir.path().join("old").display());
+    let old_store = format!(
+        "nodes.cache.path={}",
+        dir.path().join("old-cache").display()
+    );
+    let o = freshen(&[
+        "run",
+        old_file.to_str().unwrap(),
+        "--set",
+        &old_out,
+        "--set",
+        &old_store,
+    ]);
+    let (old_stdout, old_stderr) = text(&o);
+    assert!(o.status.success(), "{old_stderr}");
+    assert_eq!(
+        old_stderr.matches("inputs by position").count(),
+        lists,
+        "{old_stderr}"
+    );
+    assert_eq!(table(&old_stdout), table(&stdout));
+    // Every figure of the summary (floats printed to their last bit), the settings
+    // recorded with the two runs' folders named alike; timings and the peak aside.
+    let summary = |dir: &str| {
+        let path = dir_of(&out, dir).join("summary.parquet");
+        let batches = freshen::store::parquet_io::read_all(&path).unwrap();
+        let b = &batches[0];
+        let schema = b.schema();
+        let folder = dir_of(&out, dir).display().to_string();
+        (0..b.num_columns())
+            .filter(|&c| {
+                let name = schema.field(c).name();
+                !name.starts_with("seconds") && name != "peak_bytes"
+            })
+            .map(|c| {
+                let value = arrow::util::display::array_value_to_string(b.column(c), 0).unwrap();
+                let value = value
+                    .replace(&format!("{folder}-cache"), "CACHE")
+                    .replace(&folder, "OUT");
+                (schema.field(c).name().clone(), value)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (old, new) = (summary("old"), summary("out"));
+    assert_eq!(old.len(), new.len());
+    for (o, n) in old.iter().zip(&new) {
+        assert_eq!(o, n, "the summary, bit for bit");
+    }
+}
+
+/// The folder `name` beside the one `--set vars.out=` names in `set`.
+fn dir_of(set: &str, name: &str) -> std::path::PathBuf {
+    let out = std::path::Path::new(set.trim_start_matches("vars.out="));
+    out.with_file_name(name)
+}
+
+/// `text` with every one-line map of inputs written as the list of an older pipeline
+/// (the shipped pipelines name their roles in role order), and how many changed.
+fn by_position(text: &str) -> (String, usize) {
+    let mut changed = 0;
+    let mut out = String::new();
+    for line in text.lines() {
+        match line.find("inputs: {") {
+            Some(at) => {
+                let from = at + "inputs: ".len();
+                let to = from + line[from..].find('}').expect("a one-line map");
+                let values: Vec<&str> = line[from + 1..to]
+                    .split(',')
+                    .map(|kv| kv.split_once(':').expect("role: input").1.trim())
+                    .collect();
+                out.push_str(&format!(
+                    "{}[{}]{}",
+                    &line[..from],
+                    values.join(", "),
+                    &line[to + 1..]
+                ));
+                changed += 1;
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    (out, changed)
 }
 
 /// A line with its `(1.2s)` timings and its `12.3s wall` left out.

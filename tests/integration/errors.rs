@@ -351,6 +351,47 @@ fn training_input_of_the_wrong_kind() {
 }
 
 #[test]
+fn input_role_that_the_type_does_not_have() {
+    let c = training_case(|y| {
+        y.replace(
+            "pairs: pairs}\n    k: 16",
+            "pairs: pairs, stal: cache}\n    k: 16",
+        )
+    });
+    let place = place_of(&c, "stal: cache", 6);
+    assert_error(
+        &c,
+        &place,
+        "negatives",
+        "`sample` has no input `stal` (expected one of: queries, search, pairs, stale)",
+    );
+}
+
+#[test]
+fn required_input_role_left_out() {
+    let c = training_case(|y| y.replace(", pairs: pairs}\n    k: 16", "}\n    k: 16"));
+    let place = place_of(&c, "{queries: queries, search: corrected}", 0);
+    assert_error(&c, &place, "negatives", "missing input `pairs`: ");
+}
+
+#[test]
+fn input_role_that_freshen_wires() {
+    let c = training_case(|y| {
+        y.replace(
+            "inputs: [initial]",
+            "inputs: {vectors: initial, reused: initial}",
+        )
+    });
+    let place = place_of(&c, "reused: initial", 8);
+    assert_error(
+        &c,
+        &place,
+        "cache",
+        "input `reused` is wired by freshen: the `_reused` port of input `vectors` (expected it left out)",
+    );
+}
+
+#[test]
 fn port_that_does_not_exist() {
     let c = training_case(|y| y.replace("stats: loss.stats}", "stats: loss.stat}"));
     let place = place_of(&c, "loss.stat}", 0);

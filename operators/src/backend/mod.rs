@@ -117,6 +117,53 @@ impl LayerWeights {
 ///
 /// `train` asks for a differentiable result (the forward records its backward);
 /// otherwise the fastest inference path is taken.
+///
+/// A backend of one's own implements the small ops and inherits the composed layer.
+/// Here one hands them to candle's ops, and agrees with the CPU's fused kernels:
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use freshen_operators::backend::{for_device, AttentionShape, CandleOps, Kernels};
+///
+/// /// Candle's ops under another name: the skeleton of a new device's backend.
+/// #[derive(Debug)]
+/// struct Mine;
+///
+/// impl Kernels for Mine {
+///     fn name(&self) -> &'static str {
+///         "mine"
+///     }
+///     fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, train: bool)
+///         -> freshen_operators::Result<Tensor> {
+///         CandleOps.layer_norm(x, w, b, eps, train)
+///     }
+///     fn softmax_last_dim(&self, x: &Tensor, train: bool) -> freshen_operators::Result<Tensor> {
+///         CandleOps.softmax_last_dim(x, train)
+///     }
+///     fn gelu(&self, x: &Tensor) -> freshen_operators::Result<Tensor> {
+///         CandleOps.gelu(x)
+///     }
+///     fn attention_bias(&self, mask: &Tensor) -> freshen_operators::Result<Option<Tensor>> {
+///         CandleOps.attention_bias(mask)
+///     }
+///     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, shape: &AttentionShape,
+///         bias: Option<&Tensor>, train: bool) -> freshen_operators::Result<Tensor> {
+///         CandleOps.attention(q, k, v, shape, bias, train)
+///     }
+/// }
+///
+/// let dev = Device::Cpu;
+/// let cpu = for_device(&dev, DType::F32);
+/// assert_eq!(cpu.name(), "cpu-fused");
+/// let x = Tensor::arange(0f32, 32., &dev)?.reshape((4, 8))?;
+/// let (w, b) = (Tensor::ones(8, DType::F32, &dev)?, Tensor::zeros(8, DType::F32, &dev)?);
+/// let gap = (cpu.layer_norm(&x, &w, &b, 1e-12, false)? - Mine.layer_norm(&x, &w, &b, 1e-12, false)?)?
+///     .abs()?
+///     .max_all()?
+///     .to_scalar::<f32>()?;
+/// assert!(gap < 1e-5, "{gap}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Kernels: Send + Sync + std::fmt::Debug {
     /// A short name for logs.
     fn name(&self) -> &'static str;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use differential_dataflow::input::Input as _;
 use differential_dataflow::{AsCollection, VecCollection};
-use freshen_operators::hashing::text_hash;
 use freshen_operators::Encoder;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -20,9 +19,9 @@ use crate::dataflow::{
 };
 use crate::error::Result;
 use crate::graph::ports::{MAIN, REUSED};
+use crate::nodes::text::joined_rows;
 use crate::store::batch::{self, Batch};
 use crate::store::cache::{EmbeddingStore, Part};
-use crate::store::tables::col;
 
 /// A row to embed: `(id, text_hash, text)`.
 type KeyedText = (String, u64, String);
@@ -46,31 +45,6 @@ impl Encoder for Shared {
     fn device(&self) -> &candle_core::Device {
         self.0.device()
     }
-}
-
-/// The rows of `batch` with their embedded text (its `fields` joined by a space, empty
-/// values skipped) and that text's hash.
-pub fn joined_rows(batch: &RecordBatch, fields: &[String]) -> Result<Vec<Row>> {
-    let ids = batch::strings(batch, col::ID)?;
-    (0..batch.num_rows())
-        .map(|r| {
-            let text = joined_text(batch, fields, r)?;
-            Ok(((ids.value(r).to_string(), text_hash(&text)), text))
-        })
-        .collect()
-}
-
-/// Row `r` of `batch`'s embedded text: its `fields` joined by a space, empty values
-/// skipped.
-pub fn joined_text(batch: &RecordBatch, fields: &[String], r: usize) -> Result<String> {
-    let mut parts = Vec::with_capacity(fields.len());
-    for f in fields {
-        let v = batch::strings(batch, f)?.value(r).trim();
-        if !v.is_empty() {
-            parts.push(v);
-        }
-    }
-    Ok(parts.join(" "))
 }
 
 /// Encodes rows `(id, text_hash, text)` into one embeddings batch.

@@ -4,7 +4,6 @@
 
 use crate::graph::{CheckCx, Cost, Per, Phase};
 use crate::models::Model;
-use crate::nodes::source::Source;
 use crate::spec::LoadedSpec;
 
 /// A model of the node alone: its weights, its weight file while it loads, an inference
@@ -51,7 +50,8 @@ pub(super) fn tape(cx: &CheckCx, name: &str, fields: &[String]) -> Option<Cost> 
     };
     let bytes = source_cx
         .this()
-        .settings::<Source>()?
+        .kind
+        .data_source()?
         .text_bytes(&source_cx, fields)?;
     Some(Cost {
         what: format!(
@@ -71,7 +71,7 @@ fn texts_per_step(cx: &CheckCx) -> Option<(usize, String, usize)> {
         let (b, at) = super::super::pairs_per_step(cx.graph, rows)?;
         return Some((b, at, rows));
     }
-    let per_query = cx.producer("sample")?.kind.picks_per_query()?;
+    let per_query = cx.producer("sample")?.kind.picks()?.per_query();
     // The sample node's `pairs` input: the source of the step's queries.
     let sample_cx = CheckCx {
         graph: cx.graph,
@@ -79,6 +79,6 @@ fn texts_per_step(cx: &CheckCx) -> Option<(usize, String, usize)> {
     };
     let pairs = sample_cx.producer_index("pairs")?;
     let (b, at) = super::super::pairs_per_step(cx.graph, pairs)?;
-    cx.producer_as::<Source>("corpus")?;
+    cx.producer("corpus")?.kind.data_source()?;
     Some((b * per_query, at, cx.producer_index("corpus")?))
 }

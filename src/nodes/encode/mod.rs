@@ -22,16 +22,18 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-pub use infer::{encode_rows, joined_rows, joined_text};
+pub use infer::encode_rows;
 
 use super::facts::EncoderFacts;
-use super::source::{Source, TableName};
+use super::text::default_fields;
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
 use crate::graph::ports::{REFRESH, REUSED, SUBSET as SUBSET_PORT, TOUCHED_SUBSET as SUBSET};
-use crate::graph::{CheckCx, InputRole, NodeKind, ParseCx, PlanCx, Planned, References, MAIN};
+use crate::graph::{
+    CheckCx, InputRole, NodeKind, ParseCx, PlanCx, Planned, References, TableName, MAIN,
+};
 use crate::models::{Built, ModelCx, ModelRef, Role};
 use crate::spec::LoadedSpec;
 use crate::store::cache::EmbeddingStore;
@@ -62,11 +64,6 @@ pub struct Encode {
     #[serde(skip)]
     #[schemars(skip)]
     resolved: Option<ModelRef>,
-}
-
-/// The default `fields`: the text alone.
-pub(crate) fn default_fields() -> Vec<String> {
-    vec![col::TEXT.to_string()]
 }
 
 fn default_batch() -> usize {
@@ -234,9 +231,7 @@ impl NodeKind for Encode {
         }
         // Input 0 of two is a `sample` node: only it writes the `negatives` its needs name.
         if cx.has("sample") {
-            let corpus = cx
-                .producer_as::<Source>("corpus")
-                .is_some_and(|s| s.table == TableName::Corpus);
+            let corpus = cx.producer_reads("corpus", TableName::Corpus);
             super::want(
                 cx,
                 1,

@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use freshen_operators::train::TrainableEncoder;
 
-use super::infer::joined_rows;
 use super::TrainEncode;
 use crate::dataflow::shard::{fetch, Shard};
-use crate::dataflow::{rows_of, BatchStream, BuildCx, Stepwise, TapeEntry, Time, WorkerModels};
+use crate::dataflow::{
+    rows_of, BatchStream, BuildCx, StepInputs, Stepwise, TapeEntry, Time, WorkerModels,
+};
 use crate::error::{Error, Result};
+use crate::nodes::text::joined_rows;
 use crate::nodes::touched::{subset_ids, touched_ids, touched_requests};
 use crate::store::batch::{self, Batch};
 use crate::store::tables::col;
@@ -63,9 +65,9 @@ pub(super) fn queries<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
     let state = cx.models()?;
     let enc = state.encoder(&spec.model)?;
     let (counter, node) = (cx.run.clone(), cx.node.clone());
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |t: Time, inputs: StepInputs| {
         let mut out = Vec::new();
-        for b in rows_of(&inputs[0]) {
+        for b in rows_of(&inputs["rows"]) {
             let rows = joined_rows(b, &spec.fields)?;
             let n = rows.len();
             let (keys, texts): (Vec<_>, Vec<String>) = rows.into_iter().unzip();
@@ -80,7 +82,8 @@ pub(super) fn queries<'s>(cx: &BuildCx<'_, 's>, spec: TrainEncode) -> Result<Bat
         Ok(out)
     };
     Ok(Stepwise::new("EncodeTrain")
-        .local_inputs(vec![cx.input("rows")?, cx.feedback()?])
+        .input("rows", cx.input("rows")?)
+        .input("feedback", cx.feedback()?)
         .build(cx, logic)
         .remove(0))
 }
@@ -109,9 +112,9 @@ pub(super) fn touched<'s>(
     let requests = touched_requests(cx, sample.clone(), subset.clone());
     let fetched = fetch(cx, "corpus", requests, corpus);
     let with_subset = subset.is_some();
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |t: Time, inputs: StepInputs| {
         let mut texts: HashMap<String, (u64, String)> = HashMap::new();
-        for b in rows_of(&inputs[1]) {
+        for b in rows_of(&inputs["texts"]) {
             for ((id, hash), text) in joined_rows(b, &spec.fields)? {
                 texts.insert(id, (hash, text));
             }
@@ -133,7 +136,7 @@ pub(super) fn touched<'s>(
             Ok(rows)
         };
         let mut out = Vec::new();
-        let ids = touched_ids(&inputs[0])?;
+        let ids = touched_ids(&inputs["sample"])?;
         let n = ids.len();
         if n > 0 {
             let started = Instant::now();
@@ -146,8 +149,8 @@ pub(super) fn touched<'s>(
             });
             out.push((0, batch));
         }
-        if with_subset {
-            let ids = subset_ids(&inputs[3])?;
+        if let Some(subset) = inputs.get("subset") {
+            let ids = subset_ids(subset)?;
             if !ids.is_empty() {
                 let m = ids.len();
                 let started = Instant::now();
@@ -163,11 +166,12 @@ pub(super) fn touched<'s>(
         }
         Ok(out)
     };
-    let mut inputs = vec![sample, fetched, cx.feedback()?];
-    inputs.extend(subset);
     let mut ports = Stepwise::new("EncodeTouched")
         .outputs(2)
-        .local_inputs(inputs)
+        .input("sample", sample)
+        .input("texts", fetched)
+        .input("feedback", cx.feedback()?)
+        .input_if("subset", subset)
         .build(cx, logic)
         .into_iter();
     let main = ports
@@ -190,8 +194,8 @@ pub(super) fn refresh<'s>(
     let (counter, node, me) = (cx.run.clone(), cx.node.clone(), cx.scope.index());
     let (corpus, held_as) = cx.sharded_input("rows")?;
     let mut shard = Shard::default();
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        if shard.replace(&inputs[0], col::ID)? {
+    let logic = move |t: Time, inputs: StepInputs| {
+        if shard.replace(&inputs["corpus"], col::ID)? {
             counter.hold(me, &held_as, shard.len() as u64, shard.bytes());
         }
         let t_ = t as usize;
@@ -220,7 +224,8 @@ pub(super) fn refresh<'s>(
         Ok(out)
     };
     Ok(Stepwise::new("Refresh")
-        .local_inputs(vec![corpus, cx.feedback()?])
+        .input("corpus", corpus)
+        .input("feedback", cx.feedback()?)
         .build(cx, logic)
         .remove(0))
 }

@@ -92,7 +92,7 @@ impl Evaluator {
         let reader = self.state.reader(name)?;
         let passages: Vec<&str> = merged.texts.iter().map(String::as_str).collect();
         let cx = AnswerCx {
-            alone: self.spec.answer_context == crate::nodes::read::Context::Question,
+            alone: self.spec.answer_context == crate::graph::Context::Question,
             reader: &reader,
             k: self.spec.answer_k,
             beta: self.plan.beta,

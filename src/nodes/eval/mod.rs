@@ -26,15 +26,13 @@ use freshen_operators::ranges::{at_least, field_error};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::cache::Cache;
-use super::source::{Source, TableName};
-use super::update::Update;
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
 use crate::graph::{
-    Access, CheckCx, FileUse, InputRole, NodeKind, PlanCx, Planned, References, MAIN,
+    Access, CheckCx, Context, FileUse, InputRole, NodeKind, PlanCx, Planned, References, TableName,
+    MAIN,
 };
 use crate::models::Role;
 use crate::store::tables;
@@ -92,7 +90,7 @@ pub struct Eval {
     #[serde(default = "default_target_fields")]
     pub fields: Vec<String>,
     /// During training: query columns the query tower embeds.
-    #[serde(default = "super::encode::default_fields")]
+    #[serde(default = "crate::nodes::text::default_fields")]
     pub query_fields: Vec<String>,
     /// During training: folder for the best step's weights (safetensors per model).
     #[serde(default)]
@@ -117,7 +115,7 @@ pub struct Eval {
     /// During training with `models.reader`: what the reader reads, as the `read` node's
     /// `context` (`retrieved` passages, or the `question` alone: no retrieval).
     #[serde(default)]
-    pub answer_context: super::read::Context,
+    pub answer_context: Context,
 }
 
 fn default_start() -> bool {
@@ -345,39 +343,37 @@ impl NodeKind for Eval {
         if self.models.is_none() {
             return Ok(());
         }
-        let table =
-            |role: &str, t: TableName| cx.producer_as::<Source>(role).is_some_and(|s| s.table == t);
         super::want(
             cx,
             "trained",
-            cx.producer_as::<Update>("trained").is_some(),
+            cx.producer_is("trained", "update"),
             "the `update` node",
         )?;
         super::want(
             cx,
             "corpus",
-            table("corpus", TableName::Corpus),
+            cx.producer_reads("corpus", TableName::Corpus),
             "a corpus `source`",
         )?;
         super::want(
             cx,
             "queries",
-            table("queries", TableName::Queries),
+            cx.producer_reads("queries", TableName::Queries),
             "a queries `source`",
         )?;
         super::want(
             cx,
             "dev",
-            table("dev", TableName::Qrels),
+            cx.producer_reads("dev", TableName::Qrels),
             "a qrels `source` of the dev split",
         )?;
         super::want(
             cx,
             "test",
-            table("test", TableName::Qrels),
+            cx.producer_reads("test", TableName::Qrels),
             "a qrels `source` of the test split",
         )?;
-        let cache = cx.producer_as::<Cache>("cache").is_some();
+        let cache = cx.producer_is("cache", "cache");
         super::want(cx, "cache", cache, "the `cache` node: the stale embeddings")
     }
 
@@ -474,11 +470,11 @@ impl NodeKind for Eval {
                     .ok_or_else(|| Error::invariant("a training eval outside a training graph"))?;
                 let answers = match &models.reader {
                     Some(_) => {
-                        let queries = cx
-                            .check()
-                            .producer_as::<Source>("queries")
+                        let check = cx.check();
+                        let (queries, at) = check
+                            .producer_source("queries")
                             .ok_or_else(|| Error::invariant("a training eval without queries"))?;
-                        let ds = queries.open(&cx.check())?;
+                        let ds = queries.open(&at)?;
                         crate::store::pairs::read_answers(&ds)
                             .map_err(|e| e.with_node(&cx.this().id))?
                     }

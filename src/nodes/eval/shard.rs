@@ -23,9 +23,9 @@ use super::merge::{self, Judgement, ShardAnswer};
 use super::rank::push_qrels;
 use super::{Eval, EvalModels};
 use crate::dataflow::shard::Shard;
-use crate::dataflow::{rows_of, EmbeddingRows, RunState, WorkerModels};
+use crate::dataflow::{rows_of, EmbeddingRows, RunState, StepInputs, WorkerModels};
 use crate::error::Result;
-use crate::nodes::encode::{joined_rows, joined_text};
+use crate::nodes::text::{joined_rows, joined_text};
 use crate::store::batch::{self, Batch};
 use crate::store::tables::col;
 use freshen_operators::hashing::text_hash;
@@ -114,23 +114,23 @@ impl EvalShard {
 
     /// Keeps what a step brought, by input: 1 corpus, 2 queries, 3 dev qrels, 4 test qrels,
     /// 5 the stale cache (1, 2 and 5 already moved to their owners).
-    pub fn take_inputs(&mut self, inputs: &[Vec<Batch>]) -> Result<()> {
+    pub fn take_inputs(&mut self, inputs: &StepInputs) -> Result<()> {
         let query_fields = self.spec.query_fields.clone();
-        for (j, (shard, name)) in [(1, &mut self.corpus), (5, &mut self.stale)] {
-            if shard.replace(&inputs[j], col::ID)? {
+        for (input, (shard, name)) in [("corpus", &mut self.corpus), ("cache", &mut self.stale)] {
+            if shard.replace(&inputs[input], col::ID)? {
                 self.run
                     .hold(self.me, name, shard.len() as u64, shard.bytes());
             }
         }
-        for b in rows_of(&inputs[2]) {
+        for b in rows_of(&inputs["queries"]) {
             for ((id, _), text) in joined_rows(b, &query_fields)? {
                 self.queries.insert(id, text);
             }
         }
-        for b in rows_of(&inputs[3]) {
+        for b in rows_of(&inputs["dev"]) {
             push_qrels(&mut self.dev, b)?;
         }
-        for b in rows_of(&inputs[4]) {
+        for b in rows_of(&inputs["test"]) {
             push_qrels(&mut self.test, b)?;
         }
         Ok(())

@@ -39,7 +39,7 @@ use super::{Eval, EvalModels};
 use crate::dataflow::shard::to_owners;
 use crate::dataflow::{
     ledger, rows_of, tick, write_on_leader, BatchStream, BuildCx, Checkpointable, EmbeddingRows,
-    Emitted, Route, Stepwise, Time,
+    Emitted, Route, StepInputs, Stepwise, Time,
 };
 use crate::error::{Error, Result};
 use crate::store::batch::Batch;
@@ -184,11 +184,11 @@ pub(super) fn train_eval<'s>(
     let counts = ledger::share(cx, ticks.clone());
     let run = cx.run.clone();
     let ticks = Stepwise::new("EvalLedger")
-        .input(ticks, Route::Local)
-        .input(counts, Route::Leader)
+        .input("ticks", ticks)
+        .routed("counts", counts, Route::Leader)
         .build(cx, move |_t, inputs| {
-            ledger::add(&run, &inputs[1])?;
-            Ok(match inputs[0].is_empty() {
+            ledger::add(&run, &inputs["counts"])?;
+            Ok(match inputs["ticks"].is_empty() {
                 true => Vec::new(),
                 false => vec![(0, tick())],
             })
@@ -215,11 +215,12 @@ fn embed<'s>(
     let w = cx.scope.peers();
     let (shard, every, steps) = (shard.clone(), shard.borrow().spec.every, plan.steps);
     let leader = cx.leader();
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |t: Time, inputs: StepInputs| {
         let mut s = shard.borrow_mut();
         s.take_inputs(&inputs)?;
         let (due, _) = schedule(every, steps, t);
-        if t == 0 && s.start.is_some() && !inputs[0].is_empty() && !s.dev.is_empty() {
+        let ticked = !inputs["ticks"].is_empty();
+        if t == 0 && s.start.is_some() && ticked && !s.dev.is_empty() {
             if leader {
                 s.run.progress().set_done(
                     "train",
@@ -234,7 +235,7 @@ fn embed<'s>(
             }
             return Ok(out);
         }
-        if inputs[0].is_empty() || !due || s.dev.is_empty() {
+        if !ticked || !due || s.dev.is_empty() {
             return Ok(Vec::new());
         }
         if leader {
@@ -251,14 +252,12 @@ fn embed<'s>(
         Ok(out)
     };
     Stepwise::new("EvalEmbed")
-        .local_inputs(vec![
-            ticks,
-            corpus,
-            to_owners(queries, col::ID, w),
-            dev.broadcast(),
-            test.broadcast(),
-            cache,
-        ])
+        .input("ticks", ticks)
+        .input("corpus", corpus)
+        .input("queries", to_owners(queries, col::ID, w))
+        .input("dev", dev.broadcast())
+        .input("test", test.broadcast())
+        .input("cache", cache)
         .build(cx, logic)
         .remove(0)
         .broadcast()
@@ -272,9 +271,9 @@ fn rank<'s>(
     asked: BatchStream<'s>,
 ) -> BatchStream<'s> {
     let shard = shard.clone();
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |_t: Time, inputs: StepInputs| {
         let mut s = shard.borrow_mut();
-        s.take_asked(&inputs[0])?;
+        s.take_asked(&inputs["asked"])?;
         let dev = s.dev.clone();
         let mut out: Emitted = s
             .answer(Against::Fresh, &dev)?
@@ -288,7 +287,7 @@ fn rank<'s>(
         Ok(out)
     };
     Stepwise::new("EvalRank")
-        .local_inputs(vec![asked])
+        .input("asked", asked)
         .build(cx, logic)
         .remove(0)
 }
@@ -303,7 +302,7 @@ fn merge<'s>(
     mut replay: Vec<RecordBatch>,
 ) -> Result<[BatchStream<'s>; 2]> {
     let ev = evaluator.clone();
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |t: Time, inputs: StepInputs| {
         // A resumed run writes the rows of the steps before it first.
         let mut out: Emitted = std::mem::take(&mut replay)
             .into_iter()
@@ -311,8 +310,8 @@ fn merge<'s>(
             .collect();
         let mut e = ev.borrow_mut();
         let mut got = Gathered::default();
-        got.add(&inputs[0])?;
-        let mut answered = !inputs[0].is_empty();
+        got.add(&inputs["answers"])?;
+        let mut answered = !inputs["answers"].is_empty();
         if t == 0 && e.start_pending && answered {
             // The starting model's answers (its weights are the shard's best already).
             let (start, _) = e.dev_step(None, &got)?;
@@ -326,7 +325,7 @@ fn merge<'s>(
             false => None,
         };
         let best = dev.as_ref().is_some_and(|d| d.1);
-        for row in rows_of(&inputs[1]) {
+        for row in rows_of(&inputs["rows"]) {
             if let Some(c) = row
                 .column_by_name("candidates")
                 .and_then(|c| c.as_primitive_opt::<UInt64Type>())
@@ -345,8 +344,8 @@ fn merge<'s>(
     let [steps, verdicts] = ports(
         Stepwise::new("EvalMerge")
             .outputs(2)
-            .input(answers, Route::Leader)
-            .input(rows, Route::Leader)
+            .routed("answers", answers, Route::Leader)
+            .routed("rows", rows, Route::Leader)
             .build(cx, logic),
     )?;
     Ok([steps, verdicts.broadcast()])
@@ -361,8 +360,12 @@ fn keep<'s>(
     verdicts: BatchStream<'s>,
 ) -> Result<[BatchStream<'s>; 2]> {
     let shard = shard.clone();
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
-        let Some(v) = inputs[0].iter().map(|b| &b.0).find(|b| b.num_rows() > 0) else {
+    let logic = move |_t: Time, inputs: StepInputs| {
+        let Some(v) = inputs["verdicts"]
+            .iter()
+            .map(|b| &b.0)
+            .find(|b| b.num_rows() > 0)
+        else {
             return Ok(Vec::new());
         };
         let mut s = shard.borrow_mut();
@@ -386,7 +389,7 @@ fn keep<'s>(
     let [ticks, queries] = ports(
         Stepwise::new("EvalKeep")
             .outputs(2)
-            .local_inputs(vec![verdicts])
+            .input("verdicts", verdicts)
             .build(cx, logic),
     )?;
     Ok([ticks, queries.broadcast()])
@@ -401,9 +404,9 @@ fn test_stage<'s>(
     queries: BatchStream<'s>,
 ) -> Result<[BatchStream<'s>; 4]> {
     let shard = shard.clone();
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |_t: Time, inputs: StepInputs| {
         let mut s = shard.borrow_mut();
-        s.take_asked(&inputs[0])?;
+        s.take_asked(&inputs["queries"])?;
         let test = s.test.clone();
         let mut out = Emitted::new();
         for b in s.answer(Against::Fresh, &test)?.into_batches()? {
@@ -431,7 +434,7 @@ fn test_stage<'s>(
     ports(
         Stepwise::new("EvalTest")
             .outputs(4)
-            .local_inputs(vec![queries])
+            .input("queries", queries)
             .build(cx, logic),
     )
 }
@@ -445,13 +448,13 @@ fn report<'s>(
     leader: bool,
 ) -> BatchStream<'s> {
     let ev = evaluator.clone();
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
-        if inputs[0].is_empty() {
+    let logic = move |_t: Time, inputs: StepInputs| {
+        if inputs["fresh"].is_empty() {
             return Ok(Vec::new());
         }
         let (mut f, mut c) = (Gathered::default(), Gathered::default());
-        f.add(&inputs[0])?;
-        c.add(&inputs[1])?;
+        f.add(&inputs["fresh"])?;
+        c.add(&inputs["corrected"])?;
         let mut e = ev.borrow_mut();
         e.test_step(&f, &c)?;
         if let Some(dir) = e.spec.checkpoint.clone() {
@@ -470,9 +473,9 @@ fn report<'s>(
     });
     Stepwise::new("EvalReport")
         .finish(finish)
-        .input(fresh, Route::Leader)
-        .input(corrected, Route::Leader)
-        .input(ticks, Route::Local)
+        .routed("fresh", fresh, Route::Leader)
+        .routed("corrected", corrected, Route::Leader)
+        .input("ticks", ticks)
         .build(cx, logic)
         .remove(0)
 }

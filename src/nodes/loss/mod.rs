@@ -25,15 +25,14 @@ mod marginal;
 #[cfg(test)]
 mod tests;
 
-use super::correct::Correct;
-use super::encode::Encode;
-use super::read::Read;
-use super::sample::Sample;
 use super::Settings;
-use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, Stepwise, Time};
+use crate::dataflow::{
+    rows_of, BatchStream, BuildCx, EmbeddingRows, Operator, StepInputs, Stepwise, Time,
+};
 use crate::error::{Error, Result};
 use crate::graph::needs::{self, Need};
-use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, TrainingLoss, MAIN};
+use crate::models::Role;
 use crate::store::batch::{self, Batch};
 use crate::store::pairs::string_lists;
 use crate::store::tables::{self, col};
@@ -169,10 +168,17 @@ impl NodeKind for Loss {
         ])
     }
 
+    fn training_loss(&self) -> Option<TrainingLoss> {
+        Some(TrainingLoss {
+            beta: self.beta,
+            corrector: self.corrector,
+        })
+    }
+
     fn check(&self, cx: &CheckCx) -> Result<()> {
         let encode = |role: &str, lookup: bool| {
-            cx.producer_as::<Encode>(role)
-                .is_some_and(|e| e.model_name().is_some())
+            cx.producer_is(role, "encode")
+                && cx.producer_model(role, Role::Encoder).is_some()
                 && cx.producer_has(role, "sample") == lookup
         };
         let queries = encode("queries", false);
@@ -183,17 +189,16 @@ impl NodeKind for Loss {
             encode("targets", true),
             "the `encode` node of the chosen targets (inputs `sample` and `corpus`)",
         )?;
-        let sample = cx.producer_as::<Sample>("sample").is_some();
+        let sample = cx.producer_is("sample", "sample");
         super::want(cx, "sample", sample, "the `sample` node")?;
-        let correct =
-            cx.producer_as::<Correct>("drift").is_some() && cx.producer_has("drift", "sample");
+        let correct = cx.producer_is("drift", "correct") && cx.producer_has("drift", "sample");
         super::want(
             cx,
             "drift",
             correct,
             "the `correct` node of the chosen targets (inputs `cache` and `sample`)",
         )?;
-        let read = cx.producer_as::<Read>("reader").is_some();
+        let read = cx.producer_is("reader", "read");
         super::want(cx, "reader", read, "a `read` node")?;
         match (self.objective == Objective::Marginal, cx.has("reader")) {
             (true, false) => {
@@ -212,8 +217,8 @@ impl NodeKind for Loss {
         }
         if let CorrectorLoss::Procrustes { .. } = self.corrector {
             let h = cx
-                .producer_as::<Correct>("drift")
-                .and_then(|c| cx.graph.models.get(&c.model));
+                .producer_model("drift", Role::Corrector)
+                .and_then(|m| cx.graph.models.get(&m));
             if !h.is_some_and(|m| m.linear()) {
                 return Err(cx.error(
                     "corrector",
@@ -239,8 +244,8 @@ impl NodeKind for Loss {
     /// The candidate tensors: every query's positive, negatives and (in-batch) the other
     /// queries' positives, forward and backward (about six copies).
     fn memory(&self, cx: &CheckCx) -> Vec<crate::graph::Cost> {
-        let (Some(sample), d) = (cx.producer_as::<Sample>("sample"), cx.input_dim("queries"))
-        else {
+        let picks = cx.producer("sample").and_then(|s| s.kind.picks());
+        let (Some(picks), d) = (picks, cx.input_dim("queries")) else {
             return Vec::new();
         };
         let pairs = cx
@@ -250,8 +255,8 @@ impl NodeKind for Loss {
             return Vec::new();
         };
         let m = 1
-            + sample.k
-            + if sample.in_batch {
+            + picks.k
+            + if picks.in_batch {
                 b.saturating_sub(1)
             } else {
                 0
@@ -271,12 +276,8 @@ impl NodeKind for Loss {
     fn plan(&self, cx: &PlanCx) -> Result<Planned> {
         let g = cx.graph;
         let name = |role: &str| g.input(cx.node, role).map(|e| g.nodes()[e.node].id.clone());
-        let device = match g.input(cx.node, "queries").and_then(|q| {
-            g.nodes()[q.node]
-                .settings::<Encode>()
-                .and_then(|e| e.model_name())
-                .and_then(|m| g.models.get(m))
-        }) {
+        let tower = cx.check().producer_model("queries", Role::Encoder);
+        let device = match tower.and_then(|m| g.models.get(&m)) {
             Some(m) => m.common().device.open()?,
             None => freshen_operators::device::cpu(),
         };
@@ -323,27 +324,15 @@ struct LossOp {
 impl Operator for LossOp {
     fn build<'s>(&self, cx: &mut BuildCx<'_, 's>) -> Result<Vec<(String, BatchStream<'s>)>> {
         let (spec, nodes, dev) = (self.spec.clone(), self.nodes.clone(), self.device.clone());
-        // The corrector's training subset, embedded by the touched targets' encode.
-        let subset = cx.input_if("subset");
-        let with_subset = subset.is_some();
-        let logic = move |t: Time, mut inputs: Vec<Vec<Batch>>| {
-            let subset = match with_subset {
-                true => inputs.pop(),
-                false => None,
-            };
-            step(t, &inputs, subset.as_deref(), (&spec, &nodes, &dev))
-        };
-        let mut inputs = vec![
-            cx.input("queries")?,
-            cx.input("targets")?,
-            cx.input("sample")?,
-        ];
-        for role in ["drift", "reader"].into_iter().filter(|r| cx.has(r)) {
-            inputs.push(cx.input(role)?);
-        }
-        inputs.extend(subset);
+        let logic = move |t: Time, inputs: StepInputs| step(t, &inputs, (&spec, &nodes, &dev));
         let mut ports = Stepwise::new("Loss")
-            .local_inputs(inputs)
+            .input("queries", cx.input("queries")?)
+            .input("targets", cx.input("targets")?)
+            .input("sample", cx.input("sample")?)
+            .input_if("drift", cx.input_if("drift"))
+            .input_if("reader", cx.input_if("reader"))
+            // The corrector's training subset, embedded by the touched targets' encode.
+            .input_if("subset", cx.input_if("subset"))
             .outputs(2)
             .build(cx, logic)
             .into_iter();
@@ -428,22 +417,21 @@ impl Candidates {
     }
 }
 
-/// One step of the loss: gradients on port 0, one row of statistics on port 1. `subset`:
-/// the fresh embeddings of the corrector's training subset (its loss only).
+/// One step of the loss: gradients on port 0, one row of statistics on port 1. Input
+/// `subset`: the fresh embeddings of the corrector's training subset (its loss only).
 fn step(
     t: Time,
-    inputs: &[Vec<Batch>],
-    subset: Option<&[Batch]>,
+    inputs: &StepInputs,
     (spec, nodes, dev): (&Loss, &LossNodes, &Device),
 ) -> Result<Vec<(usize, Batch)>> {
     let (mut q, mut fresh) = (EmbeddingRows::default(), EmbeddingRows::default());
-    for b in rows_of(&inputs[0]) {
+    for b in rows_of(&inputs["queries"]) {
         q.push(b)?;
     }
-    for b in rows_of(&inputs[1]) {
+    for b in rows_of(&inputs["targets"]) {
         fresh.push(b)?;
     }
-    let cands = Candidates::gather(t, &inputs[2], &q, &fresh)?;
+    let cands = Candidates::gather(t, &inputs["sample"], &q, &fresh)?;
     if cands.sets.is_empty() {
         return Ok(Vec::new());
     }
@@ -457,7 +445,7 @@ fn step(
     let mut out = Vec::new();
     let read = match &nodes.read {
         Some(node) => {
-            let rows = inputs.last().map_or(&[][..], Vec::as_slice);
+            let rows = inputs.get("reader").unwrap_or_default();
             Some((node, marginal::log_likelihoods(t, rows, &cands, m, dev)?))
         }
         None => None,
@@ -481,12 +469,12 @@ fn step(
             out.push((0, grads_batch(node, &cands.query_ids, g)?));
         }
     }
-    let part = match (&nodes.corrected, inputs.get(3)) {
+    let part = match (&nodes.corrected, inputs.get("drift")) {
         (Some(node), Some(rows)) => {
             // h learns from the touched targets and the subset's (the touched first: a
             // target in both is the touched one's row).
             let mut all = fresh.clone();
-            for b in subset.into_iter().flat_map(rows_of) {
+            for b in inputs.get("subset").into_iter().flat_map(rows_of) {
                 all.push(b)?;
             }
             let cx = CorrectorCx {

@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor};
 use freshen_operators::loss::{relative_staleness, CorrectorLoss};
 
 use super::{step, Loss, LossNodes, Objective};
+use crate::dataflow::StepInputs;
 use crate::store::batch::{self, embeddings_batch, Batch};
 use crate::store::tables::{self, col};
 
@@ -114,15 +115,21 @@ fn the_corrector_learns_from_the_subset_rows_and_the_staleness_stays_the_touched
     let dev = Device::Cpu;
     let touched = ["t0", "t1", "t2"];
     let all = ["t0", "t1", "t2", "s0", "s1"];
-    let inputs = vec![
-        vec![embeddings(&["q0", "q1"], |i| [1.0, i as f32])],
-        vec![embeddings(&touched, fresh_of)],
-        vec![sample_rows()],
-        vec![drift(&all)],
-    ];
+    let queries = vec![embeddings(&["q0", "q1"], |i| [1.0, i as f32])];
+    let named = |drift_rows: Batch, subset: Option<Vec<Batch>>| {
+        let mut named = vec![
+            ("queries", queries.clone()),
+            ("targets", vec![embeddings(&touched, fresh_of)]),
+            ("sample", vec![sample_rows()]),
+            ("drift", vec![drift_rows]),
+        ];
+        named.extend(subset.map(|s| ("subset", s)));
+        StepInputs::from_named(named)
+    };
     // The subset's fresh rows, numbered on from the touched ones.
     let subset = vec![embeddings(&["s0", "s1"], |i| fresh_of(i + 3))];
-    let with = step(0, &inputs, Some(&subset), (&spec, &nodes, &dev)).unwrap();
+    let inputs = named(drift(&all), Some(subset));
+    let with = step(0, &inputs, (&spec, &nodes, &dev)).unwrap();
     let mse = |n: usize| -> f64 {
         (0..n)
             .map(|i| {
@@ -161,13 +168,8 @@ fn the_corrector_learns_from_the_subset_rows_and_the_staleness_stays_the_touched
     assert!((stat(&with, "staleness") - staleness).abs() < 1e-9);
 
     // Without the subset, h learns from the touched rows alone.
-    let inputs = vec![
-        inputs[0].clone(),
-        inputs[1].clone(),
-        inputs[2].clone(),
-        vec![drift(&touched)],
-    ];
-    let without = step(0, &inputs, None, (&spec, &nodes, &dev)).unwrap();
+    let inputs = named(drift(&touched), None);
+    let without = step(0, &inputs, (&spec, &nodes, &dev)).unwrap();
     assert!((stat(&without, "corrector_loss") - mse(3)).abs() < 1e-6);
     assert!((stat(&without, "staleness") - staleness).abs() < 1e-9);
 }
@@ -186,14 +188,17 @@ fn the_listwise_corrector_loss_is_over_every_query_and_row_of_the_step() {
     let query = |i: usize| [1.0, i as f32];
     // A drift that reorders the rows (a constant shift would leave every softmax as it is).
     let corrected = |i: usize| [1.0 + 0.3 * i as f32, 0.9 - 0.4 * i as f32];
-    let inputs = vec![
-        vec![embeddings(&["q0", "q1"], query)],
-        vec![embeddings(&touched, fresh_of)],
-        vec![sample_rows()],
-        vec![drift_with(&all, corrected)],
-    ];
-    let subset = vec![embeddings(&["s0", "s1"], |i| fresh_of(i + 3))];
-    let out = step(0, &inputs, Some(&subset), (&spec, &nodes, &dev)).unwrap();
+    let inputs = StepInputs::from_named([
+        ("queries", vec![embeddings(&["q0", "q1"], query)]),
+        ("targets", vec![embeddings(&touched, fresh_of)]),
+        ("sample", vec![sample_rows()]),
+        ("drift", vec![drift_with(&all, corrected)]),
+        (
+            "subset",
+            vec![embeddings(&["s0", "s1"], |i| fresh_of(i + 3))],
+        ),
+    ]);
+    let out = step(0, &inputs, (&spec, &nodes, &dev)).unwrap();
     // By hand, in f64: the drift MSE over the five rows, and each query's KL of the
     // softmax over all five rows under h from the one under fresh g.
     let dot = |a: [f32; D], b: [f32; D]| (0..D).map(|k| f64::from(a[k] * b[k])).sum::<f64>();

@@ -16,13 +16,12 @@ use freshen_operators::search::{NegativeSampler, Strategy};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::source::{Source, TableName};
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::Result;
 use crate::graph::needs::{self, Need};
 use crate::graph::Per::Shard;
-use crate::graph::{CheckCx, InputRole, NodeKind, PlanCx, Planned, MAIN};
+use crate::graph::{CheckCx, InputRole, NodeKind, Picks, PlanCx, Planned, TableName, MAIN};
 use crate::models::Role;
 use crate::store::tables::{self, col};
 
@@ -196,8 +195,12 @@ impl NodeKind for Sample {
         Ok(out)
     }
 
-    fn picks_per_query(&self) -> Option<usize> {
-        Some(self.k + usize::from(!self.latent))
+    fn picks(&self) -> Option<Picks> {
+        Some(Picks {
+            k: self.k,
+            in_batch: self.in_batch,
+            latent: self.latent,
+        })
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
@@ -225,9 +228,7 @@ impl NodeKind for Sample {
             ),
             false => (TableName::Pairs, "a `source` with `table: pairs`"),
         };
-        let pairs = cx
-            .producer_as::<Source>("pairs")
-            .is_some_and(|s| s.table == table);
+        let pairs = cx.producer_reads("pairs", table);
         super::want(cx, "pairs", pairs, what)?;
         let fresher = self.rescore || self.margin_on != MarginOn::Searched;
         match (cx.has("stale"), fresher) {
@@ -369,6 +370,15 @@ impl Operator for SampleOp {
             self.device.clone(),
             (self.subset, self.fresher.clone(), self.steps),
         )?;
+        // The port the graph declares is built even when the corrector does not train
+        // (a refreshing cache): then it carries nothing, and its readers read no subset.
+        let subset = match (subset, self.spec.subset > 0) {
+            (Some(s), _) => Some(s),
+            (None, true) => Some(timely::dataflow::operators::generic::operator::empty(
+                cx.scope,
+            )),
+            (None, false) => None,
+        };
         let mut ports = vec![(MAIN.to_string(), out)];
         ports.extend(subset.map(|s| (SUBSET.to_string(), s)));
         Ok(ports)

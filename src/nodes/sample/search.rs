@@ -34,7 +34,7 @@ use super::fresher::{pool_for_choice, Extra, Fresher};
 use super::gather::gather;
 use super::Sample;
 use crate::dataflow::shard::{addressed, to_addressed, to_owners};
-use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, Stepwise, Time};
+use crate::dataflow::{rows_of, BatchStream, BuildCx, EmbeddingRows, StepInputs, Stepwise, Time};
 use crate::error::{Error, Result};
 use crate::store::batch::{self, Batch};
 use crate::store::pairs::string_lists;
@@ -84,15 +84,15 @@ fn ask<'s>(
     pairs: BatchStream<'s>,
 ) -> BatchStream<'s> {
     let me = cx.scope.index() as u32;
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |_t: Time, inputs: StepInputs| {
         let mut q = EmbeddingRows::default();
-        for b in rows_of(&inputs[0]) {
+        for b in rows_of(&inputs["queries"]) {
             q.push(b)?;
         }
         if q.is_empty() {
             return Ok(Vec::new());
         }
-        let info = positives_of(&inputs[1])?;
+        let info = positives_of(&inputs["pairs"])?;
         let (mut pos, mut all) = (Vec::with_capacity(q.len()), Vec::with_capacity(q.len()));
         for id in &q.ids {
             let (p, a) = info
@@ -117,7 +117,8 @@ fn ask<'s>(
         Ok(vec![(0, Batch(out))])
     };
     Stepwise::new("SampleAsk")
-        .local_inputs(vec![queries, pairs])
+        .input("queries", queries)
+        .input("pairs", pairs)
         .build(cx, logic)
         .remove(0)
         .broadcast()
@@ -244,6 +245,9 @@ fn step_queries(batches: &[Batch]) -> Result<StepQueries> {
     Ok(s)
 }
 
+/// An input stream with the name its operator reads it by.
+type Named<'s> = (&'static str, BatchStream<'s>);
+
 /// Stage 2: every query of the step against this worker's shard; answers per query's
 /// worker.
 ///
@@ -259,7 +263,7 @@ fn search<'s>(
     (asked, cache): (BatchStream<'s>, BatchStream<'s>),
     device: Device,
     (subset, steps): (Option<(u64, usize)>, usize),
-    fresher: Option<(Fresher, Vec<BatchStream<'s>>)>,
+    fresher: Option<(Fresher, Vec<Named<'s>>)>,
 ) -> Vec<BatchStream<'s>> {
     let (pool, chunk, k, in_batch) = (spec.sampler().pool, spec.chunk, spec.k, spec.in_batch);
     let node = cx.node.clone();
@@ -273,14 +277,14 @@ fn search<'s>(
         format!("{}: searched", cx.node),
         cx.scope.index(),
     );
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
-        if searched.update(&inputs[1], &device)? {
+    let logic = move |t: Time, inputs: StepInputs| {
+        if searched.update(&inputs["cache"], &device)? {
             run.hold(me, &table, searched.len() as u64, searched.bytes());
         }
         if let Some(f) = fresher.as_mut() {
-            f.stale.replace(&inputs[2], col::ID)?;
+            f.stale.replace(&inputs["stale"], col::ID)?;
         }
-        let s = step_queries(&inputs[0])?;
+        let s = step_queries(&inputs["asked"])?;
         if searched.tensor.is_none() || s.q.is_empty() {
             return Ok(Vec::new());
         }
@@ -400,11 +404,12 @@ fn search<'s>(
         }
         Ok(out)
     };
-    let mut inputs = vec![asked, cache];
-    inputs.extend(more);
-    Stepwise::new("SampleSearch")
+    let op = Stepwise::new("SampleSearch")
         .outputs(2)
-        .local_inputs(inputs)
+        .input("asked", asked)
+        .input("cache", cache);
+    more.into_iter()
+        .fold(op, |op, (name, stream)| op.input(name, stream))
         .build(cx, logic)
 }
 
@@ -413,20 +418,20 @@ fn choose<'s>(
     cx: &BuildCx<'_, 's>,
     spec: Sample,
     seed: u64,
-    inputs: Vec<BatchStream<'s>>,
+    (answers, queries, pairs): (BatchStream<'s>, BatchStream<'s>, BatchStream<'s>),
 ) -> BatchStream<'s> {
     let sampler = spec.sampler();
     let (counter, node) = (cx.run.clone(), cx.node.clone());
-    let logic = move |t: Time, inputs: Vec<Vec<Batch>>| {
+    let logic = move |t: Time, inputs: StepInputs| {
         let mut q = EmbeddingRows::default();
-        for b in rows_of(&inputs[1]) {
+        for b in rows_of(&inputs["queries"]) {
             q.push(b)?;
         }
         if q.is_empty() {
             return Ok(Vec::new());
         }
-        let info = positives_of(&inputs[2])?;
-        let mut got = gather(&inputs[0])?;
+        let info = positives_of(&inputs["pairs"])?;
+        let mut got = gather(&inputs["answers"])?;
         let mut positives = Vec::with_capacity(q.len());
         let mut positive_scores = Vec::with_capacity(q.len());
         let mut negatives = ListBuilder::new(StringBuilder::new());
@@ -511,7 +516,9 @@ fn choose<'s>(
         Ok(vec![(0, Batch(out))])
     };
     Stepwise::new("SampleChoose")
-        .local_inputs(inputs)
+        .input("answers", answers)
+        .input("queries", queries)
+        .input("pairs", pairs)
         .build(cx, logic)
         .remove(0)
 }
@@ -536,10 +543,10 @@ pub(super) fn sample<'s>(
     let fresher = match fresher_plan {
         Some(p) => {
             let (stale, _) = cx.sharded_input("stale")?;
-            let mut streams = vec![stale];
+            let mut streams = vec![("stale", stale)];
             let h = match &p.corrector {
                 Some(name) => {
-                    streams.push(cx.feedback()?);
+                    streams.push(("feedback", cx.feedback()?));
                     Some(cx.models()?.corrector(name)?)
                 }
                 None => None,
@@ -563,10 +570,7 @@ pub(super) fn sample<'s>(
         _ => return Err(Error::invariant("sample's search without its ports")),
     };
     let picked = draw.map(|_| super::subset::pick(cx, offers, subset));
-    Ok((
-        choose(cx, spec, seed, vec![answers, queries, pairs]),
-        picked,
-    ))
+    Ok((choose(cx, spec, seed, (answers, queries, pairs)), picked))
 }
 
 /// Fresher selection's plan: the corrector that re-scores (with `rescore`), and whether

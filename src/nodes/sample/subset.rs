@@ -16,7 +16,7 @@ use freshen_operators::hashing::hash64_seeded;
 use timely::dataflow::operators::vec::Broadcast;
 
 use crate::dataflow::shard::owner;
-use crate::dataflow::{rows_of, BatchStream, BuildCx, Stepwise, Time};
+use crate::dataflow::{rows_of, BatchStream, BuildCx, StepInputs, Stepwise, Time};
 use crate::error::{Error, Result};
 use crate::store::batch::{self, Batch};
 use crate::store::tables::col;
@@ -72,15 +72,15 @@ pub(super) fn merge(offers: &[Batch], m: usize) -> Result<Vec<String>> {
 /// Per step, the subset's targets this worker owns (`id`), from every shard's offer.
 pub(super) fn pick<'s>(cx: &BuildCx<'_, 's>, offers: BatchStream<'s>, m: usize) -> BatchStream<'s> {
     let (me, workers) = (cx.scope.index(), cx.scope.peers());
-    let logic = move |_t: Time, inputs: Vec<Vec<Batch>>| {
-        let mine: Vec<String> = merge(&inputs[0], m)?
+    let logic = move |_t: Time, inputs: StepInputs| {
+        let mine: Vec<String> = merge(&inputs["offers"], m)?
             .into_iter()
             .filter(|id| owner(id, workers) == me)
             .collect();
         Ok(vec![(0, crate::dataflow::shard::request(mine)?)])
     };
     Stepwise::new("SubsetPick")
-        .local_inputs(vec![offers.broadcast()])
+        .input("offers", offers.broadcast())
         .build(cx, logic)
         .remove(0)
 }

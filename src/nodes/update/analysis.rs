@@ -4,27 +4,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::Update;
 use crate::error::{Error, Result};
 use crate::graph::{CheckCx, Resumable, Training};
-use crate::nodes::correct::Correct;
-use crate::nodes::encode::Encode;
-use crate::nodes::loss::Loss;
-use crate::nodes::read::Read;
-use crate::nodes::update::Update;
+use crate::models::Role;
 
 /// The training of the graph whose `update` node is `cx`'s.
 pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
     let g = cx.graph;
     let update = cx.node;
-    let input = |node: usize, j: usize| {
-        g.inputs(node)
-            .get(j)
-            .map(|e| e.node)
-            .ok_or_else(|| Error::invariant(format!("node {} lacks input {j}", g.nodes()[node].id)))
+    let input = |node: usize, role: &str| {
+        g.input(node, role).map(|e| e.node).ok_or_else(|| {
+            Error::invariant(format!("node {} lacks input `{role}`", g.nodes()[node].id))
+        })
     };
-    let loss = input(update, 0)?;
-    let sample = input(loss, 2)?;
-    let pairs = input(sample, 2)?;
+    let loss = input(update, "grads")?;
+    let sample = input(loss, "sample")?;
+    let pairs = input(sample, "pairs")?;
     let models_of = |i: usize| -> Vec<String> {
         g.nodes()[i]
             .kind
@@ -51,34 +47,34 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
             Some((i, every))
         })
         .collect();
+    let trains = |i: usize, role: Role| g.model_of(i, role).is_some_and(|m| trained.contains(&m));
     let mut recorded = BTreeSet::new();
-    for (j, e) in g.inputs(loss).iter().enumerate() {
-        let n = &g.nodes()[e.node];
-        let trains = |name: &str| trained.contains(name);
-        let records = match (j, n.settings::<Encode>(), n.settings::<Correct>()) {
-            (0 | 1, Some(enc), _) => enc.model_name().is_some_and(trains),
-            (3, _, Some(c)) => {
-                let cache = input(e.node, 0)?;
-                trains(&c.model) && !refresh_every.contains_key(&cache)
+    for e in g.inputs(loss) {
+        let records = match e.role {
+            "queries" | "targets" => trains(e.node, Role::Encoder),
+            "drift" => {
+                let cache = input(e.node, "cache")?;
+                trains(e.node, Role::Corrector) && !refresh_every.contains_key(&cache)
             }
-            _ => n.settings::<Read>().is_some_and(|r| trains(&r.model)),
+            "reader" => trains(e.node, Role::Reader),
+            _ => false,
         };
         if records {
             recorded.insert(e.node);
         }
     }
-    let corrector_trains = g.input(loss, "drift").is_some_and(|e| {
-        recorded.contains(&e.node) && g.nodes()[e.node].settings::<Correct>().is_some()
-    });
+    let corrector_trains = g
+        .input(loss, "drift")
+        .is_some_and(|e| recorded.contains(&e.node));
     let mut cadences: Vec<(usize, usize)> = refresh_every.values().map(|&e| (0, e)).collect();
     for (i, n) in g.nodes().iter().enumerate() {
-        let Some(c) = n.settings::<Correct>() else {
+        let Some(c) = n.kind.cadence() else {
             continue;
         };
         let cache = g.input(i, "cache").map(|e| e.node);
         let refreshing = cache.is_some_and(|c| refresh_every.contains_key(&c));
         let whole = g.input(i, "sample").is_none();
-        if whole && trained.contains(&c.model) && !refreshing {
+        if whole && trains(i, Role::Corrector) && !refreshing {
             cadences.push((c.warmup, c.apply_every));
         }
     }
@@ -91,7 +87,8 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
         cadences,
     };
     let beta = g.nodes()[loss]
-        .settings::<Loss>()
+        .kind
+        .training_loss()
         .map(|l| l.beta)
         .ok_or_else(|| Error::invariant("an update node that reads no loss"))?;
     Ok(Training {

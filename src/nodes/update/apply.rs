@@ -35,7 +35,8 @@ use super::grads::{partial_batch, read_partial, row_grads};
 use super::{OnNonfinite, Update, UpdatePlan};
 use crate::dataflow::checkpoint::{load_json, load_tensors, save_json, save_tensors};
 use crate::dataflow::{
-    rows_of, tick, BatchStream, BuildCx, Checkpointable, Emitted, Stepwise, Time, WorkerModels,
+    rows_of, tick, BatchStream, BuildCx, Checkpointable, Emitted, StepInputs, Stepwise, Time,
+    WorkerModels,
 };
 use crate::error::{Error, Result};
 use crate::store::batch::Batch;
@@ -71,11 +72,12 @@ pub(super) fn update<'s>(
     let taped = plan.taped.clone();
     let kept: Option<Kept> = (cx.scope.peers() == 1).then(Kept::default);
     let keep = kept.clone();
-    let backward = move |t: Time, inputs: Vec<Vec<Batch>>| {
+    let backward = move |t: Time, inputs: StepInputs| {
         backward_step(t, &inputs, &taped, &local, worker, keep.as_ref())
     };
     let mut parts = Stepwise::new("Backward")
-        .local_inputs(vec![cx.input("grads")?, cx.input("stats")?])
+        .input("grads", cx.input("grads")?)
+        .input("stats", cx.input("stats")?)
         .outputs(2)
         .build(cx, backward)
         .into_iter();
@@ -86,7 +88,8 @@ pub(super) fn update<'s>(
     );
     let mut apply = Apply::new(cx, spec, plan, state, kept)?;
     let mut out = Stepwise::new("Apply")
-        .local_inputs(vec![partials.broadcast(), stats.broadcast()])
+        .input("partials", partials.broadcast())
+        .input("stats", stats.broadcast())
         .outputs(2)
         .build(cx, move |t, inputs| apply.step(t, &inputs))
         .into_iter();
@@ -102,13 +105,13 @@ pub(super) fn update<'s>(
 /// loss's statistics with its count of touched forwards.
 fn backward_step(
     t: Time,
-    inputs: &[Vec<Batch>],
+    inputs: &StepInputs,
     taped: &[String],
     state: &WorkerModels,
     worker: usize,
     kept: Option<&Kept>,
 ) -> Result<Emitted> {
-    let rows = row_grads(&inputs[0])?;
+    let rows = row_grads(&inputs["grads"])?;
     let mut per_model: BTreeMap<String, Gradients> = BTreeMap::new();
     for n in taped {
         for entry in state.take_tape(n, t) {
@@ -150,7 +153,7 @@ fn backward_step(
     }
     let mut out = vec![(0, partial_batch(worker, &host)?)];
     let touched = state.take_touched(t);
-    for b in rows_of(&inputs[1]) {
+    for b in rows_of(&inputs["stats"]) {
         out.push((1, Batch(with_touched(b, touched)?)));
     }
     Ok(out)
@@ -540,11 +543,11 @@ impl Apply {
     }
 
     /// Step `t`: sum, clip, step; port 0: the metrics row (worker 0); port 1: the tick.
-    fn step(&mut self, t: Time, inputs: &[Vec<Batch>]) -> Result<Emitted> {
-        let mut grads = self.gradients(t, &inputs[0])?;
+    fn step(&mut self, t: Time, inputs: &StepInputs) -> Result<Emitted> {
+        let mut grads = self.gradients(t, &inputs["partials"])?;
         let factor = self.schedule.factor(t as usize);
         let norms = self.clip(&mut grads)?;
-        match self.nonfinite(&inputs[1], norms) {
+        match self.nonfinite(&inputs["stats"], norms) {
             None => self.step_models(&grads, factor)?,
             Some(what) if self.spec.on_nonfinite == OnNonfinite::Skip => {
                 if self.worker == 0 {
@@ -562,7 +565,7 @@ impl Apply {
             if t as usize == self.start {
                 p.phase_at("train", "steps", t + 1, self.plan.steps as u64);
             }
-            p.set_done("train", t + 1, losses(&inputs[1]));
+            p.set_done("train", t + 1, losses(&inputs["stats"]));
         }
         let seconds = self.last.elapsed().as_secs_f64();
         self.last = Instant::now();
@@ -574,7 +577,10 @@ impl Apply {
                 has_corrector: self.plan.models.values().any(|m| m.1),
                 seconds,
             };
-            out.push((0, Batch(metrics_row(t, &inputs[1], &self.spec, &numbers)?)));
+            out.push((
+                0,
+                Batch(metrics_row(t, &inputs["stats"], &self.spec, &numbers)?),
+            ));
         }
         if t as usize + 1 >= self.plan.steps {
             self.bar.finish_and_clear();

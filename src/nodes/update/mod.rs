@@ -14,7 +14,6 @@ use freshen_operators::train::Decay;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::loss::Loss;
 use super::Settings;
 use crate::dataflow::{BatchStream, BuildCx, Operator};
 use crate::error::{Error, Result};
@@ -164,18 +163,18 @@ impl NodeKind for Update {
     }
 
     fn check(&self, cx: &CheckCx) -> Result<()> {
-        let loss = |j: usize| cx.producer_as::<Loss>(j).is_some();
+        let loss = |role: &str| cx.producer_is(role, "loss");
         super::want(
             cx,
             "grads",
-            loss(0) && cx.port("grads") == MAIN,
+            loss("grads") && cx.port("grads") == MAIN,
             "a `loss` node",
         )?;
         let same = cx.producer_index("stats") == cx.producer_index("grads");
         super::want(
             cx,
             "stats",
-            loss(1) && cx.port("stats") == STATS && same,
+            loss("stats") && cx.port("stats") == STATS && same,
             "the same loss node's `stats` port, as `<loss>.stats`",
         )
     }
@@ -206,10 +205,7 @@ impl NodeKind for Update {
                 ))
             })
             .collect();
-        let procrustes = match g.nodes()[t.loss]
-            .settings::<super::loss::Loss>()
-            .map(|l| l.corrector)
-        {
+        let procrustes = match g.nodes()[t.loss].kind.training_loss().map(|l| l.corrector) {
             Some(freshen_operators::loss::CorrectorLoss::Procrustes { decay }) => Some(decay),
             _ => None,
         };
