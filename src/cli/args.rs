@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `graph`, `schema`, `data`, `compare`, `study` and
-//! `bench`.
+//! The command line: `new`, `run`, `check`, `graph`, `fmt`, `schema`, `data`, `compare`,
+//! `study` and `bench`.
 //!
 //! Every flag has an environment fallback (`FRESHEN_*`), the way services configure
 //! tools in CI. Timely's process options (`-w`, `-n`, `-p`, and `-H` for its `-h`) pass straight through,
@@ -33,6 +33,11 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a starting training pipeline for a dataset folder (BEIR layout).
+    ///
+    /// It passes `check` and runs as written. A dataset with no dev split gets one carved
+    /// out of train, into a new folder beside it.
+    New(NewArgs),
     /// Check a pipeline, then run it.
     Run(RunArgs),
     /// Check a pipeline (syntax, types, graph, schemas, input files) without running it.
@@ -54,6 +59,29 @@ pub enum Command {
     /// Time the compute kernels on the peer benchmarks' inputs (benches/speed.sh).
     #[command(subcommand)]
     Bench(crate::speed::BenchCommand),
+}
+
+/// `freshen new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The dataset folder, in the BEIR layout: the corpus, the queries, and qrels for
+    /// the splits train and test (and dev, else one is carved out of train).
+    pub dataset: PathBuf,
+    /// A sentence-transformers folder (BERT family) that both towers fine-tune from,
+    /// such as models/all-MiniLM-L6-v2; without it, hashed towers.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Where to write the pipeline; `-` prints it. Default: `<dataset name>.yaml`.
+    #[arg(short, long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Where to write the dataset with a carved dev split, when the dataset has none.
+    /// Default: beside the dataset, `<dataset>-with-dev`.
+    #[arg(long, value_name = "DIR")]
+    pub split_out: Option<PathBuf>,
+    /// Replace the pipeline file, and a dev split folder `freshen data split` wrote,
+    /// when they exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `freshen fmt`.
@@ -248,6 +276,37 @@ pub enum DataCommand {
     /// The retrieval-augmented LM's task from a reverse-dictionary set: definition →
     /// the word it defines, the dictionary's entries as passages.
     Rlm(RlmArgs),
+    /// A new split carved out of another, by query (seeded), into a new dataset folder.
+    ///
+    /// Its qrels/<into> holds a fraction of qrels/<split>'s queries and qrels/<split> the
+    /// rest; its other files link to the dataset's, which is left as it is.
+    Split(SplitArgs),
+}
+
+/// `freshen data split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The dataset (BEIR layout, Parquet or JSONL).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The split whose queries are divided.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// The new split's name.
+    #[arg(long, default_value = "dev")]
+    pub into: String,
+    /// Fraction of the split's queries (those with a relevant document) that move.
+    #[arg(long, default_value_t = 0.1)]
+    pub fraction: f64,
+    /// Seed of the hash of the query ids that picks them.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Output folder (a new one; `--force` replaces one this command wrote).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace `--out` if this command wrote it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `freshen data rlm`.

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::args::{
     CheckArgs, Cli, Command, DataCommand, FmtArgs, GraphFormat, LogFormat, RunArgs, SpecArgs,
+    SplitArgs,
 };
 use crate::data::wordnet::{self, WordnetOptions};
 use crate::data::{distractors, synthetic};
@@ -16,6 +17,7 @@ use crate::{nodes, report};
 /// Runs the command `cli` names.
 pub(super) fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
+        Command::New(args) => super::new::new(args),
         Command::Check(args) => check(args),
         Command::Graph(args) => {
             let graph = load(&args.spec)?;
@@ -127,6 +129,7 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Data(DataCommand::Split(args)) => data_split(args),
         Command::Data(DataCommand::Synthetic(args)) => {
             let stats = synthetic::build(&synthetic::SyntheticOptions {
                 out: args.out.clone(),
@@ -145,6 +148,31 @@ pub(super) fn dispatch(cli: &Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `freshen data split`: the new dataset folder, and what moved.
+fn data_split(args: &SplitArgs) -> Result<()> {
+    let stats = crate::data::split::build(&crate::data::split::SplitOptions {
+        from: args.from.clone(),
+        split: args.split.clone(),
+        into: args.into.clone(),
+        fraction: args.fraction,
+        seed: args.seed,
+        out: args.out.clone(),
+        force: args.force,
+    })?;
+    println!(
+        "{}: {} {} queries ({} judgements), {} {} queries ({} judgements); the other files link to {}",
+        args.out.display(),
+        args.into,
+        stats.moved,
+        stats.moved_rows,
+        args.split,
+        stats.kept,
+        stats.kept_rows,
+        args.from.display()
+    );
+    Ok(())
 }
 
 /// `freshen fmt`: each file's inputs by role, written back (or, with `--check`, a

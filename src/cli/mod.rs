@@ -1,10 +1,12 @@
-//! The command line: `run`, `check`, `graph`, `schema`, `data`, `compare` and `bench`.
+//! The command line: `new`, `run`, `check`, `graph`, `fmt`, `schema`, `data`, `compare`,
+//! `study` and `bench`.
 //!
 //! [`run`] is the whole program: it tunes the process, parses the arguments, sets up
 //! logging, runs the command and turns its error into one line and an exit code.
 
 mod args;
 mod commands;
+mod new;
 mod process;
 
 use std::io::IsTerminal;

@@ -13,6 +13,7 @@ mod overrides;
 mod paths;
 pub mod position;
 pub mod reference;
+pub mod scaffold;
 pub mod schema;
 
 pub use format::*;

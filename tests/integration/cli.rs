@@ -372,7 +372,7 @@ fn log_json_gives_structured_counters_and_env_vars_interpolate() {
 /// `-h` is help in every command (the host file is `-H` / `--hostfile`).
 #[test]
 fn dash_h_is_help_everywhere() {
-    for cmd in ["run", "check", "graph", "compare"] {
+    for cmd in ["run", "check", "graph", "compare", "new"] {
         let o = freshen(&[cmd, "-h"]);
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "{cmd} -h: {stderr}");

@@ -7,6 +7,7 @@ mod embed;
 mod errors;
 mod eval;
 mod inputs;
+mod new;
 mod refusals;
 mod rlm;
 mod shards;
