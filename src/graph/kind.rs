@@ -392,6 +392,8 @@ pub trait Slot: Copy {
     fn slot(self, node: &GraphNode) -> Option<usize>;
 }
 
+/// An input by its index among the node's inputs: for the graph's own walks over every
+/// input of a node (a node's checks name roles).
 impl Slot for usize {
     fn slot(self, node: &GraphNode) -> Option<usize> {
         (self < node.inputs.len()).then_some(self)

@@ -112,8 +112,8 @@ impl NodeKind for Cache {
     fn check(&self, cx: &CheckCx) -> Result<()> {
         if !cx.producer_is("vectors", "encode") || cx.port("vectors") != MAIN {
             return Err(cx.input_error(
-                0,
-                "a cache must read an `encode` node directly (expected inputs: [<encode id>])",
+                "vectors",
+                "a cache must read an `encode` node directly (expected inputs: {vectors: <encode id>})",
             ));
         }
         Ok(())

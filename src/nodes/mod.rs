@@ -91,26 +91,26 @@ const fn entry<S: Settings>() -> NodeEntry {
     }
 }
 
-/// Checks that input `at` is what the node needs (`ok`), described by `what`.
-fn want(cx: &crate::graph::CheckCx, at: impl Slot, ok: bool, what: &str) -> Result<()> {
+/// Checks that input `role` is what the node needs (`ok`), described by `what`.
+fn want(cx: &crate::graph::CheckCx, role: &str, ok: bool, what: &str) -> Result<()> {
     if ok {
         return Ok(());
     }
-    let Some(j) = at.slot(cx.this()) else {
+    let Some(j) = role.slot(cx.this()) else {
         return Ok(());
     };
-    let (role, name) = (cx.this().roles[j], &cx.this().inputs[j]);
-    let ty = cx.producer(j).map_or("?", |p| p.kind.type_name());
+    let name = &cx.this().inputs[j];
+    let ty = cx.producer(role).map_or("?", |p| p.kind.type_name());
     Err(cx.input_error(
-        j,
+        role,
         format!("input `{role}` must be {what} (got {ty} `{name}`)"),
     ))
 }
 
-/// The rows of the dataset table that input `j` of the node derives from (following
-/// first inputs back to a `source`), when it can be counted.
-fn upstream_rows(cx: &crate::graph::CheckCx, at: impl Slot) -> Option<usize> {
-    let mut node = cx.producer_index(at)?;
+/// The rows of the dataset table that input `role` of the node derives from (following
+/// each producer's first role back to a `source`), when it can be counted.
+fn upstream_rows(cx: &crate::graph::CheckCx, role: &str) -> Option<usize> {
+    let mut node = cx.producer_index(role)?;
     loop {
         let n = &cx.graph.nodes()[node];
         if let Some(s) = n.kind.data_source() {
@@ -120,7 +120,8 @@ fn upstream_rows(cx: &crate::graph::CheckCx, at: impl Slot) -> Option<usize> {
             };
             return s.row_count(&source_cx);
         }
-        node = cx.graph.inputs(node).first()?.node;
+        let main = n.roles.first()?;
+        node = cx.graph.input(node, main)?.node;
     }
 }
 
@@ -142,12 +143,12 @@ fn pairs_per_step(g: &crate::graph::Graph, source: usize) -> Option<(usize, Stri
 /// says whether each worker holds them, a shard of them, or worker 0).
 fn cache_copies(
     cx: &crate::graph::CheckCx,
-    at: impl Slot,
+    role: &str,
     copies: f64,
     what: &str,
     per: crate::graph::Per,
 ) -> Vec<crate::graph::Cost> {
-    let (Some(n), d) = (upstream_rows(cx, at), cx.input_dim(at)) else {
+    let (Some(n), d) = (upstream_rows(cx, role), cx.input_dim(role)) else {
         return Vec::new();
     };
     if d == 0 {

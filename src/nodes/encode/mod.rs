@@ -234,7 +234,7 @@ impl NodeKind for Encode {
             let corpus = cx.producer_reads("corpus", TableName::Corpus);
             super::want(
                 cx,
-                1,
+                "corpus",
                 corpus,
                 "a corpus `source`, where it finds their texts",
             )?;
@@ -388,7 +388,7 @@ impl Encode {
                 encoder,
                 fields: self.fields.clone(),
                 batch_size: self.batch_size,
-                expected: super::upstream_rows(&cx.check(), 0),
+                expected: super::upstream_rows(&cx.check(), "rows"),
             });
         };
         let cache_node = &cx.graph.nodes()[c];
