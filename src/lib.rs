@@ -24,6 +24,8 @@
 //!   [`report`], [`data`] and [`speed`] are leaves the commands use.
 
 #![warn(missing_docs)]
+// Tests read tensors as candle gives them; the counted door is for the code they test.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod cli;
 pub mod data;

@@ -5,6 +5,7 @@
 //! pipeline around it, so that the comparison with sentence-transformers, PyTorch, numpy
 //! and FAISS measures the same work. `benches/speed.sh` runs both sides and prints ratios.
 
+use freshen_operators::host::HostRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -232,7 +233,7 @@ fn contrastive(q: &Tensor, t: &Tensor, per: usize) -> Result<(f32, Tensor, Tenso
             .cloned()
             .ok_or_else(|| Error::invariant("loss has no gradient"))
     };
-    Ok((loss.to_scalar()?, grad(&qv)?, grad(&tv)?))
+    Ok((loss.host_scalar()?, grad(&qv)?, grad(&tv)?))
 }
 
 fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
@@ -336,7 +337,7 @@ fn train_step(a: &TrainStepArgs) -> Result<serde_json::Value> {
 /// weights with none).
 fn has_gradient(grads: &Gradients, name: &str) -> bool {
     let size = match grads.get(name) {
-        Some(Grad::Dense(g)) => (|| g.abs().ok()?.sum_all().ok()?.to_scalar::<f32>().ok())(),
+        Some(Grad::Dense(g)) => (|| g.abs().ok()?.sum_all().ok()?.host_scalar::<f32>().ok())(),
         Some(Grad::Rows { values, .. }) => Some(values.iter().map(|v| v.abs()).sum()),
         None => None,
     };
@@ -423,7 +424,7 @@ fn parity(a: &ParityArgs) -> Result<serde_json::Value> {
     let tokens: Vec<usize> =
         serde_json::from_value(field("tokens")?).map_err(|e| bad(e.to_string()))?;
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let rows = |t: Tensor| -> Result<Vec<Vec<f32>>> { Ok(t.to_vec2::<f32>()?) };
+    let rows = |t: Tensor| -> Result<Vec<Vec<f32>>> { Ok(t.host_vec2::<f32>()?) };
     let options = BertOptions {
         dtype: a.on.dtype,
         ..BertOptions::default()

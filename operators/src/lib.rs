@@ -24,6 +24,8 @@
 //! ```
 
 #![warn(missing_docs)]
+// Tests read tensors as candle gives them; the counted door is for the code they test.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod backend;
 pub mod corrector;
@@ -31,7 +33,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod hashing;
-mod host;
+pub mod host;
 pub mod loss;
 pub mod metrics;
 pub mod random;

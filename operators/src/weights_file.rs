@@ -5,6 +5,7 @@
 //! config as JSON, so a file can be refused when it was saved for another shape. Plain
 //! `VarMap::load` still reads such files (it ignores the extra tensor).
 
+use crate::host::HostRead;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -68,7 +69,7 @@ pub(crate) fn read<C: DeserializeOwned>(path: &Path, config_tensor: &str) -> Res
         Some(t) => {
             let bytes: Vec<u8> = t
                 .flatten_all()
-                .and_then(|t| t.to_vec1())
+                .and_then(|t| t.host_vec1())
                 .map_err(|e| file_err(path, format!("bad {config_tensor}: {e}")))?;
             Some(
                 serde_json::from_slice(&bytes)

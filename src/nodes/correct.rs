@@ -6,6 +6,7 @@
 //! it gives `loss` h(B[y]) for the targets a step touches, keeping the forward on the tape
 //! so that the corrector's loss can train h.
 
+use freshen_operators::host::HostRead;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -284,7 +285,7 @@ fn correct_cache<'s>(
             let part = candle_core::Tensor::from_slice(part, (rows, d), h.device())?;
             Ok(h.apply_chunked(&part, spec.chunk)?
                 .flatten_all()?
-                .to_vec1::<f32>()?)
+                .host_vec1::<f32>()?)
         };
         cache_batches(&stale, spec.chunk, Some(&apply))
     };
@@ -350,8 +351,8 @@ fn correct_touched<'s>(
             tables::corrected_rows_schema(d),
             vec![
                 Arc::new(StringArray::from(ids)) as ArrayRef,
-                batch::vector_column(corrected.flatten_all()?.to_vec1::<f32>()?, d)?,
-                batch::vector_column(b.flatten_all()?.to_vec1::<f32>()?, d)?,
+                batch::vector_column(corrected.flatten_all()?.host_vec1::<f32>()?, d)?,
+                batch::vector_column(b.flatten_all()?.host_vec1::<f32>()?, d)?,
             ],
         )?;
         Ok(vec![(0, Batch(out))])

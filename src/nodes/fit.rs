@@ -18,6 +18,7 @@
 //!   train: {fraction: 0.1, steps: 500, lr: 0.01, loss: drift}
 //! ```
 
+use freshen_operators::host::HostRead;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -309,7 +310,7 @@ impl FitOp {
         let measured = fit(h, &world, &rows, &self.spec.train)?;
         let [p, s, c] = query_softmaxes(h, &world, self.spec.query, self.spec.train.beta)?;
         let stale = world.tensor(&world.stale, h.device())?;
-        let corrected: Vec<f32> = h.apply_chunked(&stale, 8192)?.flatten_all()?.to_vec1()?;
+        let corrected: Vec<f32> = h.apply_chunked(&stale, 8192)?.flatten_all()?.host_vec1()?;
         let mut trained = vec![false; n];
         rows.iter().for_each(|&r| trained[r as usize] = true);
         let ids = target_ids(targets)?;

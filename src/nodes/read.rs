@@ -11,6 +11,7 @@
 //! values in the order of its passages (a question with fewer passages pads with the
 //! floor `log ε`, which the loss masks out).
 
+use freshen_operators::host::HostRead;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -278,7 +279,7 @@ impl Operator for ReadOp {
                 }
                 false => reader.log_likelihood(&examples)?.reshape((n, k))?.detach(),
             };
-            let mut values: Vec<f32> = lp.flatten_all()?.to_vec1()?;
+            let mut values: Vec<f32> = lp.flatten_all()?.host_vec1()?;
             for (v, p) in values.iter_mut().zip(&present) {
                 if !p {
                     *v = floor;

@@ -240,6 +240,8 @@ pub fn step_schema() -> SchemaRef {
         f("corrector_grad_norm"),
         Field::new("touched_forwards", DataType::UInt64, true),
         f("seconds"),
+        // Tensor copies to the host during the step (with one worker, the step's own).
+        Field::new("host_reads", DataType::UInt64, true),
     ]);
     Arc::new(Schema::new(fields))
 }

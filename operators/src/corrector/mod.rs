@@ -38,6 +38,7 @@
 //! u8 tensor `corrector.config_json`; a plain `VarMap::load` can read the file (it ignores
 //! the extra tensor). [`Corrector::load`] checks everything before changing anything.
 
+use crate::host::HostRead;
 use std::fmt;
 use std::path::Path;
 
@@ -390,7 +391,7 @@ impl Corrector {
                 .abs()?
                 .max_all()?
                 .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+                .host_scalar::<f64>()?;
             if nonzero != 0.0 {
                 return Ok(false);
             }

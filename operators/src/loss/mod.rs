@@ -37,6 +37,7 @@
 //! [`relative_staleness`] and [`softmax_kl`] return plain `f64`s computed in double
 //! precision; they are for logging and tests, not for backpropagation.
 
+use crate::host::HostRead;
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
@@ -146,7 +147,7 @@ fn check_mask(mask: &Tensor, b: usize, m: usize, positive_first: bool) -> Result
             mask.dims()
         )));
     }
-    let values: Vec<Vec<f64>> = mask.to_dtype(DType::F64)?.to_vec2()?;
+    let values: Vec<Vec<f64>> = mask.to_dtype(DType::F64)?.host_vec2()?;
     let mut valid = 0;
     for (row, vs) in values.iter().enumerate() {
         for (col, &v) in vs.iter().enumerate() {
@@ -477,7 +478,7 @@ pub fn corrector_loss(
 fn host_rows(t: &Tensor) -> Result<Vec<Vec<f64>>> {
     let last = t.dim(D::Minus1)?;
     let rows: usize = t.dims()[..t.rank() - 1].iter().product();
-    Ok(t.to_dtype(DType::F64)?.reshape((rows, last))?.to_vec2()?)
+    Ok(t.to_dtype(DType::F64)?.reshape((rows, last))?.host_vec2()?)
 }
 
 /// Relative staleness: mean over rows of `||a − fresh||² / ||fresh||²` (in f64). Rows are

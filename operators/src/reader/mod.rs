@@ -28,6 +28,7 @@
 //! `length.bias` `(max_span)` zeros. [`Reader::save`] writes safetensors with these names
 //! plus the config; [`Reader::load`] checks both before changing anything.
 
+use crate::host::HostRead;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -334,7 +335,7 @@ impl Reader {
     /// words gives an empty answer of probability 0.
     pub fn predict(&self, batch: &[Example]) -> Result<Vec<(String, f64)>> {
         let enc = self.encode(batch)?;
-        let log_p: Vec<Vec<f32>> = self.span_log_probs(&enc)?.detach().to_vec2()?;
+        let log_p: Vec<Vec<f32>> = self.span_log_probs(&enc)?.detach().host_vec2()?;
         let s = self.cfg.max_span;
         Ok(log_p
             .iter()

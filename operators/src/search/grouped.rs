@@ -17,6 +17,7 @@
 //! can be a group's maximum, so each takes one more group; a NaN maximum (which may hide
 //! real scores) takes one more too.
 
+use crate::host::HostRead;
 use candle_core::{DType, Tensor};
 
 use super::select::{rank_order, Selector};
@@ -45,7 +46,7 @@ pub(crate) fn scan_block(
             .reshape((b, groups, GROUP))?
             .max(2)?
             .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
+            .host_vec2::<f32>()?;
         let chosen: Vec<Vec<u32>> = maxima
             .iter()
             .enumerate()
@@ -66,7 +67,7 @@ pub(crate) fn scan_block(
             let gathered = body
                 .gather(&index, 1)?
                 .to_dtype(DType::F32)?
-                .to_vec2::<f32>()?;
+                .host_vec2::<f32>()?;
             for ((sel, c), row) in selectors.iter_mut().zip(&chosen).zip(&gathered) {
                 // Groups in increasing order, so indices reach the selector increasing.
                 for (slot, &g) in c.iter().enumerate() {
@@ -80,7 +81,7 @@ pub(crate) fn scan_block(
         let rest = scores
             .narrow(1, full, rows - full)?
             .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
+            .host_vec2::<f32>()?;
         for (sel, row) in selectors.iter_mut().zip(&rest) {
             sel.scan(row, base + full as u32);
         }

@@ -38,6 +38,7 @@ mod tests;
 
 pub use sampler::{merge_top, NegativeSampler, Strategy};
 
+use crate::host::HostRead;
 use candle_core::{DType, Tensor};
 
 use crate::host::with_cpu_f32;
@@ -115,7 +116,7 @@ fn top_k_as(
             let scanned = with_cpu_f32(&scores, |flat| scan_rows(&mut selectors, flat, rows, base));
             if scanned.is_none() {
                 // Not reachable for a fresh matmul output, but stay correct if candle changes.
-                let flat = scores.flatten_all()?.to_vec1::<f32>()?;
+                let flat = scores.flatten_all()?.host_vec1::<f32>()?;
                 scan_rows(&mut selectors, &flat, rows, base);
             }
         }

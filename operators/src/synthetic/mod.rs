@@ -29,6 +29,7 @@
 //! evaluation reports `KL(P ‖ P_stale)` and `KL(P ‖ P_h)` over all targets, for the
 //! held-out queries ([`Measured`]).
 
+use crate::host::HostRead;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -445,7 +446,7 @@ pub fn fit(h: &Corrector, world: &World, rows: &[u32], cfg: &FitConfig) -> Resul
         )?),
     };
     if cfg.loss == FitLoss::Procrustes {
-        let to_host = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+        let to_host = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.host_vec1()?) };
         let r = crate::corrector::procrustes::procrustes(
             &to_host(&stale)?,
             &to_host(&fresh)?,
@@ -470,7 +471,7 @@ pub fn fit(h: &Corrector, world: &World, rows: &[u32], cfg: &FitConfig) -> Resul
                 (log_p.exp()? * (log_p - log_q)?)?.sum(1)?.mean_all()?
             }
         };
-        let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        let value = f64::from(loss.to_dtype(DType::F32)?.host_scalar::<f32>()?);
         let store = loss.backward()?;
         adam.step(&params, &Gradients::of_vars(&params, &store), &|_| cfg.lr)?;
         if step % cfg.eval_every == 0 || step == cfg.steps {
@@ -499,7 +500,7 @@ pub fn query_softmaxes(
     let corrected = h.apply_chunked(&stale, 8192)?;
     let p = |targets: &Tensor| -> Result<Vec<f32>> {
         let s = (q.matmul(&targets.t()?)? * beta)?;
-        Ok(log_softmax(&s)?.exp()?.flatten_all()?.to_vec1()?)
+        Ok(log_softmax(&s)?.exp()?.flatten_all()?.host_vec1()?)
     };
     Ok([
         p(&world.tensor(&world.fresh, &device)?)?,

@@ -1,5 +1,6 @@
 //! Gradients by parameter name: dense tensors, or the touched rows of a table.
 
+use crate::host::HostRead;
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -30,7 +31,7 @@ impl Grad {
     /// `ids[j]` gets row `owner[j]` of `leaf_grad`, summed over repeats.
     pub fn rows_from_leaf(ids: &[u32], owner: &[u32], leaf_grad: &Tensor) -> Result<Self> {
         let (_, width) = leaf_grad.dims2()?;
-        let g: Vec<f32> = leaf_grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let g: Vec<f32> = leaf_grad.to_dtype(DType::F32)?.flatten_all()?.host_vec1()?;
         let mut slot: HashMap<u32, usize> = HashMap::new();
         let mut out_ids = Vec::new();
         let mut values: Vec<f32> = Vec::new();
@@ -60,7 +61,7 @@ impl Grad {
                 .to_dtype(DType::F64)?
                 .sqr()?
                 .sum_all()?
-                .to_scalar::<f64>()?,
+                .host_scalar::<f64>()?,
             Grad::Rows { values, .. } => values.iter().map(|&x| f64::from(x) * f64::from(x)).sum(),
         })
     }
@@ -204,7 +205,7 @@ impl Gradients {
                         param: name.clone(),
                         shape: t.dims().to_vec(),
                         ids: None,
-                        values: t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                        values: t.to_dtype(DType::F32)?.flatten_all()?.host_vec1()?,
                     },
                     Grad::Rows { ids, width, values } => HostGrad {
                         param: name.clone(),

@@ -1,6 +1,7 @@
 //! `encode` for inference: rows in, embeddings out; read by a cache, only the rows its
 //! store lacks.
 
+use freshen_operators::host::HostRead;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ impl Encoder for Shared {
 /// Encodes rows `(id, text_hash, text)` into one embeddings batch.
 pub fn encode_rows(encoder: &dyn Encoder, rows: Vec<KeyedText>) -> Result<RecordBatch> {
     let texts: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
-    let vectors = encoder.encode(&texts)?.flatten_all()?.to_vec1::<f32>()?;
+    let vectors = encoder.encode(&texts)?.flatten_all()?.host_vec1::<f32>()?;
     let (ids, hashes): (Vec<String>, Vec<u64>) = rows.into_iter().map(|(id, h, _)| (id, h)).unzip();
     batch::embeddings_batch(ids, hashes, vectors, encoder.dim())
 }

@@ -1,6 +1,7 @@
 //! `encode` in training: the query tower each step, the target tower on the targets a step
 //! touches, and the full re-embedding of a refreshing cache.
 
+use freshen_operators::host::HostRead;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -42,7 +43,7 @@ fn embed(
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         if spec.record {
             let recorded = enc.forward_train(&refs)?;
-            values.extend(recorded.output.detach().flatten_all()?.to_vec1::<f32>()?);
+            values.extend(recorded.output.detach().flatten_all()?.host_vec1::<f32>()?);
             state.record(
                 node,
                 t,
@@ -53,7 +54,7 @@ fn embed(
                 },
             );
         } else {
-            values.extend(enc.encode(&refs)?.flatten_all()?.to_vec1::<f32>()?);
+            values.extend(enc.encode(&refs)?.flatten_all()?.host_vec1::<f32>()?);
         }
     }
     Ok(Batch(batch::embeddings_batch(ids, hashes, values, dim)?))

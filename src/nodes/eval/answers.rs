@@ -8,6 +8,7 @@
 //! true answer `a*`. With `answer_context: question` the reader reads the question in
 //! place of each passage: the no-retrieval baseline.
 
+use freshen_operators::host::HostRead;
 use std::collections::HashMap;
 
 use freshen_operators::reader::{words, Example, Reader};
@@ -141,7 +142,7 @@ fn answer_chunk(reader: &Reader, chunk: &[Question]) -> Result<(usize, f64)> {
             })
         })
         .collect();
-    let ll: Vec<f32> = reader.log_likelihood(&examples)?.to_vec1()?;
+    let ll: Vec<f32> = reader.log_likelihood(&examples)?.host_vec1()?;
     let (mut hits, mut nll, mut at) = (0usize, 0.0, 0usize);
     for (q, cands) in chunk.iter().zip(&candidates) {
         let k = q.passages.len();

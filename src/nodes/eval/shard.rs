@@ -9,6 +9,7 @@
 //! once over all workers, and no worker holds more than its shard: the evaluation
 //! scales with the cache instead of living on worker 0.
 
+use freshen_operators::host::HostRead;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -178,7 +179,7 @@ impl EvalShard {
             }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             rows.values
-                .extend(enc.encode(&refs)?.flatten_all()?.to_vec1::<f32>()?);
+                .extend(enc.encode(&refs)?.flatten_all()?.host_vec1::<f32>()?);
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
@@ -210,7 +211,7 @@ impl EvalShard {
         let mut values = Vec::with_capacity(ids.len() * enc.dim());
         let bar = self.bar("queries", "rows", texts.len());
         for chunk in texts.chunks(EMBED_ROWS) {
-            values.extend(enc.encode(chunk)?.flatten_all()?.to_vec1::<f32>()?);
+            values.extend(enc.encode(chunk)?.flatten_all()?.host_vec1::<f32>()?);
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
@@ -305,7 +306,7 @@ impl EvalShard {
             let (b, width) = self.stale.0.vectors(ids, col::EMBEDDING, "cache")?;
             d = width;
             let b = Tensor::from_vec(b, (ids.len(), d), &self.device)?;
-            values.extend(h.forward(&b)?.flatten_all()?.to_vec1::<f32>()?);
+            values.extend(h.forward(&b)?.flatten_all()?.host_vec1::<f32>()?);
         }
         self.corrected = Some(Tensor::from_vec(values, (rows.len(), d), &self.device)?);
         Ok(())
@@ -373,7 +374,7 @@ impl EvalShard {
             },
         };
         let d = tensor.dim(1)?;
-        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        let values = tensor.flatten_all()?.host_vec1::<f32>()?;
         drop(tensor);
         let n = rows.len();
         let all = batch::embeddings_batch(rows.ids, rows.hashes, values, d)?;
@@ -441,10 +442,10 @@ fn kl_parts(q: &Tensor, fresh: &Tensor, cache: &Tensor, beta: f64) -> Result<Vec
         let len = DEFAULT_CHUNK.min(rows - start);
         let p = q
             .matmul(&fresh.narrow(0, start, len)?.t()?)?
-            .to_vec2::<f32>()?;
+            .host_vec2::<f32>()?;
         let c = q
             .matmul(&cache.narrow(0, start, len)?.t()?)?
-            .to_vec2::<f32>()?;
+            .host_vec2::<f32>()?;
         for (part, (p, c)) in parts.iter_mut().zip(p.iter().zip(&c)) {
             part.add(p, c, beta);
         }

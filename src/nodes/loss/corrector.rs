@@ -4,6 +4,7 @@
 //! cross-covariance `update` fits).
 
 use candle_core::{Device, Tensor, Var};
+use freshen_operators::host::HostRead;
 use freshen_operators::loss::{corrector_loss, listwise_kl, relative_staleness, CorrectorLoss};
 
 use super::{grads_batch, Candidates, Loss};
@@ -122,7 +123,7 @@ pub(super) fn corrector_part(
             cx.spec.beta,
         )?,
     };
-    part.loss = Some(f64::from(l.to_scalar::<f32>()?));
+    part.loss = Some(f64::from(l.host_scalar::<f32>()?));
     if let CorrectorLoss::Procrustes { .. } = cx.spec.corrector {
         // Not a gradient to step on: −g(y) per row, whose vector-Jacobian product through
         // the linear h is −g(y)ᵀ·B[y] in its weight, the cross-covariance that `update`

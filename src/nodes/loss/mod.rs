@@ -8,6 +8,7 @@
 //! towers' outputs), the corrector's loss with respect to the corrected rows only (the
 //! fresh rows and the queries enter it as constants).
 
+use freshen_operators::host::HostRead;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -355,7 +356,7 @@ fn grads_batch(node: &str, ids: &[String], grad: &Tensor) -> Result<Batch> {
             Arc::new(StringArray::from_iter_values(
                 ids.iter().map(String::as_str),
             )),
-            batch::vector_column(grad.flatten_all()?.to_vec1::<f32>()?, d)?,
+            batch::vector_column(grad.flatten_all()?.host_vec1::<f32>()?, d)?,
         ],
     )?))
 }
@@ -456,7 +457,7 @@ fn step(
         }
         None => retriever_loss(qv.as_tensor(), &targets, Some(&mask), spec.beta)?,
     };
-    let retriever = f64::from(loss.to_scalar::<f32>()?);
+    let retriever = f64::from(loss.host_scalar::<f32>()?);
     let grads = loss.backward()?;
     if let Some(g) = grads.get(qv.as_tensor()) {
         out.push((0, grads_batch(&nodes.queries, &cands.query_ids, g)?));

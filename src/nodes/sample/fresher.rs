@@ -9,6 +9,7 @@
 //! whole cache's top `pool` by the searched score ([`merge_top`]), then re-ranks it by the
 //! fresher score (ties by id) and filters it, so the choice does not depend on W.
 
+use freshen_operators::host::HostRead;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -70,7 +71,7 @@ impl Fresher {
         let fresher = match &self.h {
             Some(h) => {
                 let b = Tensor::from_slice(&values, (all.len(), d), &self.device)?;
-                Some(h.forward(&b)?.flatten_all()?.to_vec1::<f32>()?)
+                Some(h.forward(&b)?.flatten_all()?.host_vec1::<f32>()?)
             }
             None => None,
         };

@@ -17,6 +17,7 @@
 //! Bytes exchanged per step: the queries once to each worker, and per query and shard
 //! `pool` (id, score) pairs plus the in-batch scores.
 
+use freshen_operators::host::HostRead;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -162,7 +163,7 @@ impl Searched {
             .ok_or_else(|| Error::invariant("no searched rows"))?;
         Ok(t.get(r)?
             .to_dtype(candle_core::DType::F32)?
-            .to_vec1::<f32>()?)
+            .host_vec1::<f32>()?)
     }
 
     /// Bytes held: the ids and hashes, and the vectors' tensor.

@@ -15,6 +15,7 @@
 //! most of a step's time on a GPU; the numbers are the same either way (the round trip is
 //! exact and one worker's sum has one term).
 
+use freshen_operators::host::HostRead;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -53,6 +54,8 @@ struct StepNumbers {
     has_corrector: bool,
     /// Seconds since the previous step.
     seconds: f64,
+    /// Tensor copies to the host since the previous step (every operator's).
+    host_reads: u64,
 }
 
 /// A lone worker's weight gradients of each step, on their models' devices, from the
@@ -222,7 +225,7 @@ fn touched_rows(m: &Tensor, v: &Tensor) -> Result<Option<(Vec<u32>, usize)>> {
     if height < 1024 {
         return Ok(None);
     }
-    let any = (m.abs()? + v.abs()?)?.sum(1)?.to_vec1::<f32>()?;
+    let any = (m.abs()? + v.abs()?)?.sum(1)?.host_vec1::<f32>()?;
     let ids: Vec<u32> = (0..height as u32)
         .filter(|&r| any[r as usize] != 0.0)
         .collect();
@@ -248,7 +251,7 @@ fn restore(
     let saved = dir.join("procrustes.safetensors");
     if saved.exists() {
         for (model, m) in load_tensors(&saved, &candle_core::Device::Cpu)? {
-            fits.insert(model, m.flatten_all()?.to_vec1::<f64>()?);
+            fits.insert(model, m.flatten_all()?.host_vec1::<f64>()?);
         }
     }
     let steps = load_json(&dir.join("steps.json"))?;
@@ -276,7 +279,7 @@ fn restore(
                 saved.get(&format!("height/{p}")),
             ) {
                 (Some(rows), Some(height)) => {
-                    let height = height.to_vec1::<u32>()?[0] as usize;
+                    let height = height.host_vec1::<u32>()?[0] as usize;
                     (
                         scatter_rows(m, rows, height)?,
                         scatter_rows(v, rows, height)?,
@@ -302,6 +305,8 @@ struct Apply {
     fits: Fits,
     bar: indicatif::ProgressBar,
     last: Instant,
+    /// The process's host reads when the previous step ended.
+    reads: u64,
     worker: usize,
     peers: usize,
     /// The lone worker's gradients, taken here instead of from the partial batches.
@@ -387,6 +392,7 @@ impl Apply {
             fits,
             bar,
             last: Instant::now(),
+            reads: freshen_operators::host::reads(),
             worker,
             peers: cx.scope.peers(),
             kept,
@@ -491,7 +497,7 @@ impl Apply {
         let dw: Vec<f64> = dw
             .to_dtype(candle_core::DType::F64)?
             .flatten_all()?
-            .to_vec1()?;
+            .host_vec1()?;
         let mut fits = self.fits.borrow_mut();
         let m = fits
             .entry(model.to_string())
@@ -569,6 +575,8 @@ impl Apply {
         }
         let seconds = self.last.elapsed().as_secs_f64();
         self.last = Instant::now();
+        let reads = freshen_operators::host::reads();
+        let host_reads = reads - std::mem::replace(&mut self.reads, reads);
         let mut out = vec![(1, tick())];
         if self.worker == 0 {
             let numbers = StepNumbers {
@@ -576,6 +584,7 @@ impl Apply {
                 norms,
                 has_corrector: self.plan.models.values().any(|m| m.1),
                 seconds,
+                host_reads,
             };
             out.push((
                 0,
@@ -613,6 +622,7 @@ fn metrics_row(t: Time, stats: &[Batch], spec: &Update, n: &StepNumbers) -> Resu
         norms,
         has_corrector,
         seconds,
+        host_reads,
     } = *n;
     let (mut queries, mut candidates, mut touched) = (0u64, 0u64, 0u64);
     let mut sums: [(f64, f64); 4] = [(0.0, 0.0); 4];
@@ -666,6 +676,7 @@ fn metrics_row(t: Time, stats: &[Batch], spec: &Update, n: &StepNumbers) -> Resu
             f(has_corrector.then_some(norms[1])),
             Arc::new(UInt64Array::from(vec![touched])),
             f(Some(seconds)),
+            Arc::new(UInt64Array::from(vec![host_reads])),
         ],
     )?)
 }

@@ -18,6 +18,7 @@ mod norm;
 mod rows;
 mod wide;
 
+use crate::host::HostRead;
 use wide::wide_fn;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
@@ -377,7 +378,7 @@ pub(crate) fn contiguous_f32<'a>(
 
 /// A tensor's values as a host vector (a backward's inputs may be strided).
 pub(crate) fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
+    t.flatten_all()?.host_vec1::<f32>()
 }
 
 struct Softmax;
@@ -500,7 +501,7 @@ pub(crate) mod tests {
             .unwrap()
             .max(0)
             .unwrap()
-            .to_scalar()
+            .host_scalar()
             .unwrap()
     }
 

@@ -1,6 +1,7 @@
 //! The fingerprint: a hash of the settings, the Unicode version and every weight (see
 //! the module docs of the encoder).
 
+use crate::host::HostRead;
 use candle_core::{DType, Tensor, Var};
 
 use super::parallel::par_for_each;
@@ -62,7 +63,11 @@ pub(crate) fn tensor_digests(t: &Tensor) -> Result<Vec<u64>> {
     Ok(match with_cpu_f32(t, block_digests) {
         Some(digests) => digests,
         None => {
-            let values: Vec<f32> = t.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let values: Vec<f32> = t
+                .detach()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .host_vec1()?;
             block_digests(&values)
         }
     })
