@@ -178,6 +178,56 @@ impl NodeKind for Read {
     }
 }
 
+/// A step's inputs, gathered: the retrieved passages' texts, each question's text and
+/// answer, and each question's retrieved set (its best passage first).
+struct Step {
+    passages: HashMap<String, String>,
+    questions: HashMap<String, (String, String)>,
+    ids: Vec<String>,
+    sets: Vec<Vec<String>>,
+}
+
+impl Step {
+    fn gather(inputs: &StepInputs, fields: &[String]) -> Result<Self> {
+        let mut passages: HashMap<String, String> = HashMap::new();
+        for b in rows_of(&inputs["passages"]) {
+            for ((id, _), text) in joined_rows(b, fields)? {
+                passages.insert(id, text);
+            }
+        }
+        let mut questions: HashMap<String, (String, String)> = HashMap::new();
+        for b in rows_of(&inputs["answers"]) {
+            let (ids, texts) = (batch::strings(b, col::ID)?, batch::strings(b, col::TEXT)?);
+            let answers = batch::strings(b, col::ANSWER)?;
+            for r in 0..b.num_rows() {
+                questions.insert(
+                    ids.value(r).to_string(),
+                    (texts.value(r).to_string(), answers.value(r).to_string()),
+                );
+            }
+        }
+        let (mut ids, mut sets) = (Vec::new(), Vec::new());
+        for b in rows_of(&inputs["retrieved"]) {
+            let q = batch::strings(b, col::ID)?;
+            let best = batch::strings(b, col::CORPUS_ID)?;
+            for (r, rest) in string_lists(b, col::NEGATIVES)?.into_iter().enumerate() {
+                ids.push(q.value(r).to_string());
+                sets.push(
+                    std::iter::once(best.value(r).to_string())
+                        .chain(rest)
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        Ok(Self {
+            passages,
+            questions,
+            ids,
+            sets,
+        })
+    }
+}
+
 /// A read node at run time.
 struct ReadOp {
     spec: Read,
@@ -202,36 +252,12 @@ impl Operator for ReadOp {
         );
         let floor = reader.config().epsilon.ln() as f32;
         let logic = move |t: Time, inputs: StepInputs| {
-            let mut passages: HashMap<String, String> = HashMap::new();
-            for b in rows_of(&inputs["passages"]) {
-                for ((id, _), text) in joined_rows(b, &spec.fields)? {
-                    passages.insert(id, text);
-                }
-            }
-            let mut questions: HashMap<String, (String, String)> = HashMap::new();
-            for b in rows_of(&inputs["answers"]) {
-                let (ids, texts) = (batch::strings(b, col::ID)?, batch::strings(b, col::TEXT)?);
-                let answers = batch::strings(b, col::ANSWER)?;
-                for r in 0..b.num_rows() {
-                    questions.insert(
-                        ids.value(r).to_string(),
-                        (texts.value(r).to_string(), answers.value(r).to_string()),
-                    );
-                }
-            }
-            let (mut ids, mut sets) = (Vec::new(), Vec::new());
-            for b in rows_of(&inputs["retrieved"]) {
-                let q = batch::strings(b, col::ID)?;
-                let best = batch::strings(b, col::CORPUS_ID)?;
-                for (r, rest) in string_lists(b, col::NEGATIVES)?.into_iter().enumerate() {
-                    ids.push(q.value(r).to_string());
-                    sets.push(
-                        std::iter::once(best.value(r).to_string())
-                            .chain(rest)
-                            .collect::<Vec<_>>(),
-                    );
-                }
-            }
+            let Step {
+                passages,
+                questions,
+                ids,
+                sets,
+            } = Step::gather(&inputs, &spec.fields)?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }

@@ -45,16 +45,18 @@ fn run(args: &[String], env: &[(&str, &str)]) -> std::process::Output {
     c.output().expect("the freshen binary runs")
 }
 
-/// Every column of two runs' summary and metrics tables but the seconds, the settings and
-/// the memory (peak and held bytes: properties of the processes, not of the training; a
-/// resumed process batches its tables differently), as text, for comparing runs bit for bit (floats print exactly).
+/// Every column of two runs' summary and metrics tables but the seconds, the settings, the
+/// memory (peak and held bytes) and the host reads: properties of the processes, not of
+/// the training (a resumed process batches its tables differently and reads its
+/// checkpoint), as text, for comparing runs bit for bit (floats print exactly).
 fn numbers(out: &Path) -> Vec<String> {
     let mut rows = Vec::new();
     for file in ["summary.parquet", "metrics.parquet"] {
         for b in freshen::store::parquet_io::read_all(&out.join(file)).unwrap() {
             for (i, f) in b.schema().fields().iter().enumerate() {
                 let name = f.name();
-                if name.contains("seconds") || name == "settings" || name.ends_with("_bytes") {
+                let process = name.ends_with("_bytes") || name == "host_reads";
+                if name.contains("seconds") || name == "settings" || process {
                     continue;
                 }
                 let c = b.column(i);

@@ -66,18 +66,7 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
     let corrector_trains = g
         .input(loss, "drift")
         .is_some_and(|e| recorded.contains(&e.node));
-    let mut cadences: Vec<(usize, usize)> = refresh_every.values().map(|&e| (0, e)).collect();
-    for (i, n) in g.nodes().iter().enumerate() {
-        let Some(c) = n.kind.cadence() else {
-            continue;
-        };
-        let cache = g.input(i, "cache").map(|e| e.node);
-        let refreshing = cache.is_some_and(|c| refresh_every.contains_key(&c));
-        let whole = g.input(i, "sample").is_none();
-        if whole && trains(i, Role::Corrector) && !refreshing {
-            cadences.push((c.warmup, c.apply_every));
-        }
-    }
+    let cadences = cadences(g, &refresh_every, &trains);
     let update_settings = g.nodes()[update]
         .settings::<Update>()
         .ok_or_else(|| Error::invariant("the training analysis of a node that is no update"))?;
@@ -103,4 +92,27 @@ pub(super) fn analyse(cx: &CheckCx) -> Result<Training> {
         beta,
         resumable,
     })
+}
+
+/// The cadences a resumable step must fall on ([`Resumable::cadences`]): each refreshing
+/// cache's refreshes, and the applications of each trained corrector of a whole cache
+/// that does not refresh.
+fn cadences(
+    g: &crate::graph::Graph,
+    refresh_every: &BTreeMap<usize, usize>,
+    trains: &dyn Fn(usize, Role) -> bool,
+) -> Vec<(usize, usize)> {
+    let mut cadences: Vec<(usize, usize)> = refresh_every.values().map(|&e| (0, e)).collect();
+    for (i, n) in g.nodes().iter().enumerate() {
+        let Some(c) = n.kind.cadence() else {
+            continue;
+        };
+        let cache = g.input(i, "cache").map(|e| e.node);
+        let refreshing = cache.is_some_and(|c| refresh_every.contains_key(&c));
+        let whole = g.input(i, "sample").is_none();
+        if whole && trains(i, Role::Corrector) && !refreshing {
+            cadences.push((c.warmup, c.apply_every));
+        }
+    }
+    cadences
 }
