@@ -324,78 +324,15 @@ fn search<'s>(
         for (i, &o) in s.origin.iter().enumerate() {
             by_origin.entry(o).or_default().push(i);
         }
+        let view = ShardView {
+            s: &s,
+            pools: &pools,
+            index: &searched.index,
+            vectors: &vectors,
+            held: &held,
+        };
         for (origin, members) in by_origin {
-            let mut cands = Vec::new();
-            let mut scores = Vec::new();
-            let mut positive = Vec::new();
-            let mut batch_ids = Vec::new();
-            let mut batch_scores = Vec::new();
-            let (mut fresher_scores, mut stale_scores) = (Vec::new(), Vec::new());
-            let (mut pos_fresher, mut pos_stale) = (Vec::new(), Vec::new());
-            if let Some(f) = &fresher {
-                // Per query its pool's rows, then the positive's if this shard holds it.
-                let lists: Vec<Vec<String>> = members
-                    .iter()
-                    .map(|&i| {
-                        let mut ids: Vec<String> =
-                            pools[i].iter().map(|(id, _)| id.clone()).collect();
-                        if index.contains_key(&s.positive[i]) {
-                            ids.push(s.positive[i].clone());
-                        }
-                        ids
-                    })
-                    .collect();
-                let qs: Vec<&[f32]> = members.iter().map(|&i| s.q.row(i)).collect();
-                let unwrap = |v: Option<f32>| v.unwrap_or(f32::NAN);
-                for (&i, mut e) in members.iter().zip(f.scores(&qs, &lists)?) {
-                    let p = match index.contains_key(&s.positive[i]) {
-                        true => e.pop().unwrap_or_default(),
-                        false => Extra::default(),
-                    };
-                    pos_fresher.push(p.fresher);
-                    pos_stale.push(p.stale);
-                    fresher_scores.push(e.iter().map(|x| unwrap(x.fresher)).collect::<Vec<_>>());
-                    stale_scores.push(e.iter().map(|x| unwrap(x.stale)).collect::<Vec<_>>());
-                }
-            }
-            for &i in &members {
-                let qi = s.q.row(i);
-                cands.push(
-                    pools[i]
-                        .iter()
-                        .map(|(id, _)| id.clone())
-                        .collect::<Vec<_>>(),
-                );
-                scores.push(pools[i].iter().map(|&(_, sc)| sc).collect::<Vec<_>>());
-                positive.push(index.get(&s.positive[i]).map(|r| dot(qi, &vectors[r])));
-                batch_ids.push(held.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>());
-                batch_scores.push(
-                    held.iter()
-                        .map(|&(_, r)| dot(qi, &vectors[&r]))
-                        .collect::<Vec<_>>(),
-                );
-            }
-            let ids: Vec<String> = members.iter().map(|&i| s.q.ids[i].clone()).collect();
-            let mut columns = vec![
-                (QUERY, Arc::new(StringArray::from(ids)) as ArrayRef),
-                (CANDIDATES, batch::string_list_column(&cands)),
-                (CANDIDATE_SCORES, batch::float_list_column(&scores)),
-                (col::POSITIVE_SCORE, Arc::new(Float32Array::from(positive))),
-                (BATCH_IDS, batch::string_list_column(&batch_ids)),
-                (BATCH_SCORES, batch::float_list_column(&batch_scores)),
-            ];
-            if fresher.is_some() {
-                columns.extend([
-                    (FRESHER_SCORES, batch::float_list_column(&fresher_scores)),
-                    (STALE_SCORES, batch::float_list_column(&stale_scores)),
-                    (
-                        POSITIVE_FRESHER,
-                        Arc::new(Float32Array::from(pos_fresher)) as ArrayRef,
-                    ),
-                    (POSITIVE_STALE, Arc::new(Float32Array::from(pos_stale))),
-                ]);
-            }
-            let b = RecordBatch::try_from_iter(columns)?;
+            let b = view.answer(&members, fresher.as_ref())?;
             out.push((0, Batch(addressed(&b, origin as usize)?)));
         }
         if t as usize + 1 >= steps {
@@ -412,6 +349,101 @@ fn search<'s>(
     more.into_iter()
         .fold(op, |op, (name, stream)| op.input(name, stream))
         .build(cx, logic)
+}
+
+/// What one worker's shard holds for a step's queries: their pools, the positives it
+/// holds (row and vector), and, with `in_batch`, the positives it holds in id order.
+struct ShardView<'a> {
+    s: &'a StepQueries,
+    pools: &'a [Vec<(String, f32)>],
+    index: &'a HashMap<String, usize>,
+    vectors: &'a HashMap<usize, Vec<f32>>,
+    held: &'a [(&'a str, usize)],
+}
+
+impl ShardView<'_> {
+    /// The answer to the queries `members` of one worker: each one's pool and scores, its
+    /// positive's score, the in-batch positives' scores, and with `fresher` the pool's
+    /// fresher and stale scores.
+    fn answer(&self, members: &[usize], fresher: Option<&Fresher>) -> Result<RecordBatch> {
+        let ShardView {
+            s,
+            pools,
+            index,
+            vectors,
+            held,
+        } = *self;
+        let mut cands = Vec::new();
+        let mut scores = Vec::new();
+        let mut positive = Vec::new();
+        let mut batch_ids = Vec::new();
+        let mut batch_scores = Vec::new();
+        let (mut fresher_scores, mut stale_scores) = (Vec::new(), Vec::new());
+        let (mut pos_fresher, mut pos_stale) = (Vec::new(), Vec::new());
+        if let Some(f) = fresher {
+            // Per query its pool's rows, then the positive's if this shard holds it.
+            let lists: Vec<Vec<String>> = members
+                .iter()
+                .map(|&i| {
+                    let mut ids: Vec<String> = pools[i].iter().map(|(id, _)| id.clone()).collect();
+                    if index.contains_key(&s.positive[i]) {
+                        ids.push(s.positive[i].clone());
+                    }
+                    ids
+                })
+                .collect();
+            let qs: Vec<&[f32]> = members.iter().map(|&i| s.q.row(i)).collect();
+            let unwrap = |v: Option<f32>| v.unwrap_or(f32::NAN);
+            for (&i, mut e) in members.iter().zip(f.scores(&qs, &lists)?) {
+                let p = match index.contains_key(&s.positive[i]) {
+                    true => e.pop().unwrap_or_default(),
+                    false => Extra::default(),
+                };
+                pos_fresher.push(p.fresher);
+                pos_stale.push(p.stale);
+                fresher_scores.push(e.iter().map(|x| unwrap(x.fresher)).collect::<Vec<_>>());
+                stale_scores.push(e.iter().map(|x| unwrap(x.stale)).collect::<Vec<_>>());
+            }
+        }
+        for &i in members {
+            let qi = s.q.row(i);
+            cands.push(
+                pools[i]
+                    .iter()
+                    .map(|(id, _)| id.clone())
+                    .collect::<Vec<_>>(),
+            );
+            scores.push(pools[i].iter().map(|&(_, sc)| sc).collect::<Vec<_>>());
+            positive.push(index.get(&s.positive[i]).map(|r| dot(qi, &vectors[r])));
+            batch_ids.push(held.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>());
+            batch_scores.push(
+                held.iter()
+                    .map(|&(_, r)| dot(qi, &vectors[&r]))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let ids: Vec<String> = members.iter().map(|&i| s.q.ids[i].clone()).collect();
+        let mut columns = vec![
+            (QUERY, Arc::new(StringArray::from(ids)) as ArrayRef),
+            (CANDIDATES, batch::string_list_column(&cands)),
+            (CANDIDATE_SCORES, batch::float_list_column(&scores)),
+            (col::POSITIVE_SCORE, Arc::new(Float32Array::from(positive))),
+            (BATCH_IDS, batch::string_list_column(&batch_ids)),
+            (BATCH_SCORES, batch::float_list_column(&batch_scores)),
+        ];
+        if fresher.is_some() {
+            columns.extend([
+                (FRESHER_SCORES, batch::float_list_column(&fresher_scores)),
+                (STALE_SCORES, batch::float_list_column(&stale_scores)),
+                (
+                    POSITIVE_FRESHER,
+                    Arc::new(Float32Array::from(pos_fresher)) as ArrayRef,
+                ),
+                (POSITIVE_STALE, Arc::new(Float32Array::from(pos_stale))),
+            ]);
+        }
+        Ok(RecordBatch::try_from_iter(columns)?)
+    }
 }
 
 /// Stage 3: each query's negatives from the merged candidates; the `sample` node's rows.
