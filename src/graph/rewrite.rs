@@ -267,6 +267,17 @@ outputs: {metrics: {path: /tmp/freshen-fmt-test.parquet}}
             let (new, changed) = inputs_by_role(&old, &listed).unwrap();
             assert_eq!(changed, n, "{}", path.display());
             let formatted = load(path, &new);
+            // What `freshen check` runs after the graph: the files, read whole (where
+            // they are shipped: `rlm.yaml`'s dataset is made by `freshen data rlm`).
+            let inputs = &formatted.spec.pipeline.inputs;
+            if inputs
+                .values()
+                .all(|i| std::path::Path::new(&i.path).exists())
+            {
+                formatted
+                    .check_files(true)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
             assert!(
                 formatted.warnings.is_empty(),
                 "{}: {:?}",
