@@ -18,15 +18,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Int32Array, RecordBatch, StringArray};
-use arrow::datatypes::Int32Type;
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use freshen_operators::hashing::hash64_seeded;
 
 use crate::error::{Error, Result};
-use crate::store::batch;
 use crate::store::beir::{Dataset, Format, Table};
+use crate::store::pairs::judgements;
 use crate::store::parquet_io::{write_parquet, PendingFile};
-use crate::store::tables::{col, qrels_schema};
+use crate::store::tables::qrels_schema;
 
 /// The file in a split folder that says how it was made (and marks it as replaceable).
 pub const MARKER: &str = "SPLIT.txt";
@@ -102,7 +101,7 @@ pub fn build(opts: &SplitOptions) -> Result<SplitStats> {
         )));
     }
     make_room(&opts.out, opts.force)?;
-    let rows = read_qrels(&ds, &opts.split)?;
+    let rows = judgements(&ds, &opts.split)?;
     let moving = chosen(&rows, opts.fraction, opts.seed)
         .map_err(|m| Error::data(ds.path(&Table::Qrels(opts.split.clone())), None, m))?;
     let (moved, kept): (Vec<Qrel>, Vec<Qrel>) =
@@ -184,28 +183,6 @@ fn make_room(out: &Path, force: bool) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Every judgement of `split`, in file order.
-fn read_qrels(ds: &Dataset, split: &str) -> Result<Vec<Qrel>> {
-    let mut rows = Vec::new();
-    for b in ds.read(&Table::Qrels(split.to_string()), 65_536)? {
-        let b = b?;
-        let queries = batch::strings(&b, col::QUERY_ID)?;
-        let docs = batch::strings(&b, col::CORPUS_ID)?;
-        let scores = b
-            .column_by_name(col::SCORE)
-            .and_then(|c| c.as_primitive_opt::<Int32Type>())
-            .ok_or_else(|| Error::Column {
-                column: col::SCORE.to_string(),
-                expected: "an int32",
-            })?;
-        for r in 0..b.num_rows() {
-            let (q, d) = (queries.value(r).to_string(), docs.value(r).to_string());
-            rows.push((q, d, scores.value(r)));
-        }
-    }
-    Ok(rows)
 }
 
 /// The queries that move: `fraction` of those with a relevant document (at least one,

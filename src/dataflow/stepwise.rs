@@ -62,12 +62,6 @@ impl StepInputs {
     pub fn get(&self, name: &str) -> Option<&[Batch]> {
         Some(&self.batches[self.at(name)?])
     }
-
-    /// Takes the batches of input `name` out (empty afterwards).
-    pub fn take(&mut self, name: &str) -> Vec<Batch> {
-        let j = self.at(name).unwrap_or_else(|| missing(name));
-        std::mem::take(&mut self.batches[j])
-    }
 }
 
 impl std::ops::Index<&str> for StepInputs {

@@ -470,11 +470,6 @@ impl<'a> CheckCx<'a> {
         self.edge(at).map_or("", |e| e.port.as_str())
     }
 
-    /// The settings of input `at`'s node, if it is of type `T`.
-    pub fn producer_as<T: NodeKind>(&self, at: impl Slot) -> Option<&'a T> {
-        self.producer(at)?.settings::<T>()
-    }
-
     /// Whether input `at`'s node is of type `type_name` (`"cache"`): what a node checks
     /// of the nodes it reads, without importing their modules.
     pub fn producer_is(&self, at: impl Slot, type_name: &str) -> bool {

@@ -34,6 +34,28 @@ pub struct Example {
     pub answer: Option<String>,
 }
 
+/// Every judgement `(query_id, corpus_id, score)` of `split`, in file order.
+pub fn judgements(dataset: &Dataset, split: &str) -> Result<Vec<(String, String, i32)>> {
+    let mut rows = Vec::new();
+    for b in dataset.read(&Table::Qrels(split.to_string()), 65_536)? {
+        let b = b?;
+        let queries = batch::strings(&b, col::QUERY_ID)?;
+        let docs = batch::strings(&b, col::CORPUS_ID)?;
+        let scores = b
+            .column_by_name(col::SCORE)
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .ok_or_else(|| Error::Column {
+                column: col::SCORE.to_string(),
+                expected: "an int32",
+            })?;
+        for r in 0..b.num_rows() {
+            let (q, d) = (queries.value(r).to_string(), docs.value(r).to_string());
+            rows.push((q, d, scores.value(r)));
+        }
+    }
+    Ok(rows)
+}
+
 /// The training examples of one split, in query-id order.
 #[derive(Debug, Clone)]
 pub struct TrainingPairs {
@@ -44,24 +66,9 @@ impl TrainingPairs {
     /// Reads the qrels of `split` and the queries of `dataset`.
     pub fn load(dataset: &Dataset, split: &str) -> Result<Self> {
         let mut positives: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for b in dataset.read(&Table::Qrels(split.to_string()), 8192)? {
-            let b = b?;
-            let q = batch::strings(&b, col::QUERY_ID)?;
-            let c = batch::strings(&b, col::CORPUS_ID)?;
-            let s = b
-                .column_by_name(col::SCORE)
-                .and_then(|a| a.as_primitive_opt::<Int32Type>())
-                .ok_or_else(|| Error::Column {
-                    column: col::SCORE.to_string(),
-                    expected: "an int32",
-                })?;
-            for r in 0..b.num_rows() {
-                if s.value(r) > 0 {
-                    positives
-                        .entry(q.value(r).to_string())
-                        .or_default()
-                        .push(c.value(r).to_string());
-                }
+        for (q, c, score) in judgements(dataset, split)? {
+            if score > 0 {
+                positives.entry(q).or_default().push(c);
             }
         }
         let mut texts: HashMap<String, String> = HashMap::new();
