@@ -3,6 +3,7 @@
 # 64 MiB at a time (the tree included) and has no model weights, into dist/pack, all of it
 # xz-compressed (benches/gpu.sh unpacks it there):
 #   - freshen-cuda.xz: the CUDA binary (scripts/build-cuda.sh), with xz's x86 filter;
+#   - operators-cuda-tests.xz: the CUDA kernels' test binary, run there first;
 #   - minilm-f16.tar.xz: all-MiniLM-L6-v2 with its weights stored as f16 (both engines load
 #     them into f32, so they compare on the same rounded weights; f16 weights compress by
 #     a tenth, 45 MB to 41 MB);
@@ -44,6 +45,8 @@ PACK=dist/pack
 rm -rf "$PACK" && mkdir -p "$PACK"
 [ -x dist/freshen-cuda ] || { echo "gpu-pack: dist/freshen-cuda missing (scripts/build-cuda.sh)" >&2; exit 1; }
 xz -9e --x86 --lzma2=preset=9e -T1 -c dist/freshen-cuda >"$PACK/freshen-cuda.xz"
+[ -x dist/operators-cuda-tests ] || { echo "gpu-pack: dist/operators-cuda-tests missing (scripts/build-cuda.sh)" >&2; exit 1; }
+xz -9e --x86 --lzma2=preset=9e -T1 -c dist/operators-cuda-tests >"$PACK/operators-cuda-tests.xz"
 tar -C dist -cf - minilm-f16 | xz -6 -T0 >"$PACK/minilm-f16.tar.xz"
 tar -C dist -cf - gpu-in | xz -9 -T0 >"$PACK/inputs.tar.xz"
 if [ -n "${DATA:-}" ]; then

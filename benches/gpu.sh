@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every measurement of BENCHMARKS.md's GPU section, in one go, writing its tables to $OUT:
+#   0. the CUDA kernels against the CPU's (the CUDA test binary, dist/operators-cuda-tests)
 #   1. correctness on the device: the parity fixture (f32, bf16) against sentence-transformers
 #      and the CPU; one training step's loss against the CPU's; weights without a gradient;
 #      the same step twice (determinism)
@@ -51,6 +52,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # What benches/gpu-pack.sh packed here, unpacked once.
 if [ -d dist/pack ] && [ ! -x dist/freshen-cuda ]; then
   xz -dc dist/pack/freshen-cuda.xz >dist/freshen-cuda && chmod +x dist/freshen-cuda
+  [ ! -f dist/pack/operators-cuda-tests.xz ] || { xz -dc dist/pack/operators-cuda-tests.xz >dist/operators-cuda-tests && chmod +x dist/operators-cuda-tests; }
   xz -dc dist/pack/minilm-f16.tar.xz | tar -C dist -xf -
   xz -dc dist/pack/inputs.tar.xz | tar -C dist -xf -
   [ ! -f dist/pack/data.tar.xz ] || xz -dc dist/pack/data.tar.xz | tar -xf -
@@ -101,6 +103,24 @@ mkdir -p "$IN" "$WORK"
 if [ "$MEASURE" = 1 ]; then # to "measurements done"
 [ -f "$WORK/vec/vectors.f32" ] || $P benches/peers/make_vectors.py --n "$TOPK_N" --dim 384 --queries "$TOPK_Q" --seed 0 --out "$WORK/vec" >&2
 
+# 0. The CUDA kernels against the CPU's: the operators' CUDA test binary
+# (scripts/build-cuda.sh), before any figure. A failure is reported in the correctness
+# table and the figures are still taken. On the CPU (DEVICE=cpu, testing this script) the
+# binary is only listed, with the libcuda stub that built it.
+TESTS=${TESTS:-dist/operators-cuda-tests}
+[ -x "$TESTS" ] || { [ -f "$TESTS.xz" ] && xz -dkf "$TESTS.xz" && chmod +x "$TESTS"; } || true
+if [ -x "$TESTS" ]; then
+  echo "gpu: the CUDA kernels' tests ($((SECONDS - start)) s)" >&2
+  if [ "$DEVICE" = cpu ]; then
+    LD_LIBRARY_PATH=.cuda/link${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$TESTS" backend::cuda:: --list >"$OUT/cuda-tests.log" 2>&1 || true
+  else
+    timeout "${CELL_SECONDS:-120}" "$TESTS" backend::cuda:: --test-threads=1 >"$OUT/cuda-tests.log" 2>&1 || true
+  fi
+  tail -15 "$OUT/cuda-tests.log" >&2
+else
+  echo "gpu: no CUDA test binary at $TESTS (scripts/build-cuda.sh)" >&2
+fi
+
 # 1. Correctness.
 for dt in f32 bf16; do
   run "parity-$dt" "$BIN" bench parity --model "$MODEL" --device "$DEVICE" --dtype "$dt"
@@ -142,8 +162,19 @@ def f(x, d=4):
     return "—" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
 def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "—"
+def kernel_tests(out):
+    try:
+        log = open(os.path.join(out, "cuda-tests.log")).read()
+    except OSError:
+        return "not run"
+    for line in log.splitlines():
+        if line.startswith("test result:"):
+            return line[len("test result: "):].split(";")[0] + "; " + ";".join(line.split(";")[1:3]).strip()
+    listed = sum(1 for l in log.splitlines() if l.endswith(": test"))
+    return f"{listed} listed, not run" if listed else "did not run (see cuda-tests.log)"
 print(f"### Correctness on `{device}`\n")
 print("| check | figure |\n|---|---|")
+print(f"| CUDA kernels against the CPU's (backend::cuda tests) | {kernel_tests(out)} |")
 for dt in ("f32", "bf16"):
     p = j(f"parity-{dt}")
     print(f"| parity fixture, {dt}: lowest cosine vs sentence-transformers | {f(p.get('lowest_cosine_vs_st'), 7)} |")
@@ -181,6 +212,16 @@ def j(name):
         return json.load(open(os.path.join(out, name + ".json")))
     except (OSError, ValueError):
         return {}
+def kernel_tests(out):
+    try:
+        log = open(os.path.join(out, "cuda-tests.log")).read()
+    except OSError:
+        return None
+    for line in log.splitlines():
+        if line.startswith("test result:"):
+            return line[len("test result: "):].split(";")[0] + "; " + ";".join(line.split(";")[1:3]).strip()
+    listed = sum(1 for l in log.splitlines() if l.endswith(": test"))
+    return f"{listed} listed, not run" if listed else None
 lines = []
 def add(**row):
     lines.append({**row, "device": device, "command": command, "machine": machine, "commit": commit})
@@ -190,6 +231,7 @@ def cell(work, unit, peer, freshen, faster_is_larger):
         ratio = round(freshen / peer if faster_is_larger else peer / freshen, 2)
     rnd = (lambda v: None if v is None else round(v)) if unit == "sent/s" else (lambda v: None if v is None else round(v, 4))
     add(table="gpu-speed", work=work, unit=unit, peer_s=rnd(peer), freshen_s=rnd(freshen), ratio=ratio)
+add(table="gpu-correctness", check="CUDA kernels against the CPU's (backend::cuda tests)", figure=kernel_tests(out))
 for dt in ("f32", "bf16"):
     p = j(f"parity-{dt}")
     for key, what in (("lowest_cosine_vs_st", "sentence-transformers"), ("lowest_cosine_vs_cpu_f32", "this binary on the CPU (f32)")):

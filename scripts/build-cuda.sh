@@ -3,7 +3,8 @@
 # CUDA 13.0 wheels on PyPI installed into a folder of the project's (never system-wide).
 # This script is the recipe; ../shared/notes/gpu.md records how it was found.
 #
-#   scripts/build-cuda.sh            # -> dist/freshen-cuda.xz (and dist/freshen-cuda)
+#   scripts/build-cuda.sh            # -> dist/freshen-cuda.xz (and dist/freshen-cuda), and
+#                                    #    dist/operators-cuda-tests (the CUDA test binary)
 #
 # Why each piece:
 # - The wheels are pinned to 13.0, the GPU machine's driver: candle's kernels are PTX that
@@ -80,10 +81,21 @@ step "cargo build --release --features cuda (target $CARGO_TARGET_DIR)"
 start=$SECONDS
 cargo build --release --features cuda --bin freshen
 step "built in $((SECONDS - start)) s"
+# The CUDA test binary: the operators' unit tests with the CUDA kernels' parity tests
+# (backend::cuda::tests), which benches/gpu.sh runs on the device before measuring.
+step "cargo test --release -p freshen-operators --features cuda --lib --no-run"
+tests=$(cargo test --release -p freshen-operators --features cuda --lib --no-run --message-format=json \
+  | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "freshen_operators" and m["profile"]["test"]:
+        print(m["executable"])' | tail -1)
+[[ -x "$tests" ]] || { echo "build-cuda: the CUDA test binary was not built" >&2; exit 1; }
 
 # 4. A stripped, compressed binary that travels (the GPU machine takes 64 MiB at a time).
 mkdir -p dist
 strip -o dist/freshen-cuda "$CARGO_TARGET_DIR/release/freshen"
+strip -o dist/operators-cuda-tests "$tests"
 if readelf -d dist/freshen-cuda | grep -q 'RUNPATH\|RPATH'; then
   echo "build-cuda: the binary carries a library path; it must find the GPU machine's driver" >&2
   exit 1

@@ -11,6 +11,8 @@
 
 mod candle;
 pub mod composed;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod fused;
 
 pub use self::candle::CandleOps;
@@ -248,10 +250,89 @@ pub trait Kernels: Send + Sync + std::fmt::Debug {
 }
 
 /// The kernels for tensors of `dtype` on `device`: the fused CPU kernels for f32 on the
-/// CPU, candle's ops everywhere else.
+/// CPU, freshen's CUDA kernels for f32 on CUDA (a CUDA build), candle's ops everywhere
+/// else.
 pub fn for_device(device: &Device, dtype: DType) -> &'static dyn Kernels {
-    match device.is_cpu() && dtype == DType::F32 {
-        true => &FusedCpu,
-        false => &CandleOps,
+    match (device, dtype) {
+        (Device::Cpu, DType::F32) => &FusedCpu,
+        #[cfg(feature = "cuda")]
+        (Device::Cuda(_), DType::F32) => &cuda::CudaOps,
+        _ => &CandleOps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::Instant;
+
+    /// Every kernel `backend::cuda` loads by name.
+    const KERNELS: &[&str] = &[
+        "adamw_multi_f32",
+        "sq_norm_multi_f32",
+        "finish_norm",
+        "add_layer_norm_fwd",
+        "add_layer_norm_bwd",
+        "col_sum_f32",
+        "bias_gelu_fwd",
+        "bias_gelu_bwd",
+        "masked_softmax_fwd",
+        "masked_softmax_bwd",
+        "topk_rows_f32",
+        "topk_merge_f32",
+    ];
+
+    /// An nvcc: `NVCC`, the one `scripts/build-cuda.sh` installs, or one on `PATH`.
+    fn nvcc() -> Option<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let candidates = [
+            std::env::var_os("NVCC").map(PathBuf::from),
+            Some(root.join(".cuda/py/nvidia/cu13/bin/nvcc")),
+            Some(PathBuf::from("nvcc")),
+        ];
+        candidates.into_iter().flatten().find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    }
+
+    /// The CUDA kernels' source compiles to sm_90 PTX, as the CUDA build compiles it,
+    /// with every kernel the backend loads, when an nvcc is at hand; without one the test
+    /// says so and passes (CI has none unless `scripts/build-cuda.sh` ran).
+    #[test]
+    fn the_cuda_kernels_compile_to_ptx_when_nvcc_is_present() {
+        let Some(nvcc) = nvcc() else {
+            eprintln!("no nvcc (NVCC, .cuda from scripts/build-cuda.sh, PATH): PTX not compiled");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ptx = dir.path().join("train.ptx");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/train.cu");
+        let start = Instant::now();
+        let out = Command::new(&nvcc)
+            .args(["--ptx", "-O3", "--fmad=false", "-arch=sm_90", "-o"])
+            .arg(&ptx)
+            .arg(&source)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nvcc failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "kernels/train.cu compiled to PTX in {:.1?}",
+            start.elapsed()
+        );
+        let text = std::fs::read_to_string(&ptx).unwrap();
+        for name in KERNELS {
+            assert!(
+                text.contains(&format!(".entry {name}(")),
+                "{name} is not in the PTX"
+            );
+        }
     }
 }

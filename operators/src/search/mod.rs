@@ -76,6 +76,15 @@ pub fn top_k(
     exclude: &[Vec<u32>],
     chunk: usize,
 ) -> Result<Vec<Vec<(u32, f32)>>> {
+    #[cfg(feature = "cuda")]
+    if cache.device().is_cuda()
+        && queries.dtype() == DType::F32
+        && cache.dtype() == DType::F32
+        && k <= crate::backend::cuda::MAX_K
+    {
+        check_inputs(queries, cache, exclude, chunk)?;
+        return crate::backend::cuda::top_k(&queries.contiguous()?, cache, k, exclude, chunk);
+    }
     top_k_as(queries, cache, k, exclude, chunk, !cache.device().is_cpu())
 }
 

@@ -1,11 +1,13 @@
-//! AdamW of a dense f32 parameter on the CPU in three in-place passes (first moment,
-//! second moment, weights) instead of a chain of tensor ops that each allocate; and the
-//! squared norm of a gradient in one pass.
+//! The CPU's one-pass kernels for training: AdamW of a dense f32 parameter (weights,
+//! both moments and the gradient read once, in one loop), and the squared norm of many
+//! gradients at once.
 //!
 //! The arithmetic is the composed path's, in the same order and precision (each f64
-//! setting rounded to f32 as candle's scalar ops round it), so the two agree to float
-//! rounding; the tests hold them to 1e-6 over ten steps. Large tensors are cut into
-//! chunks that the threads of rayon's pool take in turn.
+//! setting rounded to f32 as candle's scalar ops round it; a gradient scale multiplied in
+//! as candle's `affine` multiplies it), so the two agree to float rounding; the tests hold
+//! them to 1e-6 over ten steps. Large tensors are cut into chunks that the threads of
+//! rayon's pool take in turn; partial sums are added in chunk order, so a norm is the
+//! same whatever the number of threads.
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
@@ -22,7 +24,9 @@
 //! # Ok::<(), freshen_operators::Error>(())
 //! ```
 
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor};
 use rayon::prelude::*;
 
 /// Elements a thread takes at a time.
@@ -50,90 +54,9 @@ fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a m
     }
 }
 
-/// An exponential moving average in place: `x ← decay·x + (1 − decay)·g` (or `·g²`).
-struct Ema {
-    /// `decay` as f32.
-    decay: f32,
-    /// `1 − decay`, computed in f64, as f32.
-    rest: f32,
-    /// Average the squares of the gradient (the second moment).
-    square: bool,
-}
-
-impl InplaceOp2 for Ema {
-    fn name(&self) -> &'static str {
-        "adamw-moment"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (x, g) = (slice_mut(s1, l1)?, slice(s2, l2)?);
-        if x.len() != g.len() {
-            candle_core::bail!("fused AdamW: {} moments for {} gradients", x.len(), g.len());
-        }
-        let (decay, rest, square) = (self.decay, self.rest, self.square);
-        x.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(x, g)| {
-                for (x, &g) in x.iter_mut().zip(g) {
-                    let g = if square { g * g } else { g };
-                    *x = *x * decay + g * rest;
-                }
-            });
-        Ok(())
-    }
-}
-
-/// The weight update in place: `w ← w·(1 − lr·wd) − lr · (m/c1) / (√(v/c2) + ε)`.
-struct Apply {
-    /// `1 − lr·wd`.
-    decay: f32,
-    /// `1/c1`, `1/c2`.
-    inv_c1: f32,
-    inv_c2: f32,
-    eps: f32,
-    lr: f32,
-}
-
-impl InplaceOp3 for Apply {
-    fn name(&self) -> &'static str {
-        "adamw-apply"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<()> {
-        let (w, m, v) = (slice_mut(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
-        if w.len() != m.len() || w.len() != v.len() {
-            candle_core::bail!("fused AdamW: weights, moments and gradients differ in size");
-        }
-        let a = self;
-        w.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks(CHUNK))
-            .zip(v.par_chunks(CHUNK))
-            .for_each(|((w, m), v)| {
-                for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
-                    let step = (m * a.inv_c1) / ((v * a.inv_c2).sqrt() * 1.0 + a.eps);
-                    *w = *w * a.decay - step * a.lr;
-                }
-            });
-        Ok(())
-    }
-}
-
-/// The settings of one fused step.
-pub(super) struct Step {
+/// The settings of one step, shared by every parameter it moves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
     pub beta1: f64,
     pub beta2: f64,
     /// Bias corrections `1 − β^t`.
@@ -141,38 +64,120 @@ pub(super) struct Step {
     pub c2: f64,
     pub eps: f64,
     pub weight_decay: f64,
-    pub lr: f64,
+    /// What every gradient is multiplied by first (the clipping factor; 1: none).
+    pub grad_scale: f64,
 }
 
-/// One AdamW step of a dense parameter: the moments `m`, `v` and the weights `w` updated
-/// in place from the gradient `g` (all contiguous f32 on the CPU: [`applies`]).
-pub(super) fn step(w: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: &Step) -> crate::Result<()> {
-    let ema = |decay: f64, square| Ema {
-        decay: decay as f32,
-        rest: (1.0 - decay) as f32,
-        square,
-    };
-    m.inplace_op2(g, &ema(s.beta1, false))?;
-    v.inplace_op2(g, &ema(s.beta2, true))?;
-    let apply = Apply {
-        decay: (1.0 - s.lr * s.weight_decay) as f32,
+/// One parameter's update in place, its moments borrowed from the optimiser's flat
+/// buffers: per element, `g ← s·g`, `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
+/// `w ← w·(1 − lr·wd) − lr · (m/c1) / (√(v/c2) + ε)`.
+struct Update<'a> {
+    /// The parameter's slices of the first and second moment buffers.
+    moments: Mutex<(&'a mut [f32], &'a mut [f32])>,
+    beta1: f32,
+    rest1: f32,
+    beta2: f32,
+    rest2: f32,
+    /// `1 − lr·wd`.
+    decay: f32,
+    inv_c1: f32,
+    inv_c2: f32,
+    eps: f32,
+    lr: f32,
+    /// The gradient scale, `None` when it is 1.
+    scale: Option<f32>,
+}
+
+impl InplaceOp2 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (w, g) = (slice_mut(s1, l1)?, slice(s2, l2)?);
+        let mut moments = self
+            .moments
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused AdamW: moments poisoned".into()))?;
+        let (m, v) = &mut *moments;
+        if w.len() != g.len() || w.len() != m.len() || w.len() != v.len() {
+            candle_core::bail!("fused AdamW: weights, moments and gradients differ in size");
+        }
+        w.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((w, g), m), v)| self.chunk(w, g, m, v));
+        Ok(())
+    }
+}
+
+impl Update<'_> {
+    fn chunk(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = match self.scale {
+                Some(s) => g * s,
+                None => g,
+            };
+            *m = *m * self.beta1 + g * self.rest1;
+            *v = *v * self.beta2 + (g * g) * self.rest2;
+            let step = (*m * self.inv_c1) / ((*v * self.inv_c2).sqrt() + self.eps);
+            *w = *w * self.decay - step * self.lr;
+        }
+    }
+}
+
+/// One AdamW step of a dense parameter `w` (contiguous f32 on the CPU: [`applies`]) from
+/// its gradient `g`, with its moments `m`, `v` (slices of the optimiser's flat buffers)
+/// updated in the same pass.
+pub(super) fn step(
+    w: &Tensor,
+    g: &Tensor,
+    m: &mut [f32],
+    v: &mut [f32],
+    s: &Step,
+    lr: f64,
+) -> crate::Result<()> {
+    let update = Update {
+        moments: Mutex::new((m, v)),
+        beta1: s.beta1 as f32,
+        rest1: (1.0 - s.beta1) as f32,
+        beta2: s.beta2 as f32,
+        rest2: (1.0 - s.beta2) as f32,
+        decay: (1.0 - lr * s.weight_decay) as f32,
         inv_c1: (1.0 / s.c1) as f32,
         inv_c2: (1.0 / s.c2) as f32,
         eps: s.eps as f32,
-        lr: s.lr as f32,
+        lr: lr as f32,
+        scale: (s.grad_scale != 1.0).then_some(s.grad_scale as f32),
     };
-    w.inplace_op3(m, v, &apply)?;
+    w.inplace_op2(g, &update)?;
     Ok(())
 }
 
-/// The squared L2 norm of a contiguous f32 CPU tensor, summed in f64 in one pass.
-pub(super) fn sq_norm(t: &Tensor) -> crate::Result<f64> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(s) = &*storage else {
-        return Err(crate::Error::Setting(
-            "fused norm: a CPU tensor expected".into(),
-        ));
-    };
-    let x = slice(s, layout)?;
-    Ok(x.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+/// The squared L2 norm of contiguous f32 CPU tensors together, each element squared and
+/// summed in f64: every tensor's chunks go to the thread pool as one list, and the
+/// chunks' sums are added in order.
+pub(super) fn sq_norm(tensors: &[&Tensor]) -> crate::Result<f64> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let mut chunks: Vec<&[f32]> = Vec::new();
+    for (storage, layout) in &guards {
+        let candle_core::Storage::Cpu(s) = &**storage else {
+            return Err(crate::Error::Setting(
+                "fused norm: a CPU tensor expected".into(),
+            ));
+        };
+        chunks.extend(slice(s, layout)?.chunks(CHUNK));
+    }
+    let partial: Vec<f64> = chunks
+        .par_iter()
+        .map(|c| c.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>())
+        .collect();
+    Ok(partial.iter().sum())
 }

@@ -56,7 +56,7 @@ impl Grad {
     /// Sum of squares of every entry, in f64.
     pub fn sq_norm(&self) -> Result<f64> {
         Ok(match self {
-            Grad::Dense(t) if super::fused::applies(&[t]) => super::fused::sq_norm(t)?,
+            Grad::Dense(t) if super::fused::applies(&[t]) => super::fused::sq_norm(&[t])?,
             Grad::Dense(t) => t
                 .to_dtype(DType::F64)?
                 .sqr()?
@@ -166,10 +166,38 @@ impl Gradients {
         Ok(())
     }
 
-    /// The global L2 norm over every parameter.
+    /// The global L2 norm over every parameter. The dense f32 gradients on the CPU are
+    /// summed in one pass over all of them together, those on CUDA in one launch and one
+    /// read; the others one by one.
     pub fn norm(&self) -> Result<f64> {
-        let mut sum = 0.0;
-        for g in self.by_param.values() {
+        let (fused, rest): (Vec<&Grad>, Vec<&Grad>) = self
+            .by_param
+            .values()
+            .partition(|g| matches!(g, Grad::Dense(t) if super::fused::applies(&[t])));
+        let tensors: Vec<&Tensor> = fused
+            .iter()
+            .filter_map(|g| match g {
+                Grad::Dense(t) => Some(t),
+                Grad::Rows { .. } => None,
+            })
+            .collect();
+        let mut sum = super::fused::sq_norm(&tensors)?;
+        #[cfg(feature = "cuda")]
+        let rest = {
+            let (cuda, rest): (Vec<&Grad>, Vec<&Grad>) = rest
+                .into_iter()
+                .partition(|g| matches!(g, Grad::Dense(t) if crate::backend::cuda::applies(&[t])));
+            let tensors: Vec<&Tensor> = cuda
+                .iter()
+                .filter_map(|g| match g {
+                    Grad::Dense(t) => Some(t),
+                    Grad::Rows { .. } => None,
+                })
+                .collect();
+            sum += crate::backend::cuda::sq_norm(&tensors)?;
+            rest
+        };
+        for g in rest {
             sum += g.sq_norm()?;
         }
         Ok(sum.sqrt())
@@ -177,20 +205,34 @@ impl Gradients {
 
     /// Multiplies every gradient by `factor`.
     pub fn scale(&mut self, factor: f64) -> Result<()> {
+        if factor == 1.0 {
+            return Ok(());
+        }
         for g in self.by_param.values_mut() {
             g.scale(factor)?;
         }
         Ok(())
     }
 
+    /// What scales gradients of global norm `norm` down to at most `max_norm` (when that
+    /// is finite and positive): `max_norm / norm` above it, 1 otherwise. [`AdamW::step_scaled`]
+    /// takes it, so clipping costs no pass of its own.
+    ///
+    /// [`AdamW::step_scaled`]: super::AdamW::step_scaled
+    pub fn clip_factor(norm: f64, max_norm: Option<f64>) -> f64 {
+        match max_norm.filter(|m| m.is_finite() && *m > 0.0) {
+            Some(max) if norm > max => max / (norm + 1e-12),
+            _ => 1.0,
+        }
+    }
+
     /// Scales the gradients down so that their global norm is at most `max_norm` (when it
     /// is finite and positive); returns the norm before clipping.
     pub fn clip_norm(&mut self, max_norm: Option<f64>) -> Result<f64> {
         let norm = self.norm()?;
-        if let Some(max) = max_norm.filter(|m| m.is_finite() && *m > 0.0) {
-            if norm > max {
-                self.scale(max / (norm + 1e-12))?;
-            }
+        let factor = Self::clip_factor(norm, max_norm);
+        if factor != 1.0 {
+            self.scale(factor)?;
         }
         Ok(norm)
     }

@@ -23,9 +23,12 @@
 mod adamw;
 mod fused;
 mod grads;
+mod moments;
 mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig, NamedMoments};
+#[cfg(feature = "cuda")]
+pub(crate) use fused::Step as FusedStep;
 pub use grads::{Grad, Gradients, HostGrad};
 pub use schedule::{Decay, Schedule};
 

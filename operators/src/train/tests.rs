@@ -356,31 +356,63 @@ fn adamw_resumes_from_its_export_bit_for_bit() {
     }
 }
 
-/// The fused CPU passes give the composed tensor ops' weights and moments to 1e-6 over
-/// ten steps, on a tensor large enough for several threads' chunks, with weight decay,
-/// and the one-pass squared norm equals the f64 one.
+/// The multi-tensor step (flat moment buffers, one fused pass per parameter, the clipping
+/// factor applied inside it) gives the per-tensor composed ops' weights and moments to
+/// 1e-6 over ten steps: a model's worth of parameters of several shapes (one large enough
+/// for several threads' chunks), two learning rates, weight decay, clipping on some steps
+/// and not others, and an export and import half-way. The norm over all gradients in one
+/// pass equals the f64 sum of squares.
 #[test]
-fn fused_adamw_matches_the_composed_ops_over_ten_steps() {
-    let shape = [300, 512];
-    let start = randn(1, &shape);
+fn multi_tensor_adamw_matches_the_per_tensor_ops_over_ten_steps() {
+    let shapes: [&[usize]; 4] = [&[300, 512], &[384], &[7, 3], &[1]];
+    let starts: Vec<Tensor> = (0..shapes.len())
+        .map(|i| randn(1 + i as u64, shapes[i]))
+        .collect();
+    let grads_at = |step: u64| {
+        let mut g = Gradients::default();
+        for (i, shape) in shapes.iter().enumerate() {
+            g.insert(
+                format!("p{i}"),
+                Grad::Dense(randn(100 + 10 * step + i as u64, shape)),
+            );
+        }
+        g
+    };
+    let lr = |name: &str| if name == "p1" { 3e-3 } else { 1e-2 };
+    let cfg = AdamWConfig {
+        weight_decay: 0.1,
+        ..AdamWConfig::default()
+    };
     let run = |fused: bool| {
-        let w = Var::from_tensor(&start.copy().unwrap()).unwrap();
-        let params = vec![("w".to_string(), w.clone())];
-        let mut opt = AdamW::new(AdamWConfig {
-            weight_decay: 0.1,
-            ..AdamWConfig::default()
-        });
+        let params: Vec<(String, Var)> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    format!("p{i}"),
+                    Var::from_tensor(&t.copy().unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        let mut opt = AdamW::new(cfg);
         for step in 0..10u64 {
-            let mut g = Gradients::default();
-            g.insert("w".into(), Grad::Dense(randn(100 + step, &shape)));
-            opt.step_with(&params, &g, &|_| 1e-2, fused).unwrap();
+            let g = grads_at(step);
+            // Clip to a norm below the gradients' on even steps, above it on odd ones.
+            let max = if step % 2 == 0 { 50.0 } else { 1e6 };
+            let factor = Gradients::clip_factor(g.norm().unwrap(), Some(max));
+            assert_eq!(factor < 1.0, step % 2 == 0, "step {step}: factor {factor}");
+            opt.step_with(&params, &g, &lr, factor, fused).unwrap();
+            if step == 4 {
+                let (steps, moments) = opt.export().unwrap();
+                opt = AdamW::new(cfg);
+                opt.import(steps, moments);
+            }
         }
         let (_, moments) = opt.export().unwrap();
-        (
-            flat(w.as_tensor()),
-            flat(&moments[0].1),
-            flat(&moments[0].2),
-        )
+        let weights: Vec<Vec<f32>> = params.iter().map(|(_, w)| flat(w.as_tensor())).collect();
+        let m: Vec<Vec<f32>> = moments.iter().map(|x| flat(&x.1)).collect();
+        let v: Vec<Vec<f32>> = moments.iter().map(|x| flat(&x.2)).collect();
+        (weights, m, v)
     };
     let (a, b) = (run(true), run(false));
     for (x, y, what) in [
@@ -388,17 +420,28 @@ fn fused_adamw_matches_the_composed_ops_over_ten_steps() {
         (&a.1, &b.1, "m"),
         (&a.2, &b.2, "v"),
     ] {
-        let worst = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(worst <= 1e-6, "{what}: {worst}");
+        assert_eq!(x.len(), shapes.len(), "{what}: one per parameter");
+        for (i, (x, y)) in x.iter().zip(y).enumerate() {
+            let worst = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-6, "{what} of p{i}: {worst}");
+        }
     }
-    assert_ne!(a.0, flat(&start), "the weights moved");
-    let g = randn(7, &shape);
-    let one_pass = Grad::Dense(g.clone()).sq_norm().unwrap();
-    let reference: f64 = flat(&g).iter().map(|&v| f64::from(v).powi(2)).sum();
+    assert_ne!(a.0[0], flat(&starts[0]), "the weights moved");
+    let g = grads_at(3);
+    let reference: f64 = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, _)| match g.get(&format!("p{i}")) {
+            Some(Grad::Dense(t)) => flat(t).iter().map(|&v| f64::from(v).powi(2)).sum(),
+            _ => 0.0,
+        })
+        .sum::<f64>()
+        .sqrt();
+    let one_pass = g.norm().unwrap();
     assert!(
         (one_pass - reference).abs() <= 1e-9 * reference,
         "{one_pass} vs {reference}"

@@ -426,34 +426,33 @@ impl Apply {
         Ok(grads)
     }
 
-    /// The global norms of the encoders' and the corrector's gradients; each group is
-    /// clipped to `clip`.
-    fn clip(&self, grads: &mut BTreeMap<String, Gradients>) -> Result<[f64; 2]> {
+    /// The global norms of the encoders' and the corrector's gradients, and what each
+    /// group's gradients are multiplied by to clip them to `clip` (AdamW applies it inside
+    /// its own pass).
+    fn clip(&self, grads: &BTreeMap<String, Gradients>) -> Result<([f64; 2], [f64; 2])> {
         let mut norms = [0f64; 2];
-        let mut groups: [Vec<&mut Gradients>; 2] = [Vec::new(), Vec::new()];
-        for (model, g) in grads.iter_mut() {
+        for (model, g) in grads {
             let corrector = self.plan.models.get(model).is_some_and(|m| m.1);
             // A Procrustes fit is not a gradient step: its cross-covariance stays whole.
             if corrector && self.plan.procrustes.is_some() {
                 continue;
             }
             norms[corrector as usize] += g.norm()?.powi(2);
-            groups[corrector as usize].push(g);
         }
-        for (k, group) in groups.iter_mut().enumerate() {
-            let norm = norms[k].sqrt();
-            norms[k] = norm;
-            if let Some(max) = self.spec.clip.filter(|&c| norm > c) {
-                for g in group.iter_mut() {
-                    g.scale(max / (norm + 1e-12))?;
-                }
-            }
-        }
-        Ok(norms)
+        let norms = norms.map(f64::sqrt);
+        Ok((
+            norms,
+            norms.map(|n| Gradients::clip_factor(n, self.spec.clip)),
+        ))
     }
 
     /// AdamW on every trained model, at the schedule's `factor`.
-    fn step_models(&mut self, grads: &BTreeMap<String, Gradients>, factor: f64) -> Result<()> {
+    fn step_models(
+        &mut self,
+        grads: &BTreeMap<String, Gradients>,
+        factor: f64,
+        clip: [f64; 2],
+    ) -> Result<()> {
         for (model, g) in grads {
             let Some(&(scale, corrector)) = self.plan.models.get(model) else {
                 continue;
@@ -469,7 +468,7 @@ impl Apply {
             if corrector {
                 let h = self.state.corrector(model)?;
                 let lr = self.spec.corrector_lr * factor * scale;
-                opt.step(&h.params(), g, &|_| lr)?;
+                opt.step_scaled(&h.params(), g, &|_| lr, clip[1])?;
             } else {
                 let m = self.state.trainable(model)?;
                 let sparse = m.sparse_params();
@@ -477,10 +476,11 @@ impl Apply {
                     self.spec.lr * factor * scale,
                     self.spec.embedding_lr * factor * scale,
                 );
-                opt.step(&m.params(), g, &|p| match sparse.iter().any(|s| s == p) {
+                let lr_of = |p: &str| match sparse.iter().any(|s| s == p) {
                     true => table_lr,
                     false => lr,
-                })?;
+                };
+                opt.step_scaled(&m.params(), g, &lr_of, clip[0])?;
             }
         }
         Ok(())
@@ -550,11 +550,11 @@ impl Apply {
 
     /// Step `t`: sum, clip, step; port 0: the metrics row (worker 0); port 1: the tick.
     fn step(&mut self, t: Time, inputs: &StepInputs) -> Result<Emitted> {
-        let mut grads = self.gradients(t, &inputs["partials"])?;
+        let grads = self.gradients(t, &inputs["partials"])?;
         let factor = self.schedule.factor(t as usize);
-        let norms = self.clip(&mut grads)?;
+        let (norms, clip) = self.clip(&grads)?;
         match self.nonfinite(&inputs["stats"], norms) {
-            None => self.step_models(&grads, factor)?,
+            None => self.step_models(&grads, factor, clip)?,
             Some(what) if self.spec.on_nonfinite == OnNonfinite::Skip => {
                 if self.worker == 0 {
                     tracing::warn!(step = t + 1, "{what}: step skipped (`on_nonfinite: skip`)");

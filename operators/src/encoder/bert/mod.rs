@@ -28,7 +28,7 @@ mod train;
 mod weights;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use config::{BertConfig, FolderConfig, Pooling};
 pub use tokenize::plan_batches;

@@ -1,0 +1,60 @@
+//! freshen's own CUDA kernels (`operators/kernels/train.cu`, compiled to PTX by the
+//! crate's build script) and the CUDA backend built on them.
+//!
+//! ```text
+//!   kernels/train.cu ──nvcc --ptx (build.rs)──▶ OUT_DIR/train.ptx ──include_str!──▶ PTX
+//!                                                                                  │
+//!        loaded once per device (candle's get_or_load_custom_func) ◀───────────────┘
+//!        ├─ CudaOps (Kernels): layer norm, GELU and the attention's masked softmax as
+//!        │  custom ops with their own backward; the layer composed around them
+//!        ├─ train: one AdamW launch for every dense parameter, moments in flat
+//!        │  buffers; the gradients' norm in one launch and one read
+//!        └─ topk: each query's best k per chunk of scores, merged on the device
+//! ```
+//!
+//! Everything here is f32 (half precision takes candle's ops, [`super::CandleOps`]). The
+//! CUDA test binary holds each kernel to the CPU's (f32 to 1e-5) before any benchmark.
+
+mod ops;
+mod topk;
+mod train;
+
+pub use ops::CudaOps;
+pub use topk::{top_k, MAX_K};
+pub(crate) use train::{adamw_multi, applies, sq_norm};
+
+use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::Layout;
+
+/// The kernels' PTX, for the architecture the build named (`CUDA_COMPUTE_CAP`).
+pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train.ptx"));
+
+/// The name candle caches the loaded module under.
+const MODULE: &str = "freshen-train";
+
+/// One-dimensional launch settings.
+fn launch(grid: usize, block: u32, shared_floats: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid as u32, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: shared_floats * 4,
+    }
+}
+
+/// Threads of a one-block-a-row kernel over rows of `n`: a power of two, 32 to 1024.
+fn row_threads(n: usize) -> u32 {
+    (n.next_power_of_two() as u32).clamp(32, 1024)
+}
+
+/// The contiguous f32 elements of a CUDA storage under `layout`.
+fn view<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> candle_core::Result<CudaView<'a, f32>> {
+    let slice = s.as_cuda_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(slice.slice(a..b)),
+        None => candle_core::bail!("{what}: a contiguous f32 tensor expected"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
