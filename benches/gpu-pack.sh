@@ -2,19 +2,20 @@
 # Packs what benches/gpu.sh needs beside the working tree on the GPU machine, which takes
 # 64 MiB at a time (the tree included) and has no model weights, into dist/pack, all of it
 # xz-compressed (benches/gpu.sh unpacks it there):
-#   - freshen-cuda.xz: the CUDA binary (scripts/build-cuda.sh), with xz's x86 filter;
-#   - operators-cuda-tests.xz: the CUDA kernels' test binary, run there first;
+#   - binaries.tar.xz: the CUDA binary and the CUDA kernels' test binary, run there first
+#     (scripts/build-cuda.sh), with xz's x86 filter;
 #   - minilm-f16.tar.xz: all-MiniLM-L6-v2 with its weights stored as f16 (both engines load
 #     them into f32, so they compare on the same rounded weights; f16 weights compress by
 #     a tenth, 45 MB to 41 MB);
 #   - inputs.tar.xz: the speed benchmark's texts (glosses, targets, 200-piece passages),
 #     made here so the GPU machine spends no device time on them;
 #   - data.tar.xz (when DATA is set): a dataset folder for the claim's arms, unpacked there
-#     to the same path (the full WordNet set, 10.3 MB, packs to 7.4 MB).
+#     to the same path (the full WordNet set, 10.3 MB, packs to 7.4 MB, which with the
+#     rest passes the limit: the claim then runs on the shipped sample, or the data
+#     travels in a second run that follows at once).
 # Prints the sizes and fails when the pack and the tree pass 64 MiB.
 #
-#   scripts/fetch-model.sh all-MiniLM-L6-v2 && scripts/build-cuda.sh && \
-#     DATA=data/full/wordnet benches/gpu-pack.sh
+#   scripts/fetch-model.sh all-MiniLM-L6-v2 && scripts/build-cuda.sh && benches/gpu-pack.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${MODEL:-models/all-MiniLM-L6-v2}
@@ -44,9 +45,10 @@ mkdir -p "$IN"
 PACK=dist/pack
 rm -rf "$PACK" && mkdir -p "$PACK"
 [ -x dist/freshen-cuda ] || { echo "gpu-pack: dist/freshen-cuda missing (scripts/build-cuda.sh)" >&2; exit 1; }
-xz -9e --x86 --lzma2=preset=9e -T1 -c dist/freshen-cuda >"$PACK/freshen-cuda.xz"
 [ -x dist/operators-cuda-tests ] || { echo "gpu-pack: dist/operators-cuda-tests missing (scripts/build-cuda.sh)" >&2; exit 1; }
-xz -9e --x86 --lzma2=preset=9e -T1 -c dist/operators-cuda-tests >"$PACK/operators-cuda-tests.xz"
+# One stream for both binaries, with a window that spans them: they share most of their
+# code (candle, arrow), so together they pack to two thirds of their separate sizes.
+tar -C dist -cf - freshen-cuda operators-cuda-tests | xz -9e --x86 --lzma2=preset=9e,dict=192MiB -T1 >"$PACK/binaries.tar.xz"
 tar -C dist -cf - minilm-f16 | xz -6 -T0 >"$PACK/minilm-f16.tar.xz"
 tar -C dist -cf - gpu-in | xz -9 -T0 >"$PACK/inputs.tar.xz"
 if [ -n "${DATA:-}" ]; then

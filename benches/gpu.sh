@@ -15,8 +15,8 @@
 # The GPU machine is lent now and then for minutes, so this must work the first time: it
 # is tested here with `DEVICE=cpu SMALL=1 benches/gpu.sh` (the same steps at toy sizes).
 #
-#   scripts/build-cuda.sh && DATA=data/full/wordnet benches/gpu-pack.sh   # here: dist/pack
-#   DATA=data/full/wordnet benches/gpu.sh   # there, with dist/pack carried (run's carry)
+#   scripts/build-cuda.sh && benches/gpu-pack.sh   # here: dist/pack
+#   benches/gpu.sh   # there, with dist/pack carried (run's carry)
 #
 # Settings (environment): DEVICE (cuda), BIN, MODEL (models/all-MiniLM-L6-v2, or the packed
 # fp16 folder dist/minilm-f16 when present), OUT (out/gpu), PYTHON (python3 there, with
@@ -51,8 +51,7 @@ RESULTS=${RESULTS:-benches/results/gpu.jsonl}
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # What benches/gpu-pack.sh packed here, unpacked once.
 if [ -d dist/pack ] && [ ! -x dist/freshen-cuda ]; then
-  xz -dc dist/pack/freshen-cuda.xz >dist/freshen-cuda && chmod +x dist/freshen-cuda
-  [ ! -f dist/pack/operators-cuda-tests.xz ] || { xz -dc dist/pack/operators-cuda-tests.xz >dist/operators-cuda-tests && chmod +x dist/operators-cuda-tests; }
+  xz -dc dist/pack/binaries.tar.xz | tar -C dist -xf -
   xz -dc dist/pack/minilm-f16.tar.xz | tar -C dist -xf -
   xz -dc dist/pack/inputs.tar.xz | tar -C dist -xf -
   [ ! -f dist/pack/data.tar.xz ] || xz -dc dist/pack/data.tar.xz | tar -xf -
@@ -78,6 +77,20 @@ if [ "$DEVICE" != cpu ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || true
 fi
 mkdir -p "$OUT"
+# Testing here (DEVICE=cpu on a machine without the driver): the CUDA binaries load
+# against the libcuda stub they were linked with (it never travels) and the build's CUDA
+# libraries, through wrappers, so that the peers' Python keeps its own libraries.
+STUB=$(realpath -m "$OUT/stub")
+here() { # binary: a wrapper of it that loads here
+  mkdir -p "$STUB" && ln -sf "$PWD/.cuda/link/libcuda.so" "$STUB/libcuda.so.1"
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$STUB:$PWD/.cuda/py/nvidia/cu13/lib" "$(realpath "$1")" >"$STUB/$(basename "$1")"
+  chmod +x "$STUB/$(basename "$1")" && echo "$STUB/$(basename "$1")"
+}
+TESTS=${TESTS:-dist/operators-cuda-tests}
+if [ "$DEVICE" = cpu ] && ldd "$BIN" | grep -q 'libcuda.so.1 => not found'; then
+  BIN=$(here "$BIN")
+  [ ! -x "$TESTS" ] || TESTS=$(here "$TESTS")
+fi
 exec 2> >(tee -a "$OUT/gpu.log" >&2)
 echo "gpu: device $DEVICE, binary $BIN, model $MODEL, out $OUT, small $SMALL" >&2
 start=$SECONDS
@@ -106,13 +119,11 @@ if [ "$MEASURE" = 1 ]; then # to "measurements done"
 # 0. The CUDA kernels against the CPU's: the operators' CUDA test binary
 # (scripts/build-cuda.sh), before any figure. A failure is reported in the correctness
 # table and the figures are still taken. On the CPU (DEVICE=cpu, testing this script) the
-# binary is only listed, with the libcuda stub that built it.
-TESTS=${TESTS:-dist/operators-cuda-tests}
-[ -x "$TESTS" ] || { [ -f "$TESTS.xz" ] && xz -dkf "$TESTS.xz" && chmod +x "$TESTS"; } || true
+# tests are only listed: they need a device.
 if [ -x "$TESTS" ]; then
   echo "gpu: the CUDA kernels' tests ($((SECONDS - start)) s)" >&2
   if [ "$DEVICE" = cpu ]; then
-    LD_LIBRARY_PATH=.cuda/link${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$TESTS" backend::cuda:: --list >"$OUT/cuda-tests.log" 2>&1 || true
+    "$TESTS" backend::cuda:: --list >"$OUT/cuda-tests.log" 2>&1 || true
   else
     timeout "${CELL_SECONDS:-120}" "$TESTS" backend::cuda:: --test-threads=1 >"$OUT/cuda-tests.log" 2>&1 || true
   fi

@@ -37,6 +37,17 @@ fn cannot_open(e: &candle_core::Error) -> String {
     )
 }
 
+/// CUDA device `n`, its memory pool set to keep what it frees (cudarc's pool gives it back
+/// at every synchronisation otherwise, and a training step would pay to allocate again).
+fn open_cuda(n: usize) -> candle_core::Result<Device> {
+    let device = Device::new_cuda(n)?;
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = &device {
+        crate::backend::cuda::keep_freed_memory(d)?;
+    }
+    Ok(device)
+}
+
 /// Whether this build can run on CUDA devices (`--features cuda`).
 pub const CUDA_BUILD: bool = cfg!(feature = "cuda");
 
@@ -59,7 +70,7 @@ impl DeviceChoice {
         match self {
             DeviceChoice::Cpu => Ok(cpu()),
             DeviceChoice::Auto => match CUDA_BUILD && candle_core::utils::cuda_is_available() {
-                true => Device::new_cuda(0).or_else(|_| Ok(cpu())),
+                true => open_cuda(0).or_else(|_| Ok(cpu())),
                 false => Ok(cpu()),
             },
             DeviceChoice::Cuda(n) => {
@@ -71,7 +82,7 @@ impl DeviceChoice {
                             .into(),
                     });
                 }
-                Device::new_cuda(*n).map_err(|e| Error::Device {
+                open_cuda(*n).map_err(|e| Error::Device {
                     device: self.to_string(),
                     message: cannot_open(&e),
                 })

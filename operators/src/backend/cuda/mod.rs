@@ -23,8 +23,8 @@ pub use ops::CudaOps;
 pub use topk::{top_k, MAX_K};
 pub(crate) use train::{adamw_multi, applies, sq_norm};
 
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
-use candle_core::cuda_backend::CudaStorage;
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaView, LaunchConfig};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::Layout;
 
 /// The kernels' PTX, for the architecture the build named (`CUDA_COMPUTE_CAP`).
@@ -32,6 +32,31 @@ pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train.ptx"));
 
 /// The name candle caches the loaded module under.
 const MODULE: &str = "freshen-train";
+
+/// Sets `device`'s default memory pool (where candle's stream-ordered allocations come
+/// from) to keep freed memory for reuse instead of returning it to the driver.
+pub fn keep_freed_memory(device: &CudaDevice) -> candle_core::Result<()> {
+    let stream = device.cuda_stream();
+    let ctx = stream.context();
+    ctx.bind_to_thread().w()?;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: plain driver calls on the bound context's device, with valid out-pointers.
+    let status = unsafe {
+        match sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) {
+            sys::CUresult::CUDA_SUCCESS => sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            ),
+            failed => failed,
+        }
+    };
+    match status {
+        sys::CUresult::CUDA_SUCCESS => Ok(()),
+        failed => candle_core::bail!("cannot keep the CUDA memory pool's freed memory: {failed:?}"),
+    }
+}
 
 /// One-dimensional launch settings.
 fn launch(grid: usize, block: u32, shared_floats: u32) -> LaunchConfig {
