@@ -87,7 +87,7 @@ here() { # binary: a wrapper of it that loads here
   chmod +x "$STUB/$(basename "$1")" && echo "$STUB/$(basename "$1")"
 }
 TESTS=${TESTS:-dist/operators-cuda-tests}
-if [ "$DEVICE" = cpu ] && ldd "$BIN" | grep -q 'libcuda.so.1 => not found'; then
+if [ "$DEVICE" = cpu ] && ldd "$BIN" 2>/dev/null | grep 'libcuda.so.1 => not found' >/dev/null; then
   BIN=$(here "$BIN")
   [ ! -x "$TESTS" ] || TESTS=$(here "$TESTS")
 fi
@@ -213,7 +213,7 @@ same = bool(t) and bool(r) and t.get("ids_first") == r.get("ids_first")
 print(f"\nTop-k ids of the first two queries equal to torch's: {same}.")
 PY
 # The result lines (BENCHMARKS.md's tables gpu-correctness and gpu-speed).
-MACHINE=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 | sed 's/, / (driver /; s/$/)/')
+MACHINE=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 | sed 's/, / (driver /; s/$/)/' || true)
 mkdir -p "$(dirname "$RESULTS")"
 $P - "$OUT" "$DEVICE" "$BATCHES" "$STEP_SHAPES" "$RESULTS" "${MACHINE:-$DEVICE}" "$COMMIT" "DATA=$DATA SMALL=$SMALL benches/gpu.sh" <<'PY'
 import json, os, sys
