@@ -128,6 +128,10 @@ if [ -x "$TESTS" ]; then
     timeout "${CELL_SECONDS:-120}" "$TESTS" backend::cuda:: --test-threads=1 >"$OUT/cuda-tests.log" 2>&1 || true
   fi
   tail -15 "$OUT/cuda-tests.log" >&2
+  # The tables' one-line summary: the test harness's result, or how many were listed.
+  summary=$(grep -m1 '^test result:' "$OUT/cuda-tests.log" | sed 's/^test result: //; s/; [0-9]* ignored.*//' || true)
+  [ -n "$summary" ] || summary="$(grep -c ': test$' "$OUT/cuda-tests.log" || true) listed, not run"
+  printf '{"figure": "%s"}\n' "$summary" >"$OUT/cuda-tests.json"
 else
   echo "gpu: no CUDA test binary at $TESTS (scripts/build-cuda.sh)" >&2
 fi
@@ -173,19 +177,9 @@ def f(x, d=4):
     return "—" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
 def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "—"
-def kernel_tests(out):
-    try:
-        log = open(os.path.join(out, "cuda-tests.log")).read()
-    except OSError:
-        return "not run"
-    for line in log.splitlines():
-        if line.startswith("test result:"):
-            return line[len("test result: "):].split(";")[0] + "; " + ";".join(line.split(";")[1:3]).strip()
-    listed = sum(1 for l in log.splitlines() if l.endswith(": test"))
-    return f"{listed} listed, not run" if listed else "did not run (see cuda-tests.log)"
 print(f"### Correctness on `{device}`\n")
 print("| check | figure |\n|---|---|")
-print(f"| CUDA kernels against the CPU's (backend::cuda tests) | {kernel_tests(out)} |")
+print(f"| CUDA kernels against the CPU's (backend::cuda tests) | {j('cuda-tests').get('figure', 'not run')} |")
 for dt in ("f32", "bf16"):
     p = j(f"parity-{dt}")
     print(f"| parity fixture, {dt}: lowest cosine vs sentence-transformers | {f(p.get('lowest_cosine_vs_st'), 7)} |")
@@ -223,16 +217,6 @@ def j(name):
         return json.load(open(os.path.join(out, name + ".json")))
     except (OSError, ValueError):
         return {}
-def kernel_tests(out):
-    try:
-        log = open(os.path.join(out, "cuda-tests.log")).read()
-    except OSError:
-        return None
-    for line in log.splitlines():
-        if line.startswith("test result:"):
-            return line[len("test result: "):].split(";")[0] + "; " + ";".join(line.split(";")[1:3]).strip()
-    listed = sum(1 for l in log.splitlines() if l.endswith(": test"))
-    return f"{listed} listed, not run" if listed else None
 lines = []
 def add(**row):
     lines.append({**row, "device": device, "command": command, "machine": machine, "commit": commit})
@@ -242,7 +226,7 @@ def cell(work, unit, peer, freshen, faster_is_larger):
         ratio = round(freshen / peer if faster_is_larger else peer / freshen, 2)
     rnd = (lambda v: None if v is None else round(v)) if unit == "sent/s" else (lambda v: None if v is None else round(v, 4))
     add(table="gpu-speed", work=work, unit=unit, peer_s=rnd(peer), freshen_s=rnd(freshen), ratio=ratio)
-add(table="gpu-correctness", check="CUDA kernels against the CPU's (backend::cuda tests)", figure=kernel_tests(out))
+add(table="gpu-correctness", check="CUDA kernels against the CPU's (backend::cuda tests)", figure=j("cuda-tests").get("figure"))
 for dt in ("f32", "bf16"):
     p = j(f"parity-{dt}")
     for key, what in (("lowest_cosine_vs_st", "sentence-transformers"), ("lowest_cosine_vs_cpu_f32", "this binary on the CPU (f32)")):

@@ -62,14 +62,10 @@ impl Kernels for CandleOps {
         bias: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
-        let (b, t, nh, dh) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
-        let heads = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, nh, dh))?.transpose(1, 2)?.contiguous()?)
-        };
-        let scale = 1.0 / (dh as f64).sqrt();
-        let q = heads((q * scale)?)?;
-        let k = heads(k.clone())?;
-        let v = heads(v.clone())?;
+        let scale = 1.0 / (shape.head_dim as f64).sqrt();
+        let q = shape.split_heads(&(q * scale)?)?;
+        let k = shape.split_heads(k)?;
+        let v = shape.split_heads(v)?;
         // Half-precision scores are masked and normalised in f32, as autocast does (the
         // padding bias does not fit f16).
         let dt = q.dtype();
@@ -78,9 +74,6 @@ impl Kernels for CandleOps {
             scores = scores.broadcast_add(bias)?;
         }
         let probs = self.softmax_last_dim(&scores, train)?.to_dtype(dt)?;
-        Ok(probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b * t, nh * dh))?)
+        shape.merge_heads(&probs.matmul(&v)?)
     }
 }

@@ -37,6 +37,22 @@ pub struct AttentionShape {
     pub lengths: Vec<usize>,
 }
 
+impl AttentionShape {
+    /// `(b·t, heads·head_dim)` projections as `(b, heads, t, head_dim)`, contiguous.
+    pub(crate) fn split_heads(&self, y: &Tensor) -> Result<Tensor> {
+        let (b, t, nh, dh) = (self.batch, self.tokens, self.heads, self.head_dim);
+        Ok(y.reshape((b, t, nh, dh))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// The inverse of [`AttentionShape::split_heads`]: `(b, heads, t, head_dim)` back to
+    /// `(b·t, heads·head_dim)`.
+    pub(crate) fn merge_heads(&self, y: &Tensor) -> Result<Tensor> {
+        let rows = self.batch * self.tokens;
+        Ok(y.transpose(1, 2)?
+            .reshape((rows, self.heads * self.head_dim))?)
+    }
+}
+
 /// The feed-forward block's activation (a checkpoint's `hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {

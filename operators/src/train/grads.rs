@@ -170,31 +170,13 @@ impl Gradients {
     /// summed in one pass over all of them together, those on CUDA in one launch and one
     /// read; the others one by one.
     pub fn norm(&self) -> Result<f64> {
-        let (fused, rest): (Vec<&Grad>, Vec<&Grad>) = self
-            .by_param
-            .values()
-            .partition(|g| matches!(g, Grad::Dense(t) if super::fused::applies(&[t])));
-        let tensors: Vec<&Tensor> = fused
-            .iter()
-            .filter_map(|g| match g {
-                Grad::Dense(t) => Some(t),
-                Grad::Rows { .. } => None,
-            })
-            .collect();
-        let mut sum = super::fused::sq_norm(&tensors)?;
+        let grads: Vec<&Grad> = self.by_param.values().collect();
+        let (cpu, rest) = dense_where(grads, super::fused::applies);
+        let mut sum = super::fused::sq_norm(&cpu)?;
         #[cfg(feature = "cuda")]
         let rest = {
-            let (cuda, rest): (Vec<&Grad>, Vec<&Grad>) = rest
-                .into_iter()
-                .partition(|g| matches!(g, Grad::Dense(t) if crate::backend::cuda::applies(&[t])));
-            let tensors: Vec<&Tensor> = cuda
-                .iter()
-                .filter_map(|g| match g {
-                    Grad::Dense(t) => Some(t),
-                    Grad::Rows { .. } => None,
-                })
-                .collect();
-            sum += crate::backend::cuda::sq_norm(&tensors)?;
+            let (cuda, rest) = dense_where(rest, crate::backend::cuda::applies);
+            sum += crate::backend::cuda::sq_norm(&cuda)?;
             rest
         };
         for g in rest {
@@ -278,6 +260,19 @@ impl Gradients {
         }
         Ok(out)
     }
+}
+
+/// The dense gradients that `takes` accepts, as tensors, and every other gradient.
+fn dense_where(grads: Vec<&Grad>, takes: fn(&[&Tensor]) -> bool) -> (Vec<&Tensor>, Vec<&Grad>) {
+    let mut taken = Vec::new();
+    let mut rest = Vec::new();
+    for g in grads {
+        match g {
+            Grad::Dense(t) if takes(&[t]) => taken.push(t),
+            _ => rest.push(g),
+        }
+    }
+    (taken, rest)
 }
 
 /// One parameter's gradient as plain data (what crosses between workers).

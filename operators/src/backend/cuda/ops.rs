@@ -80,22 +80,18 @@ impl Kernels for CudaOps {
         if !train {
             return CandleOps.attention(q, k, v, shape, bias, false);
         }
-        let (b, t, nh, dh) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
-        let heads = |y: &Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, nh, dh))?.transpose(1, 2)?.contiguous()?)
-        };
-        let (qh, kh, vh) = (heads(q)?, heads(k)?, heads(v)?);
+        let (qh, kh, vh) = (
+            shape.split_heads(q)?,
+            shape.split_heads(k)?,
+            shape.split_heads(v)?,
+        );
         let scores = qh.matmul(&kh.t()?)?.contiguous()?;
         let op = MaskedSoftmax {
             lengths: shape.lengths.iter().map(|&l| l as u32).collect(),
-            rows_per_text: (nh * t) as u32,
-            scale: (1.0 / (dh as f64).sqrt()) as f32,
+            rows_per_text: (shape.heads * shape.tokens) as u32,
+            scale: (1.0 / (shape.head_dim as f64).sqrt()) as f32,
         };
-        let probs = scores.apply_op1(op)?;
-        Ok(probs
-            .matmul(&vh)?
-            .transpose(1, 2)?
-            .reshape((b * t, nh * dh))?)
+        shape.merge_heads(&scores.apply_op1(op)?.matmul(&vh)?)
     }
 }
 
